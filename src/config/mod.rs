@@ -1,0 +1,573 @@
+//! The YAML configuration: one serde tree with its defaults, validated in one place.
+//!
+//! The rest of the program receives a [`Config`] whose values are typed and checked: socket
+//! addresses, durations, zone names in wire form, and upstream lists with `resolv.conf`
+//! already replaced by the nameservers it names. Every error names the file, the line and the
+//! field (`config.yaml:7: zones[0].transport: unknown variant ...`).
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `listen` | `["127.0.0.1:5300"]` | addresses answered on, UDP and TCP on each |
+//! | `workers` | `0` (one per core) | UDP sockets per listen address (SO_REUSEPORT) |
+//! | `resolv_conf` | `/etc/resolv.conf` | the file the `resolv.conf` upstream reads |
+//! | `server.max_udp_size` | `1232` | largest UDP answer, whatever the client advertises |
+//! | `server.tcp_idle_timeout` | `10s` | a TCP client connection idle this long is closed |
+//! | `server.max_tcp_connections` | `1024` | TCP client connections at once, per listen address |
+//! | `server.max_tcp_pipelined` | `64` | queries in progress per TCP client connection |
+//! | `server.max_inflight` | `8192` | client queries waiting on upstreams at once, per listener |
+//! | `zones[].name` | required | zone routed; longest suffix wins, `.` is the default route |
+//! | `zones[].upstreams` | required | `IP`, `IP:PORT`, `[IPv6]:PORT`, or `resolv.conf` |
+//! | `zones[].transport` | `udp` | `udp`, `tcp` or `prefer_udp` (see [`Transport`]) |
+//! | `zones[].policy` | `random` | `random`, `round_robin` or `sequential` |
+//! | `zones[].timeout` | `2s` | wait for one upstream's answer |
+//! | `zones[].deadline` | `5s` | the whole query, across failovers |
+//! | `zones[].max_fails` | `3` | consecutive failures before an upstream is skipped; 0 never |
+//! | `zones[].health_check` | `500ms` | probe interval of a skipped upstream |
+
+pub mod duration;
+pub mod resolv;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::wire::Name;
+use resolv::ResolvConf;
+
+/// The configuration compiled into the binary: used by `run` without `--config`.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/default.yaml");
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_listen")]
+    pub listen: Vec<SocketAddr>,
+    #[serde(default)]
+    pub workers: usize,
+    #[serde(default = "default_resolv_conf")]
+    pub resolv_conf: PathBuf,
+    #[serde(default)]
+    pub server: ServerConfig,
+    pub zones: Vec<ZoneConfig>,
+}
+
+/// Limits of the client-facing listeners.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub max_udp_size: u16,
+    #[serde(with = "duration")]
+    pub tcp_idle_timeout: Duration,
+    pub max_tcp_connections: usize,
+    pub max_tcp_pipelined: usize,
+    pub max_inflight: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_udp_size: 1232,
+            tcp_idle_timeout: Duration::from_secs(10),
+            max_tcp_connections: 1024,
+            max_tcp_pipelined: 64,
+            max_inflight: 8192,
+        }
+    }
+}
+
+/// One routed zone and the upstreams that serve it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneConfig {
+    pub name: ZoneName,
+    pub upstreams: Vec<UpstreamAddr>,
+    #[serde(default)]
+    pub transport: Transport,
+    #[serde(default)]
+    pub policy: Policy,
+    #[serde(default = "default_timeout", with = "duration")]
+    pub timeout: Duration,
+    #[serde(default = "default_deadline", with = "duration")]
+    pub deadline: Duration,
+    #[serde(default = "default_max_fails")]
+    pub max_fails: u32,
+    #[serde(default = "default_health_check", with = "duration")]
+    pub health_check: Duration,
+}
+
+/// How queries reach a zone's upstreams.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// UDP, except that a client that asked over TCP is forwarded over TCP (CoreDNS's default:
+    /// the same protocol as the client). A truncated UDP answer is retried over TCP.
+    #[default]
+    Udp,
+    /// Always TCP (CoreDNS `force_tcp`).
+    Tcp,
+    /// Always UDP first, whatever the client used; truncated answers are retried over TCP
+    /// (CoreDNS `prefer_udp`).
+    PreferUdp,
+}
+
+/// The order in which a zone's upstreams are tried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    #[default]
+    Random,
+    RoundRobin,
+    Sequential,
+}
+
+/// A zone name, lowercased, in wire form. Written as `cluster.local` or `.` in YAML.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ZoneName(pub Name);
+
+impl Serialize for ZoneName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0.to_dotted())
+    }
+}
+
+impl<'de> Deserialize<'de> for ZoneName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Name::from_dotted(&text)
+            .map(ZoneName)
+            .map_err(|err| serde::de::Error::custom(format!("invalid zone name {text:?}: {err}")))
+    }
+}
+
+/// One entry of `upstreams`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamAddr {
+    Addr(SocketAddr),
+    /// The nameservers of the `resolv_conf` file, resolved when the config is loaded.
+    ResolvConf,
+}
+
+impl UpstreamAddr {
+    const RESOLV_CONF: &'static str = "resolv.conf";
+
+    fn parse(text: &str) -> Option<UpstreamAddr> {
+        if text == Self::RESOLV_CONF {
+            return Some(UpstreamAddr::ResolvConf);
+        }
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Some(UpstreamAddr::Addr(addr));
+        }
+        let ip: IpAddr = text.parse().ok()?;
+        Some(UpstreamAddr::Addr(SocketAddr::new(ip, 53)))
+    }
+}
+
+impl fmt::Display for UpstreamAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpstreamAddr::Addr(addr) => write!(f, "{addr}"),
+            UpstreamAddr::ResolvConf => f.write_str(Self::RESOLV_CONF),
+        }
+    }
+}
+
+impl Serialize for UpstreamAddr {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for UpstreamAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        UpstreamAddr::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "invalid upstream {text:?}: expected IP, IP:PORT, [IPv6]:PORT or resolv.conf"
+            ))
+        })
+    }
+}
+
+fn default_listen() -> Vec<SocketAddr> {
+    vec![SocketAddr::from(([127, 0, 0, 1], 5300))]
+}
+
+fn default_resolv_conf() -> PathBuf {
+    PathBuf::from("/etc/resolv.conf")
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_deadline() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_max_fails() -> u32 {
+    3
+}
+
+fn default_health_check() -> Duration {
+    Duration::from_millis(500)
+}
+
+/// A configuration that cannot be used, with where and why.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {error}")]
+    Read { file: String, error: std::io::Error },
+    #[error("{file}{}: {field}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Invalid {
+        file: String,
+        line: Option<usize>,
+        field: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            file: file.clone(),
+            error,
+        })?;
+        Config::from_yaml(&text, &file)
+    }
+
+    /// The embedded default configuration (`config/default.yaml`).
+    pub fn embedded_default() -> Result<Config, ConfigError> {
+        Config::from_yaml(EMBEDDED_DEFAULT, "<embedded default>")
+    }
+
+    /// Parses and validates YAML `text`; `file` names it in errors.
+    pub fn from_yaml(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let deserializer = serde_yaml_ng::Deserializer::from_str(text);
+        let mut config: Config = serde_path_to_error::deserialize(deserializer).map_err(|err| {
+            let field = err.path().to_string();
+            let inner = err.into_inner();
+            let message = strip_location(&inner.to_string());
+            // serde_yaml prefixes nested errors with (part of) the path itself.
+            let message = match message.split_once(": ") {
+                Some((prefix, rest)) if field.starts_with(prefix) => rest.to_string(),
+                _ => message,
+            };
+            ConfigError::Invalid {
+                file: file.to_string(),
+                line: inner.location().map(|l| l.line()),
+                field: if field == "." { "(top)".into() } else { field },
+                message,
+            }
+        })?;
+        let invalid = |field: String, message: String| {
+            let line = locate_line(text, &field);
+            ConfigError::Invalid {
+                file: file.to_string(),
+                line,
+                field,
+                message,
+            }
+        };
+        config.validate().map_err(|(f, m)| invalid(f, m))?;
+        config
+            .expand_resolv_conf()
+            .map_err(|(f, m)| invalid(f, m))?;
+        Ok(config)
+    }
+
+    /// Cross-field and range checks that serde cannot express. Returns (field path, message).
+    fn validate(&self) -> Result<(), (String, String)> {
+        if self.listen.is_empty() {
+            return Err((
+                "listen".into(),
+                "at least one listen address is needed".into(),
+            ));
+        }
+        if self.server.max_udp_size < 512 {
+            return Err((
+                "server.max_udp_size".into(),
+                "must be at least 512 (RFC 1035)".into(),
+            ));
+        }
+        let limits = [
+            ("max_tcp_connections", self.server.max_tcp_connections),
+            ("max_tcp_pipelined", self.server.max_tcp_pipelined),
+            ("max_inflight", self.server.max_inflight),
+        ];
+        for (key, value) in limits {
+            if value == 0 {
+                return Err((format!("server.{key}"), "must be at least 1".into()));
+            }
+        }
+        if self.server.tcp_idle_timeout.is_zero() {
+            return Err(("server.tcp_idle_timeout".into(), "must be above 0".into()));
+        }
+        if self.zones.is_empty() {
+            return Err((
+                "zones".into(),
+                "at least one zone is needed (name `.` routes everything)".into(),
+            ));
+        }
+        for (i, zone) in self.zones.iter().enumerate() {
+            let field = |key: &str| format!("zones[{i}].{key}");
+            if let Some(j) = self.zones[..i].iter().position(|z| z.name == zone.name) {
+                return Err((
+                    field("name"),
+                    format!("zone {} is also zones[{j}]", zone.name.0),
+                ));
+            }
+            if zone.upstreams.is_empty() {
+                return Err((field("upstreams"), "at least one upstream is needed".into()));
+            }
+            if zone.timeout.is_zero() {
+                return Err((field("timeout"), "must be above 0".into()));
+            }
+            if zone.deadline < zone.timeout {
+                return Err((
+                    field("deadline"),
+                    format!(
+                        "{} is shorter than timeout {}",
+                        humantime::format_duration(zone.deadline),
+                        humantime::format_duration(zone.timeout)
+                    ),
+                ));
+            }
+            if zone.health_check.is_zero() {
+                return Err((field("health_check"), "must be above 0".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces every `resolv.conf` upstream by the nameservers of `resolv_conf` (port 53).
+    fn expand_resolv_conf(&mut self) -> Result<(), (String, String)> {
+        let wanted = self
+            .zones
+            .iter()
+            .position(|z| z.upstreams.contains(&UpstreamAddr::ResolvConf));
+        let Some(first) = wanted else {
+            return Ok(());
+        };
+        let path = &self.resolv_conf;
+        let field = format!("zones[{first}].upstreams");
+        let conf = ResolvConf::read(path).map_err(|err| {
+            (
+                field.clone(),
+                format!("cannot read {}: {err}", path.display()),
+            )
+        })?;
+        if conf.nameservers.is_empty() {
+            return Err((field, format!("{} names no nameserver", path.display())));
+        }
+        for zone in &mut self.zones {
+            let mut expanded = Vec::with_capacity(zone.upstreams.len());
+            for upstream in zone.upstreams.drain(..) {
+                match upstream {
+                    UpstreamAddr::ResolvConf => expanded.extend(
+                        conf.nameservers
+                            .iter()
+                            .map(|ip| UpstreamAddr::Addr(SocketAddr::new(*ip, 53))),
+                    ),
+                    addr => expanded.push(addr),
+                }
+            }
+            expanded.dedup();
+            zone.upstreams = expanded;
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as YAML, defaults filled in.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml_ng::to_string(self).unwrap_or_else(|err| format!("# cannot print: {err}\n"))
+    }
+}
+
+impl ZoneConfig {
+    /// The upstream socket addresses (after `resolv.conf` expansion).
+    pub fn upstream_addrs(&self) -> Vec<SocketAddr> {
+        self.upstreams
+            .iter()
+            .filter_map(|u| match u {
+                UpstreamAddr::Addr(addr) => Some(*addr),
+                UpstreamAddr::ResolvConf => None,
+            })
+            .collect()
+    }
+}
+
+/// serde_yaml appends " at line L column C"; the line is reported separately.
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(pos) => message[..pos].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// Finds the line of a field path such as `zones[1].deadline` in block-style YAML text, for
+/// errors found after parsing. Best effort: `None` when the field is not written out (it took
+/// its default) or the text uses flow style.
+fn locate_line(text: &str, path: &str) -> Option<usize> {
+    // (indent, content) per line; a leading "- " counts as indentation of the key after it.
+    let lines: Vec<(usize, &str)> = text
+        .lines()
+        .map(|l| (l.len() - l.trim_start().len(), l.trim_start()))
+        .collect();
+    let key_of = |i: usize| {
+        let (indent, content) = lines[i];
+        match content.strip_prefix("- ") {
+            Some(rest) => (
+                indent + 2 + rest.len() - rest.trim_start().len(),
+                rest.trim_start(),
+            ),
+            None => (indent, content),
+        }
+    };
+    let blank = |i: usize| lines[i].1.is_empty() || lines[i].1.starts_with('#');
+    let (mut from, mut to) = (0, lines.len());
+    let mut found = None;
+    for part in path.split('.') {
+        let (key, index) = match part.split_once('[') {
+            Some((key, rest)) => (key, Some(rest.trim_end_matches(']').parse::<usize>().ok()?)),
+            None => (part, None),
+        };
+        let wanted = format!("{key}:");
+        let at = (from..to)
+            .filter(|&i| !blank(i) && key_of(i).1.starts_with(&wanted))
+            .min_by_key(|&i| key_of(i).0)?;
+        let indent = key_of(at).0;
+        // The value: following lines indented deeper, or sequence items at the key's indent.
+        to = (at + 1..to)
+            .find(|&i| {
+                !blank(i)
+                    && (lines[i].0 < indent
+                        || (lines[i].0 == indent && !lines[i].1.starts_with("- ")))
+            })
+            .unwrap_or(to);
+        from = at + 1;
+        found = Some(at);
+        if let Some(index) = index {
+            let items: Vec<usize> = (from..to)
+                .filter(|&i| lines[i].1.starts_with("- "))
+                .collect();
+            let item_indent = items.iter().map(|&i| lines[i].0).min()?;
+            let items: Vec<usize> = items
+                .into_iter()
+                .filter(|&i| lines[i].0 == item_indent)
+                .collect();
+            let item = *items.get(index)?;
+            to = items.get(index + 1).copied().unwrap_or(to);
+            from = item;
+            found = Some(item);
+        }
+    }
+    found.map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(yaml: &str) -> String {
+        Config::from_yaml(yaml, "test.yaml")
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn defaults_are_filled_in() {
+        let config = Config::from_yaml(
+            "zones:\n  - name: example\n    upstreams: [10.0.0.1]\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(config.listen, default_listen());
+        let zone = &config.zones[0];
+        assert_eq!(zone.name.0, Name::from_dotted("example.").unwrap());
+        assert_eq!(zone.upstream_addrs(), vec!["10.0.0.1:53".parse().unwrap()]);
+        assert_eq!(zone.transport, Transport::Udp);
+        assert_eq!(zone.timeout, Duration::from_secs(2));
+        assert_eq!(zone.deadline, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn parse_errors_name_file_line_and_field() {
+        let yaml = "listen: [\"127.0.0.1:53\"]\nzones:\n  - name: .\n    upstreams: [\"1.1.1.1\"]\n    transport: tcpx\n";
+        let err = error_of(yaml);
+        assert!(
+            err.starts_with("test.yaml:5: zones[0].transport: unknown variant `tcpx`"),
+            "{err}"
+        );
+
+        let err = error_of("zones: []\nbogus: 1\n");
+        assert!(err.contains("unknown field `bogus`"), "{err}");
+        assert!(err.starts_with("test.yaml:2:"), "{err}");
+
+        let err = error_of("zones:\n  - name: .\n    upstreams: [\"nonsense\"]\n");
+        assert!(
+            err.starts_with("test.yaml:3: zones[0].upstreams[0]: invalid upstream"),
+            "{err}"
+        );
+
+        let err =
+            error_of("zones:\n  - name: .\n    upstreams: [1.1.1.1]\n    timeout: 2 parsecs\n");
+        assert!(err.contains("zones[0].timeout: invalid duration"), "{err}");
+    }
+
+    #[test]
+    fn validation_errors_name_the_line_of_the_field() {
+        let yaml = "zones:\n  - name: a\n    upstreams: [1.1.1.1]\n  - name: b\n    upstreams: [1.1.1.1]\n    timeout: 3s\n    deadline: 1s\n";
+        assert_eq!(
+            error_of(yaml),
+            "test.yaml:7: zones[1].deadline: 1s is shorter than timeout 3s"
+        );
+        let yaml =
+            "zones:\n- name: a\n  upstreams: [1.1.1.1]\n- name: A.\n  upstreams: [1.1.1.1]\n";
+        assert_eq!(
+            error_of(yaml),
+            "test.yaml:4: zones[1].name: zone a. is also zones[0]"
+        );
+        assert!(error_of("zones: []\n").starts_with("test.yaml:1: zones: at least one zone"));
+    }
+
+    #[test]
+    fn resolv_conf_upstreams_are_expanded() {
+        let dir = std::env::temp_dir().join(format!("nldns-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let resolv = dir.join("resolv.conf");
+        std::fs::write(&resolv, "nameserver 10.1.2.3\nnameserver ::1\n").unwrap();
+        let yaml = format!(
+            "resolv_conf: {}\nzones:\n  - name: .\n    upstreams: [resolv.conf, \"127.0.0.1:5353\"]\n",
+            resolv.display()
+        );
+        let config = Config::from_yaml(&yaml, "t").unwrap();
+        let addrs: Vec<String> = config.zones[0]
+            .upstream_addrs()
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(addrs, ["10.1.2.3:53", "[::1]:53", "127.0.0.1:5353"]);
+
+        std::fs::write(&resolv, "search example\n").unwrap();
+        let err = Config::from_yaml(&yaml, "t").unwrap_err().to_string();
+        assert!(err.contains("names no nameserver"), "{err}");
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let config = Config::from_yaml(
+            "zones:\n  - name: cluster.local\n    upstreams: [\"10.96.0.10:53\"]\n    transport: tcp\n",
+            "t",
+        )
+        .unwrap();
+        let again = Config::from_yaml(&config.to_yaml(), "printed").unwrap();
+        assert_eq!(config, again);
+    }
+}

@@ -1,0 +1,105 @@
+//! Every counter the forwarder keeps, in one Prometheus registry per server instance (so tests
+//! can run several servers in one process and read each one's numbers).
+//!
+//! | metric | labels | meaning |
+//! |---|---|---|
+//! | `nodelocaldns_dropped_total` | `reason` | packets not answered: `short_header`, `response` (QR=1), `send_error` |
+//! | `nodelocaldns_rejected_total` | `reason` | queries refused by a bound: `inflight` (SERVFAIL), `tcp_connections` (connection closed) |
+//! | `nodelocaldns_responses_total` | `rcode` | answers sent to clients |
+//! | `nodelocaldns_upstream_failures_total` | `zone`, `upstream`, `reason` | failed exchanges: `timeout`, `network`, `closed`, `malformed` |
+//! | `nodelocaldns_upstream_mismatched_total` | `upstream` | answers ignored for a wrong ID, question or source address (spoofing or late) |
+//! | `nodelocaldns_upstream_servfail_total` | `zone`, `upstream`, `rcode` | SERVFAIL/REFUSED answers that caused a failover |
+//! | `nodelocaldns_upstream_healthy` | `zone`, `upstream` | 1 while the upstream is used, 0 while skipped after `max_fails` |
+
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+
+/// The forwarder's metrics.
+pub struct Metrics {
+    pub registry: Registry,
+    pub dropped: IntCounterVec,
+    pub rejected: IntCounterVec,
+    pub responses: IntCounterVec,
+    pub upstream_failures: IntCounterVec,
+    pub upstream_mismatched: IntCounterVec,
+    pub upstream_servfail: IntCounterVec,
+    pub upstream_healthy: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let vec = IntCounterVec::new(Opts::new(name, help), labels)
+                .expect("metric names and labels are static and valid");
+            registry
+                .register(Box::new(vec.clone()))
+                .expect("each metric is registered once");
+            vec
+        };
+        let dropped = counter(
+            "nodelocaldns_dropped_total",
+            "Packets that got no answer, by reason.",
+            &["reason"],
+        );
+        let rejected = counter(
+            "nodelocaldns_rejected_total",
+            "Queries refused because a limit was reached, by limit.",
+            &["reason"],
+        );
+        let responses = counter(
+            "nodelocaldns_responses_total",
+            "Answers sent to clients, by rcode.",
+            &["rcode"],
+        );
+        let upstream_failures = counter(
+            "nodelocaldns_upstream_failures_total",
+            "Upstream exchanges that failed, by reason.",
+            &["zone", "upstream", "reason"],
+        );
+        let upstream_mismatched = counter(
+            "nodelocaldns_upstream_mismatched_total",
+            "Upstream answers ignored for a wrong ID, question or source address.",
+            &["upstream"],
+        );
+        let upstream_servfail = counter(
+            "nodelocaldns_upstream_servfail_total",
+            "SERVFAIL or REFUSED upstream answers that caused a failover.",
+            &["zone", "upstream", "rcode"],
+        );
+        let upstream_healthy = IntGaugeVec::new(
+            Opts::new(
+                "nodelocaldns_upstream_healthy",
+                "1 while the upstream is used, 0 while it is skipped after max_fails failures.",
+            ),
+            &["zone", "upstream"],
+        )
+        .expect("metric names and labels are static and valid");
+        registry
+            .register(Box::new(upstream_healthy.clone()))
+            .expect("each metric is registered once");
+        Metrics {
+            registry,
+            dropped,
+            rejected,
+            responses,
+            upstream_failures,
+            upstream_mismatched,
+            upstream_servfail,
+            upstream_healthy,
+        }
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn render(&self) -> String {
+        let encoder = prometheus::TextEncoder::new();
+        encoder
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|err| format!("# encoding failed: {err}\n"))
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,173 @@
+//! The client-facing listeners: UDP and TCP on every listen address, and the task tree that
+//! owns them.
+//!
+//! Each listen address gets `workers` UDP sockets bound with SO_REUSEPORT (the kernel spreads
+//! clients across them, one receive loop each) and one TCP listener on the same port. The
+//! [`Server`] owns every task it starts; [`Server::shutdown`] ends them.
+
+mod tcp;
+mod udp;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use thiserror::Error;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::{Config, ServerConfig};
+use crate::responder::Responder;
+
+/// Receive buffer of each UDP socket: room for bursts while workers are busy.
+const UDP_RECV_BUFFER: usize = 4 << 20;
+/// Attempts to find a port free for both UDP and TCP when the config asks for port 0.
+const EPHEMERAL_BIND_ATTEMPTS: usize = 16;
+
+/// A listener could not be set up.
+#[derive(Debug, Error)]
+#[error("cannot listen on {addr} ({proto}): {error}")]
+pub struct BindError {
+    addr: SocketAddr,
+    proto: &'static str,
+    error: io::Error,
+}
+
+/// The running listeners.
+pub struct Server {
+    local_addrs: Vec<SocketAddr>,
+    tasks: JoinSet<()>,
+    cancel: CancellationToken,
+}
+
+impl Server {
+    /// Binds every listen address and starts serving with `responder`.
+    pub fn start(config: &Config, responder: Arc<Responder>) -> Result<Server, BindError> {
+        let workers = match config.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let cancel = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let mut local_addrs = Vec::new();
+        for &addr in &config.listen {
+            let (udp_sockets, tcp_listener) = bind_pair(addr, workers)?;
+            let local = tcp_listener.local_addr().map_err(|error| BindError {
+                addr,
+                proto: "tcp",
+                error,
+            })?;
+            let limits = Arc::new(config.server.clone());
+            // One bound on queries waiting for upstreams per listen address, shared by its
+            // UDP workers: the memory of a flood of misses stays capped.
+            let inflight = Arc::new(Semaphore::new(config.server.max_inflight));
+            for socket in udp_sockets {
+                tasks.spawn(udp::serve(
+                    Arc::new(socket),
+                    responder.clone(),
+                    inflight.clone(),
+                    cancel.clone(),
+                ));
+            }
+            tasks.spawn(tcp::serve(
+                tcp_listener,
+                responder.clone(),
+                limits,
+                cancel.clone(),
+            ));
+            info!(%local, udp_workers = workers, "listening");
+            local_addrs.push(local);
+        }
+        Ok(Server {
+            local_addrs,
+            tasks,
+            cancel,
+        })
+    }
+
+    /// The bound addresses (UDP and TCP share each port), in config order.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// Stops listening and waits for the listener tasks to end.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Binds `workers` UDP sockets and one TCP listener on the same port. With port 0 (tests) the
+/// first UDP socket picks the port and TCP must get the same one; SO_REUSEPORT is not set on
+/// TCP then, so we can never join another process's listener that happens to hold that port.
+fn bind_pair(addr: SocketAddr, workers: usize) -> Result<(Vec<UdpSocket>, TcpListener), BindError> {
+    let udp_error = |addr, error| BindError {
+        addr,
+        proto: "udp",
+        error,
+    };
+    let tcp_error = |addr, error| BindError {
+        addr,
+        proto: "tcp",
+        error,
+    };
+    let attempts = if addr.port() == 0 {
+        EPHEMERAL_BIND_ATTEMPTS
+    } else {
+        1
+    };
+    let mut last_error = None;
+    for _ in 0..attempts {
+        let first = bind_udp(addr).map_err(|e| udp_error(addr, e))?;
+        let bound = first.local_addr().map_err(|e| udp_error(addr, e))?;
+        let tcp = match bind_tcp(bound, addr.port() != 0) {
+            Ok(tcp) => tcp,
+            Err(error) if addr.port() == 0 && error.kind() == io::ErrorKind::AddrInUse => {
+                last_error = Some(tcp_error(bound, error));
+                continue;
+            }
+            Err(error) => return Err(tcp_error(bound, error)),
+        };
+        let mut sockets = vec![first];
+        for _ in 1..workers {
+            sockets.push(bind_udp(bound).map_err(|e| udp_error(bound, e))?);
+        }
+        return Ok((sockets, tcp));
+    }
+    Err(last_error.unwrap_or_else(|| tcp_error(addr, io::ErrorKind::AddrInUse.into())))
+}
+
+fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_port(true)?;
+    // Best effort: the kernel caps it at net.core.rmem_max.
+    let _ = socket.set_recv_buffer_size(UDP_RECV_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+fn bind_tcp(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Limits a TCP connection task needs.
+type Limits = Arc<ServerConfig>;

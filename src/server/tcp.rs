@@ -1,0 +1,121 @@
+//! TCP clients (RFC 7766): many queries pipelined on one connection, answered as each completes
+//! (out of order), at most `max_tcp_pipelined` in progress per connection (reading pauses
+//! beyond that), closed after `tcp_idle_timeout` without a complete query, and at most
+//! `max_tcp_connections` connections at once (further ones are closed at once and counted).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::Limits;
+use crate::Proto;
+use crate::responder::{Responder, Step};
+use crate::upstream::tcp::{frame, read_frame};
+
+pub(super) async fn serve(
+    listener: TcpListener,
+    responder: Arc<Responder>,
+    limits: Limits,
+    cancel: CancellationToken,
+) {
+    let connections = Arc::new(Semaphore::new(limits.max_tcp_connections));
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, client) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                warn!(%err, "TCP accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        // Answers are written whole; waiting for more bytes would only add latency.
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            responder.count_rejected("tcp_connections");
+            drop(stream);
+            continue;
+        };
+        let responder = responder.clone();
+        let limits = limits.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            connection(stream, client, responder, limits, cancel).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    client: SocketAddr,
+    responder: Arc<Responder>,
+    limits: Limits,
+    cancel: CancellationToken,
+) {
+    let (mut reader, mut writer) = stream.into_split();
+    let (answers, mut to_write) = mpsc::channel::<Vec<u8>>(limits.max_tcp_pipelined);
+    let writing = async move {
+        while let Some(answer) = to_write.recv().await {
+            if writer.write_all(&frame(&answer)).await.is_err() {
+                return;
+            }
+        }
+        let _ = writer.shutdown().await;
+    };
+    let pipelined = Arc::new(Semaphore::new(limits.max_tcp_pipelined));
+    let reading = async move {
+        let mut out = Vec::new();
+        loop {
+            let Ok(permit) = pipelined.clone().acquire_owned().await else {
+                return;
+            };
+            let read = tokio::select! {
+                _ = cancel.cancelled() => return,
+                read = tokio::time::timeout(limits.tcp_idle_timeout, read_frame(&mut reader)) => read,
+            };
+            let packet = match read {
+                Ok(Ok(Some(packet))) => packet,
+                Ok(Ok(None)) => return,
+                Ok(Err(err)) => {
+                    debug!(%client, %err, "TCP client read failed");
+                    return;
+                }
+                Err(_) => {
+                    debug!(%client, "TCP client idle; closing");
+                    return;
+                }
+            };
+            match responder.begin(&packet, Proto::Tcp, &mut out) {
+                Step::Answered => {
+                    if answers.send(std::mem::take(&mut out)).await.is_err() {
+                        return;
+                    }
+                }
+                Step::Dropped(_) => {}
+                Step::Forward(pending) => {
+                    let answers = answers.clone();
+                    let responder = responder.clone();
+                    tokio::spawn(async move {
+                        let mut out = Vec::new();
+                        responder.finish(pending, &mut out).await;
+                        // The client may have gone; its answer then has nowhere to go.
+                        let _ = answers.send(out).await;
+                        drop(permit);
+                    });
+                }
+            }
+        }
+    };
+    // The writer ends once the reader and every query task have dropped their senders.
+    tokio::join!(reading, writing);
+}

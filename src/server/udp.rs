@@ -1,0 +1,69 @@
+//! The UDP receive loop of one socket. Answers that need no upstream are sent from the loop
+//! itself; forwarded queries become tasks, at most `max_inflight` at once per listen address,
+//! and beyond that are answered SERVFAIL at once (counted) rather than queued without bound.
+
+use std::sync::Arc;
+
+use tokio::net::UdpSocket;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::Proto;
+use crate::responder::{Responder, Step};
+
+/// Largest datagram we read: a query larger than this is not a query we serve, and the kernel
+/// cuts it (it then fails to parse and is answered FORMERR).
+const MAX_QUERY: usize = 4096;
+
+pub(super) async fn serve(
+    socket: Arc<UdpSocket>,
+    responder: Arc<Responder>,
+    inflight: Arc<Semaphore>,
+    cancel: CancellationToken,
+) {
+    let mut packet = vec![0u8; MAX_QUERY];
+    let mut out = Vec::with_capacity(1232);
+    loop {
+        let received = tokio::select! {
+            _ = cancel.cancelled() => return,
+            received = socket.recv_from(&mut packet) => received,
+        };
+        let (len, client) = match received {
+            Ok(received) => received,
+            Err(err) => {
+                // Unconnected UDP sockets see no ICMP errors; anything here is transient.
+                warn!(%err, "UDP receive failed");
+                continue;
+            }
+        };
+        match responder.begin(&packet[..len], Proto::Udp, &mut out) {
+            Step::Answered => {
+                if socket.send_to(&out, client).await.is_err() {
+                    responder.count_send_error();
+                }
+            }
+            Step::Dropped(_) => {}
+            Step::Forward(pending) => match inflight.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let socket = socket.clone();
+                    let responder = responder.clone();
+                    tokio::spawn(async move {
+                        let mut out = Vec::new();
+                        responder.finish(pending, &mut out).await;
+                        if socket.send_to(&out, client).await.is_err() {
+                            responder.count_send_error();
+                        }
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    responder.reject_overloaded(&pending, &mut out);
+                    if socket.send_to(&out, client).await.is_err() {
+                        responder.count_send_error();
+                    }
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Upstreams: routing a question to its zone, choosing and failing over between the zone's
+//! upstream servers, and the exchanges themselves.
+//!
+//! `router` picks the zone (longest suffix), `group` orders a zone's upstreams by policy and
+//! health and fails over within the zone's deadline, `udp` and `tcp` each perform one exchange,
+//! and `health` decides when an upstream is skipped.
+
+pub mod group;
+pub mod health;
+pub mod router;
+pub mod tcp;
+pub mod udp;
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::wire::answer::{self, AnswerError, AnswerInfo};
+use crate::wire::query::Question;
+
+pub use group::UpstreamGroup;
+pub use router::ZoneRouter;
+
+/// An accepted upstream answer: the bytes as received (still carrying our upstream ID), with
+/// the upstream's OPT removed when it was the last record.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub message: Vec<u8>,
+    pub info: AnswerInfo,
+}
+
+impl Answer {
+    /// Checks `message` against the query we sent and reads it.
+    fn accept(mut message: Vec<u8>, id: u16, question: &Question) -> Result<Answer, AnswerError> {
+        let mut info = answer::inspect(&message, id, question)?;
+        answer::strip_trailing_opt(&mut message, &mut info);
+        Ok(Answer { message, info })
+    }
+
+    /// Whether the message still carries an OPT record (one that was not last).
+    pub fn has_opt(&self) -> bool {
+        self.info.opt.is_some()
+    }
+}
+
+/// Why one exchange with one upstream produced no answer.
+#[derive(Debug, Error)]
+pub enum ExchangeError {
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("network error: {0}")]
+    Network(#[from] std::io::Error),
+    #[error("connection closed before the answer")]
+    Closed,
+    #[error("answer larger than the UDP buffer")]
+    Truncated,
+    #[error("{0}")]
+    Malformed(AnswerError),
+}
+
+impl ExchangeError {
+    /// The metric label for this failure.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ExchangeError::Timeout(_) => "timeout",
+            ExchangeError::Network(_) => "network",
+            ExchangeError::Closed => "closed",
+            ExchangeError::Truncated => "truncated",
+            ExchangeError::Malformed(_) => "malformed",
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Zone routing: each query goes to the zone with the longest suffix that contains its name;
+//! `.` is the default route. A name no zone contains is REFUSED (we are not an open resolver
+//! for names we were not asked to serve).
+
+use std::sync::Arc;
+
+use super::UpstreamGroup;
+use crate::config::Config;
+use crate::observe::Metrics;
+use crate::wire::Name;
+
+/// A routed zone.
+pub struct Route {
+    pub name: Name,
+    pub upstreams: UpstreamGroup,
+}
+
+/// The zones of a config, most specific first.
+pub struct ZoneRouter {
+    routes: Vec<Route>,
+}
+
+/// Index of a route in its router, so a query routed once need not be routed again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteId(usize);
+
+impl ZoneRouter {
+    pub fn new(config: &Config, metrics: &Arc<Metrics>) -> ZoneRouter {
+        let mut routes: Vec<Route> = config
+            .zones
+            .iter()
+            .map(|zone| Route {
+                name: zone.name.0,
+                upstreams: UpstreamGroup::new(zone, config.server.max_udp_size, metrics.clone()),
+            })
+            .collect();
+        routes.sort_by_key(|route| std::cmp::Reverse(route.name.label_count()));
+        ZoneRouter { routes }
+    }
+
+    /// The most specific zone containing `name`.
+    pub fn route(&self, name: &Name) -> Option<RouteId> {
+        self.routes
+            .iter()
+            .position(|route| name.is_subdomain_of(&route.name))
+            .map(RouteId)
+    }
+
+    pub fn get(&self, id: RouteId) -> &Route {
+        &self.routes[id.0]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longest_suffix_wins_and_unrouted_names_have_no_route() {
+        let config = Config::from_yaml(
+            "zones:\n  - name: local\n    upstreams: [10.0.0.1]\n  - name: cluster.local\n    upstreams: [10.0.0.2]\n",
+            "t",
+        )
+        .unwrap();
+        let router = ZoneRouter::new(&config, &Arc::new(Metrics::new()));
+        let zone_of = |name: &str| {
+            router
+                .route(&Name::from_dotted(name).unwrap())
+                .map(|id| router.get(id).name.to_dotted())
+        };
+        assert_eq!(
+            zone_of("a.svc.cluster.local").as_deref(),
+            Some("cluster.local.")
+        );
+        assert_eq!(zone_of("cluster.local").as_deref(), Some("cluster.local."));
+        assert_eq!(zone_of("other.local").as_deref(), Some("local."));
+        assert_eq!(zone_of("example.com"), None);
+    }
+}

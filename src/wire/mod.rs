@@ -1,0 +1,191 @@
+//! DNS wire format (RFC 1035, RFC 6891): the parts the request path needs, read and patched in
+//! place on byte slices.
+//!
+//! Written by hand rather than through hickory-proto's `Message` because it is the hot path: a
+//! query is validated and keyed without allocating, and answers are forwarded (and later served
+//! from cache) as the bytes the upstream sent, with only the ID, the question's letter case,
+//! TTLs and the OPT record rewritten.
+
+pub mod answer;
+pub mod name;
+pub mod query;
+pub mod reply;
+
+pub use name::Name;
+pub use query::{Edns, Query, Question};
+
+use thiserror::Error;
+
+/// Length of the fixed DNS header.
+pub const HEADER_LEN: usize = 12;
+
+/// Resource record types the forwarder treats specially.
+pub mod rtype {
+    pub const A: u16 = 1;
+    pub const NS: u16 = 2;
+    pub const CNAME: u16 = 5;
+    pub const SOA: u16 = 6;
+    pub const AAAA: u16 = 28;
+    pub const OPT: u16 = 41;
+    pub const IXFR: u16 = 251;
+    pub const AXFR: u16 = 252;
+}
+
+/// Response codes (the low four bits, and BADVERS which needs the OPT extended bits).
+pub mod rcode {
+    pub const NOERROR: u16 = 0;
+    pub const FORMERR: u16 = 1;
+    pub const SERVFAIL: u16 = 2;
+    pub const NXDOMAIN: u16 = 3;
+    pub const NOTIMP: u16 = 4;
+    pub const REFUSED: u16 = 5;
+    pub const BADVERS: u16 = 16;
+
+    /// The conventional upper-case name, for logs and metric labels.
+    pub fn name(rcode: u16) -> &'static str {
+        match rcode {
+            NOERROR => "NOERROR",
+            FORMERR => "FORMERR",
+            SERVFAIL => "SERVFAIL",
+            NXDOMAIN => "NXDOMAIN",
+            NOTIMP => "NOTIMP",
+            REFUSED => "REFUSED",
+            BADVERS => "BADVERS",
+            _ => "OTHER",
+        }
+    }
+}
+
+pub const CLASS_IN: u16 = 1;
+
+/// Header flag bits (second 16-bit word of the header).
+pub mod flag {
+    pub const QR: u16 = 0x8000;
+    pub const OPCODE_MASK: u16 = 0x7800;
+    pub const AA: u16 = 0x0400;
+    pub const TC: u16 = 0x0200;
+    pub const RD: u16 = 0x0100;
+    pub const RA: u16 = 0x0080;
+    pub const CD: u16 = 0x0010;
+    pub const RCODE_MASK: u16 = 0x000F;
+}
+
+/// Why bytes could not be read as DNS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum WireError {
+    #[error("message ends inside a field")]
+    Truncated,
+    #[error("label longer than 63 bytes")]
+    LabelTooLong,
+    #[error("name longer than 255 bytes")]
+    NameTooLong,
+    #[error("empty label")]
+    EmptyLabel,
+    #[error("reserved label type")]
+    BadLabelType,
+    #[error("compression pointer in a question name")]
+    PointerInQuestion,
+    #[error("more than one OPT record")]
+    DuplicateOpt,
+    #[error("OPT record with a non-root owner name")]
+    BadOpt,
+}
+
+/// The fixed header, decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub id: u16,
+    pub flags: u16,
+    pub qdcount: u16,
+    pub ancount: u16,
+    pub nscount: u16,
+    pub arcount: u16,
+}
+
+impl Header {
+    /// Decodes the header; `None` when the message is shorter than 12 bytes.
+    pub fn read(msg: &[u8]) -> Option<Header> {
+        if msg.len() < HEADER_LEN {
+            return None;
+        }
+        Some(Header {
+            id: read_u16(msg, 0),
+            flags: read_u16(msg, 2),
+            qdcount: read_u16(msg, 4),
+            ancount: read_u16(msg, 6),
+            nscount: read_u16(msg, 8),
+            arcount: read_u16(msg, 10),
+        })
+    }
+
+    pub fn is_response(&self) -> bool {
+        self.flags & flag::QR != 0
+    }
+
+    pub fn opcode(&self) -> u8 {
+        ((self.flags & flag::OPCODE_MASK) >> 11) as u8
+    }
+
+    pub fn rcode(&self) -> u16 {
+        self.flags & flag::RCODE_MASK
+    }
+
+    pub fn is_truncated(&self) -> bool {
+        self.flags & flag::TC != 0
+    }
+}
+
+pub(crate) fn read_u16(msg: &[u8], pos: usize) -> u16 {
+    u16::from_be_bytes([msg[pos], msg[pos + 1]])
+}
+
+pub(crate) fn read_u32(msg: &[u8], pos: usize) -> u32 {
+    u32::from_be_bytes([msg[pos], msg[pos + 1], msg[pos + 2], msg[pos + 3]])
+}
+
+pub(crate) fn write_u16(msg: &mut [u8], pos: usize, value: u16) {
+    msg[pos..pos + 2].copy_from_slice(&value.to_be_bytes());
+}
+
+/// Reads a big-endian u16 at `pos`, or reports truncation.
+pub(crate) fn get_u16(msg: &[u8], pos: usize) -> Result<u16, WireError> {
+    if pos + 2 > msg.len() {
+        return Err(WireError::Truncated);
+    }
+    Ok(read_u16(msg, pos))
+}
+
+/// The fixed part of a resource record after its owner name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHead {
+    pub rtype: u16,
+    pub class: u16,
+    /// Offset of the 32-bit TTL field in the message.
+    pub ttl_offset: usize,
+    pub ttl: u32,
+    /// Range of the RDATA in the message.
+    pub rdata_start: usize,
+    pub rdata_end: usize,
+}
+
+/// Reads the record whose owner name starts at `pos`; returns its head and the record start.
+pub(crate) fn read_record(msg: &[u8], pos: usize) -> Result<RecordHead, WireError> {
+    let after_name = name::skip(msg, pos)?;
+    if after_name + 10 > msg.len() {
+        return Err(WireError::Truncated);
+    }
+    let rdlen = read_u16(msg, after_name + 8) as usize;
+    let rdata_start = after_name + 10;
+    let rdata_end = rdata_start + rdlen;
+    if rdata_end > msg.len() {
+        return Err(WireError::Truncated);
+    }
+    Ok(RecordHead {
+        rtype: read_u16(msg, after_name),
+        class: read_u16(msg, after_name + 2),
+        ttl_offset: after_name + 4,
+        ttl: read_u32(msg, after_name + 4),
+        rdata_start,
+        rdata_end,
+    })
+}

@@ -1,0 +1,309 @@
+//! Domain names in wire form.
+//!
+//! A [`Name`] is kept uncompressed and inline (no heap), so parsing a query allocates nothing.
+//! Names read from a query's question are lowercased for keys and routing; the client's original
+//! letter case is kept separately so answers can echo it (DNS 0x20 clients check it).
+//!
+//! Compression pointers are never followed while skipping names, so pointer loops and forward
+//! pointers cannot make a reader spin; a question name that contains a pointer is malformed.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+use super::WireError;
+
+/// RFC 1035 2.3.4: a name is at most 255 bytes in wire form, a label at most 63.
+pub const MAX_NAME_LEN: usize = 255;
+pub const MAX_LABEL_LEN: usize = 63;
+
+/// An uncompressed domain name in wire form (length-prefixed labels ending in the root label).
+#[derive(Clone, Copy)]
+pub struct Name {
+    len: u8,
+    buf: [u8; MAX_NAME_LEN],
+}
+
+impl Name {
+    /// The root name `.`.
+    pub const fn root() -> Name {
+        Name {
+            len: 1,
+            buf: [0; MAX_NAME_LEN],
+        }
+    }
+
+    /// The wire bytes, ending in the zero root label.
+    pub fn as_wire(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
+
+    /// Length of the wire form in bytes.
+    pub fn wire_len(&self) -> usize {
+        self.len as usize
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.len == 1
+    }
+
+    /// Parses presentation form (`cluster.local`, `cluster.local.` or `.`), lowercased.
+    pub fn from_dotted(text: &str) -> Result<Name, WireError> {
+        let trimmed = text.strip_suffix('.').unwrap_or(text);
+        let mut name = Name::root();
+        if trimmed.is_empty() {
+            return Ok(name);
+        }
+        let mut pos = 0usize;
+        for label in trimmed.split('.') {
+            if label.is_empty() {
+                return Err(WireError::EmptyLabel);
+            }
+            if label.len() > MAX_LABEL_LEN {
+                return Err(WireError::LabelTooLong);
+            }
+            if pos + 1 + label.len() + 1 > MAX_NAME_LEN {
+                return Err(WireError::NameTooLong);
+            }
+            name.buf[pos] = label.len() as u8;
+            for (i, b) in label.bytes().enumerate() {
+                name.buf[pos + 1 + i] = b.to_ascii_lowercase();
+            }
+            pos += 1 + label.len();
+        }
+        name.buf[pos] = 0;
+        name.len = (pos + 1) as u8;
+        Ok(name)
+    }
+
+    /// Presentation form with a trailing dot (`cluster.local.`; the root is `.`).
+    pub fn to_dotted(&self) -> String {
+        if self.is_root() {
+            return ".".to_string();
+        }
+        let mut out = String::with_capacity(self.wire_len());
+        for label in self.labels() {
+            for &b in label {
+                if b.is_ascii_graphic() && b != b'.' && b != b'\\' {
+                    out.push(b as char);
+                } else {
+                    out.push_str(&format!("\\{b:03}"));
+                }
+            }
+            out.push('.');
+        }
+        out
+    }
+
+    /// The labels, leftmost first, without the root label.
+    pub fn labels(&self) -> Labels<'_> {
+        Labels {
+            wire: self.as_wire(),
+            pos: 0,
+        }
+    }
+
+    pub fn label_count(&self) -> usize {
+        self.labels().count()
+    }
+
+    /// True when `self` is `zone` or a name below it (label-aligned, case-sensitive on the
+    /// stored bytes; both sides are lowercased where they come from queries or config).
+    pub fn is_subdomain_of(&self, zone: &Name) -> bool {
+        let suffix = zone.as_wire();
+        let wire = self.as_wire();
+        let mut pos = 0usize;
+        loop {
+            if wire.len() - pos == suffix.len() {
+                return &wire[pos..] == suffix;
+            }
+            if wire.len() - pos < suffix.len() || wire[pos] == 0 {
+                return false;
+            }
+            pos += 1 + wire[pos] as usize;
+        }
+    }
+
+    /// A copy with ASCII letters lowercased.
+    pub fn to_lowercase(&self) -> Name {
+        let mut lower = *self;
+        lower.buf[..self.len as usize].make_ascii_lowercase();
+        lower
+    }
+
+    fn from_wire_unchecked(wire: &[u8]) -> Name {
+        let mut name = Name::root();
+        name.buf[..wire.len()].copy_from_slice(wire);
+        name.len = wire.len() as u8;
+        name
+    }
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Name) -> bool {
+        self.as_wire() == other.as_wire()
+    }
+}
+
+impl Eq for Name {}
+
+impl Hash for Name {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_wire().hash(state)
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Name({})", self.to_dotted())
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_dotted())
+    }
+}
+
+/// Iterator over the labels of a [`Name`].
+pub struct Labels<'a> {
+    wire: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Iterator for Labels<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let len = *self.wire.get(self.pos)? as usize;
+        if len == 0 {
+            return None;
+        }
+        let label = &self.wire[self.pos + 1..self.pos + 1 + len];
+        self.pos += 1 + len;
+        Some(label)
+    }
+}
+
+/// Reads an uncompressed name at `pos` (a question name): returns it as received and the
+/// position just after it. Any compression pointer is malformed here: the question is the
+/// first name in a message, so there is nothing earlier a pointer could legally refer to.
+pub fn read_uncompressed(msg: &[u8], mut pos: usize) -> Result<(Name, usize), WireError> {
+    let start = pos;
+    loop {
+        let len = *msg.get(pos).ok_or(WireError::Truncated)? as usize;
+        match len & 0xC0 {
+            0x00 => {}
+            0xC0 => return Err(WireError::PointerInQuestion),
+            _ => return Err(WireError::BadLabelType),
+        }
+        if pos + 1 + len > msg.len() {
+            return Err(WireError::Truncated);
+        }
+        pos += 1 + len;
+        if pos - start > MAX_NAME_LEN {
+            return Err(WireError::NameTooLong);
+        }
+        if len == 0 {
+            return Ok((Name::from_wire_unchecked(&msg[start..pos]), pos));
+        }
+    }
+}
+
+/// Skips a possibly compressed name at `pos` without following pointers; returns the position
+/// just after it in the message.
+pub fn skip(msg: &[u8], mut pos: usize) -> Result<usize, WireError> {
+    let start = pos;
+    loop {
+        let len = *msg.get(pos).ok_or(WireError::Truncated)? as usize;
+        match len & 0xC0 {
+            0x00 if len == 0 => return Ok(pos + 1),
+            0x00 => {
+                pos += 1 + len;
+                if pos - start > MAX_NAME_LEN {
+                    return Err(WireError::NameTooLong);
+                }
+            }
+            0xC0 => {
+                if pos + 2 > msg.len() {
+                    return Err(WireError::Truncated);
+                }
+                return Ok(pos + 2);
+            }
+            _ => return Err(WireError::BadLabelType),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dotted_round_trip_lowercases() {
+        let name = Name::from_dotted("Cluster.Local").unwrap();
+        assert_eq!(name.as_wire(), b"\x07cluster\x05local\x00");
+        assert_eq!(name.to_dotted(), "cluster.local.");
+        assert_eq!(Name::from_dotted(".").unwrap(), Name::root());
+        assert_eq!(Name::root().to_dotted(), ".");
+    }
+
+    #[test]
+    fn dotted_rejects_bad_labels() {
+        assert_eq!(Name::from_dotted("a..b"), Err(WireError::EmptyLabel));
+        let long = "a".repeat(64);
+        assert_eq!(Name::from_dotted(&long), Err(WireError::LabelTooLong));
+        let many = vec!["abcdefghi"; 30].join(".");
+        assert_eq!(Name::from_dotted(&many), Err(WireError::NameTooLong));
+    }
+
+    #[test]
+    fn subdomain_is_label_aligned() {
+        let zone = Name::from_dotted("cluster.local").unwrap();
+        assert!(
+            Name::from_dotted("a.svc.cluster.local")
+                .unwrap()
+                .is_subdomain_of(&zone)
+        );
+        assert!(zone.is_subdomain_of(&zone));
+        assert!(
+            !Name::from_dotted("xcluster.local")
+                .unwrap()
+                .is_subdomain_of(&zone)
+        );
+        assert!(!Name::from_dotted("local").unwrap().is_subdomain_of(&zone));
+        assert!(zone.is_subdomain_of(&Name::root()));
+    }
+
+    #[test]
+    fn question_name_rejects_pointers_and_overlong_names() {
+        assert_eq!(
+            read_uncompressed(b"\xC0\x0C", 0).unwrap_err(),
+            WireError::PointerInQuestion
+        );
+        assert_eq!(
+            read_uncompressed(b"\x40abc", 0).unwrap_err(),
+            WireError::BadLabelType
+        );
+        let mut long = Vec::new();
+        for _ in 0..5 {
+            long.push(63);
+            long.extend_from_slice(&[b'a'; 63]);
+        }
+        long.push(0);
+        assert_eq!(
+            read_uncompressed(&long, 0).unwrap_err(),
+            WireError::NameTooLong
+        );
+        assert_eq!(
+            read_uncompressed(b"\x03ab", 0).unwrap_err(),
+            WireError::Truncated
+        );
+    }
+
+    #[test]
+    fn skip_stops_at_pointer_without_following_it() {
+        // A pointer to itself would loop forever if it were followed.
+        assert_eq!(skip(b"\x01a\xC0\x00", 0), Ok(4));
+        assert_eq!(skip(b"\x01a\xC0", 0), Err(WireError::Truncated));
+    }
+}

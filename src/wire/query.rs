@@ -1,0 +1,326 @@
+//! Client queries: validation, and the queries we send upstream.
+//!
+//! [`parse`] decides, from the bytes alone, whether a packet is a query we serve or which
+//! answer the RFCs give it: dropped (too short to answer, or a response: answering it would
+//! reflect traffic), FORMERR, NOTIMP, BADVERS or REFUSED.
+
+use super::name::{self, Name};
+use super::{
+    CLASS_IN, HEADER_LEN, Header, WireError, flag, get_u16, rcode, read_record, read_u16, rtype,
+    write_u16,
+};
+
+/// What a question asks: the name lowercased, with its type and class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Question {
+    pub name: Name,
+    pub qtype: u16,
+    pub qclass: u16,
+}
+
+/// The client's EDNS0 OPT record, as far as the answer depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Edns {
+    /// Requestor's UDP payload size (the OPT CLASS field).
+    pub udp_size: u16,
+    pub version: u8,
+    /// The DO bit (RFC 3225): copied into the answer's OPT.
+    pub dnssec_ok: bool,
+}
+
+/// A validated client query.
+#[derive(Debug, Clone, Copy)]
+pub struct Query {
+    pub id: u16,
+    /// Header flags as received (RD and CD are forwarded).
+    pub flags: u16,
+    pub question: Question,
+    /// The question name with the client's letter case, echoed in the answer.
+    pub name_as_sent: Name,
+    pub edns: Option<Edns>,
+}
+
+impl Query {
+    pub fn recursion_desired(&self) -> bool {
+        self.flags & flag::RD != 0
+    }
+
+    pub fn checking_disabled(&self) -> bool {
+        self.flags & flag::CD != 0
+    }
+
+    pub fn dnssec_ok(&self) -> bool {
+        self.edns.is_some_and(|e| e.dnssec_ok)
+    }
+}
+
+/// Why a packet gets no answer at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Shorter than a DNS header: there is no ID to answer to.
+    ShortHeader,
+    /// QR=1: a response, never answered (that would reflect or loop traffic).
+    Response,
+}
+
+impl DropReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::ShortHeader => "short_header",
+            DropReason::Response => "response",
+        }
+    }
+}
+
+/// How a packet that is not a servable query is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    Drop(DropReason),
+    /// Answer with `rcode`; `question_end` is set when the question could be read and is echoed,
+    /// `edns` when the client's OPT could be read (the answer then carries an OPT too).
+    Answer {
+        header: Header,
+        rcode: u16,
+        question_end: Option<usize>,
+        edns: Option<Edns>,
+    },
+}
+
+impl Rejection {
+    fn answer(
+        header: Header,
+        rcode: u16,
+        question_end: Option<usize>,
+        edns: Option<Edns>,
+    ) -> Rejection {
+        Rejection::Answer {
+            header,
+            rcode,
+            question_end,
+            edns,
+        }
+    }
+}
+
+/// Validates a client packet and extracts the query.
+pub fn parse(packet: &[u8]) -> Result<Query, Rejection> {
+    let header = Header::read(packet).ok_or(Rejection::Drop(DropReason::ShortHeader))?;
+    if header.is_response() {
+        return Err(Rejection::Drop(DropReason::Response));
+    }
+    let question = (header.qdcount == 1)
+        .then(|| read_question(packet))
+        .and_then(Result::ok);
+    if header.opcode() != 0 {
+        // NOTIFY, UPDATE and the rest are not ours to serve, whatever their content.
+        let question_end = question.map(|(_, _, end)| end);
+        return Err(Rejection::answer(header, rcode::NOTIMP, question_end, None));
+    }
+    let Some((name_as_sent, (qtype, qclass), question_end)) = question else {
+        return Err(Rejection::answer(header, rcode::FORMERR, None, None));
+    };
+    let edns = read_edns(packet, &header, question_end)
+        .map_err(|_| Rejection::answer(header, rcode::FORMERR, Some(question_end), None))?;
+    let reject = |rcode| Err(Rejection::answer(header, rcode, Some(question_end), edns));
+    if edns.is_some_and(|e| e.version > 0) {
+        return reject(rcode::BADVERS);
+    }
+    if qtype == rtype::OPT {
+        return reject(rcode::FORMERR);
+    }
+    if qclass != CLASS_IN || qtype == rtype::AXFR || qtype == rtype::IXFR {
+        return reject(rcode::REFUSED);
+    }
+    Ok(Query {
+        id: header.id,
+        flags: header.flags,
+        question: Question {
+            name: name_as_sent.to_lowercase(),
+            qtype,
+            qclass,
+        },
+        name_as_sent,
+        edns,
+    })
+}
+
+/// Reads the question at the start of a message: name as sent, (type, class), end offset.
+fn read_question(packet: &[u8]) -> Result<(Name, (u16, u16), usize), WireError> {
+    let (name, after_name) = name::read_uncompressed(packet, HEADER_LEN)?;
+    let qtype = get_u16(packet, after_name)?;
+    let qclass = get_u16(packet, after_name + 2)?;
+    Ok((name, (qtype, qclass), after_name + 4))
+}
+
+/// Walks the answer, authority and additional sections after the question and returns the
+/// OPT record, if any. More than one OPT, or one not owned by the root, is malformed.
+fn read_edns(packet: &[u8], header: &Header, mut pos: usize) -> Result<Option<Edns>, WireError> {
+    let records = header.ancount as usize + header.nscount as usize;
+    for _ in 0..records {
+        pos = read_record(packet, pos)?.rdata_end;
+    }
+    let mut edns = None;
+    for _ in 0..header.arcount {
+        let owner = pos;
+        let record = read_record(packet, pos)?;
+        if record.rtype == rtype::OPT {
+            if edns.is_some() {
+                return Err(WireError::DuplicateOpt);
+            }
+            if packet[owner] != 0 {
+                return Err(WireError::BadOpt);
+            }
+            edns = Some(Edns {
+                udp_size: record.class,
+                version: ((record.ttl >> 16) & 0xFF) as u8,
+                dnssec_ok: record.ttl & 0x8000 != 0,
+            });
+        }
+        pos = record.rdata_end;
+    }
+    Ok(edns)
+}
+
+/// Flags of a query we send upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UpstreamFlags {
+    pub checking_disabled: bool,
+    pub dnssec_ok: bool,
+}
+
+/// Builds the query we send upstream: our own random `id`, RD set (we forward to recursive
+/// resolvers), the lowercased question, and an OPT advertising `udp_size`. The client's own
+/// EDNS options (cookies, client subnet) are deliberately not forwarded.
+pub fn build_upstream(
+    id: u16,
+    question: &Question,
+    flags: UpstreamFlags,
+    udp_size: u16,
+) -> Vec<u8> {
+    let name = question.name.as_wire();
+    let mut msg = Vec::with_capacity(HEADER_LEN + name.len() + 4 + 11);
+    msg.extend_from_slice(&[0; HEADER_LEN]);
+    write_u16(&mut msg, 0, id);
+    let mut header_flags = flag::RD;
+    if flags.checking_disabled {
+        header_flags |= flag::CD;
+    }
+    write_u16(&mut msg, 2, header_flags);
+    write_u16(&mut msg, 4, 1);
+    write_u16(&mut msg, 10, 1);
+    msg.extend_from_slice(name);
+    msg.extend_from_slice(&question.qtype.to_be_bytes());
+    msg.extend_from_slice(&question.qclass.to_be_bytes());
+    push_opt(&mut msg, udp_size, 0, flags.dnssec_ok);
+    msg
+}
+
+/// Appends an OPT record (root owner, no options). `extended_rcode` is the upper 8 bits of a
+/// 12-bit rcode (BADVERS is 1 here).
+pub(crate) fn push_opt(msg: &mut Vec<u8>, udp_size: u16, extended_rcode: u8, dnssec_ok: bool) {
+    msg.push(0);
+    msg.extend_from_slice(&rtype::OPT.to_be_bytes());
+    msg.extend_from_slice(&udp_size.to_be_bytes());
+    msg.push(extended_rcode);
+    msg.push(0); // version 0
+    msg.extend_from_slice(&(if dnssec_ok { 0x8000u16 } else { 0 }).to_be_bytes());
+    msg.extend_from_slice(&0u16.to_be_bytes());
+}
+
+/// The ID of a message, for matching answers to queries.
+pub fn message_id(msg: &[u8]) -> Option<u16> {
+    (msg.len() >= 2).then(|| read_u16(msg, 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query_bytes(name: &[u8], qtype: u16, qclass: u16) -> Vec<u8> {
+        let mut msg = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        msg.extend_from_slice(name);
+        msg.extend_from_slice(&qtype.to_be_bytes());
+        msg.extend_from_slice(&qclass.to_be_bytes());
+        msg
+    }
+
+    fn with_opt(mut msg: Vec<u8>, version: u8) -> Vec<u8> {
+        msg[11] += 1;
+        msg.extend_from_slice(&[0, 0, 41, 0x04, 0xD0, 0, version, 0x80, 0, 0, 0]);
+        msg
+    }
+
+    #[test]
+    fn parses_a_plain_query_and_lowercases_the_key() {
+        let q = parse(&query_bytes(b"\x03WwW\x07example\x00", 1, 1)).unwrap();
+        assert_eq!(q.id, 0x1234);
+        assert!(q.recursion_desired());
+        assert_eq!(q.question.name.as_wire(), b"\x03www\x07example\x00");
+        assert_eq!(q.name_as_sent.as_wire(), b"\x03WwW\x07example\x00");
+        assert_eq!(q.edns, None);
+    }
+
+    #[test]
+    fn reads_edns_size_version_and_do_bit() {
+        let q = parse(&with_opt(query_bytes(b"\x01a\x00", 1, 1), 0)).unwrap();
+        assert_eq!(
+            q.edns,
+            Some(Edns {
+                udp_size: 1232,
+                version: 0,
+                dnssec_ok: true
+            })
+        );
+    }
+
+    #[test]
+    fn rejections_follow_the_rfcs() {
+        let short = parse(&[0; 11]).unwrap_err();
+        assert_eq!(short, Rejection::Drop(DropReason::ShortHeader));
+
+        let mut response = query_bytes(b"\x01a\x00", 1, 1);
+        response[2] |= 0x80;
+        assert_eq!(
+            parse(&response).unwrap_err(),
+            Rejection::Drop(DropReason::Response)
+        );
+
+        let rcode_of = |packet: Vec<u8>| match parse(&packet) {
+            Err(Rejection::Answer { rcode, .. }) => rcode,
+            other => panic!("expected an answer rejection, got {other:?}"),
+        };
+        let mut notify = query_bytes(b"\x01a\x00", 1, 1);
+        notify[2] |= 4 << 3;
+        assert_eq!(rcode_of(notify), rcode::NOTIMP);
+        assert_eq!(rcode_of(query_bytes(b"\x01a\x00", 1, 3)), rcode::REFUSED);
+        assert_eq!(rcode_of(query_bytes(b"\x01a\x00", 252, 1)), rcode::REFUSED);
+        assert_eq!(
+            rcode_of(with_opt(query_bytes(b"\x01a\x00", 1, 1), 1)),
+            rcode::BADVERS
+        );
+        assert_eq!(rcode_of(query_bytes(b"\xC0\x0C", 1, 1)), rcode::FORMERR);
+        let mut two_questions = query_bytes(b"\x01a\x00", 1, 1);
+        two_questions[5] = 2;
+        assert_eq!(rcode_of(two_questions), rcode::FORMERR);
+        let two_opts = with_opt(with_opt(query_bytes(b"\x01a\x00", 1, 1), 0), 0);
+        assert_eq!(rcode_of(two_opts), rcode::FORMERR);
+    }
+
+    #[test]
+    fn upstream_query_round_trips_through_parse() {
+        let question = Question {
+            name: Name::from_dotted("example.com").unwrap(),
+            qtype: rtype::AAAA,
+            qclass: CLASS_IN,
+        };
+        let flags = UpstreamFlags {
+            checking_disabled: true,
+            dnssec_ok: true,
+        };
+        let msg = build_upstream(7, &question, flags, 1232);
+        let q = parse(&msg).unwrap();
+        assert_eq!(q.id, 7);
+        assert_eq!(q.question, question);
+        assert!(q.checking_disabled() && q.dnssec_ok() && q.recursion_desired());
+    }
+}

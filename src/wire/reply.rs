@@ -1,0 +1,204 @@
+//! Writing answers to clients: error answers built from the query bytes, and forwarded (or
+//! cached) answers patched for the client that asked.
+
+use super::query::{Edns, Query, push_opt};
+use super::{HEADER_LEN, flag, read_u16, write_u16};
+
+/// The smallest UDP payload every DNS client accepts (RFC 1035 2.3.4).
+pub const MIN_UDP_PAYLOAD: u16 = 512;
+
+/// How large a UDP answer may be for this client: 512 without EDNS, else the client's advertised
+/// size, never below 512 and never above our configured maximum (default 1232, the DNS flag day
+/// 2020 size that avoids IP fragmentation).
+pub fn udp_limit(edns: Option<Edns>, max_udp_size: u16) -> usize {
+    let size = match edns {
+        None => MIN_UDP_PAYLOAD,
+        Some(e) => e
+            .udp_size
+            .clamp(MIN_UDP_PAYLOAD, max_udp_size.max(MIN_UDP_PAYLOAD)),
+    };
+    size as usize
+}
+
+/// The question of an error answer, as the client wrote it.
+#[derive(Debug, Clone, Copy)]
+pub struct EchoedQuestion<'a> {
+    pub name: &'a [u8],
+    pub qtype: u16,
+    pub qclass: u16,
+}
+
+impl<'a> EchoedQuestion<'a> {
+    /// The question of `packet`, which ends at `question_end` (as [`super::query::parse`] found).
+    pub fn from_packet(packet: &'a [u8], question_end: usize) -> EchoedQuestion<'a> {
+        EchoedQuestion {
+            name: &packet[HEADER_LEN..question_end - 4],
+            qtype: read_u16(packet, question_end - 4),
+            qclass: read_u16(packet, question_end - 2),
+        }
+    }
+
+    pub fn of_query(query: &'a Query) -> EchoedQuestion<'a> {
+        EchoedQuestion {
+            name: query.name_as_sent.as_wire(),
+            qtype: query.question.qtype,
+            qclass: query.question.qclass,
+        }
+    }
+}
+
+/// Writes an answer with `rcode` and no records into `out`, for a query with `id` and header
+/// `query_flags`. The question is echoed when known; an OPT is added when the client sent one
+/// (BADVERS lives in the OPT's extended-rcode bits).
+pub fn write_error(
+    out: &mut Vec<u8>,
+    id: u16,
+    query_flags: u16,
+    question: Option<EchoedQuestion<'_>>,
+    rcode: u16,
+    edns: Option<Edns>,
+    udp_size: u16,
+) {
+    out.clear();
+    out.extend_from_slice(&id.to_be_bytes());
+    let flags = flag::QR
+        | (query_flags & (flag::OPCODE_MASK | flag::RD | flag::CD))
+        | flag::RA
+        | (rcode & flag::RCODE_MASK);
+    out.extend_from_slice(&flags.to_be_bytes());
+    out.extend_from_slice(&u16::from(question.is_some()).to_be_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(&u16::from(edns.is_some()).to_be_bytes());
+    if let Some(question) = question {
+        out.extend_from_slice(question.name);
+        out.extend_from_slice(&question.qtype.to_be_bytes());
+        out.extend_from_slice(&question.qclass.to_be_bytes());
+    }
+    if let Some(edns) = edns {
+        push_opt(out, udp_size, (rcode >> 4) as u8, edns.dnssec_ok);
+    }
+}
+
+/// Writes an upstream or cached `answer` for `query` into `out`: the client's ID, the client's
+/// letter case in the question (and so in every name compressed against it), an OPT when the
+/// client used EDNS, and truncation (TC=1, question only) when larger than `max_size`.
+///
+/// `answer` must answer `query.question` (checked when it was accepted) and carry no OPT unless
+/// `answer_has_opt`.
+pub fn write_answer(
+    out: &mut Vec<u8>,
+    answer: &[u8],
+    answer_has_opt: bool,
+    query: &Query,
+    max_size: usize,
+    udp_size: u16,
+) {
+    out.clear();
+    out.extend_from_slice(answer);
+    write_u16(out, 0, query.id);
+    let name = query.name_as_sent.as_wire();
+    out[HEADER_LEN..HEADER_LEN + name.len()].copy_from_slice(name);
+    let add_opt = query.edns.is_some() && !answer_has_opt;
+    if add_opt {
+        let arcount = read_u16(out, 10);
+        write_u16(out, 10, arcount + 1);
+        push_opt(out, udp_size, 0, query.dnssec_ok());
+    }
+    if out.len() > max_size {
+        let question_end = HEADER_LEN + name.len() + 4;
+        out.truncate(question_end);
+        let flags = read_u16(out, 2) | flag::TC;
+        write_u16(out, 2, flags);
+        write_u16(out, 6, 0);
+        write_u16(out, 8, 0);
+        write_u16(out, 10, u16::from(query.edns.is_some()));
+        if query.edns.is_some() {
+            push_opt(out, udp_size, 0, query.dnssec_ok());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::query::{UpstreamFlags, build_upstream, parse};
+    use crate::wire::{Header, Name, Question, rcode};
+
+    fn client_query(edns: bool) -> Vec<u8> {
+        let question = Question {
+            name: Name::from_dotted("a.example").unwrap(),
+            qtype: 1,
+            qclass: 1,
+        };
+        let mut msg = build_upstream(0x4242, &question, UpstreamFlags::default(), 1232);
+        msg[HEADER_LEN + 1] = b'A';
+        if !edns {
+            msg.truncate(msg.len() - 11);
+            write_u16(&mut msg, 10, 0);
+        }
+        msg
+    }
+
+    #[test]
+    fn error_answer_echoes_question_and_opt() {
+        let packet = client_query(true);
+        let query = parse(&packet).unwrap();
+        let mut out = Vec::new();
+        let question = Some(EchoedQuestion::of_query(&query));
+        write_error(
+            &mut out,
+            query.id,
+            query.flags,
+            question,
+            rcode::BADVERS,
+            query.edns,
+            1232,
+        );
+        let header = Header::read(&out).unwrap();
+        assert!(header.is_response());
+        assert_eq!(header.id, 0x4242);
+        assert_eq!(header.rcode(), 0);
+        assert_eq!((header.qdcount, header.arcount), (1, 1));
+        // Extended rcode byte of the OPT: BADVERS = 16 = 1 << 4.
+        assert_eq!(out[out.len() - 6], 1);
+    }
+
+    #[test]
+    fn answer_is_truncated_to_the_client_limit() {
+        let packet = client_query(false);
+        let query = parse(&packet).unwrap();
+        let mut answer = packet.clone();
+        answer[2] |= 0x80;
+        write_u16(&mut answer, 0, 999);
+        answer[HEADER_LEN + 1] = b'a';
+        write_u16(&mut answer, 6, 1);
+        answer.extend_from_slice(&[0xC0, 12, 0, 16, 0, 1, 0, 0, 0, 60, 2, 0]);
+        answer.extend_from_slice(&[b'x'; 512]);
+        let mut out = Vec::new();
+        write_answer(&mut out, &answer, false, &query, 512, 1232);
+        let header = Header::read(&out).unwrap();
+        assert!(header.is_truncated());
+        assert_eq!(header.id, 0x4242);
+        assert_eq!((header.ancount, header.arcount), (0, 0));
+        assert_eq!(out[HEADER_LEN + 1], b'A', "client's letter case is echoed");
+
+        write_answer(&mut out, &answer, false, &query, 65535, 1232);
+        assert_eq!(out.len(), answer.len());
+        assert!(!Header::read(&out).unwrap().is_truncated());
+    }
+
+    #[test]
+    fn udp_limit_honours_client_size_within_bounds() {
+        let edns = |udp_size| {
+            Some(Edns {
+                udp_size,
+                version: 0,
+                dnssec_ok: false,
+            })
+        };
+        assert_eq!(udp_limit(None, 1232), 512);
+        assert_eq!(udp_limit(edns(100), 1232), 512);
+        assert_eq!(udp_limit(edns(4096), 1232), 1232);
+        assert_eq!(udp_limit(edns(800), 1232), 800);
+    }
+}
