@@ -85,6 +85,7 @@ fn run(config_path: Option<PathBuf>, log_level: &str) -> anyhow::Result<()> {
         None => Config::embedded_default()?,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_count())
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

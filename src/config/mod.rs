@@ -8,7 +8,7 @@
 //! | key | default | meaning |
 //! |---|---|---|
 //! | `listen` | `["127.0.0.1:5300"]` | addresses answered on, UDP and TCP on each |
-//! | `workers` | `0` (one per core) | UDP sockets per listen address (SO_REUSEPORT) |
+//! | `workers` | `0` (one per core) | runtime threads, and UDP sockets per listen address (SO_REUSEPORT) |
 //! | `resolv_conf` | `/etc/resolv.conf` | the file the `resolv.conf` upstream reads |
 //! | `server.max_udp_size` | `1232` | largest UDP answer, whatever the client advertises |
 //! | `server.tcp_idle_timeout` | `10s` | a TCP client connection idle this long is closed |
@@ -387,6 +387,16 @@ impl Config {
     /// The effective configuration as YAML, defaults filled in.
     pub fn to_yaml(&self) -> String {
         serde_yaml_ng::to_string(self).unwrap_or_else(|err| format!("# cannot print: {err}\n"))
+    }
+}
+
+impl Config {
+    /// `workers`, with 0 meaning one per available core.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
     }
 }
 

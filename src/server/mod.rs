@@ -47,10 +47,7 @@ pub struct Server {
 impl Server {
     /// Binds every listen address and starts serving with `responder`.
     pub fn start(config: &Config, responder: Arc<Responder>) -> Result<Server, BindError> {
-        let workers = match config.workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
+        let workers = config.worker_count();
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let mut local_addrs = Vec::new();

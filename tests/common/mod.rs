@@ -1,0 +1,228 @@
+//! Fixtures shared by the integration tests: a real authoritative upstream (hickory-server's
+//! in-memory zone handler, serving zone-file text), our forwarder started in-process from YAML,
+//! and raw DNS clients over real sockets.
+//!
+//! Every fixture binds port 0 on 127.0.0.1, so tests run in parallel.
+
+#![allow(dead_code)] // each test binary uses a different part of the fixtures
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, Query};
+use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::serialize::txt::Parser;
+use hickory_server::Server as AuthServer;
+use hickory_server::store::in_memory::InMemoryZoneHandler;
+use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+use nodelocal_dns::config::Config;
+use nodelocal_dns::observe::Metrics;
+use nodelocal_dns::responder::Responder;
+use nodelocal_dns::server::Server;
+
+/// How long a test client waits for one answer before calling it lost.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A real authoritative DNS server on 127.0.0.1 (UDP and TCP on one port).
+pub struct Authority {
+    pub addr: SocketAddr,
+    _server: AuthServer<Catalog>,
+}
+
+impl Authority {
+    /// Serves each `(origin, zone file text)`; the text needs an SOA at the origin.
+    pub async fn start(zones: &[(&str, &str)]) -> Authority {
+        let mut catalog = Catalog::new();
+        for (origin, text) in zones {
+            let origin = Name::from_str(origin).expect("valid origin");
+            let (origin, records) = Parser::new(*text, None, Some(origin))
+                .parse()
+                .expect("zone text parses");
+            let handler =
+                InMemoryZoneHandler::<hickory_server::net::runtime::TokioRuntimeProvider>::new(
+                    origin.clone(),
+                    records,
+                    ZoneType::Primary,
+                    AxfrPolicy::Deny,
+                )
+                .expect("zone loads");
+            catalog.upsert(origin.into(), vec![Arc::new(handler)]);
+        }
+        let mut server = AuthServer::new(catalog);
+        let (udp, tcp) = bind_udp_tcp_pair().await;
+        let addr = udp.local_addr().expect("bound");
+        server.register_socket(udp);
+        server.register_listener(tcp, Duration::from_secs(10), 64);
+        Authority {
+            addr,
+            _server: server,
+        }
+    }
+}
+
+/// A UDP socket and a TCP listener on the same free port of 127.0.0.1.
+pub async fn bind_udp_tcp_pair() -> (UdpSocket, TcpListener) {
+    for _ in 0..32 {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind UDP");
+        let addr = udp.local_addr().expect("bound");
+        if let Ok(tcp) = TcpListener::bind(addr).await {
+            return (udp, tcp);
+        }
+    }
+    panic!("no port free for both UDP and TCP");
+}
+
+/// Our forwarder, running in this process.
+pub struct Forwarder {
+    pub addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    server: Option<Server>,
+}
+
+impl Forwarder {
+    /// Starts the forwarder from config YAML; its `listen` must use port 0 (it defaults to
+    /// 127.0.0.1:0 here when absent).
+    pub async fn start(yaml: &str) -> Forwarder {
+        let yaml = if yaml.contains("listen:") {
+            yaml.to_string()
+        } else {
+            format!("listen: [\"127.0.0.1:0\"]\n{yaml}")
+        };
+        let config = Config::from_yaml(&yaml, "test config").expect("test config is valid");
+        let metrics = Arc::new(Metrics::new());
+        let responder = Arc::new(Responder::new(&config, metrics.clone()));
+        let server = Server::start(&config, responder).expect("forwarder binds");
+        Forwarder {
+            addr: server.local_addrs()[0],
+            metrics,
+            server: Some(server),
+        }
+    }
+
+    /// The value of a metric sample whose labels include every `name=value` pair given
+    /// (summed over the samples that match); 0 when there is none.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_value(&self.metrics.render(), name, labels)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+    }
+}
+
+/// Sums the samples of `name` in Prometheus text whose labels include all of `labels`.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, label_text) = match series.split_once('{') {
+                Some((metric, rest)) => (metric, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            let all = labels
+                .iter()
+                .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")));
+            all.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// A query message for `name`/`rtype` with RD set; with EDNS when `edns_size` is given.
+pub fn query(name: &str, rtype: RecordType, edns_size: Option<u16>) -> Message {
+    let mut msg = Message::query();
+    msg.add_query(Query::query(
+        Name::from_str(name).expect("valid name"),
+        rtype,
+    ));
+    msg.metadata.recursion_desired = true;
+    if let Some(size) = edns_size {
+        let mut edns = Edns::new();
+        edns.set_max_payload(size);
+        msg.set_edns(edns);
+    }
+    msg
+}
+
+/// Sends raw bytes over UDP and returns the answer bytes, or `None` when nothing came back
+/// within `wait`.
+pub async fn udp_raw(server: SocketAddr, packet: &[u8], wait: Duration) -> Option<Vec<u8>> {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind client");
+    socket.send_to(packet, server).await.expect("send");
+    let mut buf = vec![0u8; 65535];
+    let (len, _) = tokio::time::timeout(wait, socket.recv_from(&mut buf))
+        .await
+        .ok()?
+        .expect("receive");
+    buf.truncate(len);
+    Some(buf)
+}
+
+/// Sends a query over UDP and decodes the answer; panics when none comes.
+pub async fn udp_query(server: SocketAddr, msg: &Message) -> Message {
+    let bytes = msg.to_vec().expect("query encodes");
+    let answer = udp_raw(server, &bytes, CLIENT_TIMEOUT)
+        .await
+        .expect("an answer over UDP");
+    Message::from_vec(&answer).expect("answer decodes")
+}
+
+/// Sends one query over a new TCP connection and decodes the answer.
+pub async fn tcp_query(server: SocketAddr, msg: &Message) -> Message {
+    let mut stream = TcpStream::connect(server).await.expect("connect");
+    write_frame(&mut stream, &msg.to_vec().expect("query encodes")).await;
+    let answer = tokio::time::timeout(CLIENT_TIMEOUT, read_frame(&mut stream))
+        .await
+        .expect("an answer over TCP in time")
+        .expect("an answer frame");
+    Message::from_vec(&answer).expect("answer decodes")
+}
+
+/// Writes one length-prefixed DNS message.
+pub async fn write_frame(stream: &mut TcpStream, message: &[u8]) {
+    let mut framed = (message.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(message);
+    stream.write_all(&framed).await.expect("write frame");
+}
+
+/// Reads one length-prefixed DNS message; `None` at end of stream.
+pub async fn read_frame(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).await.ok()?;
+    let mut message = vec![0u8; u16::from_be_bytes(len) as usize];
+    stream.read_exact(&mut message).await.ok()?;
+    Some(message)
+}
+
+/// A small zone with the record shapes the tests need: A, AAAA, a CNAME chain, a name with
+/// only A, a large TXT RRset, and an SOA with MINIMUM 5 for negative answers.
+pub const EXAMPLE_ZONE: &str = r#"
+$TTL 300
+@       IN SOA ns.example. admin.example. 1 3600 600 86400 5
+@       IN NS  ns.example.
+ns      IN A   127.0.0.1
+www     IN A   192.0.2.1
+www     IN AAAA 2001:db8::1
+alias   IN CNAME www
+v4only  IN A   192.0.2.2
+"#;
+
+/// The same zone with `count` TXT records of `len` bytes under `big`: an answer larger than
+/// any UDP limit we honour.
+pub fn zone_with_big_rrset(count: usize, len: usize) -> String {
+    let mut zone = EXAMPLE_ZONE.to_string();
+    for i in 0..count {
+        zone.push_str(&format!("big IN TXT \"{i:03}{}\"\n", "x".repeat(len)));
+    }
+    zone
+}
