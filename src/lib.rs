@@ -4,6 +4,7 @@
 //! view and cache) -> `upstream` (zone groups, exchanges). `wire` reads and patches DNS bytes;
 //! `config` is the validated YAML model; `observe` holds the metrics.
 
+pub mod cache;
 pub mod config;
 pub mod observe;
 pub mod responder;

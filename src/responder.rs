@@ -4,23 +4,29 @@
 //! begin (synchronous, on the listener's task)
 //!   parse + validate  -> drop (too short, QR=1) | FORMERR | NOTIMP | BADVERS | REFUSED
 //!   route by zone     -> REFUSED when no zone contains the name
-//!   [view, cache hit  -> answered here without a task: later issues]
+//!   [view: autopath, later]
+//!   cache lookup      -> fresh hit: answered here, no task, no allocation
+//!                        (a popular entry near expiry also asks for a background refresh)
 //!   -> Forward(Pending)
 //! finish (async, one task per forwarded query, bounded by the listener)
-//!   upstream group    -> answer patched for the client (ID, case, OPT, TC) | SERVFAIL
+//!   cache.resolve     -> single flight per key; A and AAAA fetched together; stored if coherent
+//!   upstream group    -> answer patched for the client (ID, case, OPT, TC, TTLs)
+//!   on failure        -> stale entry (RFC 8767) if allowed, else SERVFAIL
 //! ```
-//! Splitting at `begin`/`finish` keeps everything that can be answered from the packet alone
-//! off the async machinery: that is where the fast path lives.
+//! Splitting at `begin`/`finish` keeps everything that can be answered without waiting off the
+//! async machinery: that is where the fast path lives.
 
 use std::sync::Arc;
 
+use tokio::time::Instant;
 use tracing::debug;
 
 use crate::Proto;
+use crate::cache::{Cache, Lookup, PLAIN_VIEW};
 use crate::config::Config;
 use crate::observe::Metrics;
-use crate::upstream::ZoneRouter;
-use crate::upstream::router::RouteId;
+use crate::upstream::router::{Route, RouteId};
+use crate::upstream::{Answer, ZoneRouter};
 use crate::wire::query::{self, DropReason, Query, Rejection, UpstreamFlags};
 use crate::wire::rcode;
 use crate::wire::reply::{self, EchoedQuestion, write_answer, write_error};
@@ -30,6 +36,9 @@ use crate::wire::reply::{self, EchoedQuestion, write_answer, write_error};
 pub enum Step {
     /// The answer is in the output buffer.
     Answered,
+    /// The answer is in the output buffer, and the entry it came from should be refreshed in
+    /// the background: send the answer, then call [`Responder::spawn_refresh`].
+    AnsweredRefresh(Box<Pending>),
     /// No answer is owed (counted).
     Dropped(DropReason),
     /// Needs upstreams: call [`Responder::finish`]. Boxed: a task is spawned for it anyway, and
@@ -48,14 +57,17 @@ pub struct Pending {
 /// Turns client packets into answers.
 pub struct Responder {
     router: ZoneRouter,
+    cache: Cache,
     metrics: Arc<Metrics>,
     max_udp_size: u16,
 }
 
 impl Responder {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Responder {
+        let server = format!("dns://{}", config.listen[0]);
         Responder {
             router: ZoneRouter::new(config, &metrics),
+            cache: Cache::new(config.cache.capacity, &server, metrics.clone()),
             metrics,
             max_udp_size: config.server.max_udp_size,
         }
@@ -92,52 +104,102 @@ impl Responder {
                 return Step::Answered;
             }
         };
-        let Some(route) = self.router.route(&query.question.name) else {
+        let Some(route_id) = self.router.route(&query.question.name) else {
             self.write_query_error(&query, rcode::REFUSED, out);
             return Step::Answered;
         };
-        Step::Forward(Box::new(Pending {
+        let pending = Box::new(Pending {
             query,
-            route,
+            route: route_id,
             proto,
-        }))
+        });
+        let Some(policy) = &self.router.get(route_id).cache else {
+            return Step::Forward(pending);
+        };
+        let now = Instant::now();
+        match self
+            .cache
+            .lookup(&query, PLAIN_VIEW, now, policy.stale_window)
+        {
+            Lookup::Fresh(entry) => {
+                let max_size = self.max_size(&query, proto);
+                entry.write_for(&query, now, false, max_size, self.max_udp_size, out);
+                self.count_answer(entry.rcode());
+                let prefetch = &policy.prefetch;
+                if entry.hit_wants_refresh(now, prefetch.min_hits, prefetch.percentage) {
+                    return Step::AnsweredRefresh(pending);
+                }
+                Step::Answered
+            }
+            Lookup::Stale(_) | Lookup::Miss => Step::Forward(pending),
+        }
     }
 
-    /// Asks the zone's upstreams and writes the answer for the client into `out`: the upstream's
-    /// answer, or SERVFAIL when none came.
+    /// Asks the zone's upstreams (through the cache when the zone is cached) and writes the
+    /// answer for the client into `out`: the upstream's answer, a stale one when upstreams
+    /// failed and the zone allows it, or SERVFAIL.
     pub async fn finish(&self, pending: Box<Pending>, out: &mut Vec<u8>) {
         let Pending {
             query,
             route,
             proto,
         } = *pending;
-        let flags = UpstreamFlags {
-            checking_disabled: query.checking_disabled(),
-            dnssec_ok: query.dnssec_ok(),
-        };
         let route = self.router.get(route);
-        match route
-            .upstreams
-            .exchange(&query.question, flags, proto)
-            .await
-        {
-            Ok(answer) => {
-                let max_size = self.max_size(&query, proto);
-                write_answer(
-                    out,
-                    &answer.message,
-                    answer.has_opt(),
-                    &query,
-                    max_size,
-                    self.max_udp_size,
-                );
-                self.count_answer(answer.info.rcode);
-            }
-            Err(err) => {
-                debug!(zone = %route.name, name = %query.question.name, %err, "no upstream answer");
-                self.write_query_error(&query, rcode::SERVFAIL, out);
+        let max_size = self.max_size(&query, proto);
+        let Some(policy) = &route.cache else {
+            let answer = self.exchange(route, &query, proto, query.question).await;
+            self.write_upstream_answer(&query, answer.as_ref().ok(), max_size, out);
+            return;
+        };
+        let fetched = self
+            .cache
+            .resolve(&query, PLAIN_VIEW, &policy.ttl, &route.label, |question| {
+                self.exchange(route, &query, proto, question)
+            })
+            .await;
+        let now = Instant::now();
+        if let Some(entry) = fetched.entry() {
+            entry.write_for(&query, now, false, max_size, self.max_udp_size, out);
+            self.count_answer(entry.rcode());
+            return;
+        }
+        let answer = fetched.answer_for(query.question.qtype);
+        let failed =
+            answer.is_none_or(|a| matches!(a.info.rcode, rcode::SERVFAIL | rcode::REFUSED));
+        if failed {
+            let stale = self
+                .cache
+                .stale(&query, PLAIN_VIEW, now, policy.stale_window);
+            if let Some(entry) = stale {
+                entry.write_for(&query, now, true, max_size, self.max_udp_size, out);
+                self.cache.count_served_stale();
+                self.count_answer(entry.rcode());
+                return;
             }
         }
+        self.write_upstream_answer(&query, answer, max_size, out);
+    }
+
+    /// Refreshes the entry a hit found close to expiry, in the background.
+    pub fn spawn_refresh(self: &Arc<Self>, pending: Box<Pending>) {
+        let responder = self.clone();
+        tokio::spawn(async move {
+            let Pending {
+                query,
+                route,
+                proto,
+            } = *pending;
+            let route = responder.router.get(route);
+            if let Some(policy) = &route.cache {
+                responder.cache.count_prefetch();
+                responder
+                    .cache
+                    .resolve(&query, PLAIN_VIEW, &policy.ttl, &route.label, |question| {
+                        responder.exchange(route, &query, proto, question)
+                    })
+                    .await;
+            }
+        });
     }
 
     /// Answers a forwarded query SERVFAIL at once because a bound on waiting queries was hit.
@@ -157,6 +219,48 @@ impl Responder {
             .dropped
             .with_label_values(&["send_error"])
             .inc();
+    }
+
+    /// One question to the route's upstreams, with the client's CD and DO bits.
+    async fn exchange(
+        &self,
+        route: &Route,
+        query: &Query,
+        proto: Proto,
+        question: query::Question,
+    ) -> Result<Answer, crate::upstream::group::UpstreamError> {
+        let flags = UpstreamFlags {
+            checking_disabled: query.checking_disabled(),
+            dnssec_ok: query.dnssec_ok(),
+        };
+        let result = route.upstreams.exchange(&question, flags, proto).await;
+        if let Err(err) = &result {
+            debug!(zone = %route.label, name = %question.name, %err, "no upstream answer");
+        }
+        result
+    }
+
+    fn write_upstream_answer(
+        &self,
+        query: &Query,
+        answer: Option<&Answer>,
+        max_size: usize,
+        out: &mut Vec<u8>,
+    ) {
+        match answer {
+            Some(answer) => {
+                write_answer(
+                    out,
+                    &answer.message,
+                    answer.has_opt(),
+                    query,
+                    max_size,
+                    self.max_udp_size,
+                );
+                self.count_answer(answer.info.rcode);
+            }
+            None => self.write_query_error(query, rcode::SERVFAIL, out),
+        }
     }
 
     fn max_size(&self, query: &Query, proto: Proto) -> usize {

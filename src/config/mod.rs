@@ -23,6 +23,15 @@
 //! | `zones[].deadline` | `5s` | the whole query, across failovers |
 //! | `zones[].max_fails` | `3` | consecutive failures before an upstream is skipped; 0 never |
 //! | `zones[].health_check` | `500ms` | probe interval of a skipped upstream |
+//! | `cache.capacity` | `100000` | cached entries at most, all zones together (an A+AAAA pair is one) |
+//! | `zones[].cache.enabled` | `true` | cache this zone's answers |
+//! | `zones[].cache.success_ttl` | `30s` | cap on positive answers' TTL |
+//! | `zones[].cache.denial_ttl` | `5s` | cap on NXDOMAIN/NODATA TTL (RFC 2308: min of SOA TTL and MINIMUM) |
+//! | `zones[].cache.min_ttl` | `0s` | TTLs below are raised to this |
+//! | `zones[].cache.servfail_ttl` | `0s` | how long an upstream SERVFAIL is cached; 0 never |
+//! | `zones[].cache.prefetch.min_hits` | `2` | hits that make an entry refreshed before expiry; 0 off |
+//! | `zones[].cache.prefetch.percentage` | `10` | refresh when less than this % of the TTL remains |
+//! | `zones[].cache.serve_stale.max_age` | `1h` | serve expired entries this long when upstreams fail; 0 off |
 
 pub mod duration;
 pub mod resolv;
@@ -53,7 +62,94 @@ pub struct Config {
     pub resolv_conf: PathBuf,
     #[serde(default)]
     pub server: ServerConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
     pub zones: Vec<ZoneConfig>,
+}
+
+/// The answer cache shared by all zones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Entries at most; an A+AAAA pair is one entry.
+    pub capacity: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig { capacity: 100_000 }
+    }
+}
+
+/// How one zone's answers are cached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ZoneCacheConfig {
+    pub enabled: bool,
+    /// Cap on the TTL of positive answers.
+    #[serde(with = "duration")]
+    pub success_ttl: Duration,
+    /// Cap on the TTL of NXDOMAIN and NODATA answers (whose TTL comes from the SOA).
+    #[serde(with = "duration")]
+    pub denial_ttl: Duration,
+    /// TTLs below this are raised to it.
+    #[serde(with = "duration")]
+    pub min_ttl: Duration,
+    /// How long an upstream SERVFAIL is cached; 0 never.
+    #[serde(with = "duration")]
+    pub servfail_ttl: Duration,
+    pub prefetch: PrefetchConfig,
+    pub serve_stale: ServeStaleConfig,
+}
+
+impl Default for ZoneCacheConfig {
+    fn default() -> Self {
+        ZoneCacheConfig {
+            enabled: true,
+            success_ttl: Duration::from_secs(30),
+            denial_ttl: Duration::from_secs(5),
+            min_ttl: Duration::ZERO,
+            servfail_ttl: Duration::ZERO,
+            prefetch: PrefetchConfig::default(),
+            serve_stale: ServeStaleConfig::default(),
+        }
+    }
+}
+
+/// Refreshing popular entries before they expire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrefetchConfig {
+    /// Hits during an entry's lifetime that make it popular; 0 turns prefetch off.
+    pub min_hits: u32,
+    /// Refresh when less than this share of the TTL (in percent) remains.
+    pub percentage: u8,
+}
+
+impl Default for PrefetchConfig {
+    fn default() -> Self {
+        PrefetchConfig {
+            min_hits: 2,
+            percentage: 10,
+        }
+    }
+}
+
+/// Answering from expired entries when upstreams fail (RFC 8767).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeStaleConfig {
+    /// How long past its expiry an entry may still be served; 0 turns it off.
+    #[serde(with = "duration")]
+    pub max_age: Duration,
+}
+
+impl Default for ServeStaleConfig {
+    fn default() -> Self {
+        ServeStaleConfig {
+            max_age: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// Limits of the client-facing listeners.
@@ -98,6 +194,8 @@ pub struct ZoneConfig {
     pub max_fails: u32,
     #[serde(default = "default_health_check", with = "duration")]
     pub health_check: Duration,
+    #[serde(default)]
+    pub cache: ZoneCacheConfig,
 }
 
 /// How queries reach a zone's upstreams.
@@ -309,6 +407,12 @@ impl Config {
         if self.server.tcp_idle_timeout.is_zero() {
             return Err(("server.tcp_idle_timeout".into(), "must be above 0".into()));
         }
+        if self.cache.capacity == 0 {
+            return Err((
+                "cache.capacity".into(),
+                "must be at least 1 (turn caching off per zone with cache.enabled: false)".into(),
+            ));
+        }
         if self.zones.is_empty() {
             return Err((
                 "zones".into(),
@@ -341,6 +445,19 @@ impl Config {
             }
             if zone.health_check.is_zero() {
                 return Err((field("health_check"), "must be above 0".into()));
+            }
+            let cache = &zone.cache;
+            if cache.min_ttl > cache.success_ttl || cache.min_ttl > cache.denial_ttl {
+                return Err((
+                    field("cache.min_ttl"),
+                    "must not exceed cache.success_ttl or cache.denial_ttl".into(),
+                ));
+            }
+            if cache.prefetch.percentage == 0 || cache.prefetch.percentage > 100 {
+                return Err((
+                    field("cache.prefetch.percentage"),
+                    "must be between 1 and 100".into(),
+                ));
             }
         }
         Ok(())

@@ -10,6 +10,13 @@
 //! | `nodelocaldns_upstream_mismatched_total` | `upstream` | answers ignored for a wrong ID, question or source address (spoofing or late) |
 //! | `nodelocaldns_upstream_servfail_total` | `zone`, `upstream`, `rcode` | SERVFAIL/REFUSED answers that caused a failover |
 //! | `nodelocaldns_upstream_healthy` | `zone`, `upstream` | 1 while the upstream is used, 0 while skipped after `max_fails` |
+//! | `coredns_cache_entries` | `server`, `type` | entries held, `success` or `denial` (fresh or kept for serve-stale) |
+//! | `coredns_cache_hits_total` | `server`, `type` | queries answered from a fresh entry |
+//! | `coredns_cache_misses_total` | `server` | queries that needed upstreams (including stale-only lookups) |
+//! | `coredns_cache_prefetch_total` | `server` | background refreshes of popular entries |
+//! | `coredns_cache_served_stale_total` | `server` | answers from expired entries because upstreams failed |
+//! | `coredns_cache_evictions_total` | `server`, `type` | entries dropped for capacity |
+//! | `nodelocaldns_cache_split_answers_total` | `zone` | names whose A and AAAA disagreed (NXDOMAIN vs NOERROR) twice: not cached |
 
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 
@@ -23,6 +30,13 @@ pub struct Metrics {
     pub upstream_mismatched: IntCounterVec,
     pub upstream_servfail: IntCounterVec,
     pub upstream_healthy: IntGaugeVec,
+    pub cache_entries: IntGaugeVec,
+    pub cache_hits: IntCounterVec,
+    pub cache_misses: IntCounterVec,
+    pub cache_prefetch: IntCounterVec,
+    pub cache_served_stale: IntCounterVec,
+    pub cache_evictions: IntCounterVec,
+    pub cache_split: IntCounterVec,
 }
 
 impl Metrics {
@@ -77,6 +91,47 @@ impl Metrics {
         registry
             .register(Box::new(upstream_healthy.clone()))
             .expect("each metric is registered once");
+        let cache_entries = IntGaugeVec::new(
+            Opts::new(
+                "coredns_cache_entries",
+                "Entries in the cache, by answer type.",
+            ),
+            &["server", "type"],
+        )
+        .expect("metric names and labels are static and valid");
+        registry
+            .register(Box::new(cache_entries.clone()))
+            .expect("each metric is registered once");
+        let cache_hits = counter(
+            "coredns_cache_hits_total",
+            "Queries answered from a fresh cache entry.",
+            &["server", "type"],
+        );
+        let cache_misses = counter(
+            "coredns_cache_misses_total",
+            "Queries the cache could not answer fresh.",
+            &["server"],
+        );
+        let cache_prefetch = counter(
+            "coredns_cache_prefetch_total",
+            "Background refreshes of popular entries before expiry.",
+            &["server"],
+        );
+        let cache_served_stale = counter(
+            "coredns_cache_served_stale_total",
+            "Answers served from expired entries because upstreams failed.",
+            &["server"],
+        );
+        let cache_evictions = counter(
+            "coredns_cache_evictions_total",
+            "Entries evicted for capacity, by answer type.",
+            &["server", "type"],
+        );
+        let cache_split = counter(
+            "nodelocaldns_cache_split_answers_total",
+            "Names whose A and AAAA answers disagreed (NXDOMAIN vs NOERROR) twice in a row.",
+            &["zone"],
+        );
         Metrics {
             registry,
             dropped,
@@ -86,6 +141,13 @@ impl Metrics {
             upstream_mismatched,
             upstream_servfail,
             upstream_healthy,
+            cache_entries,
+            cache_hits,
+            cache_misses,
+            cache_prefetch,
+            cache_served_stale,
+            cache_evictions,
+            cache_split,
         }
     }
 

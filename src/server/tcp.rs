@@ -101,6 +101,12 @@ async fn connection(
                         return;
                     }
                 }
+                Step::AnsweredRefresh(pending) => {
+                    responder.spawn_refresh(pending);
+                    if answers.send(std::mem::take(&mut out)).await.is_err() {
+                        return;
+                    }
+                }
                 Step::Dropped(_) => {}
                 Step::Forward(pending) => {
                     let answers = answers.clone();

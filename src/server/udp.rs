@@ -43,6 +43,12 @@ pub(super) async fn serve(
                     responder.count_send_error();
                 }
             }
+            Step::AnsweredRefresh(pending) => {
+                if socket.send_to(&out, client).await.is_err() {
+                    responder.count_send_error();
+                }
+                responder.spawn_refresh(pending);
+            }
             Step::Dropped(_) => {}
             Step::Forward(pending) => match inflight.clone().try_acquire_owned() {
                 Ok(permit) => {

@@ -31,7 +31,11 @@ pub struct Answer {
 
 impl Answer {
     /// Checks `message` against the query we sent and reads it.
-    fn accept(mut message: Vec<u8>, id: u16, question: &Question) -> Result<Answer, AnswerError> {
+    pub(crate) fn accept(
+        mut message: Vec<u8>,
+        id: u16,
+        question: &Question,
+    ) -> Result<Answer, AnswerError> {
         let mut info = answer::inspect(&message, id, question)?;
         answer::strip_trailing_opt(&mut message, &mut info);
         Ok(Answer { message, info })

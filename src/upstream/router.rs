@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::UpstreamGroup;
+use crate::cache::policy::CachePolicy;
 use crate::config::Config;
 use crate::observe::Metrics;
 use crate::wire::Name;
@@ -12,7 +13,11 @@ use crate::wire::Name;
 /// A routed zone.
 pub struct Route {
     pub name: Name,
+    /// `name` as a log and metric label.
+    pub label: String,
     pub upstreams: UpstreamGroup,
+    /// `None` when the zone is not cached.
+    pub cache: Option<CachePolicy>,
 }
 
 /// The zones of a config, most specific first.
@@ -31,7 +36,9 @@ impl ZoneRouter {
             .iter()
             .map(|zone| Route {
                 name: zone.name.0,
+                label: zone.name.0.to_dotted(),
                 upstreams: UpstreamGroup::new(zone, config.server.max_udp_size, metrics.clone()),
+                cache: CachePolicy::of_zone(&zone.cache),
             })
             .collect();
         routes.sort_by_key(|route| std::cmp::Reverse(route.name.label_count()));

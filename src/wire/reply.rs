@@ -84,7 +84,7 @@ pub fn write_error(
 /// client used EDNS, and truncation (TC=1, question only) when larger than `max_size`.
 ///
 /// `answer` must answer `query.question` (checked when it was accepted) and carry no OPT unless
-/// `answer_has_opt`.
+/// `answer_has_opt`. Returns whether the answer was truncated.
 pub fn write_answer(
     out: &mut Vec<u8>,
     answer: &[u8],
@@ -92,7 +92,7 @@ pub fn write_answer(
     query: &Query,
     max_size: usize,
     udp_size: u16,
-) {
+) -> bool {
     out.clear();
     out.extend_from_slice(answer);
     write_u16(out, 0, query.id);
@@ -115,7 +115,9 @@ pub fn write_answer(
         if query.edns.is_some() {
             push_opt(out, udp_size, 0, query.dnssec_ok());
         }
+        return true;
     }
+    false
 }
 
 #[cfg(test)]

@@ -1,0 +1,403 @@
+//! The answer cache: coherent A+AAAA pairs, negative caching, single flight, prefetch and
+//! serve-stale (issue 4, DESIGN.md failure 2).
+//!
+//! Key: (qname lowercased, view, DO and CD bits, and the qtype unless it is A or AAAA). A and
+//! AAAA share one key, so one entry holds both halves and a miss for either fetches both, in
+//! parallel, over the same upstream path; see [`entry`] for why a half-empty or split entry
+//! cannot exist. The class is not part of the key because only class IN reaches the cache
+//! (other classes are REFUSED before it).
+//!
+//! Storage is `quick_cache` (S3-FIFO eviction keeps popular names; ~30 ns per hit where moka
+//! measured ~740 ns, see CRATES.md), looked up by a borrowed key so a hit allocates nothing.
+//! Expired entries stay in the store (until evicted by capacity) so they can be served stale;
+//! freshness is decided at lookup.
+//!
+//! Metrics (CoreDNS names, so its dashboards work): `coredns_cache_entries{server,type}`,
+//! `coredns_cache_hits_total{server,type}`, `coredns_cache_misses_total{server}`,
+//! `coredns_cache_prefetch_total{server}`, `coredns_cache_served_stale_total{server}`,
+//! `coredns_cache_evictions_total{server,type}`; and `nodelocaldns_cache_split_answers_total{zone}`
+//! for A/AAAA answers that disagreed twice (an inconsistent upstream).
+
+pub mod entry;
+pub mod flight;
+pub mod policy;
+
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::{IntCounter, IntGauge};
+use quick_cache::sync::Cache as Store;
+use quick_cache::{DefaultHashBuilder, Equivalent, Lifecycle, UnitWeighter};
+use tokio::time::Instant;
+use tracing::warn;
+
+use crate::observe::Metrics;
+use crate::upstream::Answer;
+use crate::upstream::group::UpstreamError;
+use crate::wire::query::{Query, Question};
+use crate::wire::rtype;
+pub use entry::{Entry, Freshness, NotStored};
+use flight::SingleFlight;
+use policy::{AnswerKind, TtlPolicy};
+
+/// Which clients may share an answer: [`PLAIN_VIEW`] for answers that depend only on the
+/// question; autopath gives each namespace its own view.
+pub type ViewId = u32;
+pub const PLAIN_VIEW: ViewId = 0;
+
+/// The key's qtype for an A+AAAA pair.
+const ADDRESS_PAIR: u16 = 0;
+
+/// An owned cache key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheKey {
+    name: Box<[u8]>,
+    qtype: u16,
+    view: ViewId,
+    bits: u8,
+}
+
+/// A borrowed cache key: what a lookup builds from a query without allocating.
+#[derive(Debug, Clone, Copy)]
+struct KeyRef<'a> {
+    name: &'a [u8],
+    qtype: u16,
+    view: ViewId,
+    bits: u8,
+}
+
+impl<'a> KeyRef<'a> {
+    fn of(query: &'a Query, view: ViewId) -> KeyRef<'a> {
+        let qtype = match query.question.qtype {
+            rtype::A | rtype::AAAA => ADDRESS_PAIR,
+            other => other,
+        };
+        KeyRef {
+            name: query.question.name.as_wire(),
+            qtype,
+            view,
+            bits: u8::from(query.dnssec_ok()) | (u8::from(query.checking_disabled()) << 1),
+        }
+    }
+
+    fn to_owned(self) -> CacheKey {
+        CacheKey {
+            name: self.name.into(),
+            qtype: self.qtype,
+            view: self.view,
+            bits: self.bits,
+        }
+    }
+}
+
+/// Both key forms hash the same fields in the same order, as `Equivalent` requires.
+fn hash_key<H: Hasher>(state: &mut H, name: &[u8], qtype: u16, view: ViewId, bits: u8) {
+    name.hash(state);
+    qtype.hash(state);
+    view.hash(state);
+    bits.hash(state);
+}
+
+impl Hash for CacheKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_key(state, &self.name, self.qtype, self.view, self.bits);
+    }
+}
+
+impl Hash for KeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_key(state, self.name, self.qtype, self.view, self.bits);
+    }
+}
+
+impl Equivalent<CacheKey> for KeyRef<'_> {
+    fn equivalent(&self, key: &CacheKey) -> bool {
+        *self.name == *key.name
+            && self.qtype == key.qtype
+            && self.view == key.view
+            && self.bits == key.bits
+    }
+}
+
+/// Counters kept per answer kind, indexed by [`kind_index`].
+#[derive(Clone)]
+struct ByKind<T>([T; 2]);
+
+impl<T> ByKind<T> {
+    fn get(&self, kind: AnswerKind) -> &T {
+        &self.0[match kind {
+            AnswerKind::Success => 0,
+            AnswerKind::Denial => 1,
+        }]
+    }
+}
+
+/// Counts evictions and keeps the entry gauges right when the store drops an entry.
+#[derive(Clone)]
+struct EvictionCounter {
+    evictions: ByKind<IntCounter>,
+    entries: ByKind<IntGauge>,
+}
+
+impl Lifecycle<CacheKey, Arc<Entry>> for EvictionCounter {
+    type RequestState = ();
+
+    fn on_evict(&self, _: &mut (), _: CacheKey, entry: Arc<Entry>) {
+        self.evictions.get(entry.kind()).inc();
+        self.entries.get(entry.kind()).dec();
+    }
+}
+
+/// What one fetch produced: the answers (shared by every query that waited for it) and the
+/// entry stored from them, if they could be stored.
+#[derive(Debug)]
+pub struct Fetched {
+    entry: Option<Arc<Entry>>,
+    answers: Answers,
+}
+
+#[derive(Debug)]
+enum Answers {
+    Pair {
+        a: Option<Answer>,
+        aaaa: Option<Answer>,
+    },
+    Single(Option<Answer>),
+}
+
+impl Fetched {
+    /// The stored entry: answering from it gives clients the cache's TTLs.
+    pub fn entry(&self) -> Option<&Arc<Entry>> {
+        self.entry.as_ref()
+    }
+
+    /// The upstream's answer for `qtype`, if one came.
+    pub fn answer_for(&self, qtype: u16) -> Option<&Answer> {
+        match &self.answers {
+            Answers::Pair { a, aaaa } => {
+                if qtype == rtype::AAAA {
+                    aaaa.as_ref()
+                } else {
+                    a.as_ref()
+                }
+            }
+            Answers::Single(answer) => answer.as_ref(),
+        }
+    }
+}
+
+/// What a lookup found.
+pub enum Lookup {
+    Fresh(Arc<Entry>),
+    /// Expired within the stale window: usable only if upstreams fail.
+    Stale(Arc<Entry>),
+    Miss,
+}
+
+/// The answer cache.
+pub struct Cache {
+    store: Store<CacheKey, Arc<Entry>, UnitWeighter, DefaultHashBuilder, EvictionCounter>,
+    flights: SingleFlight<CacheKey, Arc<Fetched>>,
+    hits: ByKind<IntCounter>,
+    misses: IntCounter,
+    entries: ByKind<IntGauge>,
+    prefetches: IntCounter,
+    served_stale: IntCounter,
+    metrics: Arc<Metrics>,
+}
+
+impl Cache {
+    /// A cache of at most `capacity` entries; `server` labels its metrics as CoreDNS does
+    /// (`dns://ADDRESS`).
+    pub fn new(capacity: usize, server: &str, metrics: Arc<Metrics>) -> Cache {
+        let by_kind = |vec: &prometheus::IntCounterVec| {
+            ByKind(
+                [AnswerKind::Success, AnswerKind::Denial]
+                    .map(|k| vec.with_label_values(&[server, k.as_str()])),
+            )
+        };
+        let entries = ByKind([AnswerKind::Success, AnswerKind::Denial].map(|k| {
+            metrics
+                .cache_entries
+                .with_label_values(&[server, k.as_str()])
+        }));
+        let lifecycle = EvictionCounter {
+            evictions: by_kind(&metrics.cache_evictions),
+            entries: entries.clone(),
+        };
+        let store = Store::with(
+            capacity,
+            capacity as u64,
+            UnitWeighter,
+            DefaultHashBuilder::default(),
+            lifecycle,
+        );
+        Cache {
+            store,
+            flights: SingleFlight::new(),
+            hits: by_kind(&metrics.cache_hits),
+            misses: metrics.cache_misses.with_label_values(&[server]),
+            entries,
+            prefetches: metrics.cache_prefetch.with_label_values(&[server]),
+            served_stale: metrics.cache_served_stale.with_label_values(&[server]),
+            metrics,
+        }
+    }
+
+    /// Looks `query` up in `view`; counts a hit or a miss.
+    pub fn lookup(
+        &self,
+        query: &Query,
+        view: ViewId,
+        now: Instant,
+        stale_window: Duration,
+    ) -> Lookup {
+        let found = self.store.get(&KeyRef::of(query, view));
+        match found {
+            Some(entry) => match entry.freshness(now, stale_window) {
+                Freshness::Fresh => {
+                    self.hits.get(entry.kind()).inc();
+                    Lookup::Fresh(entry)
+                }
+                Freshness::Stale => {
+                    self.misses.inc();
+                    Lookup::Stale(entry)
+                }
+                Freshness::Expired => {
+                    self.misses.inc();
+                    Lookup::Miss
+                }
+            },
+            None => {
+                self.misses.inc();
+                Lookup::Miss
+            }
+        }
+    }
+
+    /// Fetches the answer(s) for `query` through `exchange`, once for all concurrent callers
+    /// with the same key, and stores what may be stored. A and AAAA are fetched together.
+    pub async fn resolve<F, Fut>(
+        &self,
+        query: &Query,
+        view: ViewId,
+        policy: &TtlPolicy,
+        zone: &str,
+        exchange: F,
+    ) -> Arc<Fetched>
+    where
+        F: Fn(Question) -> Fut,
+        Fut: Future<Output = Result<Answer, UpstreamError>>,
+    {
+        let key = KeyRef::of(query, view).to_owned();
+        let fetch = || async {
+            let fetched = if key.qtype == ADDRESS_PAIR {
+                self.fetch_pair(&key, &query.question, policy, zone, &exchange)
+                    .await
+            } else {
+                let answer = exchange(query.question).await.ok();
+                let entry = answer
+                    .as_ref()
+                    .and_then(|a| Entry::single(a, policy, Instant::now()).ok())
+                    .map(|entry| self.insert(key.clone(), entry));
+                Fetched {
+                    entry,
+                    answers: Answers::Single(answer),
+                }
+            };
+            Arc::new(fetched)
+        };
+        self.flights.run(key.clone(), fetch).await
+    }
+
+    /// Both halves at once; halves that disagree (NXDOMAIN vs NOERROR) are asked again once.
+    async fn fetch_pair<F, Fut>(
+        &self,
+        key: &CacheKey,
+        question: &Question,
+        policy: &TtlPolicy,
+        zone: &str,
+        exchange: &F,
+    ) -> Fetched
+    where
+        F: Fn(Question) -> Fut,
+        Fut: Future<Output = Result<Answer, UpstreamError>>,
+    {
+        let a_question = Question {
+            qtype: rtype::A,
+            ..*question
+        };
+        let aaaa_question = Question {
+            qtype: rtype::AAAA,
+            ..*question
+        };
+        let mut asked_again = false;
+        loop {
+            let (a, aaaa) = tokio::join!(exchange(a_question), exchange(aaaa_question));
+            let (a, aaaa) = (a.ok(), aaaa.ok());
+            let stored = match (&a, &aaaa) {
+                (Some(a), Some(aaaa)) => Some(Entry::address_pair(a, aaaa, policy, Instant::now())),
+                _ => None,
+            };
+            let entry = match stored {
+                Some(Ok(entry)) => Some(self.insert(key.clone(), entry)),
+                Some(Err(NotStored::Split)) if !asked_again => {
+                    asked_again = true;
+                    continue;
+                }
+                Some(Err(NotStored::Split)) => {
+                    self.metrics.cache_split.with_label_values(&[zone]).inc();
+                    warn!(%zone, name = %question.name, "upstream answered A and AAAA with NXDOMAIN on one side and NOERROR on the other, twice; not cached");
+                    None
+                }
+                Some(Err(NotStored::Uncacheable)) | None => None,
+            };
+            return Fetched {
+                entry,
+                answers: Answers::Pair { a, aaaa },
+            };
+        }
+    }
+
+    fn insert(&self, key: CacheKey, entry: Entry) -> Arc<Entry> {
+        let entry = Arc::new(entry);
+        if let Some(old) = self.store.peek(&key) {
+            self.entries.get(old.kind()).dec();
+        }
+        self.entries.get(entry.kind()).inc();
+        self.store.insert(key, entry.clone());
+        entry
+    }
+
+    /// An entry of `query`'s key that is expired but within `stale_window`, without counting
+    /// a lookup: the fallback when upstreams failed.
+    pub fn stale(
+        &self,
+        query: &Query,
+        view: ViewId,
+        now: Instant,
+        stale_window: Duration,
+    ) -> Option<Arc<Entry>> {
+        let entry = self.store.peek(&KeyRef::of(query, view))?;
+        (entry.freshness(now, stale_window) == Freshness::Stale).then_some(entry)
+    }
+
+    pub fn count_prefetch(&self) {
+        self.prefetches.inc();
+    }
+
+    pub fn count_served_stale(&self) {
+        self.served_stale.inc();
+    }
+
+    /// Entries held (fresh or not).
+    pub fn len(&self) -> usize {
+        self.store.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.store.is_empty()
+    }
+}
