@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::Proto;
-use crate::cache::{Cache, Lookup, PLAIN_VIEW};
+use crate::cache::{Cache, Entry, Fetched, Lookup, PLAIN_VIEW};
 use crate::config::Config;
 use crate::observe::Metrics;
 use crate::upstream::router::{Route, RouteId};
@@ -136,48 +136,61 @@ impl Responder {
     }
 
     /// Asks the zone's upstreams (through the cache when the zone is cached) and writes the
-    /// answer for the client into `out`: the upstream's answer, a stale one when upstreams
-    /// failed and the zone allows it, or SERVFAIL.
-    pub async fn finish(&self, pending: Box<Pending>, out: &mut Vec<u8>) {
+    /// answer for the client into `out`: the upstream's answer; a stale one when upstreams
+    /// failed, or were slower than `serve_stale.client_timeout`, and the zone allows it; or
+    /// SERVFAIL.
+    pub async fn finish(self: &Arc<Self>, pending: Box<Pending>, out: &mut Vec<u8>) {
         let Pending {
             query,
-            route,
+            route: route_id,
             proto,
         } = *pending;
-        let route = self.router.get(route);
+        let route = self.router.get(route_id);
         let max_size = self.max_size(&query, proto);
         let Some(policy) = &route.cache else {
             let answer = self.exchange(route, &query, proto, query.question).await;
             self.write_upstream_answer(&query, answer.as_ref().ok(), max_size, out);
             return;
         };
-        let fetched = self
+        let stale = self
             .cache
-            .resolve(&query, PLAIN_VIEW, &policy.ttl, &route.label, |question| {
-                self.exchange(route, &query, proto, question)
-            })
-            .await;
-        let now = Instant::now();
+            .stale(&query, PLAIN_VIEW, Instant::now(), policy.stale_window);
+        let fetched = match &stale {
+            None => self.resolve(route_id, query, proto).await,
+            Some(entry) => {
+                // The refresh runs as its own task so that it completes, and refreshes the
+                // cache, even when the client is answered stale before it is done.
+                let responder = self.clone();
+                let refresh =
+                    tokio::spawn(async move { responder.resolve(route_id, query, proto).await });
+                match tokio::time::timeout(policy.stale_client_timeout, refresh).await {
+                    Ok(Ok(fetched)) => fetched,
+                    Ok(Err(_)) | Err(_) => {
+                        self.write_stale(entry, &query, max_size, out);
+                        return;
+                    }
+                }
+            }
+        };
         if let Some(entry) = fetched.entry() {
-            entry.write_for(&query, now, false, max_size, self.max_udp_size, out);
+            entry.write_for(
+                &query,
+                Instant::now(),
+                false,
+                max_size,
+                self.max_udp_size,
+                out,
+            );
             self.count_answer(entry.rcode());
             return;
         }
         let answer = fetched.answer_for(query.question.qtype);
         let failed =
             answer.is_none_or(|a| matches!(a.info.rcode, rcode::SERVFAIL | rcode::REFUSED));
-        if failed {
-            let stale = self
-                .cache
-                .stale(&query, PLAIN_VIEW, now, policy.stale_window);
-            if let Some(entry) = stale {
-                entry.write_for(&query, now, true, max_size, self.max_udp_size, out);
-                self.cache.count_served_stale();
-                self.count_answer(entry.rcode());
-                return;
-            }
+        match stale {
+            Some(entry) if failed => self.write_stale(&entry, &query, max_size, out),
+            _ => self.write_upstream_answer(&query, answer, max_size, out),
         }
-        self.write_upstream_answer(&query, answer, max_size, out);
     }
 
     /// Refreshes the entry a hit found close to expiry, in the background.
@@ -189,17 +202,40 @@ impl Responder {
                 route,
                 proto,
             } = *pending;
-            let route = responder.router.get(route);
-            if let Some(policy) = &route.cache {
-                responder.cache.count_prefetch();
-                responder
-                    .cache
-                    .resolve(&query, PLAIN_VIEW, &policy.ttl, &route.label, |question| {
-                        responder.exchange(route, &query, proto, question)
-                    })
-                    .await;
-            }
+            responder.cache.count_prefetch();
+            responder.resolve(route, query, proto).await;
         });
+    }
+
+    /// Fetches through the cache (single flight, coherent pairs) from the route's upstreams.
+    async fn resolve(&self, route_id: RouteId, query: Query, proto: Proto) -> Arc<Fetched> {
+        let route = self.router.get(route_id);
+        let Some(policy) = &route.cache else {
+            // Callers check the zone is cached; an uncached zone has nothing to share.
+            let answer = self
+                .exchange(route, &query, proto, query.question)
+                .await
+                .ok();
+            return Arc::new(Fetched::uncached(query.question.qtype, answer));
+        };
+        self.cache
+            .resolve(&query, PLAIN_VIEW, &policy.ttl, &route.label, |question| {
+                self.exchange(route, &query, proto, question)
+            })
+            .await
+    }
+
+    fn write_stale(&self, entry: &Entry, query: &Query, max_size: usize, out: &mut Vec<u8>) {
+        entry.write_for(
+            query,
+            Instant::now(),
+            true,
+            max_size,
+            self.max_udp_size,
+            out,
+        );
+        self.cache.count_served_stale();
+        self.count_answer(entry.rcode());
     }
 
     /// Answers a forwarded query SERVFAIL at once because a bound on waiting queries was hit.

@@ -168,6 +168,25 @@ enum Answers {
 }
 
 impl Fetched {
+    /// The answer of a fetch that bypassed the cache.
+    pub fn uncached(qtype: u16, answer: Option<Answer>) -> Fetched {
+        let answers = match qtype {
+            rtype::A => Answers::Pair {
+                a: answer,
+                aaaa: None,
+            },
+            rtype::AAAA => Answers::Pair {
+                a: None,
+                aaaa: answer,
+            },
+            _ => Answers::Single(answer),
+        };
+        Fetched {
+            entry: None,
+            answers,
+        }
+    }
+
     /// The stored entry: answering from it gives clients the cache's TTLs.
     pub fn entry(&self) -> Option<&Arc<Entry>> {
         self.entry.as_ref()

@@ -15,6 +15,8 @@ pub struct CachePolicy {
     pub prefetch: PrefetchConfig,
     /// How long past expiry an entry may be served when upstreams fail; zero turns it off.
     pub stale_window: Duration,
+    /// How long a client with a stale entry waits for upstreams before it is answered stale.
+    pub stale_client_timeout: Duration,
 }
 
 impl CachePolicy {
@@ -24,6 +26,7 @@ impl CachePolicy {
             ttl: TtlPolicy::new(config),
             prefetch: config.prefetch.clone(),
             stale_window: config.serve_stale.max_age,
+            stale_client_timeout: config.serve_stale.client_timeout,
         })
     }
 }

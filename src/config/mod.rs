@@ -32,6 +32,7 @@
 //! | `zones[].cache.prefetch.min_hits` | `2` | hits that make an entry refreshed before expiry; 0 off |
 //! | `zones[].cache.prefetch.percentage` | `10` | refresh when less than this % of the TTL remains |
 //! | `zones[].cache.serve_stale.max_age` | `1h` | serve expired entries this long when upstreams fail; 0 off |
+//! | `zones[].cache.serve_stale.client_timeout` | `1800ms` | wait this long for upstreams before answering stale (RFC 8767) |
 
 pub mod duration;
 pub mod resolv;
@@ -142,12 +143,17 @@ pub struct ServeStaleConfig {
     /// How long past its expiry an entry may still be served; 0 turns it off.
     #[serde(with = "duration")]
     pub max_age: Duration,
+    /// How long a client with a stale entry waits for upstreams before it gets the stale
+    /// answer (RFC 8767's client response timer); the refresh goes on in the background.
+    #[serde(with = "duration")]
+    pub client_timeout: Duration,
 }
 
 impl Default for ServeStaleConfig {
     fn default() -> Self {
         ServeStaleConfig {
             max_age: Duration::from_secs(3600),
+            client_timeout: Duration::from_millis(1800),
         }
     }
 }
