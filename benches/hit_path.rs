@@ -23,6 +23,9 @@ use nodelocal_dns::config::Config;
 use nodelocal_dns::observe::Metrics;
 use nodelocal_dns::responder::{Responder, Step};
 
+/// The client address `begin` sees (no pod index here, so it only has to be some address).
+const CLIENT: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 const ZONE: &str = "$TTL 300\n@ IN SOA ns admin 1 3600 600 86400 5\n@ IN NS ns\nns IN A 127.0.0.1\nwww IN A 192.0.2.1\nwww IN AAAA 2001:db8::1\n";
 
 async fn authority() -> (SocketAddr, AuthServer<Catalog>) {
@@ -70,7 +73,7 @@ fn hit_path(c: &mut Criterion) {
     let packet = query_packet(RecordType::A);
     let mut out = Vec::with_capacity(1232);
     runtime.block_on(async {
-        match responder.begin(&packet, Proto::Udp, &mut out) {
+        match responder.begin(&packet, Proto::Udp, CLIENT, &mut out) {
             Step::Forward(pending) => responder.finish(pending, &mut out).await,
             other => panic!("first query must miss, got {other:?}"),
         }
@@ -79,10 +82,12 @@ fn hit_path(c: &mut Criterion) {
     for (label, qtype) in [("A", RecordType::A), ("AAAA", RecordType::AAAA)] {
         let packet = query_packet(qtype);
         c.bench_function(&format!("begin: cache hit ({label})"), |b| {
-            b.iter(|| match responder.begin(&packet, Proto::Udp, &mut out) {
-                Step::Answered => out.len(),
-                other => panic!("expected a cache hit, got {other:?}"),
-            })
+            b.iter(
+                || match responder.begin(&packet, Proto::Udp, CLIENT, &mut out) {
+                    Step::Answered => out.len(),
+                    other => panic!("expected a cache hit, got {other:?}"),
+                },
+            )
         });
     }
     let refused = {
@@ -94,7 +99,7 @@ fn hit_path(c: &mut Criterion) {
         msg.to_vec().expect("encodes")
     };
     c.bench_function("begin: REFUSED (no zone)", |b| {
-        b.iter(|| responder.begin(&refused, Proto::Udp, &mut out))
+        b.iter(|| responder.begin(&refused, Proto::Udp, CLIENT, &mut out))
     });
 }
 

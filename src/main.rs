@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use nodelocal_dns::config::Config;
+use nodelocal_dns::kube::{PodIndex, PodWatch};
 use nodelocal_dns::observe::Metrics;
 use nodelocal_dns::responder::Responder;
 use nodelocal_dns::server::Server;
@@ -91,13 +92,40 @@ fn run(config_path: Option<PathBuf>, log_level: &str) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let metrics = Arc::new(Metrics::new());
-        let responder = Arc::new(Responder::new(&config, metrics));
+        let (pods, watch) = start_pod_watch(&config, &metrics).await?;
+        // Readiness hook: when `kubernetes.wait_for_sync`, a `/ready` endpoint should report
+        // "pods synced" from `PodIndex::is_synced` / `wait_synced` (no /ready exists yet).
+        let responder = Arc::new(Responder::with_pods(&config, metrics, pods));
         let server = Server::start(&config, responder)?;
         shutdown_signal().await?;
         tracing::info!("shutting down");
         server.shutdown().await;
+        if let Some(watch) = watch {
+            watch.stop();
+        }
         Ok(())
     })
+}
+
+/// Starts the watch of this node's pods when `kubernetes.enabled`. Queries never wait for it:
+/// until the first list is in, autopath does not apply.
+async fn start_pod_watch(
+    config: &Config,
+    metrics: &Metrics,
+) -> anyhow::Result<(Option<Arc<PodIndex>>, Option<PodWatch>)> {
+    let kube = &config.kubernetes;
+    if !kube.enabled {
+        return Ok((None, None));
+    }
+    let node = kube
+        .node()
+        .context("kubernetes.node_name is not set and NODE_NAME is empty")?;
+    let client = nodelocal_dns::kube::watch::client(kube)
+        .await
+        .context("cannot set up the Kubernetes client")?;
+    let index = Arc::new(PodIndex::new(kube.cluster_domain.0));
+    let watch = PodWatch::start(client, &node, index.clone(), metrics);
+    Ok((Some(index), Some(watch)))
 }
 
 /// Resolves on SIGTERM or SIGINT.

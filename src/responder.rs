@@ -4,18 +4,20 @@
 //! begin (synchronous, on the listener's task)
 //!   parse + validate  -> drop (too short, QR=1) | FORMERR | NOTIMP | BADVERS | REFUSED
 //!   route by zone     -> REFUSED when no zone contains the name
-//!   [view: autopath, later]
+//!   view              -> the client pod's namespace view when autopath applies (src/kube)
 //!   cache lookup      -> fresh hit: answered here, no task, no allocation
 //!                        (a popular entry near expiry also asks for a background refresh)
 //!   -> Forward(Pending)
 //! finish (async, one task per forwarded query, bounded by the listener)
 //!   cache.resolve     -> single flight per key; A and AAAA fetched together; stored if coherent
+//!   [autopath]        -> the search-path walk, each expansion through the plain view
 //!   upstream group    -> answer patched for the client (ID, case, OPT, TC, TTLs)
 //!   on failure        -> stale entry (RFC 8767) if allowed, else SERVFAIL
 //! ```
 //! Splitting at `begin`/`finish` keeps everything that can be answered without waiting off the
 //! async machinery: that is where the fast path lives.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use tokio::time::Instant;
@@ -24,6 +26,8 @@ use tracing::debug;
 use crate::Proto;
 use crate::cache::{Cache, Entry, Fetched, Lookup, PLAIN_VIEW};
 use crate::config::Config;
+use crate::kube::autopath::{AutopathError, Plain};
+use crate::kube::{Autopath, ClientNamespace, PodIndex};
 use crate::observe::Metrics;
 use crate::upstream::router::{Route, RouteId};
 use crate::upstream::{Answer, ZoneRouter};
@@ -52,6 +56,8 @@ pub struct Pending {
     query: Query,
     route: RouteId,
     proto: Proto,
+    /// The client's namespace when autopath applies (decided once, in `begin`).
+    autopath: Option<Arc<ClientNamespace>>,
 }
 
 /// Turns client packets into answers.
@@ -60,21 +66,46 @@ pub struct Responder {
     cache: Cache,
     metrics: Arc<Metrics>,
     max_udp_size: u16,
+    autopath: Option<Autopath>,
+    /// The zones with `autopath: true`.
+    autopath_routes: Vec<RouteId>,
 }
 
 impl Responder {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Responder {
+        Responder::with_pods(config, metrics, None)
+    }
+
+    /// A responder whose `autopath` zones use `pods` (without an index, autopath never
+    /// applies).
+    pub fn with_pods(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        pods: Option<Arc<PodIndex>>,
+    ) -> Responder {
         let server = format!("dns://{}", config.listen[0]);
+        let router = ZoneRouter::new(config, &metrics);
+        let autopath_routes = config
+            .zones
+            .iter()
+            .filter(|zone| zone.autopath)
+            .filter_map(|zone| router.route(&zone.name.0))
+            .collect();
+        let autopath =
+            pods.map(|index| Autopath::new(index, &config.kubernetes.host_search, &metrics));
         Responder {
-            router: ZoneRouter::new(config, &metrics),
+            router,
             cache: Cache::new(config.cache.capacity, &server, metrics.clone()),
             metrics,
             max_udp_size: config.server.max_udp_size,
+            autopath,
+            autopath_routes,
         }
     }
 
-    /// Handles everything that needs no upstream; writes any answer into `out`.
-    pub fn begin(&self, packet: &[u8], proto: Proto, out: &mut Vec<u8>) -> Step {
+    /// Handles everything that needs no upstream; writes any answer into `out`. `client` is
+    /// the packet's source address (autopath finds the client's pod by it).
+    pub fn begin(&self, packet: &[u8], proto: Proto, client: IpAddr, out: &mut Vec<u8>) -> Step {
         let query = match query::parse(packet) {
             Ok(query) => query,
             Err(Rejection::Drop(reason)) => {
@@ -108,19 +139,24 @@ impl Responder {
             self.write_query_error(&query, rcode::REFUSED, out);
             return Step::Answered;
         };
+        let autopath = match &self.autopath {
+            Some(autopath) if self.autopath_routes.contains(&route_id) => {
+                autopath.decide(client, &query.question.name)
+            }
+            _ => None,
+        };
+        let view = autopath.as_ref().map_or(PLAIN_VIEW, |ns| ns.view);
         let pending = Box::new(Pending {
             query,
             route: route_id,
             proto,
+            autopath,
         });
         let Some(policy) = &self.router.get(route_id).cache else {
             return Step::Forward(pending);
         };
         let now = Instant::now();
-        match self
-            .cache
-            .lookup(&query, PLAIN_VIEW, now, policy.stale_window)
-        {
+        match self.cache.lookup(&query, view, now, policy.stale_window) {
             Lookup::Fresh(entry) => {
                 let max_size = self.max_size(&query, proto);
                 entry.write_for(&query, now, false, max_size, self.max_udp_size, out);
@@ -144,25 +180,29 @@ impl Responder {
             query,
             route: route_id,
             proto,
+            autopath,
         } = *pending;
         let route = self.router.get(route_id);
         let max_size = self.max_size(&query, proto);
         let Some(policy) = &route.cache else {
-            let answer = self.exchange(route, &query, proto, query.question).await;
-            self.write_upstream_answer(&query, answer.as_ref().ok(), max_size, out);
+            let answer = self.resolve(route_id, query, proto, autopath).await;
+            let answer = answer.answer_for(query.question.qtype);
+            self.write_upstream_answer(&query, answer, max_size, out);
             return;
         };
+        let view = autopath.as_ref().map_or(PLAIN_VIEW, |ns| ns.view);
         let stale = self
             .cache
-            .stale(&query, PLAIN_VIEW, Instant::now(), policy.stale_window);
+            .stale(&query, view, Instant::now(), policy.stale_window);
         let fetched = match &stale {
-            None => self.resolve(route_id, query, proto).await,
+            None => self.resolve(route_id, query, proto, autopath).await,
             Some(entry) => {
                 // The refresh runs as its own task so that it completes, and refreshes the
                 // cache, even when the client is answered stale before it is done.
                 let responder = self.clone();
-                let refresh =
-                    tokio::spawn(async move { responder.resolve(route_id, query, proto).await });
+                let refresh = tokio::spawn(async move {
+                    responder.resolve(route_id, query, proto, autopath).await
+                });
                 match tokio::time::timeout(policy.stale_client_timeout, refresh).await {
                     Ok(Ok(fetched)) => fetched,
                     Ok(Err(_)) | Err(_) => {
@@ -201,14 +241,91 @@ impl Responder {
                 query,
                 route,
                 proto,
+                autopath,
             } = *pending;
             responder.cache.count_prefetch();
-            responder.resolve(route, query, proto).await;
+            responder.resolve(route, query, proto, autopath).await;
         });
     }
 
+    /// Fetches `query` for a client: through autopath in the namespace's view when it applies,
+    /// else through the plain view.
+    async fn resolve(
+        &self,
+        route_id: RouteId,
+        query: Query,
+        proto: Proto,
+        autopath: Option<Arc<ClientNamespace>>,
+    ) -> Arc<Fetched> {
+        match (&self.autopath, autopath) {
+            (Some(autopath), Some(namespace)) => {
+                self.resolve_autopath(autopath, &namespace, route_id, query, proto)
+                    .await
+            }
+            _ => self.resolve_plain(route_id, query, proto).await,
+        }
+    }
+
+    /// The search-path walk for `query`, its answer (`qname CNAME found` + found answer)
+    /// cached in the namespace's view. One walk serves both halves of an address pair.
+    async fn resolve_autopath(
+        &self,
+        autopath: &Autopath,
+        namespace: &ClientNamespace,
+        route_id: RouteId,
+        query: Query,
+        proto: Proto,
+    ) -> Arc<Fetched> {
+        let query = &query;
+        let walk = || autopath.walk(namespace, query, |q| self.plain_step(q, proto));
+        let route = self.router.get(route_id);
+        let Some(policy) = &route.cache else {
+            let answer = match walk().await {
+                Ok(walk) => autopath.answer(&walk, query, query.question),
+                Err(err) => Err(err),
+            };
+            if let Err(err) = &answer {
+                debug!(name = %query.question.name, %err, "autopath failed");
+            }
+            return Arc::new(Fetched::uncached(query.question.qtype, answer.ok()));
+        };
+        let walked: tokio::sync::OnceCell<Result<_, AutopathError>> = tokio::sync::OnceCell::new();
+        let (walked, walk) = (&walked, &walk);
+        self.cache
+            .resolve(
+                query,
+                namespace.view,
+                &policy.ttl,
+                &route.label,
+                |question| async move {
+                    let walk = walked.get_or_init(walk).await.as_ref().map_err(|err| {
+                        debug!(name = %query.question.name, %err, "autopath failed");
+                        err.clone()
+                    })?;
+                    autopath.answer(walk, query, question)
+                },
+            )
+            .await
+    }
+
+    /// One expansion of an autopath walk: a fresh plain entry, or a fetch through the plain
+    /// view (`None` when no zone routes the name).
+    async fn plain_step(&self, query: Query, proto: Proto) -> Option<Plain> {
+        let route_id = self.router.route(&query.question.name)?;
+        if let Some(policy) = &self.router.get(route_id).cache
+            && let Lookup::Fresh(entry) =
+                self.cache
+                    .lookup(&query, PLAIN_VIEW, Instant::now(), policy.stale_window)
+        {
+            return Some(Plain::Entry(entry));
+        }
+        Some(Plain::Fetched(
+            self.resolve_plain(route_id, query, proto).await,
+        ))
+    }
+
     /// Fetches through the cache (single flight, coherent pairs) from the route's upstreams.
-    async fn resolve(&self, route_id: RouteId, query: Query, proto: Proto) -> Arc<Fetched> {
+    async fn resolve_plain(&self, route_id: RouteId, query: Query, proto: Proto) -> Arc<Fetched> {
         let route = self.router.get(route_id);
         let Some(policy) = &route.cache else {
             // Callers check the zone is cached; an uncached zone has nothing to share.

@@ -35,7 +35,6 @@ use tracing::warn;
 
 use crate::observe::Metrics;
 use crate::upstream::Answer;
-use crate::upstream::group::UpstreamError;
 use crate::wire::query::{Query, Question};
 use crate::wire::rtype;
 pub use entry::{Entry, Freshness, NotStored};
@@ -298,7 +297,9 @@ impl Cache {
 
     /// Fetches the answer(s) for `query` through `exchange`, once for all concurrent callers
     /// with the same key, and stores what may be stored. A and AAAA are fetched together.
-    pub async fn resolve<F, Fut>(
+    /// `exchange`'s error is the caller's (an upstream failure, or a failed autopath walk):
+    /// the cache only needs to know there is no answer.
+    pub async fn resolve<F, Fut, E>(
         &self,
         query: &Query,
         view: ViewId,
@@ -308,7 +309,7 @@ impl Cache {
     ) -> Arc<Fetched>
     where
         F: Fn(Question) -> Fut,
-        Fut: Future<Output = Result<Answer, UpstreamError>>,
+        Fut: Future<Output = Result<Answer, E>>,
     {
         let key = KeyRef::of(query, view).to_owned();
         let fetch = || async {
@@ -332,7 +333,7 @@ impl Cache {
     }
 
     /// Both halves at once; halves that disagree (NXDOMAIN vs NOERROR) are asked again once.
-    async fn fetch_pair<F, Fut>(
+    async fn fetch_pair<F, Fut, E>(
         &self,
         key: &CacheKey,
         question: &Question,
@@ -342,7 +343,7 @@ impl Cache {
     ) -> Fetched
     where
         F: Fn(Question) -> Fut,
-        Fut: Future<Output = Result<Answer, UpstreamError>>,
+        Fut: Future<Output = Result<Answer, E>>,
     {
         let a_question = Question {
             qtype: rtype::A,

@@ -33,6 +33,12 @@
 //! | `zones[].cache.prefetch.percentage` | `10` | refresh when less than this % of the TTL remains |
 //! | `zones[].cache.serve_stale.max_age` | `1h` | serve expired entries this long when upstreams fail; 0 off |
 //! | `zones[].cache.serve_stale.client_timeout` | `1800ms` | wait this long for upstreams before answering stale (RFC 8767) |
+//! | `zones[].autopath` | `false` | answer the search-path walk of pods server-side (needs `kubernetes.enabled`; see [`crate::kube`]) |
+//! | `kubernetes.enabled` | `false` | watch this node's pods (for autopath) |
+//! | `kubernetes.node_name` | `$NODE_NAME` | the node whose pods are watched (`spec.nodeName`) |
+//! | `kubernetes.kubeconfig` | none (in-cluster) | a kubeconfig file instead of the pod's service account |
+//! | `kubernetes.cluster_domain` | `cluster.local` | the cluster domain of pods' search paths |
+//! | `kubernetes.wait_for_sync` | `false` | `/ready` waits for the first full list of pods |
 
 pub mod duration;
 pub mod resolv;
@@ -65,7 +71,52 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default)]
     pub cache: CacheConfig,
+    #[serde(default)]
+    pub kubernetes: KubernetesConfig,
     pub zones: Vec<ZoneConfig>,
+}
+
+/// The watch of this node's pods, for autopath.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesConfig {
+    pub enabled: bool,
+    /// The node whose pods are watched; the `NODE_NAME` env var (downward API) when absent.
+    pub node_name: Option<String>,
+    /// A kubeconfig file; the in-cluster service account when absent.
+    pub kubeconfig: Option<PathBuf>,
+    pub cluster_domain: ZoneName,
+    /// Whether `/ready` waits for the first full list of pods.
+    pub wait_for_sync: bool,
+    /// The `search` domains of `resolv_conf`: the tail of every pod's search path. Read when
+    /// the config is loaded and a zone has autopath.
+    #[serde(skip)]
+    pub host_search: Vec<String>,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        KubernetesConfig {
+            enabled: false,
+            node_name: None,
+            kubeconfig: None,
+            cluster_domain: ZoneName(
+                Name::from_dotted("cluster.local").expect("a valid constant name"),
+            ),
+            wait_for_sync: false,
+            host_search: Vec::new(),
+        }
+    }
+}
+
+impl KubernetesConfig {
+    /// `node_name`, else the `NODE_NAME` environment variable.
+    pub fn node(&self) -> Option<String> {
+        self.node_name
+            .clone()
+            .or_else(|| std::env::var("NODE_NAME").ok())
+            .filter(|n| !n.is_empty())
+    }
 }
 
 /// The answer cache shared by all zones.
@@ -202,6 +253,9 @@ pub struct ZoneConfig {
     pub health_check: Duration,
     #[serde(default)]
     pub cache: ZoneCacheConfig,
+    /// Answer pods' search-path walk server-side (CoreDNS `autopath @kubernetes`).
+    #[serde(default)]
+    pub autopath: bool,
 }
 
 /// How queries reach a zone's upstreams.
@@ -383,6 +437,7 @@ impl Config {
         config
             .expand_resolv_conf()
             .map_err(|(f, m)| invalid(f, m))?;
+        config.read_host_search().map_err(|(f, m)| invalid(f, m))?;
         Ok(config)
     }
 
@@ -465,7 +520,62 @@ impl Config {
                     "must be between 1 and 100".into(),
                 ));
             }
+            if zone.autopath {
+                self.validate_autopath(i)
+                    .map_err(|message| (field("autopath"), message))?;
+            }
         }
+        let kube = &self.kubernetes;
+        if kube.enabled && kube.node().is_none() {
+            return Err((
+                "kubernetes.node_name".into(),
+                "not set, and NODE_NAME is not set either".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// An autopath zone needs the pod watch and must be the zone that `NS.svc.CLUSTER_DOMAIN`
+    /// names are routed to, or its pods' first search domain would never reach it.
+    fn validate_autopath(&self, i: usize) -> Result<(), String> {
+        let zone = &self.zones[i].name.0;
+        let domain = &self.kubernetes.cluster_domain.0;
+        if !self.kubernetes.enabled {
+            return Err("needs kubernetes.enabled: true (autopath finds clients' pods)".into());
+        }
+        if !domain.is_subdomain_of(zone) {
+            return Err(format!(
+                "zone {zone} does not contain kubernetes.cluster_domain {domain}"
+            ));
+        }
+        let closer = self.zones.iter().find(|z| {
+            z.name.0 != *zone && domain.is_subdomain_of(&z.name.0) && z.name.0.is_subdomain_of(zone)
+        });
+        match closer {
+            Some(z) => Err(format!(
+                "zone {} is more specific for {domain}: put autopath there",
+                z.name.0
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads the search domains of `resolv_conf` when a zone has autopath.
+    fn read_host_search(&mut self) -> Result<(), (String, String)> {
+        if !self.zones.iter().any(|z| z.autopath) {
+            return Ok(());
+        }
+        let path = &self.resolv_conf;
+        let conf = ResolvConf::read(path).map_err(|err| {
+            (
+                "resolv_conf".to_string(),
+                format!(
+                    "cannot read {} for autopath's search domains: {err}",
+                    path.display()
+                ),
+            )
+        })?;
+        self.kubernetes.host_search = conf.search;
         Ok(())
     }
 
@@ -691,6 +801,55 @@ mod tests {
         std::fs::write(&resolv, "search example\n").unwrap();
         let err = Config::from_yaml(&yaml, "t").unwrap_err().to_string();
         assert!(err.contains("names no nameserver"), "{err}");
+    }
+
+    #[test]
+    fn autopath_needs_the_pod_watch_and_the_zone_of_the_cluster_domain() {
+        let zone =
+            "zones:\n  - name: cluster.local\n    upstreams: [10.0.0.1]\n    autopath: true\n";
+        let err = error_of(zone);
+        assert!(
+            err.starts_with("test.yaml:4: zones[0].autopath: needs kubernetes.enabled"),
+            "{err}"
+        );
+        let kube = "kubernetes:\n  enabled: true\n  node_name: node-a\n";
+        let err = error_of(&format!(
+            "{kube}zones:\n  - name: example\n    upstreams: [10.0.0.1]\n    autopath: true\n"
+        ));
+        assert!(
+            err.contains("does not contain kubernetes.cluster_domain"),
+            "{err}"
+        );
+        let err = error_of(&format!(
+            "{kube}zones:\n  - name: .\n    upstreams: [10.0.0.1]\n    autopath: true\n  - name: cluster.local\n    upstreams: [10.0.0.2]\n"
+        ));
+        assert!(
+            err.contains("zone cluster.local. is more specific"),
+            "{err}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let resolv = dir.path().join("resolv.conf");
+        std::fs::write(
+            &resolv,
+            "nameserver 10.0.0.2\nsearch corp.example ec2.internal\n",
+        )
+        .unwrap();
+        let config = Config::from_yaml(
+            &format!("resolv_conf: {}\n{kube}{zone}", resolv.display()),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            config.kubernetes.host_search,
+            ["corp.example", "ec2.internal"]
+        );
+        assert_eq!(
+            config.kubernetes.cluster_domain.0,
+            Name::from_dotted("cluster.local").unwrap()
+        );
+        let again = Config::from_yaml(&config.to_yaml(), "printed").unwrap();
+        assert_eq!(config, again);
     }
 
     #[test]

@@ -17,8 +17,15 @@
 //! | `coredns_cache_served_stale_total` | `server` | answers from expired entries because upstreams failed |
 //! | `coredns_cache_evictions_total` | `server`, `type` | entries dropped for capacity |
 //! | `nodelocaldns_cache_split_answers_total` | `zone` | names whose A and AAAA disagreed (NXDOMAIN vs NOERROR) twice: not cached |
+//! | `nodelocaldns_autopath_applied_total` | | queries answered through autopath (cache hits included) |
+//! | `nodelocaldns_autopath_skipped_total` | `reason` | queries in an autopath zone forwarded as asked: `no_pod`, `not_running`, `ambiguous`, `no_match` (qname not under the pod's `NS.svc.DOMAIN`), `unsynced` (no pod list yet) |
+//! | `nodelocaldns_kube_pods_indexed` | | Running, non-hostNetwork pods of this node whose IPs autopath matches |
+//! | `nodelocaldns_kube_ambiguous_ips` | | IPs claimed by two or more Running pods (no autopath for them) |
+//! | `nodelocaldns_kube_synced` | | 1 once the first full list of pods is in the index |
+//! | `nodelocaldns_kube_watch_restarts_total` | `reason` | pod watch restarts: `error` (reconnect with backoff), `relist` (full re-list, e.g. after 410 Gone) |
+//! | `nodelocaldns_kube_seconds_since_last_event` | | seconds since the pod watch last delivered an event (updated every second) |
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// The forwarder's metrics.
 pub struct Metrics {
@@ -37,6 +44,13 @@ pub struct Metrics {
     pub cache_served_stale: IntCounterVec,
     pub cache_evictions: IntCounterVec,
     pub cache_split: IntCounterVec,
+    pub autopath_applied: IntCounter,
+    pub autopath_skipped: IntCounterVec,
+    pub kube_pods_indexed: IntGauge,
+    pub kube_ambiguous_ips: IntGauge,
+    pub kube_synced: IntGauge,
+    pub kube_watch_restarts: IntCounterVec,
+    pub kube_seconds_since_event: Gauge,
 }
 
 impl Metrics {
@@ -132,6 +146,51 @@ impl Metrics {
             "Names whose A and AAAA answers disagreed (NXDOMAIN vs NOERROR) twice in a row.",
             &["zone"],
         );
+        let autopath_applied = IntCounter::new(
+            "nodelocaldns_autopath_applied_total",
+            "Queries answered through autopath.",
+        )
+        .expect("metric names are static and valid");
+        registry
+            .register(Box::new(autopath_applied.clone()))
+            .expect("each metric is registered once");
+        let autopath_skipped = counter(
+            "nodelocaldns_autopath_skipped_total",
+            "Queries in an autopath zone forwarded without autopath, by reason.",
+            &["reason"],
+        );
+        let gauge = |name: &str, help: &str| {
+            let gauge = IntGauge::new(name, help).expect("metric names are static and valid");
+            registry
+                .register(Box::new(gauge.clone()))
+                .expect("each metric is registered once");
+            gauge
+        };
+        let kube_pods_indexed = gauge(
+            "nodelocaldns_kube_pods_indexed",
+            "Running, non-hostNetwork pods of this node in the autopath index.",
+        );
+        let kube_ambiguous_ips = gauge(
+            "nodelocaldns_kube_ambiguous_ips",
+            "IPs claimed by two or more Running pods.",
+        );
+        let kube_synced = gauge(
+            "nodelocaldns_kube_synced",
+            "1 once the first full list of this node's pods is indexed.",
+        );
+        let kube_watch_restarts = counter(
+            "nodelocaldns_kube_watch_restarts_total",
+            "Pod watch restarts, by reason (error, relist).",
+            &["reason"],
+        );
+        let kube_seconds_since_event = Gauge::new(
+            "nodelocaldns_kube_seconds_since_last_event",
+            "Seconds since the pod watch last delivered an event.",
+        )
+        .expect("metric names are static and valid");
+        registry
+            .register(Box::new(kube_seconds_since_event.clone()))
+            .expect("each metric is registered once");
         Metrics {
             registry,
             dropped,
@@ -148,6 +207,13 @@ impl Metrics {
             cache_served_stale,
             cache_evictions,
             cache_split,
+            autopath_applied,
+            autopath_skipped,
+            kube_pods_indexed,
+            kube_ambiguous_ips,
+            kube_synced,
+            kube_watch_restarts,
+            kube_seconds_since_event,
         }
     }
 

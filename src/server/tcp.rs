@@ -95,7 +95,7 @@ async fn connection(
                     return;
                 }
             };
-            match responder.begin(&packet, Proto::Tcp, &mut out) {
+            match responder.begin(&packet, Proto::Tcp, client.ip(), &mut out) {
                 Step::Answered => {
                     if answers.send(std::mem::take(&mut out)).await.is_err() {
                         return;

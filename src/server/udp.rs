@@ -37,7 +37,7 @@ pub(super) async fn serve(
                 continue;
             }
         };
-        match responder.begin(&packet[..len], Proto::Udp, &mut out) {
+        match responder.begin(&packet[..len], Proto::Udp, client.ip(), &mut out) {
             Step::Answered => {
                 if socket.send_to(&out, client).await.is_err() {
                     responder.count_send_error();

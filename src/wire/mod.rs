@@ -6,6 +6,7 @@
 //! from cache) as the bytes the upstream sent, with only the ID, the question's letter case,
 //! TTLs and the OPT record rewritten.
 
+pub mod alias;
 pub mod answer;
 pub mod name;
 pub mod query;

@@ -130,6 +130,27 @@ impl Name {
         lower
     }
 
+    /// The labels in front of `suffix` (wire form, without the root label) when `self` is
+    /// strictly below `suffix`; `None` otherwise. Used by autopath to find the base name.
+    pub fn prefix_before(&self, suffix: &Name) -> Option<&[u8]> {
+        let cut = self.wire_len().checked_sub(suffix.wire_len())?;
+        (cut > 0 && self.is_subdomain_of(suffix)).then(|| &self.as_wire()[..cut])
+    }
+
+    /// `prefix` (labels in wire form, as [`Name::prefix_before`] gives them) followed by
+    /// `suffix`.
+    pub fn concat(prefix: &[u8], suffix: &Name) -> Result<Name, WireError> {
+        let len = prefix.len() + suffix.wire_len();
+        if len > MAX_NAME_LEN {
+            return Err(WireError::NameTooLong);
+        }
+        let mut name = Name::root();
+        name.buf[..prefix.len()].copy_from_slice(prefix);
+        name.buf[prefix.len()..len].copy_from_slice(suffix.as_wire());
+        name.len = len as u8;
+        Ok(name)
+    }
+
     fn from_wire_unchecked(wire: &[u8]) -> Name {
         let mut name = Name::root();
         name.buf[..wire.len()].copy_from_slice(wire);

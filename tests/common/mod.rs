@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the fixtures
 
+pub mod fake_apiserver;
+
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
