@@ -146,26 +146,19 @@ impl Metrics {
             "Names whose A and AAAA answers disagreed (NXDOMAIN vs NOERROR) twice in a row.",
             &["zone"],
         );
-        let autopath_applied = IntCounter::new(
-            "nodelocaldns_autopath_applied_total",
-            "Queries answered through autopath.",
-        )
-        .expect("metric names are static and valid");
-        registry
-            .register(Box::new(autopath_applied.clone()))
-            .expect("each metric is registered once");
+        let autopath_applied = registered(
+            &registry,
+            IntCounter::new(
+                "nodelocaldns_autopath_applied_total",
+                "Queries answered through autopath.",
+            ),
+        );
         let autopath_skipped = counter(
             "nodelocaldns_autopath_skipped_total",
             "Queries in an autopath zone forwarded without autopath, by reason.",
             &["reason"],
         );
-        let gauge = |name: &str, help: &str| {
-            let gauge = IntGauge::new(name, help).expect("metric names are static and valid");
-            registry
-                .register(Box::new(gauge.clone()))
-                .expect("each metric is registered once");
-            gauge
-        };
+        let gauge = |name: &str, help: &str| registered(&registry, IntGauge::new(name, help));
         let kube_pods_indexed = gauge(
             "nodelocaldns_kube_pods_indexed",
             "Running, non-hostNetwork pods of this node in the autopath index.",
@@ -183,14 +176,13 @@ impl Metrics {
             "Pod watch restarts, by reason (error, relist).",
             &["reason"],
         );
-        let kube_seconds_since_event = Gauge::new(
-            "nodelocaldns_kube_seconds_since_last_event",
-            "Seconds since the pod watch last delivered an event.",
-        )
-        .expect("metric names are static and valid");
-        registry
-            .register(Box::new(kube_seconds_since_event.clone()))
-            .expect("each metric is registered once");
+        let kube_seconds_since_event = registered(
+            &registry,
+            Gauge::new(
+                "nodelocaldns_kube_seconds_since_last_event",
+                "Seconds since the pod watch last delivered an event.",
+            ),
+        );
         Metrics {
             registry,
             dropped,
@@ -224,6 +216,18 @@ impl Metrics {
             .encode_to_string(&self.registry.gather())
             .unwrap_or_else(|err| format!("# encoding failed: {err}\n"))
     }
+}
+
+/// Registers a metric built from static names (which cannot fail) in `registry`.
+fn registered<C>(registry: &Registry, metric: prometheus::Result<C>) -> C
+where
+    C: prometheus::core::Collector + Clone + 'static,
+{
+    let metric = metric.expect("metric names are static and valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric is registered once");
+    metric
 }
 
 impl Default for Metrics {
