@@ -4,7 +4,9 @@
 //! NXDOMAIN on one side and NOERROR on the other, cannot exist (DESIGN.md, failure 2).
 //!
 //! Halves are kept as the upstream's wire bytes (without OPT) plus the offsets of their TTL
-//! fields; answering copies the bytes and patches ID, letter case and TTLs.
+//! fields, both halves in one allocation; answering copies the bytes and patches ID, letter
+//! case and TTLs. One allocation per entry (plus the `Arc`) is what keeps a cached name within
+//! issue 8's memory budget.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
@@ -15,37 +17,66 @@ use super::policy::{AnswerKind, TtlPolicy};
 use crate::upstream::Answer;
 use crate::wire::query::Query;
 use crate::wire::reply::write_answer;
-use crate::wire::{flag, rcode, read_u16, read_u32, rtype, write_u16};
+use crate::wire::{HEADER_LEN, flag, rcode, read_u16, read_u32, rtype, write_u16};
 
 /// TTL of answers served stale (RFC 8767 section 4 suggests 30 seconds).
 pub const STALE_TTL: u32 = 30;
 
-/// One answer as the upstream sent it (OPT removed), ready to be patched for a client.
+/// One or two upstream answers (OPT removed) packed in one allocation: the wires back to back,
+/// then the TTL field offsets of each, as native-endian u16.
 #[derive(Debug)]
-struct Half {
-    wire: Box<[u8]>,
-    ttl_offsets: Box<[u16]>,
+struct Packed {
+    data: Box<[u8]>,
+    /// End of the first wire, and of both wires (equal for a single answer).
+    first_end: u32,
+    wires_end: u32,
+    /// How many TTL offsets belong to the first wire.
+    first_offsets: u32,
 }
 
-impl Half {
-    fn of(answer: &Answer) -> Half {
-        Half {
-            wire: answer.message.clone().into_boxed_slice(),
-            ttl_offsets: answer.info.ttl_offsets.clone().into_boxed_slice(),
+impl Packed {
+    fn of(answers: &[&Answer]) -> Packed {
+        let wires: usize = answers.iter().map(|a| a.message.len()).sum();
+        let offsets: usize = answers.iter().map(|a| a.info.ttl_offsets.len()).sum();
+        let mut data = Vec::with_capacity(wires + 2 * offsets);
+        for answer in answers {
+            data.extend_from_slice(&answer.message);
+        }
+        for answer in answers {
+            for offset in &answer.info.ttl_offsets {
+                data.extend_from_slice(&offset.to_ne_bytes());
+            }
+        }
+        Packed {
+            data: data.into_boxed_slice(),
+            first_end: answers[0].message.len() as u32,
+            wires_end: wires as u32,
+            first_offsets: answers[0].info.ttl_offsets.len() as u32,
         }
     }
 
-    fn len(&self) -> usize {
-        self.wire.len() + self.ttl_offsets.len() * 2
+    /// The wire of the first (`second == false`) or second answer, and its TTL offsets.
+    fn half(&self, second: bool) -> (&[u8], impl Iterator<Item = usize> + '_) {
+        let (first_end, wires_end) = (self.first_end as usize, self.wires_end as usize);
+        let split = wires_end + 2 * self.first_offsets as usize;
+        let (wire, offsets) = if second {
+            (&self.data[first_end..wires_end], &self.data[split..])
+        } else {
+            (&self.data[..first_end], &self.data[wires_end..split])
+        };
+        let offsets = offsets
+            .chunks_exact(2)
+            .map(|b| u16::from_ne_bytes([b[0], b[1]]) as usize);
+        (wire, offsets)
     }
 }
 
 #[derive(Debug)]
 enum Body {
-    /// A and AAAA of one name.
-    AddressPair { a: Half, aaaa: Half },
+    /// A (first) and AAAA (second) of one name.
+    AddressPair(Packed),
     /// Any other type, cached on its own.
-    Single(Half),
+    Single(Packed),
 }
 
 /// Why answers were not stored.
@@ -62,11 +93,12 @@ pub enum NotStored {
 #[derive(Debug)]
 pub struct Entry {
     body: Body,
-    rcode: u16,
-    kind: AnswerKind,
-    stored_at: Instant,
     expires_at: Instant,
+    /// The lifetime given at store time, in milliseconds.
+    ttl_ms: u32,
     hits: AtomicU32,
+    rcode: u8,
+    kind: AnswerKind,
     refreshing: AtomicBool,
 }
 
@@ -103,10 +135,7 @@ impl Entry {
         } else {
             AnswerKind::Denial
         };
-        let body = Body::AddressPair {
-            a: Half::of(a),
-            aaaa: Half::of(aaaa),
-        };
+        let body = Body::AddressPair(Packed::of(&[a, aaaa]));
         Ok(Entry::new(body, a_code, kind, a_ttl.min(aaaa_ttl), now))
     }
 
@@ -116,7 +145,7 @@ impl Entry {
             .cacheable(&answer.info)
             .ok_or(NotStored::Uncacheable)?;
         Ok(Entry::new(
-            Body::Single(Half::of(answer)),
+            Body::Single(Packed::of(&[answer])),
             answer.info.rcode,
             kind,
             ttl,
@@ -125,19 +154,22 @@ impl Entry {
     }
 
     fn new(body: Body, rcode: u16, kind: AnswerKind, ttl: Duration, now: Instant) -> Entry {
+        // Cached rcodes are NOERROR, NXDOMAIN or SERVFAIL: 4 bits. TTLs are capped by config
+        // durations far below 49 days.
+        let ttl_ms = u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX);
         Entry {
             body,
-            rcode,
-            kind,
-            stored_at: now,
-            expires_at: now + ttl,
+            expires_at: now + Duration::from_millis(ttl_ms.into()),
+            ttl_ms,
             hits: AtomicU32::new(0),
+            rcode: (rcode & 0xF) as u8,
+            kind,
             refreshing: AtomicBool::new(false),
         }
     }
 
     pub fn rcode(&self) -> u16 {
-        self.rcode
+        self.rcode.into()
     }
 
     pub fn kind(&self) -> AnswerKind {
@@ -150,16 +182,25 @@ impl Entry {
 
     /// The whole lifetime given at store time.
     pub fn ttl(&self) -> Duration {
-        self.expires_at - self.stored_at
+        Duration::from_millis(self.ttl_ms.into())
     }
 
-    /// Approximate heap bytes held, for sizing.
-    pub fn size(&self) -> usize {
-        std::mem::size_of::<Entry>()
-            + match &self.body {
-                Body::AddressPair { a, aaaa } => a.len() + aaaa.len(),
-                Body::Single(half) => half.len(),
-            }
+    fn stored_at(&self) -> Instant {
+        self.expires_at - self.ttl()
+    }
+
+    fn packed(&self) -> &Packed {
+        match &self.body {
+            Body::AddressPair(packed) | Body::Single(packed) => packed,
+        }
+    }
+
+    /// Whether this entry answers `name` (lowercased wire form): the store is keyed by a hash
+    /// of the name, so a hit is confirmed against the question the upstream answered.
+    pub fn answers_name(&self, name: &[u8]) -> bool {
+        let (wire, _) = self.packed().half(false);
+        wire.get(HEADER_LEN..HEADER_LEN + name.len())
+            .is_some_and(|stored| stored.eq_ignore_ascii_case(name))
     }
 
     pub fn freshness(&self, now: Instant, stale_window: Duration) -> Freshness {
@@ -196,31 +237,24 @@ impl Entry {
         udp_size: u16,
         out: &mut Vec<u8>,
     ) {
-        let half = match &self.body {
-            Body::AddressPair { a, aaaa } => {
-                if query.question.qtype == rtype::AAAA {
-                    aaaa
-                } else {
-                    a
-                }
-            }
-            Body::Single(half) => half,
+        let (wire, offsets) = match &self.body {
+            Body::AddressPair(packed) => packed.half(query.question.qtype == rtype::AAAA),
+            Body::Single(packed) => packed.half(false),
         };
-        let truncated = write_answer(out, &half.wire, false, query, max_size, udp_size);
+        let truncated = write_answer(out, wire, false, query, max_size, udp_size);
         // A cached answer is not authoritative, whatever the upstream said.
         let flags = read_u16(out, 2) & !flag::AA;
         write_u16(out, 2, flags);
         if truncated {
             return;
         }
-        let elapsed = now.saturating_duration_since(self.stored_at).as_secs();
+        let elapsed = now.saturating_duration_since(self.stored_at()).as_secs();
         let remaining = self.expires_at.saturating_duration_since(now).as_secs();
-        for &offset in half.ttl_offsets.iter() {
-            let offset = offset as usize;
+        for offset in offsets {
             let ttl = if stale {
                 STALE_TTL
             } else {
-                let original = u64::from(read_u32(&half.wire, offset));
+                let original = u64::from(read_u32(wire, offset));
                 original.saturating_sub(elapsed).min(remaining) as u32
             };
             out[offset..offset + 4].copy_from_slice(&ttl.to_be_bytes());
@@ -378,6 +412,23 @@ mod tests {
             entry.freshness(now + Duration::from_secs(31), Duration::from_secs(60)),
             Freshness::Stale
         );
+    }
+
+    #[test]
+    fn a_hit_is_confirmed_against_the_stored_name() {
+        let a = answer(rtype::A, ResponseCode::NoError, vec![a_record(30)]);
+        let entry = Entry::single(&a, &policy(), Instant::now()).unwrap();
+        let same = Name::from_dotted(&NAME.to_uppercase())
+            .unwrap()
+            .to_lowercase();
+        assert!(entry.answers_name(same.as_wire()));
+        let other = Name::from_dotted("api.twilio.com.other.svc.cluster.local").unwrap();
+        assert!(
+            !entry.answers_name(other.as_wire()),
+            "a hash collision must not answer"
+        );
+        let longer = Name::from_dotted(&format!("x.{NAME}")).unwrap();
+        assert!(!entry.answers_name(longer.as_wire()));
     }
 
     #[test]

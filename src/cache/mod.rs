@@ -8,7 +8,8 @@
 //! (other classes are REFUSED before it).
 //!
 //! Storage is `quick_cache` (S3-FIFO eviction keeps popular names; ~30 ns per hit where moka
-//! measured ~740 ns, see CRATES.md), looked up by a borrowed key so a hit allocates nothing.
+//! measured ~740 ns, see CRATES.md), keyed by a hash of the name (a hit allocates nothing, and
+//! a cached name costs one allocation for its answers and no other).
 //! Expired entries stay in the store (until evicted by capacity) so they can be served stale;
 //! freshness is decided at lookup.
 //!
@@ -23,13 +24,13 @@ pub mod flight;
 pub mod policy;
 
 use std::future::Future;
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{IntCounter, IntGauge};
 use quick_cache::sync::Cache as Store;
-use quick_cache::{DefaultHashBuilder, Equivalent, Lifecycle, UnitWeighter};
+use quick_cache::{DefaultHashBuilder, Lifecycle, UnitWeighter};
 use tokio::time::Instant;
 use tracing::warn;
 
@@ -49,75 +50,43 @@ pub const PLAIN_VIEW: ViewId = 0;
 /// The key's qtype for an A+AAAA pair.
 const ADDRESS_PAIR: u16 = 0;
 
-/// An owned cache key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CacheKey {
-    name: Box<[u8]>,
+/// What a query is cached under, apart from its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct KeyParts {
     qtype: u16,
     view: ViewId,
     bits: u8,
 }
 
-/// A borrowed cache key: what a lookup builds from a query without allocating.
-#[derive(Debug, Clone, Copy)]
-struct KeyRef<'a> {
-    name: &'a [u8],
-    qtype: u16,
-    view: ViewId,
-    bits: u8,
-}
-
-impl<'a> KeyRef<'a> {
-    fn of(query: &'a Query, view: ViewId) -> KeyRef<'a> {
+impl KeyParts {
+    fn of(query: &Query, view: ViewId) -> KeyParts {
         let qtype = match query.question.qtype {
             rtype::A | rtype::AAAA => ADDRESS_PAIR,
             other => other,
         };
-        KeyRef {
-            name: query.question.name.as_wire(),
+        KeyParts {
             qtype,
             view,
             bits: u8::from(query.dnssec_ok()) | (u8::from(query.checking_disabled()) << 1),
         }
     }
-
-    fn to_owned(self) -> CacheKey {
-        CacheKey {
-            name: self.name.into(),
-            qtype: self.qtype,
-            view: self.view,
-            bits: self.bits,
-        }
-    }
 }
 
-/// Both key forms hash the same fields in the same order, as `Equivalent` requires.
-fn hash_key<H: Hasher>(state: &mut H, name: &[u8], qtype: u16, view: ViewId, bits: u8) {
-    name.hash(state);
-    qtype.hash(state);
-    view.hash(state);
-    bits.hash(state);
+/// The store's key: a 64-bit hash of the name instead of the name, so a cached name costs no
+/// allocation of its own. A hit is confirmed against the stored question
+/// ([`Entry::answers_name`]); two names with one hash only ever displace each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct StoreKey {
+    name_hash: u64,
+    parts: KeyParts,
 }
 
-impl Hash for CacheKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        hash_key(state, &self.name, self.qtype, self.view, self.bits);
-    }
-}
-
-impl Hash for KeyRef<'_> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        hash_key(state, self.name, self.qtype, self.view, self.bits);
-    }
-}
-
-impl Equivalent<CacheKey> for KeyRef<'_> {
-    fn equivalent(&self, key: &CacheKey) -> bool {
-        *self.name == *key.name
-            && self.qtype == key.qtype
-            && self.view == key.view
-            && self.bits == key.bits
-    }
+/// The single-flight key: the whole name, so that fetches for different names are never
+/// merged, whatever their hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FlightKey {
+    name: Box<[u8]>,
+    parts: KeyParts,
 }
 
 /// Counters kept per answer kind, indexed by [`kind_index`].
@@ -140,10 +109,10 @@ struct EvictionCounter {
     entries: ByKind<IntGauge>,
 }
 
-impl Lifecycle<CacheKey, Arc<Entry>> for EvictionCounter {
+impl Lifecycle<StoreKey, Arc<Entry>> for EvictionCounter {
     type RequestState = ();
 
-    fn on_evict(&self, _: &mut (), _: CacheKey, entry: Arc<Entry>) {
+    fn on_evict(&self, _: &mut (), _: StoreKey, entry: Arc<Entry>) {
         self.evictions.get(entry.kind()).inc();
         self.entries.get(entry.kind()).dec();
     }
@@ -216,8 +185,10 @@ pub enum Lookup {
 
 /// The answer cache.
 pub struct Cache {
-    store: Store<CacheKey, Arc<Entry>, UnitWeighter, DefaultHashBuilder, EvictionCounter>,
-    flights: SingleFlight<CacheKey, Arc<Fetched>>,
+    store: Store<StoreKey, Arc<Entry>, UnitWeighter, DefaultHashBuilder, EvictionCounter>,
+    /// Hashes names for [`StoreKey`]; one seed for the cache's lifetime.
+    name_hasher: DefaultHashBuilder,
+    flights: SingleFlight<FlightKey, Arc<Fetched>>,
     hits: ByKind<IntCounter>,
     misses: IntCounter,
     entries: ByKind<IntGauge>,
@@ -254,6 +225,7 @@ impl Cache {
         );
         Cache {
             store,
+            name_hasher: DefaultHashBuilder::default(),
             flights: SingleFlight::new(),
             hits: by_kind(&metrics.cache_hits),
             misses: metrics.cache_misses.with_label_values(&[server]),
@@ -264,6 +236,21 @@ impl Cache {
         }
     }
 
+    fn store_key(&self, query: &Query, view: ViewId) -> StoreKey {
+        StoreKey {
+            name_hash: self.name_hasher.hash_one(query.question.name.as_wire()),
+            parts: KeyParts::of(query, view),
+        }
+    }
+
+    /// The entry stored for `query` in `view`, confirmed to be for its name.
+    fn get(&self, query: &Query, view: ViewId) -> Option<Arc<Entry>> {
+        let entry = self.store.get(&self.store_key(query, view))?;
+        entry
+            .answers_name(query.question.name.as_wire())
+            .then_some(entry)
+    }
+
     /// Looks `query` up in `view`; counts a hit or a miss.
     pub fn lookup(
         &self,
@@ -272,7 +259,7 @@ impl Cache {
         now: Instant,
         stale_window: Duration,
     ) -> Lookup {
-        let found = self.store.get(&KeyRef::of(query, view));
+        let found = self.get(query, view);
         match found {
             Some(entry) => match entry.freshness(now, stale_window) {
                 Freshness::Fresh => {
@@ -311,17 +298,21 @@ impl Cache {
         F: Fn(Question) -> Fut,
         Fut: Future<Output = Result<Answer, E>>,
     {
-        let key = KeyRef::of(query, view).to_owned();
+        let key = self.store_key(query, view);
+        let flight = FlightKey {
+            name: query.question.name.as_wire().into(),
+            parts: key.parts,
+        };
         let fetch = || async {
-            let fetched = if key.qtype == ADDRESS_PAIR {
-                self.fetch_pair(&key, &query.question, policy, zone, &exchange)
+            let fetched = if key.parts.qtype == ADDRESS_PAIR {
+                self.fetch_pair(key, &query.question, policy, zone, &exchange)
                     .await
             } else {
                 let answer = exchange(query.question).await.ok();
                 let entry = answer
                     .as_ref()
                     .and_then(|a| Entry::single(a, policy, Instant::now()).ok())
-                    .map(|entry| self.insert(key.clone(), entry));
+                    .map(|entry| self.insert(key, entry));
                 Fetched {
                     entry,
                     answers: Answers::Single(answer),
@@ -329,13 +320,13 @@ impl Cache {
             };
             Arc::new(fetched)
         };
-        self.flights.run(key.clone(), fetch).await
+        self.flights.run(flight, fetch).await
     }
 
     /// Both halves at once; halves that disagree (NXDOMAIN vs NOERROR) are asked again once.
     async fn fetch_pair<F, Fut, E>(
         &self,
-        key: &CacheKey,
+        key: StoreKey,
         question: &Question,
         policy: &TtlPolicy,
         zone: &str,
@@ -362,7 +353,7 @@ impl Cache {
                 _ => None,
             };
             let entry = match stored {
-                Some(Ok(entry)) => Some(self.insert(key.clone(), entry)),
+                Some(Ok(entry)) => Some(self.insert(key, entry)),
                 Some(Err(NotStored::Split)) if !asked_again => {
                     asked_again = true;
                     continue;
@@ -381,7 +372,7 @@ impl Cache {
         }
     }
 
-    fn insert(&self, key: CacheKey, entry: Entry) -> Arc<Entry> {
+    fn insert(&self, key: StoreKey, entry: Entry) -> Arc<Entry> {
         let entry = Arc::new(entry);
         if let Some(old) = self.store.peek(&key) {
             self.entries.get(old.kind()).dec();
@@ -400,8 +391,10 @@ impl Cache {
         now: Instant,
         stale_window: Duration,
     ) -> Option<Arc<Entry>> {
-        let entry = self.store.peek(&KeyRef::of(query, view))?;
-        (entry.freshness(now, stale_window) == Freshness::Stale).then_some(entry)
+        let entry = self.store.peek(&self.store_key(query, view))?;
+        let usable = entry.answers_name(query.question.name.as_wire())
+            && entry.freshness(now, stale_window) == Freshness::Stale;
+        usable.then_some(entry)
     }
 
     pub fn count_prefetch(&self) {
