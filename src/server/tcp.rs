@@ -114,8 +114,11 @@ async fn connection(
                     tokio::spawn(async move {
                         let mut out = Vec::new();
                         responder.finish(pending, &mut out).await;
-                        // The client may have gone; its answer then has nowhere to go.
-                        let _ = answers.send(out).await;
+                        // The client may have gone; its answer then has nowhere to go, and
+                        // is counted as a send error.
+                        if answers.send(out).await.is_err() {
+                            responder.count_send_error();
+                        }
                         drop(permit);
                     });
                 }
