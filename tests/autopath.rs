@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
-use tokio::net::UdpSocket;
+use tokio::net::{TcpSocket, UdpSocket};
 
 use common::fake_apiserver::{FakeApiServer, FakePod};
-use common::{Authority, CLIENT_TIMEOUT, metric_value, query};
+use common::{Authority, CLIENT_TIMEOUT, metric_value, query, read_frame, write_frame};
 use nodelocal_dns::config::Config;
 use nodelocal_dns::kube::{PodIndex, PodWatch};
 use nodelocal_dns::observe::Metrics;
@@ -135,6 +135,22 @@ impl World {
         Message::from_vec(&buf[..len]).expect("answer decodes")
     }
 
+    /// Asks `name` over a TCP connection from the source address `from`.
+    async fn ask_tcp(&self, from: &str, name: &str, rtype: RecordType) -> Message {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(format!("{from}:0").parse().expect("a valid address"))
+            .expect("bind a pod IP");
+        let mut stream = socket.connect(self.dns).await.expect("connect");
+        let bytes = query(name, rtype, None).to_vec().expect("encodes");
+        write_frame(&mut stream, &bytes).await;
+        let answer = tokio::time::timeout(CLIENT_TIMEOUT, read_frame(&mut stream))
+            .await
+            .expect("an answer in time")
+            .expect("an answer frame");
+        Message::from_vec(&answer).expect("answer decodes")
+    }
+
     /// Polls until `check` holds for the answer to `name` from `from`; returns how long it took.
     async fn until(
         &self,
@@ -203,9 +219,14 @@ async fn a_completed_pod_with_the_same_ip_never_steals_autopath() {
                 .any(|r| matches!(r.data, RData::AAAA(_)))
         );
     }
+    // Over TCP the source address is the pod's too.
+    for rtype in [RecordType::A, RecordType::AAAA] {
+        let answer = world.ask_tcp("127.0.0.23", ASKED, rtype).await;
+        assert!(is_autopath(&answer, "api.example.com."), "{answer:?}");
+    }
     assert_eq!(
         world.metric("nodelocaldns_autopath_applied_total", &[]),
-        20.0
+        22.0
     );
     assert_eq!(
         world.metric("nodelocaldns_autopath_skipped_total", &[]),
