@@ -310,14 +310,23 @@ impl Responder {
 
     /// One expansion of an autopath walk: a fresh plain entry, or a fetch through the plain
     /// view (`None` when no zone routes the name).
+    ///
+    /// An entry inside its prefetch window is fetched again rather than used: an autopath
+    /// answer lives no longer than the entries it was built from, so building it (on a
+    /// prefetch of the namespace's entry, typically) from nearly expired ones would refresh
+    /// nothing.
     async fn plain_step(&self, query: Query, proto: Proto) -> Option<Plain> {
         let route_id = self.router.route(&query.question.name)?;
+        let now = Instant::now();
         if let Some(policy) = &self.router.get(route_id).cache
             && let Lookup::Fresh(entry) =
                 self.cache
-                    .lookup(&query, PLAIN_VIEW, Instant::now(), policy.stale_window)
+                    .lookup(&query, PLAIN_VIEW, now, policy.stale_window)
         {
-            return Some(Plain::Entry(entry));
+            let remaining = entry.expires_at().saturating_duration_since(now);
+            if remaining >= entry.ttl() * u32::from(policy.prefetch.percentage) / 100 {
+                return Some(Plain::Entry(entry));
+            }
         }
         Some(Plain::Fetched(
             self.resolve_plain(route_id, query, proto).await,
