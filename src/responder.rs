@@ -146,14 +146,18 @@ impl Responder {
             _ => None,
         };
         let view = autopath.as_ref().map_or(PLAIN_VIEW, |ns| ns.view);
-        let pending = Box::new(Pending {
-            query,
-            route: route_id,
-            proto,
-            autopath,
-        });
+        // Built only when the query goes on (or a hit asks for a refresh): a plain hit
+        // allocates nothing.
+        let pending = move || {
+            Box::new(Pending {
+                query,
+                route: route_id,
+                proto,
+                autopath,
+            })
+        };
         let Some(policy) = &self.router.get(route_id).cache else {
-            return Step::Forward(pending);
+            return Step::Forward(pending());
         };
         let now = Instant::now();
         match self.cache.lookup(&query, view, now, policy.stale_window) {
@@ -163,11 +167,11 @@ impl Responder {
                 self.count_answer(entry.rcode());
                 let prefetch = &policy.prefetch;
                 if entry.hit_wants_refresh(now, prefetch.min_hits, prefetch.percentage) {
-                    return Step::AnsweredRefresh(pending);
+                    return Step::AnsweredRefresh(pending());
                 }
                 Step::Answered
             }
-            Lookup::Stale(_) | Lookup::Miss => Step::Forward(pending),
+            Lookup::Stale(_) | Lookup::Miss => Step::Forward(pending()),
         }
     }
 
