@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod config;
 pub mod kube;
+pub mod node;
 pub mod observe;
 pub mod responder;
 pub mod server;

@@ -8,7 +8,10 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use nodelocal_dns::config::Config;
+use nodelocal_dns::config::corefile;
+use nodelocal_dns::config::nodecache::{self, NodeCacheArgs};
 use nodelocal_dns::kube::{PodIndex, PodWatch};
+use nodelocal_dns::node::{NodeSetup, NodeSync};
 use nodelocal_dns::observe::Metrics;
 use nodelocal_dns::responder::Responder;
 use nodelocal_dns::server::Server;
@@ -20,6 +23,9 @@ use nodelocal_dns::server::Server;
 /// on 127.0.0.1:5300 and forwards everything to the nameservers of /etc/resolv.conf.
 ///
 /// Try it:  nodelocal-dns run   then   dig @127.0.0.1 -p 5300 example.com
+///
+/// node-cache's command line works too (the stock node-local-dns DaemonSet's args):
+///   nodelocal-dns -localip 169.254.20.10,10.96.0.10 -conf /etc/Corefile -upstreamsvc kube-dns-upstream
 #[derive(Parser)]
 #[command(version, about, long_about, propagate_version = true)]
 struct Cli {
@@ -45,21 +51,61 @@ enum Command {
     CheckConfig {
         /// The YAML config file to check.
         file: PathBuf,
+        /// Read FILE as a CoreDNS Corefile (node-cache's, already rendered) and print the
+        /// native config it translates to. Implied when the file name starts with `Corefile`.
+        #[arg(long)]
+        corefile: bool,
+    },
+    /// Render and translate a node-cache command line without running it: prints the rendered
+    /// Corefile and the native config it becomes (e.g. `translate -localip 169.254.20.10
+    /// -basecorefile Corefile.base -kubednscm ./kube-dns`).
+    Translate {
+        /// node-cache's flags, as in the DaemonSet's args.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        flags: Vec<String>,
+    },
+    /// Create the link-local interface and node-cache's iptables rules (the config's `node:`
+    /// section), then exit. Needs CAP_NET_ADMIN.
+    Setup {
+        /// YAML config file with a `node:` section.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Remove node-cache's iptables rules and the local IPs, and the interface when it is a
+    /// dummy link left without addresses.
+    Teardown {
+        /// YAML config file with a `node:` section.
+        #[arg(long, short)]
+        config: PathBuf,
     },
     /// Print the embedded default config.
     DefaultConfig,
 }
 
 fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if nodecache::is_node_cache_command_line(&args) {
+        return exit_code(node_cache(&args));
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config, log_level } => run(config, &log_level),
-        Command::CheckConfig { file } => check_config(&file),
+        Command::CheckConfig { file, corefile } => check_config(&file, corefile),
+        Command::Translate { flags } => translate(&flags),
+        Command::Setup { config } => node_command(&config, false),
+        Command::Teardown { config } => node_command(&config, true),
         Command::DefaultConfig => {
             print!("{}", nodelocal_dns::config::EMBEDDED_DEFAULT);
             Ok(())
         }
     };
+    exit_code(result)
+}
+
+fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
@@ -69,22 +115,125 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+fn check_config(file: &std::path::Path, corefile: bool) -> anyhow::Result<()> {
+    let named_corefile = file
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("Corefile"));
+    if corefile || named_corefile {
+        let translation = corefile::load(file, &corefile::TranslateOptions::default())?;
+        print!("{}", translation.to_yaml(&file.display().to_string()));
+        eprintln!(
+            "{}: valid ({} warnings)",
+            file.display(),
+            translation.warnings.len()
+        );
+        return Ok(());
+    }
     let config = Config::load(file)?;
     print!("{}", config.to_yaml());
     eprintln!("{}: valid", file.display());
     Ok(())
 }
 
-fn run(config_path: Option<PathBuf>, log_level: &str) -> anyhow::Result<()> {
+/// `nodelocal-dns translate FLAGS...`: what a node-cache command line amounts to.
+fn translate(flags: &[String]) -> anyhow::Result<()> {
+    let args = NodeCacheArgs::parse(flags)?;
+    let node_cache = args.to_config(false)?;
+    println!("# rendered Corefile ({}):", args.corefile.display());
+    for line in node_cache.rendered.lines() {
+        println!("#   {line}");
+    }
+    print!(
+        "{}",
+        node_cache
+            .translation
+            .to_yaml(&args.base_corefile.display().to_string())
+    );
+    Ok(())
+}
+
+/// `setup` and `teardown`: the node section of a config, once.
+fn node_command(config_path: &std::path::Path, teardown: bool) -> anyhow::Result<()> {
+    init_logging("info")?;
+    let config = Config::load(config_path)?;
+    if !config.node.enabled() {
+        anyhow::bail!(
+            "{}: node.setup_interface and node.setup_iptables are both false: nothing to do",
+            config_path.display()
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let mut node = NodeSetup::new(&config.node, None)?;
+        let errors = if teardown {
+            node.teardown_detached().await
+        } else {
+            node.sync(false).await
+        };
+        match errors.first() {
+            None => Ok(()),
+            Some(_) => Err(anyhow::anyhow!(
+                "{} step(s) failed:\n  {}",
+                errors.len(),
+                errors
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n  ")
+            )),
+        }
+    })
+}
+
+fn init_logging(log_level: &str) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(log_level))
         .context("invalid --log-level")?;
     tracing_subscriber::fmt().with_env_filter(filter).init();
+    Ok(())
+}
+
+/// node-cache's command line: render and translate its Corefile, then serve like `run`.
+fn node_cache(args: &[String]) -> anyhow::Result<()> {
+    let args = NodeCacheArgs::parse(args)?;
+    if args.version {
+        println!("nodelocal-dns {}", env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
+    init_logging("info")?;
+    tracing::info!(
+        "Starting node-cache image: nodelocal-dns {}",
+        env!("CARGO_PKG_VERSION")
+    );
+    let node_cache = args.to_config(true)?;
+    let translation = node_cache.translation;
+    for warning in &translation.warnings {
+        tracing::warn!("{warning}");
+    }
+    tracing::info!(
+        health = translation.health.as_deref().unwrap_or("-"),
+        metrics = translation.metrics.as_deref().unwrap_or("-"),
+        setup_metrics = %args.metrics_listen_address,
+        "Corefile translated; HTTP endpoints it asks for"
+    );
+    serve(translation.config, args.pidfile)
+}
+
+fn run(config_path: Option<PathBuf>, log_level: &str) -> anyhow::Result<()> {
+    init_logging(log_level)?;
     let config = match &config_path {
         Some(path) => Config::load(path)?,
         None => Config::embedded_default()?,
     };
+    serve(config, None)
+}
+
+/// Serves `config` until SIGTERM/SIGINT, with the node setup around the listeners: the
+/// interface before binding, the rules once bound, teardown before the listeners stop.
+fn serve(config: Config, pidfile: Option<PathBuf>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.worker_count())
         .enable_all()
@@ -92,19 +241,85 @@ fn run(config_path: Option<PathBuf>, log_level: &str) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let metrics = Arc::new(Metrics::new());
+        let mut node = match config.node.enabled() {
+            true => Some(NodeSetup::new(&config.node, Some(metrics.clone()))?),
+            false => None,
+        };
+        if let Some(node) = &mut node {
+            node.ensure_interface()
+                .await
+                .context("cannot set up the node's interface")?;
+        }
         let (pods, watch) = start_pod_watch(&config, &metrics).await?;
         // Readiness hook: when `kubernetes.wait_for_sync`, a `/ready` endpoint should report
         // "pods synced" from `PodIndex::is_synced` / `wait_synced` (no /ready exists yet).
         let responder = Arc::new(Responder::with_pods(&config, metrics, pods));
-        let server = Server::start(&config, responder)?;
+        let server = match Server::start(&config, responder) {
+            Ok(server) => server,
+            Err(err) => {
+                if let Some(node) = &mut node
+                    && !config.node.skip_teardown
+                {
+                    node.teardown().await;
+                }
+                return Err(bind_hint(err));
+            }
+        };
+        if let Some(path) = &pidfile {
+            std::fs::write(path, format!("{}\n", std::process::id()))
+                .with_context(|| format!("cannot write the pidfile {}", path.display()))?;
+        }
+        // Rules only now: they steer the node's DNS to listeners that are up.
+        let sync = match node {
+            Some(mut node) => {
+                node.sync(false).await;
+                Some(NodeSync::start(node))
+            }
+            None => None,
+        };
         shutdown_signal().await?;
         tracing::info!("shutting down");
+        if let Some(sync) = sync {
+            match sync.stop().await {
+                Ok(mut node) if !config.node.skip_teardown => {
+                    let teardown = tokio::time::timeout(TEARDOWN_DEADLINE, node.teardown()).await;
+                    if teardown.is_err() {
+                        tracing::error!("teardown did not finish in {TEARDOWN_DEADLINE:?}");
+                    }
+                }
+                Ok(_) => tracing::info!("skip_teardown: leaving the rules and the interface"),
+                Err(err) => tracing::error!("{err}"),
+            }
+        }
         server.shutdown().await;
+        if let Some(path) = &pidfile {
+            let _ = std::fs::remove_file(path);
+        }
         if let Some(watch) = watch {
             watch.stop();
         }
         Ok(())
     })
+}
+
+/// Teardown is bounded: a pod's grace period is 30 s and the rules must go before SIGKILL.
+const TEARDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// A bind error with what to do about it.
+fn bind_hint(err: nodelocal_dns::server::BindError) -> anyhow::Error {
+    let text = err.to_string();
+    let hint = if text.contains("Address already in use") {
+        "another process answers DNS there (the previous node-local-dns pod, systemd-resolved, \
+         dnsmasq): stop it, or listen elsewhere"
+    } else if text.contains("Cannot assign requested address") {
+        "the address is not on this node: turn on node.setup_interface (-setupinterface), or add \
+         it to a link"
+    } else if text.contains("Permission denied") {
+        "ports below 1024 need CAP_NET_BIND_SERVICE (or root)"
+    } else {
+        return anyhow::Error::new(err);
+    };
+    anyhow::anyhow!("{text}: {hint}")
 }
 
 /// Starts the watch of this node's pods when `kubernetes.enabled`. Queries never wait for it:

@@ -39,8 +39,15 @@
 //! | `kubernetes.kubeconfig` | none (in-cluster) | a kubeconfig file instead of the pod's service account |
 //! | `kubernetes.cluster_domain` | `cluster.local` | the cluster domain of pods' search paths |
 //! | `kubernetes.wait_for_sync` | `false` | `/ready` waits for the first full list of pods |
+//! | `node.*` | off | the link-local interface and NOTRACK rules: see [`node`] |
+//!
+//! A node-cache Corefile is translated into this model by [`corefile`]; node-cache's flags are
+//! read by [`nodecache`].
 
+pub mod corefile;
 pub mod duration;
+pub mod node;
+pub mod nodecache;
 pub mod resolv;
 
 use std::fmt;
@@ -73,6 +80,8 @@ pub struct Config {
     pub cache: CacheConfig,
     #[serde(default)]
     pub kubernetes: KubernetesConfig,
+    #[serde(default)]
+    pub node: node::NodeConfig,
     pub zones: Vec<ZoneConfig>,
 }
 
@@ -525,6 +534,7 @@ impl Config {
                     .map_err(|message| (field("autopath"), message))?;
             }
         }
+        self.node.validate()?;
         let kube = &self.kubernetes;
         if kube.enabled && kube.node().is_none() {
             return Err((

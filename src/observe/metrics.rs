@@ -24,6 +24,8 @@
 //! | `nodelocaldns_kube_synced` | | 1 once the first full list of pods is in the index |
 //! | `nodelocaldns_kube_watch_restarts_total` | `reason` | pod watch restarts: `error` (reconnect with backoff), `relist` (full re-list, e.g. after 410 Gone) |
 //! | `nodelocaldns_kube_seconds_since_last_event` | | seconds since the pod watch last delivered an event (updated every second) |
+//! | `nodelocaldns_node_rules_restored_total` | | node rules, addresses or links found missing by a periodic sync and put back |
+//! | `coredns_nodecache_setup_errors_total` | `errortype` | node setup failures, node-cache's labels: `iptables`, `iptables_lock`, `interface_add`, `interface_check`, `configmap` |
 
 use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
@@ -51,6 +53,8 @@ pub struct Metrics {
     pub kube_synced: IntGauge,
     pub kube_watch_restarts: IntCounterVec,
     pub kube_seconds_since_event: Gauge,
+    pub node_rules_restored: IntCounter,
+    pub setup_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -183,6 +187,22 @@ impl Metrics {
                 "Seconds since the pod watch last delivered an event.",
             ),
         );
+        let node_rules_restored = registered(
+            &registry,
+            IntCounter::new(
+                "nodelocaldns_node_rules_restored_total",
+                "Node rules, addresses or links a periodic sync found missing and put back.",
+            ),
+        );
+        let setup_errors = counter(
+            "coredns_nodecache_setup_errors_total",
+            "The number of errors during periodic network setup for node-cache",
+            &["errortype"],
+        );
+        // node-cache shows every label from the start, so dashboards see zeros, not gaps.
+        for errortype in crate::node::SETUP_ERROR_TYPES {
+            setup_errors.with_label_values(&[errortype]);
+        }
         Metrics {
             registry,
             dropped,
@@ -206,6 +226,8 @@ impl Metrics {
             kube_synced,
             kube_watch_restarts,
             kube_seconds_since_event,
+            node_rules_restored,
+            setup_errors,
         }
     }
 
