@@ -4,117 +4,14 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Forwarder, query, udp_query};
-use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
-use tokio::net::UdpSocket;
+use common::{Forwarder, Programmable, a, aaaa, cname, query, soa, udp_query};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
 use tokio::time::Instant;
-
-/// What the upstream answers for one question: `None` says nothing.
-type Behaviour =
-    dyn Fn(&Name, RecordType) -> Option<(ResponseCode, Vec<Record>, Vec<Record>)> + Send + Sync;
-
-/// A UDP upstream whose answers come from a closure the test can steer, counting queries.
-struct Programmable {
-    addr: SocketAddr,
-    queries: Arc<Mutex<Vec<RecordType>>>,
-    delay: Duration,
-}
-
-impl Programmable {
-    async fn start(delay: Duration, behaviour: Arc<Behaviour>) -> Programmable {
-        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind upstream"));
-        let addr = socket.local_addr().expect("bound");
-        let queries = Arc::new(Mutex::new(Vec::new()));
-        let seen = queries.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            loop {
-                let Ok((len, from)) = socket.recv_from(&mut buf).await else {
-                    return;
-                };
-                let Ok(request) = Message::from_vec(&buf[..len]) else {
-                    continue;
-                };
-                let Some(question) = request.queries.first().cloned() else {
-                    continue;
-                };
-                seen.lock()
-                    .expect("not poisoned")
-                    .push(question.query_type());
-                let Some((code, answers, authority)) =
-                    behaviour(question.name(), question.query_type())
-                else {
-                    continue;
-                };
-                let mut response =
-                    Message::new(request.metadata.id, MessageType::Response, OpCode::Query);
-                response.metadata.response_code = code;
-                response.metadata.recursion_desired = true;
-                response.metadata.recursion_available = true;
-                response.add_query(question);
-                response.add_answers(answers);
-                response.add_authorities(authority);
-                let socket = socket.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let bytes = response.to_vec().expect("response encodes");
-                    let _ = socket.send_to(&bytes, from).await;
-                });
-            }
-        });
-        Programmable {
-            addr,
-            queries,
-            delay,
-        }
-    }
-
-    fn count(&self, rtype: RecordType) -> usize {
-        let queries = self.queries.lock().expect("not poisoned");
-        queries.iter().filter(|&&t| t == rtype).count()
-    }
-}
-
-fn name(text: &str) -> Name {
-    Name::from_str(text).expect("valid name")
-}
-
-fn a(owner: &str, ttl: u32) -> Record {
-    Record::from_rdata(name(owner), ttl, RData::A(A::new(192, 0, 2, 7)))
-}
-
-fn aaaa(owner: &str, ttl: u32) -> Record {
-    Record::from_rdata(
-        name(owner),
-        ttl,
-        RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7)),
-    )
-}
-
-fn cname(owner: &str, target: &str, ttl: u32) -> Record {
-    Record::from_rdata(name(owner), ttl, RData::CNAME(CNAME(name(target))))
-}
-
-/// An SOA for negative answers: RFC 2308 takes min(`ttl`, `minimum`).
-fn soa(zone: &str, ttl: u32, minimum: u32) -> Record {
-    let soa = SOA::new(
-        name(&format!("ns.{zone}")),
-        name(&format!("admin.{zone}")),
-        1,
-        3600,
-        600,
-        86400,
-        minimum,
-    );
-    Record::from_rdata(name(zone), ttl, RData::SOA(soa))
-}
 
 fn forwarder_config(upstream: SocketAddr, zone: &str, cache: &str) -> String {
     format!(

@@ -8,13 +8,14 @@
 
 pub mod fake_apiserver;
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hickory_proto::op::{Edns, Message, Query};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::txt::Parser;
 use hickory_server::Server as AuthServer;
 use hickory_server::store::in_memory::InMemoryZoneHandler;
@@ -190,11 +191,19 @@ pub async fn tcp_query(server: SocketAddr, msg: &Message) -> Message {
     Message::from_vec(&answer).expect("answer decodes")
 }
 
-/// Writes one length-prefixed DNS message.
-pub async fn write_frame(stream: &mut TcpStream, message: &[u8]) {
+/// One DNS message with its TCP length prefix.
+pub fn frame(message: &[u8]) -> Vec<u8> {
     let mut framed = (message.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(message);
-    stream.write_all(&framed).await.expect("write frame");
+    framed
+}
+
+/// Writes one length-prefixed DNS message.
+pub async fn write_frame(stream: &mut TcpStream, message: &[u8]) {
+    stream
+        .write_all(&frame(message))
+        .await
+        .expect("write frame");
 }
 
 /// Reads one length-prefixed DNS message; `None` at end of stream.
@@ -227,4 +236,243 @@ pub fn zone_with_big_rrset(count: usize, len: usize) -> String {
         zone.push_str(&format!("big IN TXT \"{i:03}{}\"\n", "x".repeat(len)));
     }
     zone
+}
+
+/// The transport a scripted upstream received a query on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Udp,
+    Tcp,
+}
+
+/// What a scripted upstream sends for one query: each message after its delay (counted from
+/// the query's arrival). An empty list says nothing at all.
+pub type Script = dyn Fn(&Message, Via) -> Vec<(Duration, Message)> + Send + Sync;
+
+/// One query a scripted upstream received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub name: Name,
+    pub rtype: RecordType,
+    pub via: Via,
+}
+
+/// A DNS upstream on 127.0.0.1 (UDP and TCP on one port) whose answers come from a closure:
+/// it can delay, stay silent, truncate, fail, or send answers that must be ignored. TCP
+/// connections are served pipelined, each answer written when its delay ends.
+pub struct Scripted {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Scripted {
+    pub async fn start(script: Arc<Script>) -> Scripted {
+        let (udp, tcp) = bind_udp_tcp_pair().await;
+        let addr = udp.local_addr().expect("bound");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        tokio::spawn(serve_scripted_udp(
+            Arc::new(udp),
+            script.clone(),
+            seen.clone(),
+        ));
+        tokio::spawn(serve_scripted_tcp(tcp, script, seen.clone()));
+        Scripted { addr, seen }
+    }
+
+    /// Every query received so far, in arrival order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("not poisoned").clone()
+    }
+
+    /// How many queries of `rtype` arrived (over either transport).
+    pub fn count(&self, rtype: RecordType) -> usize {
+        self.seen().iter().filter(|s| s.rtype == rtype).count()
+    }
+}
+
+/// Decodes a query and records it; `None` for anything without a question.
+fn note_query(bytes: &[u8], via: Via, seen: &Mutex<Vec<Seen>>) -> Option<Message> {
+    let request = Message::from_vec(bytes).ok()?;
+    let question = request.queries.first()?;
+    seen.lock().expect("not poisoned").push(Seen {
+        name: question.name().clone(),
+        rtype: question.query_type(),
+        via,
+    });
+    Some(request)
+}
+
+async fn serve_scripted_udp(
+    socket: Arc<UdpSocket>,
+    script: Arc<Script>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+) {
+    let mut buf = vec![0u8; 65535];
+    loop {
+        let Ok((len, from)) = socket.recv_from(&mut buf).await else {
+            return;
+        };
+        let Some(request) = note_query(&buf[..len], Via::Udp, &seen) else {
+            continue;
+        };
+        for (delay, response) in script(&request, Via::Udp) {
+            let socket = socket.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let bytes = response.to_vec().expect("response encodes");
+                let _ = socket.send_to(&bytes, from).await;
+            });
+        }
+    }
+}
+
+async fn serve_scripted_tcp(
+    listener: TcpListener,
+    script: Arc<Script>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let (script, seen) = (script.clone(), seen.clone());
+        tokio::spawn(async move {
+            let (mut reader, writer) = stream.into_split();
+            let writer = Arc::new(tokio::sync::Mutex::new(writer));
+            loop {
+                let mut len = [0u8; 2];
+                if reader.read_exact(&mut len).await.is_err() {
+                    return;
+                }
+                let mut bytes = vec![0u8; u16::from_be_bytes(len) as usize];
+                if reader.read_exact(&mut bytes).await.is_err() {
+                    return;
+                }
+                let Some(request) = note_query(&bytes, Via::Tcp, &seen) else {
+                    continue;
+                };
+                for (delay, response) in script(&request, Via::Tcp) {
+                    let writer = writer.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let bytes = response.to_vec().expect("response encodes");
+                        let _ = writer.lock().await.write_all(&frame(&bytes)).await;
+                    });
+                }
+            }
+        });
+    }
+}
+
+/// The response to `request` with `code`, its question echoed, and `answers`.
+pub fn reply(request: &Message, code: ResponseCode, answers: Vec<Record>) -> Message {
+    let mut response = Message::new(request.metadata.id, MessageType::Response, OpCode::Query);
+    response.metadata.response_code = code;
+    response.metadata.recursion_desired = request.metadata.recursion_desired;
+    response.metadata.recursion_available = true;
+    response.add_queries(request.queries.iter().cloned());
+    response.add_answers(answers);
+    response
+}
+
+/// What a [`Programmable`] upstream answers for one question: `None` says nothing; otherwise
+/// the rcode, answer section and authority section.
+pub type Behaviour =
+    dyn Fn(&Name, RecordType) -> Option<(ResponseCode, Vec<Record>, Vec<Record>)> + Send + Sync;
+
+/// A scripted upstream that answers by question alone, every answer after the same delay.
+pub struct Programmable {
+    pub addr: SocketAddr,
+    pub delay: Duration,
+    upstream: Scripted,
+}
+
+impl Programmable {
+    pub async fn start(delay: Duration, behaviour: Arc<Behaviour>) -> Programmable {
+        let upstream = Scripted::start(Arc::new(move |request: &Message, _| {
+            let Some(question) = request.queries.first() else {
+                return vec![];
+            };
+            let Some((code, answers, authority)) =
+                behaviour(question.name(), question.query_type())
+            else {
+                return vec![];
+            };
+            let mut response = reply(request, code, answers);
+            response.add_authorities(authority);
+            vec![(delay, response)]
+        }))
+        .await;
+        Programmable {
+            addr: upstream.addr,
+            delay,
+            upstream,
+        }
+    }
+
+    pub fn count(&self, rtype: RecordType) -> usize {
+        self.upstream.count(rtype)
+    }
+}
+
+pub fn name(text: &str) -> Name {
+    Name::from_str(text).expect("valid name")
+}
+
+pub fn a(owner: &str, ttl: u32) -> Record {
+    Record::from_rdata(name(owner), ttl, RData::A(A::new(192, 0, 2, 7)))
+}
+
+/// An A record with a chosen address: tests tell answers apart by it.
+pub fn a_with(owner: &str, ttl: u32, address: Ipv4Addr) -> Record {
+    Record::from_rdata(name(owner), ttl, RData::A(A(address)))
+}
+
+pub fn aaaa(owner: &str, ttl: u32) -> Record {
+    Record::from_rdata(
+        name(owner),
+        ttl,
+        RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7)),
+    )
+}
+
+pub fn cname(owner: &str, target: &str, ttl: u32) -> Record {
+    Record::from_rdata(name(owner), ttl, RData::CNAME(CNAME(name(target))))
+}
+
+/// An SOA for negative answers: RFC 2308 takes min(`ttl`, `minimum`).
+pub fn soa(zone: &str, ttl: u32, minimum: u32) -> Record {
+    let soa = SOA::new(
+        name(&format!("ns.{zone}")),
+        name(&format!("admin.{zone}")),
+        1,
+        3600,
+        600,
+        86400,
+        minimum,
+    );
+    Record::from_rdata(name(zone), ttl, RData::SOA(soa))
+}
+
+/// The IPv4 addresses in an answer section, in order.
+pub fn addresses(msg: &Message) -> Vec<Ipv4Addr> {
+    msg.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Waits until `condition` holds, polling, for at most `CLIENT_TIMEOUT`; true when it did.
+pub async fn eventually(mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + CLIENT_TIMEOUT;
+    while tokio::time::Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    condition()
 }
