@@ -252,9 +252,12 @@ pub type Script = dyn Fn(&Message, Via) -> Vec<(Duration, Message)> + Send + Syn
 /// One query a scripted upstream received.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    pub id: u16,
     pub name: Name,
     pub rtype: RecordType,
     pub via: Via,
+    /// The querier's address: where a forged answer would be aimed.
+    pub from: SocketAddr,
 }
 
 /// A DNS upstream on 127.0.0.1 (UDP and TCP on one port) whose answers come from a closure:
@@ -291,13 +294,20 @@ impl Scripted {
 }
 
 /// Decodes a query and records it; `None` for anything without a question.
-fn note_query(bytes: &[u8], via: Via, seen: &Mutex<Vec<Seen>>) -> Option<Message> {
+fn note_query(
+    bytes: &[u8],
+    via: Via,
+    from: SocketAddr,
+    seen: &Mutex<Vec<Seen>>,
+) -> Option<Message> {
     let request = Message::from_vec(bytes).ok()?;
     let question = request.queries.first()?;
     seen.lock().expect("not poisoned").push(Seen {
+        id: request.metadata.id,
         name: question.name().clone(),
         rtype: question.query_type(),
         via,
+        from,
     });
     Some(request)
 }
@@ -312,7 +322,7 @@ async fn serve_scripted_udp(
         let Ok((len, from)) = socket.recv_from(&mut buf).await else {
             return;
         };
-        let Some(request) = note_query(&buf[..len], Via::Udp, &seen) else {
+        let Some(request) = note_query(&buf[..len], Via::Udp, from, &seen) else {
             continue;
         };
         for (delay, response) in script(&request, Via::Udp) {
@@ -332,7 +342,7 @@ async fn serve_scripted_tcp(
     seen: Arc<Mutex<Vec<Seen>>>,
 ) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             return;
         };
         let (script, seen) = (script.clone(), seen.clone());
@@ -348,7 +358,7 @@ async fn serve_scripted_tcp(
                 if reader.read_exact(&mut bytes).await.is_err() {
                     return;
                 }
-                let Some(request) = note_query(&bytes, Via::Tcp, &seen) else {
+                let Some(request) = note_query(&bytes, Via::Tcp, peer, &seen) else {
                     continue;
                 };
                 for (delay, response) in script(&request, Via::Tcp) {
