@@ -1,0 +1,244 @@
+//! The built `nodelocal-dns` binary (issue 2): `check-config` errors name file, line and
+//! field; the effective config it prints is itself valid; `--version` and `--help`; `run`
+//! serves a config over UDP and TCP and exits cleanly on SIGTERM.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{Authority, EXAMPLE_ZONE, addresses, query, udp_raw};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+const BIN: &str = env!("CARGO_BIN_EXE_nodelocal-dns");
+
+fn nodelocal_dns(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn write(dir: &Path, name: &str, content: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, content).expect("write config");
+    path.display().to_string()
+}
+
+#[test]
+fn check_config_names_the_file_line_and_field_of_each_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cases = [
+        (
+            "transport.yaml",
+            "listen: [\"127.0.0.1:5300\"]\nzones:\n  - name: example\n    upstreams: [\"127.0.0.1:53\"]\n    transport: pigeon\n",
+            5,
+            "zones[0].transport",
+        ),
+        (
+            "unknown_key.yaml",
+            "zones:\n  - name: example\n    upstreams: [\"127.0.0.1:53\"]\n    cache:\n      enabled: true\n      sucess_ttl: 5s\n",
+            6,
+            "zones[0].cache.sucess_ttl",
+        ),
+        (
+            "duration.yaml",
+            "server:\n  tcp_idle_timeout: 3 fortnights\nzones: []\n",
+            2,
+            "server.tcp_idle_timeout",
+        ),
+        (
+            "listen.yaml",
+            "listen:\n  - 127.0.0.1:5300\n  - not-an-address\nzones: []\n",
+            3,
+            "listen",
+        ),
+    ];
+    for (file, content, line, field) in cases {
+        let path = write(dir.path(), file, content);
+        let out = nodelocal_dns(&["check-config", &path]);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{file}: rejected");
+        assert!(
+            stderr.contains(&format!("{path}:{line}: {field}")),
+            "{file}: stderr names file, line and field: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{file}: no config printed");
+    }
+    let out = nodelocal_dns(&[
+        "check-config",
+        &dir.path().join("missing.yaml").display().to_string(),
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("missing.yaml"));
+}
+
+/// The printed config has every default filled in, and reading it back gives the same
+/// config (so it can be used as a starting point).
+#[test]
+fn check_config_prints_the_effective_config() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write(
+        dir.path(),
+        "good.yaml",
+        "zones:\n  - name: Cluster.Local\n    upstreams: [\"10.96.0.10\"]\n    transport: tcp\n",
+    );
+    let out = nodelocal_dns(&["check-config", &path]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    for expected in [
+        "127.0.0.1:5300",
+        "max_udp_size: 1232",
+        "tcp_idle_timeout: 10s",
+        "max_tcp_connections: 1024",
+        "name: cluster.local.",
+        "10.96.0.10:53",
+        "transport: tcp",
+        "policy: random",
+        "timeout: 2s",
+        "max_fails: 3",
+    ] {
+        assert!(printed.contains(expected), "{expected:?} in:\n{printed}");
+    }
+    let again = write(dir.path(), "printed.yaml", &printed);
+    let out = nodelocal_dns(&["check-config", &again]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        printed,
+        "the printed config reads back as itself"
+    );
+}
+
+#[test]
+fn version_and_help() {
+    let out = nodelocal_dns(&["--version"]);
+    assert!(out.status.success());
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("nodelocal-dns {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = nodelocal_dns(&["--help"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for command in ["run", "check-config", "default-config"] {
+        assert!(help.contains(command), "--help lists {command}:\n{help}");
+    }
+    let out = nodelocal_dns(&["run", "--help"]);
+    assert!(text(&out.stdout).contains("--config"));
+    let out = nodelocal_dns(&["no-such-command"]);
+    assert!(!out.status.success());
+}
+
+/// Kills the child on drop, so a failing test leaves no server behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `run --config` on a free port of 127.0.0.1 and waits until it answers `probe`;
+/// retries on another port if the one picked was taken meanwhile.
+async fn start_run(dir: &Path, zones: &str, probe: &[u8]) -> (Running, SocketAddr) {
+    for _ in 0..5 {
+        let addr = {
+            let (udp, _tcp) = common::bind_udp_tcp_pair().await;
+            udp.local_addr().expect("bound")
+        };
+        let config = write(
+            dir,
+            "run.yaml",
+            &format!("listen: [\"{addr}\"]\nworkers: 1\n{zones}"),
+        );
+        let child = Command::new(BIN)
+            .args(["run", "--config", &config, "--log-level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the binary starts");
+        let mut running = Running(child);
+        for _ in 0..100 {
+            if let Some(status) = running.0.try_wait().expect("child status") {
+                eprintln!("run exited early ({status}); retrying on another port");
+                break;
+            }
+            if udp_raw(addr, probe, Duration::from_millis(100))
+                .await
+                .is_some()
+            {
+                return (running, addr);
+            }
+        }
+    }
+    panic!("`run` never answered");
+}
+
+/// The set-up of issue 2's "done when": `cluster.local` over TCP, `.` over UDP, asked over
+/// UDP and TCP; then SIGTERM ends it with status 0.
+#[tokio::test]
+async fn run_serves_a_config_and_exits_cleanly_on_sigterm() {
+    const CLUSTER_ZONE: &str = "$TTL 30\n@ IN SOA ns admin 1 3600 600 86400 5\n@ IN NS ns\nns IN A 127.0.0.1\nkube-dns.kube-system.svc IN A 10.96.0.10\n";
+    let cluster = Authority::start(&[("cluster.local.", CLUSTER_ZONE)]).await;
+    let world = Authority::start(&[("example.", EXAMPLE_ZONE)]).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let zones = format!(
+        "zones:\n  - name: cluster.local\n    upstreams: [\"{}\"]\n    transport: tcp\n  - name: .\n    upstreams: [\"{}\"]\n",
+        cluster.addr, world.addr
+    );
+    let probe = query("www.example.", RecordType::A, None)
+        .to_vec()
+        .expect("encodes");
+    let (mut running, addr) = start_run(dir.path(), &zones, &probe).await;
+
+    let cases = [
+        (
+            "kube-dns.kube-system.svc.cluster.local.",
+            Ipv4Addr::new(10, 96, 0, 10),
+        ),
+        ("www.example.", Ipv4Addr::new(192, 0, 2, 1)),
+    ];
+    for (qname, address) in cases {
+        let msg = query(qname, RecordType::A, Some(1232));
+        for answer in [
+            common::udp_query(addr, &msg).await,
+            common::tcp_query(addr, &msg).await,
+        ] {
+            assert_eq!(
+                answer.metadata.response_code,
+                ResponseCode::NoError,
+                "{qname}"
+            );
+            assert_eq!(addresses(&answer), [address], "{qname}");
+        }
+    }
+    let nx = common::udp_query(addr, &query("nope.example.", RecordType::A, None)).await;
+    assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(nx.authorities.len(), 1, "the SOA comes along");
+
+    let pid = running.0.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let mut status = None;
+    for _ in 0..100 {
+        if let Some(exited) = running.0.try_wait().expect("child status") {
+            status = Some(exited);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = status.expect("exits within 5 s of SIGTERM");
+    assert!(status.success(), "exit status {status}");
+}
