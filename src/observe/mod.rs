@@ -1,5 +1,11 @@
-//! Observability: Prometheus metrics (and, later, the HTTP endpoints that serve them).
+//! Observability: Prometheus metrics, the HTTP endpoints that serve them (`/metrics`,
+//! `/health`, `/ready`, `/debug/*`), and readiness.
 
+pub mod debug;
+pub mod http;
 pub mod metrics;
+pub mod readiness;
 
+pub use http::{Endpoints, HttpServer};
 pub use metrics::Metrics;
+pub use readiness::Readiness;

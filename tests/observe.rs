@@ -1,0 +1,343 @@
+//! The HTTP endpoints over real sockets: `/health`, `/ready` as its conditions change,
+//! `/metrics` (strictly parsed as Prometheus text format, counters checked against a scripted
+//! set of queries) and the `/debug/*` endpoints.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+
+use common::{Forwarder, query, udp_query};
+use hickory_proto::rr::RecordType;
+
+/// Generous bound for state changes driven by timers (health probes every 100 ms here).
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// A UDP upstream that answers (an empty NOERROR echo of the question) only while switched
+/// on, and ignores queries otherwise: an upstream that goes down and comes back on one port.
+struct Switchable {
+    addr: SocketAddr,
+    answering: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Switchable {
+    async fn start(answering: bool) -> Switchable {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind upstream");
+        let addr = socket.local_addr().expect("bound");
+        let flag = Arc::new(AtomicBool::new(answering));
+        let on = flag.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let Ok((len, from)) = socket.recv_from(&mut buf).await else {
+                    return;
+                };
+                if !on.load(Ordering::SeqCst) || len < 12 {
+                    continue;
+                }
+                let mut answer = buf[..len].to_vec();
+                answer[2] |= 0x80; // QR
+                answer[3] = 0x80; // RA, NOERROR
+                let _ = socket.send_to(&answer, from).await;
+            }
+        });
+        Switchable {
+            addr,
+            answering: flag,
+            task,
+        }
+    }
+
+    fn set(&self, answering: bool) {
+        self.answering.store(answering, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Switchable {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Polls `/ready` until it returns `status`, or panics after [`SETTLE`].
+async fn wait_ready_status(forwarder: &Forwarder, status: u16) -> String {
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        let (got, body) = forwarder.get("/ready").await;
+        if got == status {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/ready stayed {got} ({body:?}), expected {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn health_is_ok_and_ready_follows_upstream_health() {
+    let upstream = Switchable::start(false).await;
+    let forwarder = Forwarder::start(&format!(
+        "metrics:\n  listen: 127.0.0.1:0\nzones:\n  - name: .\n    upstreams: [\"{}\"]\n    timeout: 200ms\n    deadline: 300ms\n    max_fails: 1\n    health_check: 100ms\n    cache:\n      enabled: false\n",
+        upstream.addr
+    ))
+    .await;
+    assert_eq!(forwarder.get("/health").await, (200, "OK".to_string()));
+    // Upstreams count as healthy until they fail.
+    assert_eq!(forwarder.get("/ready").await.0, 200);
+
+    // A query that times out takes the only upstream down (max_fails 1).
+    let answer = udp_query(forwarder.addr, &query("www.example.", RecordType::A, None)).await;
+    assert_eq!(
+        answer.metadata.response_code,
+        hickory_proto::op::ResponseCode::ServFail
+    );
+    let body = wait_ready_status(&forwarder, 503).await;
+    assert!(
+        body.contains(&format!(
+            "zone .: no healthy upstream ({} skipped after max_fails)",
+            upstream.addr
+        )),
+        "{body}"
+    );
+    assert_eq!(
+        forwarder.get("/health").await.0,
+        200,
+        "liveness does not depend on upstreams"
+    );
+
+    // It answers again: the health probe brings it back, and with it readiness.
+    upstream.set(true);
+    assert_eq!(wait_ready_status(&forwarder, 200).await, "OK\n");
+
+    let (status, _) = forwarder.get("/nonexistent").await;
+    assert_eq!(status, 404);
+    forwarder.stop().await;
+}
+
+#[tokio::test]
+async fn ready_waits_for_every_condition() {
+    let upstream = Switchable::start(true).await;
+    let config = nodelocal_dns::config::Config::from_yaml(
+        &format!(
+            "listen: [\"127.0.0.1:0\"]\nmetrics:\n  listen: 127.0.0.1:0\nzones:\n  - name: .\n    upstreams: [\"{}\"]\n",
+            upstream.addr
+        ),
+        "test",
+    )
+    .expect("valid");
+    let metrics = Arc::new(nodelocal_dns::observe::Metrics::new());
+    let responder = Arc::new(nodelocal_dns::responder::Responder::new(
+        &config,
+        metrics.clone(),
+    ));
+    let mut readiness = nodelocal_dns::observe::Readiness::for_config(&config, &metrics);
+    let synced = Arc::new(AtomicBool::new(false));
+    let flag = synced.clone();
+    readiness.require(move || match flag.load(Ordering::SeqCst) {
+        true => Ok(()),
+        false => Err("pods not synced".into()),
+    });
+    let inspector = nodelocal_dns::observe::debug::Inspector::new(&config, metrics.clone());
+    let forwarder = Forwarder::start_parts(&config, metrics, responder, readiness, inspector).await;
+
+    let (status, body) = forwarder.get("/ready").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "not ready:\n- pods not synced\n")
+    );
+    synced.store(true, Ordering::SeqCst);
+    assert_eq!(forwarder.get("/ready").await, (200, "OK\n".to_string()));
+    forwarder.readiness.set_listening(false);
+    let (status, body) = forwarder.get("/ready").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("DNS listeners are not bound yet"), "{body}");
+    forwarder.stop().await;
+}
+
+/// One parsed sample: metric name, labels, value.
+type Sample = (String, BTreeMap<String, String>, f64);
+
+/// Parses Prometheus text exposition format strictly: every line is a `# HELP`, a `# TYPE`
+/// or a sample of a declared family; label values are quoted and escaped properly; values
+/// parse; histogram buckets are cumulative and end in `+Inf` equal to `_count`.
+fn parse_exposition(text: &str) -> Vec<Sample> {
+    let mut types: BTreeMap<String, String> = BTreeMap::new();
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, _) = rest.split_once(' ').expect("HELP has a name and text");
+            assert!(valid_name(name), "bad metric name in {line:?}");
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE has a name and a type");
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "bad type in {line:?}"
+            );
+            assert!(
+                types.insert(name.to_string(), kind.to_string()).is_none(),
+                "family {name} declared twice"
+            );
+            continue;
+        }
+        assert!(!line.starts_with('#'), "stray comment {line:?}");
+        assert!(!line.is_empty(), "empty line in exposition");
+        let (series, value) = line.rsplit_once(' ').expect("sample has a value");
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        };
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => (
+                name,
+                parse_labels(rest.strip_suffix('}').expect("labels end with }")),
+            ),
+            None => (series, BTreeMap::new()),
+        };
+        assert!(valid_name(name), "bad metric name in {line:?}");
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                name.strip_suffix(suffix)
+                    .filter(|base| types.get(*base).is_some_and(|t| t == "histogram"))
+            })
+            .unwrap_or(name);
+        assert!(types.contains_key(family), "sample {name} has no TYPE");
+        samples.push((name.to_string(), labels, value));
+    }
+    check_histograms(&types, &samples);
+    samples
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+fn parse_labels(mut text: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    while !text.is_empty() {
+        let (key, rest) = text.split_once("=\"").expect("label is key=\"value\"");
+        assert!(valid_name(key), "bad label name {key:?}");
+        let mut value = String::new();
+        let mut chars = rest.char_indices();
+        let end = loop {
+            match chars.next().expect("label value is closed") {
+                (_, '\\') => match chars.next().expect("escape has a character") {
+                    (_, 'n') => value.push('\n'),
+                    (_, c @ ('\\' | '"')) => value.push(c),
+                    (_, c) => panic!("bad escape \\{c}"),
+                },
+                (i, '"') => break i,
+                (_, c) => value.push(c),
+            }
+        };
+        assert!(
+            labels.insert(key.to_string(), value).is_none(),
+            "label {key} twice"
+        );
+        text = &rest[end + 1..];
+        text = text.strip_prefix(',').unwrap_or(text);
+    }
+    labels
+}
+
+/// A histogram bucket: upper bound and cumulative count.
+type Bucket = (f64, f64);
+
+/// Buckets never decrease, and `+Inf` equals `_count`, per series.
+fn check_histograms(types: &BTreeMap<String, String>, samples: &[Sample]) {
+    for (family, _) in types.iter().filter(|(_, t)| *t == "histogram") {
+        let bucket = format!("{family}_bucket");
+        let count = format!("{family}_count");
+        // Labels without `le` -> (le, cumulative count) per bucket.
+        let mut series: BTreeMap<Vec<(String, String)>, Vec<Bucket>> = BTreeMap::new();
+        for (name, labels, value) in samples.iter().filter(|(n, ..)| *n == bucket) {
+            let le: f64 = match labels["le"].as_str() {
+                "+Inf" => f64::INFINITY,
+                le => le.parse().expect("le is a number"),
+            };
+            let key: Vec<_> = labels
+                .iter()
+                .filter(|(k, _)| *k != "le")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            assert_eq!(name, &bucket);
+            series.entry(key).or_default().push((le, *value));
+        }
+        for (key, buckets) in series {
+            assert!(
+                buckets
+                    .windows(2)
+                    .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1),
+                "{family} {key:?}: buckets not cumulative: {buckets:?}"
+            );
+            let (last_le, last) = *buckets.last().expect("a bucket");
+            assert_eq!(last_le, f64::INFINITY, "{family} {key:?} ends without +Inf");
+            let total = samples
+                .iter()
+                .find(|(n, l, _)| {
+                    *n == count
+                        && l.iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect::<Vec<_>>()
+                            == key
+                })
+                .map(|(.., v)| *v);
+            assert_eq!(total, Some(last), "{family} {key:?}: _count is not +Inf");
+        }
+    }
+}
+
+/// The value of the one sample of `name` with exactly these labels (0 when absent).
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    let wanted: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let found: Vec<f64> = samples
+        .iter()
+        .filter(|(n, l, _)| n == name && *l == wanted)
+        .map(|(.., v)| *v)
+        .collect();
+    assert!(found.len() <= 1, "{name} {labels:?} appears twice");
+    found.first().copied().unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text() {
+    let upstream = Switchable::start(true).await;
+    let forwarder = Forwarder::start(&format!(
+        "metrics:\n  listen: 127.0.0.1:0\nzones:\n  - name: .\n    upstreams: [\"{}\"]\n",
+        upstream.addr
+    ))
+    .await;
+    let (status, text) = forwarder.get("/metrics").await;
+    assert_eq!(status, 200);
+    let samples = parse_exposition(&text);
+    let healthy = format!("{}", upstream.addr);
+    assert_eq!(
+        value(
+            &samples,
+            "nodelocaldns_upstream_healthy",
+            &[("zone", "."), ("upstream", &healthy)]
+        ),
+        1.0
+    );
+    forwarder.stop().await;
+}
