@@ -341,3 +341,161 @@ async fn metrics_parse_as_prometheus_text() {
     );
     forwarder.stop().await;
 }
+
+#[tokio::test]
+async fn scripted_queries_move_the_request_counters() {
+    let authority = common::Authority::start(&[("example.", common::EXAMPLE_ZONE)]).await;
+    let forwarder = Forwarder::start(&format!(
+        "metrics:\n  listen: 127.0.0.1:0\nzones:\n  - name: example\n    upstreams: [\"{}\"]\n",
+        authority.addr
+    ))
+    .await;
+    use hickory_proto::op::ResponseCode;
+    let www = query("www.example.", RecordType::A, Some(1232));
+    let miss = udp_query(forwarder.addr, &www).await;
+    assert_eq!(miss.metadata.response_code, ResponseCode::NoError);
+    let hit = udp_query(forwarder.addr, &www).await;
+    assert_eq!(hit.answers.len(), 1);
+    // The other half of the pair, over TCP: a hit too.
+    let aaaa = common::tcp_query(
+        forwarder.addr,
+        &query("www.example.", RecordType::AAAA, None),
+    )
+    .await;
+    assert_eq!(aaaa.answers.len(), 1);
+    let nx = udp_query(forwarder.addr, &query("nope.example.", RecordType::A, None)).await;
+    assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+    let refused = udp_query(forwarder.addr, &query("other.test.", RecordType::MX, None)).await;
+    assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
+
+    let (status, text) = forwarder.get("/metrics").await;
+    assert_eq!(status, 200);
+    let samples = parse_exposition(&text);
+    // The configured listen address labels the server (port 0 here, as configured).
+    let server = ("server", "dns://127.0.0.1:0");
+    let zone = ("zone", "example.");
+    let requests = |labels: &[(&str, &str)]| {
+        let mut all = vec![server];
+        all.extend_from_slice(labels);
+        value(&samples, "coredns_dns_requests_total", &all)
+    };
+    let udp_v4 = [("proto", "udp"), ("family", "1")];
+    assert_eq!(
+        requests(&[zone, udp_v4[0], udp_v4[1], ("type", "A")]),
+        3.0,
+        "miss, hit, NXDOMAIN"
+    );
+    assert_eq!(
+        requests(&[zone, ("proto", "tcp"), ("family", "1"), ("type", "AAAA")]),
+        1.0
+    );
+    assert_eq!(
+        requests(&[("zone", "dropped"), udp_v4[0], udp_v4[1], ("type", "MX")]),
+        1.0,
+        "a name no zone serves counts under zone=dropped"
+    );
+    let responses = |zone: (&'static str, &'static str), rcode: &str, plugin: &str| {
+        value(
+            &samples,
+            "coredns_dns_responses_total",
+            &[server, zone, ("rcode", rcode), ("plugin", plugin)],
+        )
+    };
+    assert_eq!(responses(zone, "NOERROR", "forward"), 1.0, "the miss");
+    assert_eq!(responses(zone, "NOERROR", "cache"), 2.0, "the two hits");
+    assert_eq!(responses(zone, "NXDOMAIN", "forward"), 1.0);
+    assert_eq!(responses(("zone", "dropped"), "REFUSED", ""), 1.0);
+    assert_eq!(
+        value(&samples, "coredns_dns_do_requests_total", &[server, zone]),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "coredns_dns_request_duration_seconds_count",
+            &[server, zone, ("type", "A")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "coredns_dns_request_size_bytes_count",
+            &[server, zone, ("proto", "udp")]
+        ),
+        3.0
+    );
+    // The hits' answers are no larger than the miss's, and every answer is counted.
+    let response_bytes = value(
+        &samples,
+        "coredns_dns_response_size_bytes_sum",
+        &[server, zone, ("proto", "udp")],
+    );
+    assert!(response_bytes > 3.0 * 12.0, "{response_bytes}");
+    assert_eq!(
+        value(
+            &samples,
+            "coredns_cache_hits_total",
+            &[server, ("type", "success")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(&samples, "coredns_cache_misses_total", &[server]),
+        2.0,
+        "www and nope"
+    );
+    forwarder.stop().await;
+}
+
+#[tokio::test]
+async fn a_queue_rejection_is_counted_and_answered_servfail() {
+    let silent = Switchable::start(false).await;
+    let forwarder = Forwarder::start(&format!(
+        "workers: 1\nmetrics:\n  listen: 127.0.0.1:0\nserver:\n  max_inflight: 1\nzones:\n  - name: .\n    upstreams: [\"{}\"]\n    timeout: 3s\n",
+        silent.addr
+    ))
+    .await;
+    // One client socket, so both queries reach the same receive loop, in order: the first
+    // holds the only in-flight slot while its upstream stays silent.
+    let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind client");
+    for name in ["first.example.", "second.example."] {
+        let packet = query(name, RecordType::A, None).to_vec().expect("encodes");
+        client.send_to(&packet, forwarder.addr).await.expect("send");
+    }
+    let mut buf = vec![0u8; 2048];
+    let (len, _) = tokio::time::timeout(common::CLIENT_TIMEOUT, client.recv_from(&mut buf))
+        .await
+        .expect("the rejected query is answered at once")
+        .expect("receive");
+    let answer = hickory_proto::op::Message::from_vec(&buf[..len]).expect("decodes");
+    assert_eq!(
+        answer.metadata.response_code,
+        hickory_proto::op::ResponseCode::ServFail
+    );
+    assert_eq!(answer.queries[0].name().to_string(), "second.example.");
+
+    let samples = parse_exposition(&forwarder.get("/metrics").await.1);
+    assert_eq!(
+        value(
+            &samples,
+            "nodelocaldns_rejected_total",
+            &[("reason", "inflight")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "coredns_dns_responses_total",
+            &[
+                ("server", "dns://127.0.0.1:0"),
+                ("zone", "."),
+                ("rcode", "SERVFAIL"),
+                ("plugin", "")
+            ]
+        ),
+        1.0
+    );
+    forwarder.stop().await;
+}

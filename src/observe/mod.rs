@@ -5,6 +5,7 @@ pub mod debug;
 pub mod http;
 pub mod metrics;
 pub mod readiness;
+pub mod requests;
 
 pub use http::{Endpoints, HttpServer};
 pub use metrics::Metrics;

@@ -17,7 +17,9 @@ use crate::Proto;
 use crate::responder::{Responder, Step};
 use crate::upstream::tcp::{frame, read_frame};
 
+/// Serves the TCP listener of the listen address with index `index` in the config.
 pub(super) async fn serve(
+    index: usize,
     listener: TcpListener,
     responder: Arc<Responder>,
     limits: Limits,
@@ -41,7 +43,7 @@ pub(super) async fn serve(
         // Answers are written whole; waiting for more bytes would only add latency.
         let _ = stream.set_nodelay(true);
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            responder.count_rejected("tcp_connections");
+            responder.count_rejected_connection();
             drop(stream);
             continue;
         };
@@ -49,13 +51,14 @@ pub(super) async fn serve(
         let limits = limits.clone();
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            connection(stream, client, responder, limits, cancel).await;
+            connection(index, stream, client, responder, limits, cancel).await;
             drop(permit);
         });
     }
 }
 
 async fn connection(
+    listener: usize,
     stream: TcpStream,
     client: SocketAddr,
     responder: Arc<Responder>,
@@ -95,7 +98,7 @@ async fn connection(
                     return;
                 }
             };
-            match responder.begin(&packet, Proto::Tcp, client.ip(), &mut out) {
+            match responder.begin(listener, &packet, Proto::Tcp, client.ip(), &mut out) {
                 Step::Answered => {
                     if answers.send(std::mem::take(&mut out)).await.is_err() {
                         return;

@@ -16,7 +16,9 @@ use crate::responder::{Responder, Step};
 /// cuts it (it then fails to parse and is answered FORMERR).
 const MAX_QUERY: usize = 4096;
 
+/// Serves one socket of the listen address with index `listener` in the config.
 pub(super) async fn serve(
+    listener: usize,
     socket: Arc<UdpSocket>,
     responder: Arc<Responder>,
     inflight: Arc<Semaphore>,
@@ -37,7 +39,7 @@ pub(super) async fn serve(
                 continue;
             }
         };
-        match responder.begin(&packet[..len], Proto::Udp, client.ip(), &mut out) {
+        match responder.begin(listener, &packet[..len], Proto::Udp, client.ip(), &mut out) {
             Step::Answered => {
                 if socket.send_to(&out, client).await.is_err() {
                     responder.count_send_error();
