@@ -254,11 +254,15 @@ fn serve(config: Config, pidfile: Option<PathBuf>) -> anyhow::Result<()> {
         let (pods, watch) = start_pod_watch(&config, &metrics).await?;
         let responder = Arc::new(Responder::with_pods(&config, metrics.clone(), pods.clone()));
         // After the responder: its upstream groups create the gauges readiness reads.
-        let readiness = Arc::new(readiness(&config, &metrics, pods.as_ref()));
+        let readiness = Arc::new(Readiness::for_config(&config, &metrics, pods.as_ref()));
         let endpoints = Endpoints {
             metrics: metrics.clone(),
             readiness: readiness.clone(),
-            inspector: Some(Arc::new(Inspector::new(&config, metrics.clone()))),
+            inspector: Some(Arc::new(
+                Inspector::new(&config, metrics.clone())
+                    .with_responder(responder.clone())
+                    .with_pods(pods),
+            )),
         };
         // Before the DNS listeners: /health answers during startup, /ready says what is missing.
         let http = HttpServer::start(&config.metrics, endpoints)
@@ -314,24 +318,6 @@ fn serve(config: Config, pidfile: Option<PathBuf>) -> anyhow::Result<()> {
         http.shutdown().await;
         Ok(())
     })
-}
-
-/// `/ready`'s conditions: the listeners (set once bound), a healthy upstream per zone, and
-/// the first pod list when `kubernetes.wait_for_sync`.
-fn readiness(config: &Config, metrics: &Metrics, pods: Option<&Arc<PodIndex>>) -> Readiness {
-    let mut readiness = Readiness::for_config(config, metrics);
-    if config.kubernetes.wait_for_sync
-        && let Some(pods) = pods
-    {
-        let pods = pods.clone();
-        readiness.require(move || match pods.is_synced() {
-            true => Ok(()),
-            false => Err("the first list of this node's pods is not in yet \
-                           (kubernetes.wait_for_sync)"
-                .into()),
-        });
-    }
-    readiness
 }
 
 /// Teardown is bounded: a pod's grace period is 30 s and the rules must go before SIGKILL.

@@ -163,6 +163,16 @@ impl Responder {
         }
     }
 
+    /// The answer cache (for `/debug/cache`).
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// Autopath, when the responder has a pod index (for `/debug/autopath`).
+    pub fn autopath(&self) -> Option<&Autopath> {
+        self.autopath.as_ref()
+    }
+
     /// Handles everything that needs no upstream; writes any answer into `out`. `listener`
     /// is the index in `config.listen` of the address the packet came to (the `server` label
     /// of the request metrics); `client` is the packet's source address (autopath finds the

@@ -138,7 +138,7 @@ async fn ready_waits_for_every_condition() {
         &config,
         metrics.clone(),
     ));
-    let mut readiness = nodelocal_dns::observe::Readiness::for_config(&config, &metrics);
+    let mut readiness = nodelocal_dns::observe::Readiness::for_config(&config, &metrics, None);
     let synced = Arc::new(AtomicBool::new(false));
     let flag = synced.clone();
     readiness.require(move || match flag.load(Ordering::SeqCst) {
@@ -496,6 +496,204 @@ async fn a_queue_rejection_is_counted_and_answered_servfail() {
             ]
         ),
         1.0
+    );
+    forwarder.stop().await;
+}
+
+#[tokio::test]
+async fn debug_cache_shows_both_halves_and_their_lifetime() {
+    let authority = common::Authority::start(&[("example.", common::EXAMPLE_ZONE)]).await;
+    let forwarder = Forwarder::start(&format!(
+        "metrics:\n  listen: 127.0.0.1:0\n  debug: true\nzones:\n  - name: example\n    upstreams: [\"{}\"]\n    cache:\n      success_ttl: 1h\n",
+        authority.addr
+    ))
+    .await;
+    let (status, body) = forwarder.get("/debug/cache?name=www.example").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body.contains("www.example. A+AAAA pair: not cached"),
+        "{body}"
+    );
+
+    udp_query(
+        forwarder.addr,
+        &query("WWW.example.", RecordType::AAAA, None),
+    )
+    .await;
+    udp_query(forwarder.addr, &query("www.example.", RecordType::A, None)).await;
+    let (status, body) = forwarder.get("/debug/cache?name=www.example.").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.starts_with("www.example. A+AAAA pair, view plain, DO=0 CD=0\n"),
+        "{body}"
+    );
+    // The zone's records have TTL 300: the entry lives 300 s, counted down.
+    let lifetime = body
+        .lines()
+        .find(|l| l.contains("success NOERROR, fresh"))
+        .unwrap_or_else(|| panic!("a lifetime line in {body}"));
+    assert!(lifetime.contains("s of 300 s left, 1 hits"), "{lifetime}");
+    assert!(body.contains("  A half: NOERROR, 1 answers"), "{body}");
+    assert!(body.contains("192.0.2.1"), "{body}");
+    assert!(body.contains("  AAAA half: NOERROR, 1 answers"), "{body}");
+    assert!(body.contains("2001:db8::1"), "{body}");
+
+    // A negative answer shows its SOA; other types are asked for by name.
+    udp_query(
+        forwarder.addr,
+        &query("nope.example.", RecordType::TXT, None),
+    )
+    .await;
+    let (status, body) = forwarder
+        .get("/debug/cache?name=nope.example&type=txt")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("nope.example. TXT, view plain"), "{body}");
+    assert!(body.contains("denial NXDOMAIN"), "{body}");
+    assert!(body.contains("SOA"), "{body}");
+
+    assert_eq!(forwarder.get("/debug/cache").await.0, 400);
+    assert_eq!(forwarder.get("/debug/cache?name=a..b").await.0, 400);
+    let (status, body) = forwarder.get("/debug/pool").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        format!("zone example.\n  upstream {}: healthy\n", authority.addr)
+    );
+    forwarder.stop().await;
+}
+
+#[tokio::test]
+async fn debug_endpoints_are_absent_unless_asked_for() {
+    let upstream = Switchable::start(true).await;
+    let forwarder = Forwarder::start(&format!(
+        "metrics:\n  listen: 127.0.0.1:0\nzones:\n  - name: .\n    upstreams: [\"{}\"]\n",
+        upstream.addr
+    ))
+    .await;
+    for path in [
+        "/debug/cache?name=a",
+        "/debug/autopath?ip=127.0.0.1",
+        "/debug/pool",
+    ] {
+        assert_eq!(forwarder.get(path).await.0, 404, "{path}");
+    }
+    forwarder.stop().await;
+}
+
+/// A Running pod and a Completed one with the same IP, behind a fake API server that starts
+/// later: readiness waits for the pod list (`wait_for_sync`), and `/debug/autopath` explains
+/// the match.
+#[tokio::test]
+async fn ready_waits_for_pod_sync_and_debug_autopath_explains_the_match() {
+    use common::fake_apiserver::{FakeApiServer, FakePod};
+    use nodelocal_dns::kube::{PodIndex, PodWatch};
+    use nodelocal_dns::observe::debug::Inspector;
+    use nodelocal_dns::observe::{Metrics, Readiness};
+    use nodelocal_dns::responder::Responder;
+
+    const CLUSTER_ZONE: &str = "$TTL 30\n@ IN SOA ns.cluster.local. admin.cluster.local. 1 3600 600 86400 5\n@ IN NS ns.cluster.local.\nns IN A 127.0.0.1\nweb.default.svc IN A 10.96.0.7\n";
+    let authority = common::Authority::start(&[("cluster.local.", CLUSTER_ZONE)]).await;
+    let mut api = FakeApiServer::not_started().await;
+    api.apply(FakePod::running("batch", "job-1", "node-a", "127.0.0.41").phase("Succeeded"));
+    api.apply(FakePod::running(
+        "default",
+        "client",
+        "node-a",
+        "127.0.0.41",
+    ));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 127.0.0.1\nsearch corp.test\n").expect("write");
+    let config = nodelocal_dns::config::Config::from_yaml(
+        &format!(
+            "listen: [\"127.0.0.1:0\"]\nresolv_conf: {}\nmetrics:\n  listen: 127.0.0.1:0\n  debug: true\n\
+             kubernetes:\n  enabled: true\n  node_name: node-a\n  wait_for_sync: true\n\
+             zones:\n  - name: cluster.local\n    upstreams: [\"{}\"]\n    autopath: true\n",
+            resolv.display(),
+            authority.addr
+        ),
+        "test",
+    )
+    .expect("valid");
+    let metrics = Arc::new(Metrics::new());
+    let index = Arc::new(PodIndex::new(config.kubernetes.cluster_domain.0));
+    let _watch = PodWatch::start(api.client(), "node-a", index.clone(), &metrics);
+    let responder = Arc::new(Responder::with_pods(
+        &config,
+        metrics.clone(),
+        Some(index.clone()),
+    ));
+    let readiness = Readiness::for_config(&config, &metrics, Some(&index));
+    let inspector = Inspector::new(&config, metrics.clone())
+        .with_responder(responder.clone())
+        .with_pods(Some(index.clone()));
+    let forwarder = Forwarder::start_parts(&config, metrics, responder, readiness, inspector).await;
+
+    let (status, body) = forwarder.get("/ready").await;
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("the first list of this node's pods is not in yet"),
+        "{body}"
+    );
+    let (_, body) = forwarder.get("/debug/autopath?ip=127.0.0.41").await;
+    assert!(body.contains("autopath does not apply yet"), "{body}");
+
+    api.start_on().await;
+    assert_eq!(wait_ready_status(&forwarder, 200).await, "OK\n");
+
+    let (status, body) = forwarder
+        .get("/debug/autopath?ip=127.0.0.41&name=web.default.svc.cluster.local")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("autopath zones: cluster.local."), "{body}");
+    assert!(
+        body.contains("autopath applies: one Running pod, namespace default; names below default.svc.cluster.local. are walked"),
+        "{body}"
+    );
+    assert!(
+        body.contains("  batch/job-1: ignored: Succeeded, not Running\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("  default/client: claims the IP (Running)\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("name web.default.svc.cluster.local.: walked as web.default.svc.cluster.local., web.svc.cluster.local., web.cluster.local., web.corp.test., web."),
+        "{body}"
+    );
+    let (_, body) = forwarder.get("/debug/autopath?ip=127.0.0.99").await;
+    assert!(body.contains("no pod of this node has this IP"), "{body}");
+    assert_eq!(forwarder.get("/debug/autopath?ip=nonsense").await.0, 400);
+
+    // An autopath hit: a pod's first search-path expansion, from the pod's address.
+    let socket = UdpSocket::bind("127.0.0.41:0")
+        .await
+        .expect("bind the pod IP");
+    let packet = query("web.default.svc.cluster.local.", RecordType::A, None)
+        .to_vec()
+        .expect("encodes");
+    socket.send_to(&packet, forwarder.addr).await.expect("send");
+    let mut buf = vec![0u8; 2048];
+    tokio::time::timeout(common::CLIENT_TIMEOUT, socket.recv_from(&mut buf))
+        .await
+        .expect("answered")
+        .expect("receive");
+    let samples = parse_exposition(&forwarder.get("/metrics").await.1);
+    assert_eq!(
+        value(&samples, "nodelocaldns_autopath_applied_total", &[]),
+        1.0
+    );
+    assert_eq!(value(&samples, "nodelocaldns_kube_synced", &[]), 1.0);
+    // The answer is cached in the namespace's view, which /debug/cache finds.
+    let (status, body) = forwarder
+        .get("/debug/cache?name=web.default.svc.cluster.local")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("view namespace default (autopath view"),
+        "{body}"
     );
     forwarder.stop().await;
 }

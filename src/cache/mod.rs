@@ -37,7 +37,7 @@ use tracing::warn;
 use crate::observe::Metrics;
 use crate::upstream::Answer;
 use crate::wire::query::{Query, Question};
-use crate::wire::rtype;
+use crate::wire::{Name, rtype};
 pub use entry::{Entry, Freshness, NotStored};
 use flight::SingleFlight;
 use policy::{AnswerKind, TtlPolicy};
@@ -173,6 +173,14 @@ impl Fetched {
             Answers::Single(answer) => answer.as_ref(),
         }
     }
+}
+
+/// A stored entry and the key it is stored under, as [`Cache::inspect`] finds it.
+pub struct Inspected {
+    pub view: ViewId,
+    pub dnssec_ok: bool,
+    pub checking_disabled: bool,
+    pub entry: Arc<Entry>,
 }
 
 /// What a lookup found.
@@ -395,6 +403,37 @@ impl Cache {
         let usable = entry.answers_name(query.question.name.as_wire())
             && entry.freshness(now, stale_window) == Freshness::Stale;
         usable.then_some(entry)
+    }
+
+    /// Every entry stored for `name` asked as `qtype` (A and AAAA find the same pair) in any
+    /// of `views`, under any DO/CD bits, for inspection: counts no lookup and leaves the
+    /// eviction order alone.
+    pub fn inspect(&self, name: &Name, qtype: u16, views: &[ViewId]) -> Vec<Inspected> {
+        let qtype = match qtype {
+            rtype::A | rtype::AAAA => ADDRESS_PAIR,
+            other => other,
+        };
+        let name_hash = self.name_hasher.hash_one(name.as_wire());
+        let mut found = Vec::new();
+        for &view in views {
+            for bits in 0..4u8 {
+                let key = StoreKey {
+                    name_hash,
+                    parts: KeyParts { qtype, view, bits },
+                };
+                if let Some(entry) = self.store.peek(&key)
+                    && entry.answers_name(name.as_wire())
+                {
+                    found.push(Inspected {
+                        view,
+                        dnssec_ok: bits & 1 != 0,
+                        checking_disabled: bits & 2 != 0,
+                        entry,
+                    });
+                }
+            }
+        }
+        found
     }
 
     pub fn count_prefetch(&self) {

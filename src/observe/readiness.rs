@@ -6,11 +6,13 @@
 //! not skipped after `max_fails` failures. Conditions are closures read at each request, so
 //! the state they report is always the live one; nothing here is on the query path.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use prometheus::IntGauge;
 
 use crate::config::Config;
+use crate::kube::PodIndex;
 use crate::observe::Metrics;
 
 type Check = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
@@ -36,11 +38,26 @@ impl Readiness {
         }
     }
 
-    /// The conditions `config` implies that the metrics can show: one healthy upstream per
-    /// zone, read from `nodelocaldns_upstream_healthy`. Call it after the responder (and so
-    /// the upstream groups, which set those gauges) is built.
-    pub fn for_config(config: &Config, metrics: &Metrics) -> Readiness {
+    /// The conditions `config` implies: one healthy upstream per zone, read from
+    /// `nodelocaldns_upstream_healthy` (call it after the responder, whose upstream groups set
+    /// those gauges, is built), and the first list of `pods` when `kubernetes.wait_for_sync`.
+    pub fn for_config(
+        config: &Config,
+        metrics: &Metrics,
+        pods: Option<&Arc<PodIndex>>,
+    ) -> Readiness {
         let mut readiness = Readiness::new();
+        if config.kubernetes.wait_for_sync
+            && let Some(pods) = pods
+        {
+            let pods = pods.clone();
+            readiness.require(move || match pods.is_synced() {
+                true => Ok(()),
+                false => Err("the first list of this node's pods is not in yet \
+                              (kubernetes.wait_for_sync)"
+                    .into()),
+            });
+        }
         for zone in &config.zones {
             let name = zone.name.0.to_dotted();
             let upstreams: Vec<(String, IntGauge)> = zone
@@ -94,7 +111,6 @@ impl Readiness {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     #[test]
     fn ready_only_when_listening_and_every_zone_has_a_healthy_upstream() {
@@ -116,7 +132,7 @@ mod tests {
         ] {
             healthy(zone, upstream).set(1);
         }
-        let mut readiness = Readiness::for_config(&config, &metrics);
+        let mut readiness = Readiness::for_config(&config, &metrics, None);
         let synced = Arc::new(AtomicBool::new(false));
         let flag = synced.clone();
         readiness.require(move || match flag.load(Ordering::Relaxed) {

@@ -104,8 +104,8 @@ impl Forwarder {
         let config = Config::from_yaml(&yaml, "test config").expect("test config is valid");
         let metrics = Arc::new(Metrics::new());
         let responder = Arc::new(Responder::new(&config, metrics.clone()));
-        let readiness = Readiness::for_config(&config, &metrics);
-        let inspector = Inspector::new(&config, metrics.clone());
+        let readiness = Readiness::for_config(&config, &metrics, None);
+        let inspector = Inspector::new(&config, metrics.clone()).with_responder(responder.clone());
         Forwarder::start_parts(&config, metrics, responder, readiness, inspector).await
     }
 
