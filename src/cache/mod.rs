@@ -35,12 +35,16 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use crate::observe::Metrics;
+use crate::observe::ratelimit::LogLimiter;
 use crate::upstream::Answer;
 use crate::wire::query::{Query, Question};
 use crate::wire::{Name, rtype};
 pub use entry::{Entry, Freshness, NotStored};
 use flight::SingleFlight;
 use policy::{AnswerKind, TtlPolicy};
+
+/// Split-answer warnings logged per minute (the metric counts them all).
+static SPLIT_ANSWERS: LogLimiter = LogLimiter::new(10, Duration::from_secs(60));
 
 /// Which clients may share an answer: [`PLAIN_VIEW`] for answers that depend only on the
 /// question; autopath gives each namespace its own view.
@@ -368,7 +372,9 @@ impl Cache {
                 }
                 Some(Err(NotStored::Split)) => {
                     self.metrics.cache_split.with_label_values(&[zone]).inc();
-                    warn!(%zone, name = %question.name, "upstream answered A and AAAA with NXDOMAIN on one side and NOERROR on the other, twice; not cached");
+                    if let Some(suppressed) = SPLIT_ANSWERS.allow() {
+                        warn!(%zone, name = %question.name, suppressed, "upstream answered A and AAAA with NXDOMAIN on one side and NOERROR on the other, twice; not cached");
+                    }
                     None
                 }
                 Some(Err(NotStored::Uncacheable)) | None => None,

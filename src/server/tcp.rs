@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -14,10 +15,14 @@ use tracing::{debug, warn};
 
 use super::Limits;
 use crate::Proto;
+use crate::observe::ratelimit::LogLimiter;
 use crate::responder::{Responder, Step};
 use crate::upstream::tcp::{frame, read_frame};
 
 /// Serves the TCP listener of the listen address with index `index` in the config.
+/// Accept errors logged per minute, over all listeners.
+static ACCEPT_ERRORS: LogLimiter = LogLimiter::new(10, Duration::from_secs(60));
+
 pub(super) async fn serve(
     index: usize,
     listener: TcpListener,
@@ -35,8 +40,10 @@ pub(super) async fn serve(
             Ok(accepted) => accepted,
             Err(err) => {
                 // EMFILE and friends: back off briefly instead of spinning.
-                warn!(%err, "TCP accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                if let Some(suppressed) = ACCEPT_ERRORS.allow() {
+                    warn!(%err, suppressed, "TCP accept failed");
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };

@@ -3,6 +3,7 @@
 //! and beyond that are answered SERVFAIL at once (counted) rather than queued without bound.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
@@ -10,7 +11,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::Proto;
+use crate::observe::ratelimit::LogLimiter;
 use crate::responder::{Responder, Step};
+
+/// Receive errors logged per minute, over all sockets.
+static RECV_ERRORS: LogLimiter = LogLimiter::new(10, Duration::from_secs(60));
 
 /// Largest datagram we read: a query larger than this is not a query we serve, and the kernel
 /// cuts it (it then fails to parse and is answered FORMERR).
@@ -35,7 +40,9 @@ pub(super) async fn serve(
             Ok(received) => received,
             Err(err) => {
                 // Unconnected UDP sockets see no ICMP errors; anything here is transient.
-                warn!(%err, "UDP receive failed");
+                if let Some(suppressed) = RECV_ERRORS.allow() {
+                    warn!(%err, suppressed, "UDP receive failed");
+                }
                 continue;
             }
         };
