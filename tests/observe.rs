@@ -697,3 +697,57 @@ async fn ready_waits_for_pod_sync_and_debug_autopath_explains_the_match() {
     );
     forwarder.stop().await;
 }
+
+/// docs/metrics.md documents every metric the server exports, and the shipped alerts and
+/// dashboard only use documented metrics.
+#[tokio::test]
+async fn metrics_docs_rules_and_dashboard_agree() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |path: &str| {
+        std::fs::read_to_string(root.join(path)).unwrap_or_else(|err| panic!("{path}: {err}"))
+    };
+    let docs = read("docs/metrics.md");
+    let documented = |name: &str| docs.contains(&format!("`{name}`"));
+
+    let authority = common::Authority::start(&[("example.", common::EXAMPLE_ZONE)]).await;
+    let forwarder = Forwarder::start(&format!(
+        "metrics:\n  listen: 127.0.0.1:0\nzones:\n  - name: example\n    upstreams: [\"{}\"]\n",
+        authority.addr
+    ))
+    .await;
+    udp_query(forwarder.addr, &query("www.example.", RecordType::A, None)).await;
+    let text = forwarder.get("/metrics").await.1;
+    let exported: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split(' ').next())
+        .collect();
+    assert!(exported.len() > 15, "{exported:?}");
+    for name in &exported {
+        assert!(documented(name), "{name} is not in docs/metrics.md");
+    }
+    forwarder.stop().await;
+
+    for path in [
+        "deploy/prometheus-rules.yaml",
+        "deploy/grafana-dashboard.json",
+    ] {
+        let text = read(path);
+        let mut used = 0;
+        for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if !(word.starts_with("coredns_") || word.starts_with("nodelocaldns_")) {
+                continue;
+            }
+            let name = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| word.strip_suffix(suffix))
+                .unwrap_or(word);
+            assert!(
+                documented(name),
+                "{path} uses {name}, not in docs/metrics.md"
+            );
+            used += 1;
+        }
+        assert!(used > 10, "{path} uses {used} metrics");
+    }
+}
