@@ -265,17 +265,19 @@ fn serve(config: Config, pidfile: Option<PathBuf>) -> anyhow::Result<()> {
             )),
         };
         // Before the DNS listeners: /health answers during startup, /ready says what is missing.
-        let http = HttpServer::start(&config.metrics, endpoints)
-            .await
-            .context("cannot start the HTTP endpoints (metrics.listen, metrics.health_listen)")?;
+        let http = match HttpServer::start(&config.metrics, endpoints).await {
+            Ok(http) => http,
+            Err(err) => {
+                abandon_node(&mut node, &config).await;
+                return Err(anyhow::Error::new(err).context(
+                    "cannot start the HTTP endpoints (metrics.listen, metrics.health_listen)",
+                ));
+            }
+        };
         let server = match Server::start(&config, responder) {
             Ok(server) => server,
             Err(err) => {
-                if let Some(node) = &mut node
-                    && !config.node.skip_teardown
-                {
-                    node.teardown().await;
-                }
+                abandon_node(&mut node, &config).await;
                 return Err(bind_hint(err));
             }
         };
@@ -318,6 +320,15 @@ fn serve(config: Config, pidfile: Option<PathBuf>) -> anyhow::Result<()> {
         http.shutdown().await;
         Ok(())
     })
+}
+
+/// Undoes the interface setup when startup fails before serving (unless `skip_teardown`).
+async fn abandon_node(node: &mut Option<NodeSetup>, config: &Config) {
+    if let Some(node) = node
+        && !config.node.skip_teardown
+    {
+        node.teardown().await;
+    }
 }
 
 /// Teardown is bounded: a pod's grace period is 30 s and the rules must go before SIGKILL.
