@@ -73,7 +73,7 @@ fn hit_path(c: &mut Criterion) {
     let packet = query_packet(RecordType::A);
     let mut out = Vec::with_capacity(1232);
     runtime.block_on(async {
-        match responder.begin(&packet, Proto::Udp, CLIENT, &mut out) {
+        match responder.begin(0, &packet, Proto::Udp, CLIENT, &mut out) {
             Step::Forward(pending) => responder.finish(pending, &mut out).await,
             other => panic!("first query must miss, got {other:?}"),
         }
@@ -83,7 +83,7 @@ fn hit_path(c: &mut Criterion) {
         let packet = query_packet(qtype);
         c.bench_function(&format!("begin: cache hit ({label})"), |b| {
             b.iter(
-                || match responder.begin(&packet, Proto::Udp, CLIENT, &mut out) {
+                || match responder.begin(0, &packet, Proto::Udp, CLIENT, &mut out) {
                     Step::Answered => out.len(),
                     other => panic!("expected a cache hit, got {other:?}"),
                 },
@@ -99,7 +99,7 @@ fn hit_path(c: &mut Criterion) {
         msg.to_vec().expect("encodes")
     };
     c.bench_function("begin: REFUSED (no zone)", |b| {
-        b.iter(|| responder.begin(&refused, Proto::Udp, CLIENT, &mut out))
+        b.iter(|| responder.begin(0, &refused, Proto::Udp, CLIENT, &mut out))
     });
 }
 

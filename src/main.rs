@@ -12,7 +12,8 @@ use nodelocal_dns::config::corefile;
 use nodelocal_dns::config::nodecache::{self, NodeCacheArgs};
 use nodelocal_dns::kube::{PodIndex, PodWatch};
 use nodelocal_dns::node::{NodeSetup, NodeSync};
-use nodelocal_dns::observe::Metrics;
+use nodelocal_dns::observe::debug::Inspector;
+use nodelocal_dns::observe::{Endpoints, HttpServer, Metrics, Readiness};
 use nodelocal_dns::responder::Responder;
 use nodelocal_dns::server::Server;
 
@@ -251,20 +252,36 @@ fn serve(config: Config, pidfile: Option<PathBuf>) -> anyhow::Result<()> {
                 .context("cannot set up the node's interface")?;
         }
         let (pods, watch) = start_pod_watch(&config, &metrics).await?;
-        // Readiness hook: when `kubernetes.wait_for_sync`, a `/ready` endpoint should report
-        // "pods synced" from `PodIndex::is_synced` / `wait_synced` (no /ready exists yet).
-        let responder = Arc::new(Responder::with_pods(&config, metrics, pods));
+        let responder = Arc::new(Responder::with_pods(&config, metrics.clone(), pods.clone()));
+        // After the responder: its upstream groups create the gauges readiness reads.
+        let readiness = Arc::new(Readiness::for_config(&config, &metrics, pods.as_ref()));
+        let endpoints = Endpoints {
+            metrics: metrics.clone(),
+            readiness: readiness.clone(),
+            inspector: Some(Arc::new(
+                Inspector::new(&config, metrics.clone())
+                    .with_responder(responder.clone())
+                    .with_pods(pods),
+            )),
+        };
+        // Before the DNS listeners: /health answers during startup, /ready says what is missing.
+        let http = match HttpServer::start(&config.metrics, endpoints).await {
+            Ok(http) => http,
+            Err(err) => {
+                abandon_node(&mut node, &config).await;
+                return Err(anyhow::Error::new(err).context(
+                    "cannot start the HTTP endpoints (metrics.listen, metrics.health_listen)",
+                ));
+            }
+        };
         let server = match Server::start(&config, responder) {
             Ok(server) => server,
             Err(err) => {
-                if let Some(node) = &mut node
-                    && !config.node.skip_teardown
-                {
-                    node.teardown().await;
-                }
+                abandon_node(&mut node, &config).await;
                 return Err(bind_hint(err));
             }
         };
+        readiness.set_listening(true);
         if let Some(path) = &pidfile {
             std::fs::write(path, format!("{}\n", std::process::id()))
                 .with_context(|| format!("cannot write the pidfile {}", path.display()))?;
@@ -279,6 +296,8 @@ fn serve(config: Config, pidfile: Option<PathBuf>) -> anyhow::Result<()> {
         };
         shutdown_signal().await?;
         tracing::info!("shutting down");
+        // Not ready from now on, so that nothing new is sent here while the rules go.
+        readiness.set_listening(false);
         if let Some(sync) = sync {
             match sync.stop().await {
                 Ok(mut node) if !config.node.skip_teardown => {
@@ -298,8 +317,18 @@ fn serve(config: Config, pidfile: Option<PathBuf>) -> anyhow::Result<()> {
         if let Some(watch) = watch {
             watch.stop();
         }
+        http.shutdown().await;
         Ok(())
     })
+}
+
+/// Undoes the interface setup when startup fails before serving (unless `skip_teardown`).
+async fn abandon_node(node: &mut Option<NodeSetup>, config: &Config) {
+    if let Some(node) = node
+        && !config.node.skip_teardown
+    {
+        node.teardown().await;
+    }
 }
 
 /// Teardown is bounded: a pod's grace period is 30 s and the rules must go before SIGKILL.

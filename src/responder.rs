@@ -20,6 +20,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use prometheus::IntCounter;
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -29,11 +30,15 @@ use crate::config::Config;
 use crate::kube::autopath::{AutopathError, Plain};
 use crate::kube::{Autopath, ClientNamespace, PodIndex};
 use crate::observe::Metrics;
+use crate::observe::requests::{RequestMetrics, SharedCollector, Source, Tally};
 use crate::upstream::router::{Route, RouteId};
 use crate::upstream::{Answer, ZoneRouter};
 use crate::wire::query::{self, DropReason, Query, Rejection, UpstreamFlags};
 use crate::wire::rcode;
 use crate::wire::reply::{self, EchoedQuestion, write_answer, write_error};
+
+/// A query's request-metrics series, and when it arrived if it was not answered synchronously.
+type Counted<'a> = (&'a Tally, Option<std::time::Instant>);
 
 /// What `begin` did with a packet.
 #[derive(Debug)]
@@ -58,17 +63,50 @@ pub struct Pending {
     proto: Proto,
     /// The client's namespace when autopath applies (decided once, in `begin`).
     autopath: Option<Arc<ClientNamespace>>,
+    /// The request metrics' series, counted when the answer is written.
+    tally: Tally,
+    /// When the query arrived, for its duration.
+    arrived: std::time::Instant,
 }
 
 /// Turns client packets into answers.
 pub struct Responder {
     router: ZoneRouter,
     cache: Cache,
-    metrics: Arc<Metrics>,
     max_udp_size: u16,
     autopath: Option<Autopath>,
     /// The zones with `autopath: true`.
     autopath_routes: Vec<RouteId>,
+    /// CoreDNS's request metrics.
+    requests: Arc<RequestMetrics>,
+    /// Each zone's route, by the zone's index in `requests`.
+    zone_routes: Vec<RouteId>,
+    /// `nodelocaldns_dropped_total` and `nodelocaldns_rejected_total`, by reason, resolved
+    /// once: a flood of garbage must not cost a label lookup per packet.
+    drops: Drops,
+}
+
+/// Handles of the drop and reject counters.
+struct Drops {
+    short_header: IntCounter,
+    response: IntCounter,
+    send_error: IntCounter,
+    inflight: IntCounter,
+    tcp_connections: IntCounter,
+}
+
+impl Drops {
+    fn new(metrics: &Metrics) -> Drops {
+        let dropped = |reason| metrics.dropped.with_label_values(&[reason]);
+        let rejected = |reason| metrics.rejected.with_label_values(&[reason]);
+        Drops {
+            short_header: dropped(DropReason::ShortHeader.as_str()),
+            response: dropped(DropReason::Response.as_str()),
+            send_error: dropped("send_error"),
+            inflight: rejected("inflight"),
+            tcp_connections: rejected("tcp_connections"),
+        }
+    }
 }
 
 impl Responder {
@@ -93,26 +131,72 @@ impl Responder {
             .collect();
         let autopath =
             pods.map(|index| Autopath::new(index, &config.kubernetes.host_search, &metrics));
+        let zone_routes: Vec<RouteId> = config
+            .zones
+            .iter()
+            .filter_map(|zone| router.route(&zone.name.0))
+            .collect();
+        let requests = Arc::new(RequestMetrics::new(
+            config.listen.iter().map(|a| format!("dns://{a}")).collect(),
+            zone_routes
+                .iter()
+                .map(|id| router.get(*id).label.clone())
+                .collect(),
+        ));
+        if let Err(err) = metrics
+            .registry
+            .register(Box::new(SharedCollector(requests.clone())))
+        {
+            // Only when a second responder shares one registry (tests): the first one's
+            // request metrics are shown.
+            debug!(%err, "request metrics not registered");
+        }
         Responder {
             router,
             cache: Cache::new(config.cache.capacity, &server, metrics.clone()),
-            metrics,
+            drops: Drops::new(&metrics),
             max_udp_size: config.server.max_udp_size,
             autopath,
             autopath_routes,
+            requests,
+            zone_routes,
         }
     }
 
-    /// Handles everything that needs no upstream; writes any answer into `out`. `client` is
-    /// the packet's source address (autopath finds the client's pod by it).
-    pub fn begin(&self, packet: &[u8], proto: Proto, client: IpAddr, out: &mut Vec<u8>) -> Step {
+    /// The answer cache (for `/debug/cache`).
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// Autopath, when the responder has a pod index (for `/debug/autopath`).
+    pub fn autopath(&self) -> Option<&Autopath> {
+        self.autopath.as_ref()
+    }
+
+    /// Handles everything that needs no upstream; writes any answer into `out`. `listener`
+    /// is the index in `config.listen` of the address the packet came to (the `server` label
+    /// of the request metrics); `client` is the packet's source address (autopath finds the
+    /// client's pod by it).
+    pub fn begin(
+        &self,
+        listener: usize,
+        packet: &[u8],
+        proto: Proto,
+        client: IpAddr,
+        out: &mut Vec<u8>,
+    ) -> Step {
+        let tally = |zone, qtype, dnssec_ok| {
+            let len = packet.len();
+            let requests = &self.requests;
+            requests.tally(listener, zone, proto, client, qtype, dnssec_ok, len)
+        };
         let query = match query::parse(packet) {
             Ok(query) => query,
             Err(Rejection::Drop(reason)) => {
-                self.metrics
-                    .dropped
-                    .with_label_values(&[reason.as_str()])
-                    .inc();
+                match reason {
+                    DropReason::ShortHeader => self.drops.short_header.inc(),
+                    DropReason::Response => self.drops.response.inc(),
+                }
                 return Step::Dropped(reason);
             }
             Err(Rejection::Answer {
@@ -131,14 +215,21 @@ impl Responder {
                     edns,
                     self.max_udp_size,
                 );
-                self.count_answer(rcode);
+                let qtype = question.map_or(0, |q| q.qtype);
+                let dnssec_ok = edns.is_some_and(|e| e.dnssec_ok);
+                let tally = tally(self.requests.dropped_zone(), qtype, dnssec_ok);
+                self.record((&tally, None), rcode, Source::Server, out);
                 return Step::Answered;
             }
         };
+        let (qtype, dnssec_ok) = (query.question.qtype, query.dnssec_ok());
         let Some(route_id) = self.router.route(&query.question.name) else {
+            let tally = tally(self.requests.dropped_zone(), qtype, dnssec_ok);
             self.write_query_error(&query, rcode::REFUSED, out);
+            self.record((&tally, None), rcode::REFUSED, Source::Server, out);
             return Step::Answered;
         };
+        let tally = tally(self.zone_index(route_id), qtype, dnssec_ok);
         let autopath = match &self.autopath {
             Some(autopath) if self.autopath_routes.contains(&route_id) => {
                 autopath.decide(client, &query.question.name)
@@ -148,30 +239,33 @@ impl Responder {
         let view = autopath.as_ref().map_or(PLAIN_VIEW, |ns| ns.view);
         // Built only when the query goes on (or a hit asks for a refresh): a plain hit
         // allocates nothing.
-        let pending = move || {
+        let pending = move |arrived: Instant| {
             Box::new(Pending {
                 query,
                 route: route_id,
                 proto,
                 autopath,
+                tally,
+                arrived: arrived.into_std(),
             })
         };
         let Some(policy) = &self.router.get(route_id).cache else {
-            return Step::Forward(pending());
+            return Step::Forward(pending(Instant::now()));
         };
+        // The one clock read of a hit: freshness, and a forwarded query's arrival.
         let now = Instant::now();
         match self.cache.lookup(&query, view, now, policy.stale_window) {
             Lookup::Fresh(entry) => {
                 let max_size = self.max_size(&query, proto);
                 entry.write_for(&query, now, false, max_size, self.max_udp_size, out);
-                self.count_answer(entry.rcode());
+                self.record((&tally, None), entry.rcode(), Source::Cache, out);
                 let prefetch = &policy.prefetch;
                 if entry.hit_wants_refresh(now, prefetch.min_hits, prefetch.percentage) {
-                    return Step::AnsweredRefresh(pending());
+                    return Step::AnsweredRefresh(pending(now));
                 }
                 Step::Answered
             }
-            Lookup::Stale(_) | Lookup::Miss => Step::Forward(pending()),
+            Lookup::Stale(_) | Lookup::Miss => Step::Forward(pending(now)),
         }
     }
 
@@ -185,13 +279,16 @@ impl Responder {
             route: route_id,
             proto,
             autopath,
+            tally,
+            arrived,
         } = *pending;
+        let arrived = Some(arrived);
         let route = self.router.get(route_id);
         let max_size = self.max_size(&query, proto);
         let Some(policy) = &route.cache else {
             let answer = self.resolve(route_id, query, proto, autopath).await;
             let answer = answer.answer_for(query.question.qtype);
-            self.write_upstream_answer(&query, answer, max_size, out);
+            self.write_upstream_answer(&query, (&tally, arrived), answer, max_size, out);
             return;
         };
         let view = autopath.as_ref().map_or(PLAIN_VIEW, |ns| ns.view);
@@ -210,7 +307,7 @@ impl Responder {
                 match tokio::time::timeout(policy.stale_client_timeout, refresh).await {
                     Ok(Ok(fetched)) => fetched,
                     Ok(Err(_)) | Err(_) => {
-                        self.write_stale(entry, &query, max_size, out);
+                        self.write_stale(entry, &query, (&tally, arrived), max_size, out);
                         return;
                     }
                 }
@@ -225,15 +322,17 @@ impl Responder {
                 self.max_udp_size,
                 out,
             );
-            self.count_answer(entry.rcode());
+            self.record((&tally, arrived), entry.rcode(), Source::Forward, out);
             return;
         }
         let answer = fetched.answer_for(query.question.qtype);
         let failed =
             answer.is_none_or(|a| matches!(a.info.rcode, rcode::SERVFAIL | rcode::REFUSED));
         match stale {
-            Some(entry) if failed => self.write_stale(&entry, &query, max_size, out),
-            _ => self.write_upstream_answer(&query, answer, max_size, out),
+            Some(entry) if failed => {
+                self.write_stale(&entry, &query, (&tally, arrived), max_size, out)
+            }
+            _ => self.write_upstream_answer(&query, (&tally, arrived), answer, max_size, out),
         }
     }
 
@@ -246,6 +345,8 @@ impl Responder {
                 route,
                 proto,
                 autopath,
+                tally: _,
+                arrived: _,
             } = *pending;
             responder.cache.count_prefetch();
             responder.resolve(route, query, proto, autopath).await;
@@ -355,7 +456,14 @@ impl Responder {
             .await
     }
 
-    fn write_stale(&self, entry: &Entry, query: &Query, max_size: usize, out: &mut Vec<u8>) {
+    fn write_stale(
+        &self,
+        entry: &Entry,
+        query: &Query,
+        tally: Counted,
+        max_size: usize,
+        out: &mut Vec<u8>,
+    ) {
         entry.write_for(
             query,
             Instant::now(),
@@ -365,26 +473,25 @@ impl Responder {
             out,
         );
         self.cache.count_served_stale();
-        self.count_answer(entry.rcode());
+        self.record(tally, entry.rcode(), Source::Cache, out);
     }
 
     /// Answers a forwarded query SERVFAIL at once because a bound on waiting queries was hit.
     pub fn reject_overloaded(&self, pending: &Pending, out: &mut Vec<u8>) {
-        self.count_rejected("inflight");
+        self.drops.inflight.inc();
         self.write_query_error(&pending.query, rcode::SERVFAIL, out);
+        let counted = (&pending.tally, Some(pending.arrived));
+        self.record(counted, rcode::SERVFAIL, Source::Server, out);
     }
 
-    /// Counts a client turned away by a limit (`inflight`, `tcp_connections`).
-    pub fn count_rejected(&self, reason: &'static str) {
-        self.metrics.rejected.with_label_values(&[reason]).inc();
+    /// Counts a TCP client turned away by `max_tcp_connections`.
+    pub fn count_rejected_connection(&self) {
+        self.drops.tcp_connections.inc();
     }
 
     /// Counts a packet that was answered but whose answer could not be sent.
     pub fn count_send_error(&self) {
-        self.metrics
-            .dropped
-            .with_label_values(&["send_error"])
-            .inc();
+        self.drops.send_error.inc();
     }
 
     /// One question to the route's upstreams, with the client's CD and DO bits.
@@ -409,6 +516,7 @@ impl Responder {
     fn write_upstream_answer(
         &self,
         query: &Query,
+        tally: Counted,
         answer: Option<&Answer>,
         max_size: usize,
         out: &mut Vec<u8>,
@@ -423,9 +531,12 @@ impl Responder {
                     max_size,
                     self.max_udp_size,
                 );
-                self.count_answer(answer.info.rcode);
+                self.record(tally, answer.info.rcode, Source::Forward, out);
             }
-            None => self.write_query_error(query, rcode::SERVFAIL, out),
+            None => {
+                self.write_query_error(query, rcode::SERVFAIL, out);
+                self.record(tally, rcode::SERVFAIL, Source::Server, out);
+            }
         }
     }
 
@@ -448,13 +559,20 @@ impl Responder {
             query.edns,
             self.max_udp_size,
         );
-        self.count_answer(rcode);
     }
 
-    fn count_answer(&self, rcode: u16) {
-        self.metrics
-            .responses
-            .with_label_values(&[rcode::name(rcode)])
-            .inc();
+    /// Counts an answer written into `out` in the request metrics.
+    fn record(&self, (tally, arrived): Counted, rcode: u16, source: Source, out: &[u8]) {
+        self.requests
+            .record(tally, rcode, source, out.len(), arrived);
+    }
+
+    /// The request metrics' index of a route's zone.
+    fn zone_index(&self, route: RouteId) -> usize {
+        // A handful of zones: a scan of small integers beats hashing.
+        self.zone_routes
+            .iter()
+            .position(|r| *r == route)
+            .unwrap_or(self.zone_routes.len())
     }
 }

@@ -185,6 +185,20 @@ impl Entry {
         Duration::from_millis(self.ttl_ms.into())
     }
 
+    /// Hits counted so far (fresh lookups that answered from this entry).
+    pub fn hits(&self) -> u32 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// The stored upstream answers (without OPT, TTLs as received): A then AAAA for a pair.
+    /// For inspection (`/debug/cache`); answering goes through [`Entry::write_for`].
+    pub fn wires(&self) -> Vec<&[u8]> {
+        match &self.body {
+            Body::AddressPair(packed) => vec![packed.half(false).0, packed.half(true).0],
+            Body::Single(packed) => vec![packed.half(false).0],
+        }
+    }
+
     fn stored_at(&self) -> Instant {
         self.expires_at - self.ttl()
     }

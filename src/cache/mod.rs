@@ -35,12 +35,16 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use crate::observe::Metrics;
+use crate::observe::ratelimit::LogLimiter;
 use crate::upstream::Answer;
 use crate::wire::query::{Query, Question};
-use crate::wire::rtype;
+use crate::wire::{Name, rtype};
 pub use entry::{Entry, Freshness, NotStored};
 use flight::SingleFlight;
 use policy::{AnswerKind, TtlPolicy};
+
+/// Split-answer warnings logged per minute (the metric counts them all).
+static SPLIT_ANSWERS: LogLimiter = LogLimiter::new(10, Duration::from_secs(60));
 
 /// Which clients may share an answer: [`PLAIN_VIEW`] for answers that depend only on the
 /// question; autopath gives each namespace its own view.
@@ -173,6 +177,14 @@ impl Fetched {
             Answers::Single(answer) => answer.as_ref(),
         }
     }
+}
+
+/// A stored entry and the key it is stored under, as [`Cache::inspect`] finds it.
+pub struct Inspected {
+    pub view: ViewId,
+    pub dnssec_ok: bool,
+    pub checking_disabled: bool,
+    pub entry: Arc<Entry>,
 }
 
 /// What a lookup found.
@@ -360,7 +372,9 @@ impl Cache {
                 }
                 Some(Err(NotStored::Split)) => {
                     self.metrics.cache_split.with_label_values(&[zone]).inc();
-                    warn!(%zone, name = %question.name, "upstream answered A and AAAA with NXDOMAIN on one side and NOERROR on the other, twice; not cached");
+                    if let Some(suppressed) = SPLIT_ANSWERS.allow() {
+                        warn!(%zone, name = %question.name, suppressed, "upstream answered A and AAAA with NXDOMAIN on one side and NOERROR on the other, twice; not cached");
+                    }
                     None
                 }
                 Some(Err(NotStored::Uncacheable)) | None => None,
@@ -395,6 +409,37 @@ impl Cache {
         let usable = entry.answers_name(query.question.name.as_wire())
             && entry.freshness(now, stale_window) == Freshness::Stale;
         usable.then_some(entry)
+    }
+
+    /// Every entry stored for `name` asked as `qtype` (A and AAAA find the same pair) in any
+    /// of `views`, under any DO/CD bits, for inspection: counts no lookup and leaves the
+    /// eviction order alone.
+    pub fn inspect(&self, name: &Name, qtype: u16, views: &[ViewId]) -> Vec<Inspected> {
+        let qtype = match qtype {
+            rtype::A | rtype::AAAA => ADDRESS_PAIR,
+            other => other,
+        };
+        let name_hash = self.name_hasher.hash_one(name.as_wire());
+        let mut found = Vec::new();
+        for &view in views {
+            for bits in 0..4u8 {
+                let key = StoreKey {
+                    name_hash,
+                    parts: KeyParts { qtype, view, bits },
+                };
+                if let Some(entry) = self.store.peek(&key)
+                    && entry.answers_name(name.as_wire())
+                {
+                    found.push(Inspected {
+                        view,
+                        dnssec_ok: bits & 1 != 0,
+                        checking_disabled: bits & 2 != 0,
+                        entry,
+                    });
+                }
+            }
+        }
+        found
     }
 
     pub fn count_prefetch(&self) {

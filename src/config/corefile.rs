@@ -21,7 +21,8 @@
 //! | `cache [TTL]` | `cache.success_ttl` = `cache.denial_ttl` = TTL (CoreDNS: 3600s / 1800s without TTL) |
 //! | `cache { success N [TTL [MINTTL]]; denial N [TTL [MINTTL]]; prefetch N [D] [P%]; serve_stale [D [MODE]]; servfail D }` | `success_ttl`, `denial_ttl`, `min_ttl`, `prefetch`, `serve_stale.max_age`, `servfail_ttl`; capacities add up into `cache.capacity` |
 //! | no `cache` | `zones[].cache.enabled: false` |
-//! | `health [ADDR]`, `prometheus [ADDR]` | kept in [`Translation::health`] / [`Translation::metrics`] for the HTTP endpoints |
+//! | `health [ADDR]` | `metrics.health_listen` (`/health` and `/ready` there; `:PORT` is `0.0.0.0:PORT`) |
+//! | `prometheus [ADDR]` | `metrics.listen`; without it `metrics.enabled: false`, as CoreDNS serves no metrics then |
 //! | `errors`, `log`, `reload`, `loop` | ignored with a warning (errors are always logged; reload and loop detection are ours to do) |
 //! | anything else | an error naming file and line |
 //!
@@ -38,8 +39,8 @@ use std::time::Duration;
 use thiserror::Error;
 
 use super::{
-    CacheConfig, Config, KubernetesConfig, Policy, ServerConfig, Transport, UpstreamAddr,
-    ZoneCacheConfig, ZoneConfig, ZoneName,
+    CacheConfig, Config, KubernetesConfig, MetricsConfig, Policy, ServerConfig, Transport,
+    UpstreamAddr, ZoneCacheConfig, ZoneConfig, ZoneName,
 };
 use crate::wire::Name;
 
@@ -496,6 +497,34 @@ pub fn load(path: &Path, options: &TranslateOptions) -> Result<Translation, Core
     translate(&text, &file, options)
 }
 
+/// A Go listen address as CoreDNS's `health` and `prometheus` take it: `:PORT` is every
+/// address (0.0.0.0 here), `localhost:PORT` is loopback, otherwise `IP:PORT`.
+fn endpoint_addr(text: &str) -> Option<SocketAddr> {
+    if let Some(port) = text.strip_prefix(':') {
+        return Some(SocketAddr::from(([0, 0, 0, 0], port.parse().ok()?)));
+    }
+    if let Some(port) = text.strip_prefix("localhost:") {
+        return Some(SocketAddr::from(([127, 0, 0, 1], port.parse().ok()?)));
+    }
+    text.parse().ok()
+}
+
+/// The HTTP listeners a Corefile asks for: `prometheus` serves every endpoint, `health` gets
+/// its own listener (node-cache's liveness probe targets it) unless it is the same address.
+fn metrics_config(prometheus: Option<&str>, health: Option<&str>) -> MetricsConfig {
+    let defaults = MetricsConfig::default();
+    let listen = prometheus.and_then(endpoint_addr);
+    let health = health
+        .and_then(endpoint_addr)
+        .filter(|addr| Some(*addr) != listen);
+    MetricsConfig {
+        enabled: listen.is_some(),
+        listen: listen.unwrap_or(defaults.listen),
+        health_listen: health,
+        ..defaults
+    }
+}
+
 /// CoreDNS `forward` defaults (plugin/forward, v1.13).
 const FORWARD_MAX_FAILS: u32 = 2;
 const FORWARD_HEALTH_CHECK: Duration = Duration::from_millis(500);
@@ -553,6 +582,7 @@ pub fn translate(
         },
         kubernetes: KubernetesConfig::default(),
         node: Default::default(),
+        metrics: metrics_config(t.metrics.as_deref(), t.health.as_deref()),
         zones: t.zones,
     };
     // Through the YAML once: the same validation and resolv.conf expansion as a native file.
@@ -786,11 +816,13 @@ impl Translator<'_> {
                 "health" => {
                     self.no_block(d)?;
                     let addr = self.optional_addr(d, ":8080")?;
+                    self.listen_addr(line, "health", &addr)?;
                     self.endpoint(line, "health", addr, |t| &mut t.health);
                 }
                 "prometheus" => {
                     self.no_block(d)?;
                     let addr = self.optional_addr(d, "localhost:9153")?;
+                    self.listen_addr(line, "prometheus", &addr)?;
                     self.endpoint(line, "prometheus", addr, |t| &mut t.metrics);
                 }
                 "errors" => {}
@@ -836,6 +868,17 @@ impl Translator<'_> {
             [_, extra, ..] => Err(self.err(
                 extra.line,
                 format!("{} takes at most one address", d.name.text),
+            )),
+        }
+    }
+
+    /// Checks that an endpoint address is one we can listen on.
+    fn listen_addr(&self, line: usize, what: &str, addr: &str) -> Result<(), CorefileError> {
+        match endpoint_addr(addr) {
+            Some(_) => Ok(()),
+            None => Err(self.err(
+                line,
+                format!("{what} {addr}: expected IP:PORT, :PORT or localhost:PORT"),
             )),
         }
     }
@@ -1264,6 +1307,36 @@ mod tests {
         );
         // A template without the placeholder (IPVS mode) does not need it.
         assert!(render(".:53 {\n forward . 1.1.1.1\n}\n", &params).is_ok());
+    }
+
+    #[test]
+    fn health_and_prometheus_become_the_http_listeners() {
+        let t = translate_text(
+            ".:53 {\n    bind 169.254.20.10\n    forward . 10.0.0.10\n    health 169.254.20.10:8080\n    prometheus :9253\n}\n",
+        )
+        .unwrap();
+        let metrics = &t.config.metrics;
+        assert!(metrics.enabled);
+        assert_eq!(metrics.listen, "0.0.0.0:9253".parse().unwrap());
+        assert_eq!(
+            metrics.health_listen,
+            Some("169.254.20.10:8080".parse().unwrap())
+        );
+        assert!(!metrics.debug);
+
+        let t = translate_text(".:53 {\n    forward . 10.0.0.10\n    prometheus\n}\n").unwrap();
+        assert_eq!(t.config.metrics.listen, "127.0.0.1:9153".parse().unwrap());
+        assert_eq!(t.config.metrics.health_listen, None);
+        let t = translate_text(".:53 {\n    forward . 10.0.0.10\n}\n").unwrap();
+        assert!(!t.config.metrics.enabled);
+
+        let err = translate_text(".:53 {\n    forward . 10.0.0.10\n    health node-a:8080\n}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(":3: health node-a:8080: expected IP:PORT"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -40,6 +40,11 @@
 //! | `kubernetes.cluster_domain` | `cluster.local` | the cluster domain of pods' search paths |
 //! | `kubernetes.wait_for_sync` | `false` | `/ready` waits for the first full list of pods |
 //! | `node.*` | off | the link-local interface and NOTRACK rules: see [`node`] |
+//! | `metrics.enabled` | `true` | serve HTTP on `metrics.listen`; `false`: no listener there (`health_listen` still serves) |
+//! | `metrics.listen` | `127.0.0.1:9253` | `/metrics`, `/health`, `/ready` (and `/debug/*`); `null` means the default. Deployments use `0.0.0.0:9253` |
+//! | `metrics.health_listen` | none | a second listener with only `/health` and `/ready` (node-cache's `health` on the local IP, probed by kubelet) |
+//! | `metrics.debug` | `false` | serve `/debug/cache`, `/debug/autopath`, `/debug/pool` on `metrics.listen`; refused on a non-loopback address unless `debug_remote` |
+//! | `metrics.debug_remote` | `false` | allow `debug` on a non-loopback `listen`: the endpoints show cached names and pod names to whoever reaches the port |
 //!
 //! A node-cache Corefile is translated into this model by [`corefile`]; node-cache's flags are
 //! read by [`nodecache`].
@@ -82,7 +87,73 @@ pub struct Config {
     pub kubernetes: KubernetesConfig,
     #[serde(default)]
     pub node: node::NodeConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     pub zones: Vec<ZoneConfig>,
+}
+
+/// The HTTP endpoints: `/metrics`, `/health`, `/ready`, and the opt-in `/debug/*`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Whether `listen` is served at all (`health_listen` is independent of it).
+    pub enabled: bool,
+    /// The listener of every endpoint; `null` in YAML means the default.
+    #[serde(deserialize_with = "null_is_default_metrics_listen")]
+    pub listen: SocketAddr,
+    /// A listener with only `/health` and `/ready`, for probes on another address (node-cache
+    /// serves `health` on the node-local IP, port 8080, and kubelet probes it there).
+    pub health_listen: Option<SocketAddr>,
+    /// Serve `/debug/*` on `listen`.
+    pub debug: bool,
+    /// Allow `debug` on a `listen` address that is not loopback.
+    pub debug_remote: bool,
+}
+
+/// The default `metrics.listen`: loopback, so a lab run exposes nothing. Deployments set
+/// `0.0.0.0:9253` (node-cache's Corefile does it with `prometheus :9253`).
+pub const DEFAULT_METRICS_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9253);
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            listen: DEFAULT_METRICS_LISTEN,
+            health_listen: None,
+            debug: false,
+            debug_remote: false,
+        }
+    }
+}
+
+impl MetricsConfig {
+    /// Range and consistency checks. Returns (field under `metrics.`, message).
+    fn validate(&self) -> Result<(), (String, String)> {
+        if self.debug && !self.debug_remote && !self.listen.ip().is_loopback() {
+            return Err((
+                "metrics.debug".into(),
+                format!(
+                    "the debug endpoints show cached names and pod names; {} is not a loopback \
+                     address: listen on 127.0.0.1, or set metrics.debug_remote: true",
+                    self.listen
+                ),
+            ));
+        }
+        if self.enabled && self.health_listen == Some(self.listen) {
+            return Err((
+                "metrics.health_listen".into(),
+                "is metrics.listen, which serves /health and /ready already: leave it out".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn null_is_default_metrics_listen<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<SocketAddr, D::Error> {
+    Ok(Option::<SocketAddr>::deserialize(deserializer)?.unwrap_or(DEFAULT_METRICS_LISTEN))
 }
 
 /// The watch of this node's pods, for autopath.
@@ -535,6 +606,7 @@ impl Config {
             }
         }
         self.node.validate()?;
+        self.metrics.validate()?;
         let kube = &self.kubernetes;
         if kube.enabled && kube.node().is_none() {
             return Err((
@@ -860,6 +932,48 @@ mod tests {
         );
         let again = Config::from_yaml(&config.to_yaml(), "printed").unwrap();
         assert_eq!(config, again);
+    }
+
+    #[test]
+    fn metrics_listener_defaults_null_and_debug_guard() {
+        let zone = "zones:\n  - name: .\n    upstreams: [10.0.0.1]\n";
+        let config = Config::from_yaml(zone, "t").unwrap();
+        assert_eq!(config.metrics, MetricsConfig::default());
+        assert_eq!(config.metrics.listen, DEFAULT_METRICS_LISTEN);
+        let config = Config::from_yaml(&format!("metrics:\n  listen: null\n{zone}"), "t").unwrap();
+        assert_eq!(config.metrics.listen, DEFAULT_METRICS_LISTEN);
+        let config = Config::from_yaml(
+            &format!("metrics:\n  listen: \"[::1]:9000\"\n  debug: true\n{zone}"),
+            "t",
+        )
+        .unwrap();
+        assert!(config.metrics.debug);
+
+        let err = error_of(&format!(
+            "metrics:\n  listen: 0.0.0.0:9253\n  debug: true\n{zone}"
+        ));
+        assert!(
+            err.starts_with("test.yaml:3: metrics.debug: the debug endpoints"),
+            "{err}"
+        );
+        let forced = format!(
+            "metrics:\n  listen: 0.0.0.0:9253\n  debug: true\n  debug_remote: true\n{zone}"
+        );
+        let config = Config::from_yaml(&forced, "t").unwrap();
+        assert_eq!(
+            Config::from_yaml(&config.to_yaml(), "printed").unwrap(),
+            config
+        );
+
+        let err = error_of(&format!(
+            "metrics:\n  health_listen: 127.0.0.1:9253\n{zone}"
+        ));
+        assert!(
+            err.contains("metrics.health_listen: is metrics.listen"),
+            "{err}"
+        );
+        let err = error_of(&format!("metrics:\n  port: 1\n{zone}"));
+        assert!(err.contains("unknown field `port`"), "{err}");
     }
 
     #[test]

@@ -187,6 +187,19 @@ impl PodTable {
         }
     }
 
+    /// Every pod that has `ip`, in any phase, sorted by namespace and name.
+    fn pods_at(&self, ip: &IpAddr) -> Vec<PodRecord> {
+        let mut pods: Vec<PodRecord> = self
+            .by_ip
+            .get(ip)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| self.pods.get(key).cloned())
+            .collect();
+        pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        pods
+    }
+
     /// Pods that claim IPs (Running, not hostNetwork, with at least one IP).
     pub fn indexed_pods(&self) -> usize {
         self.pods
@@ -231,6 +244,8 @@ pub struct PodIndex {
     /// Namespace -> its view; views are handed out once and never reused, so a cached
     /// autopath answer can only ever be read by clients of the namespace it was made for.
     namespaces: Mutex<HashMap<String, Arc<ClientNamespace>>>,
+    /// Every pod behind each IP, for `/debug/autopath` (never read by the request path).
+    pods_by_ip: Mutex<HashMap<IpAddr, Vec<PodRecord>>>,
 }
 
 impl PodIndex {
@@ -242,6 +257,7 @@ impl PodIndex {
             synced: AtomicBool::new(false),
             synced_tx: tokio::sync::watch::Sender::new(false),
             namespaces: Mutex::new(HashMap::new()),
+            pods_by_ip: Mutex::new(HashMap::new()),
         }
     }
 
@@ -286,6 +302,8 @@ impl PodIndex {
             }
         }
         let stats = stats_of(table, &fresh);
+        let pods = table.ips().map(|ip| (*ip, table.pods_at(ip))).collect();
+        *self.pods_by_ip.lock().unwrap_or_else(|p| p.into_inner()) = pods;
         *self.by_ip.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         self.synced.store(true, Ordering::Release);
         self.synced_tx.send_replace(true);
@@ -298,6 +316,15 @@ impl PodIndex {
             .iter()
             .map(|ip| (*ip, self.intern(table.match_of(ip))))
             .collect();
+        {
+            let mut pods = self.pods_by_ip.lock().unwrap_or_else(|p| p.into_inner());
+            for ip in touched {
+                match table.pods_at(ip) {
+                    found if found.is_empty() => pods.remove(ip),
+                    found => pods.insert(*ip, found),
+                };
+            }
+        }
         let mut by_ip = self.by_ip.write().unwrap_or_else(|p| p.into_inner());
         for (ip, found) in computed {
             match found {
@@ -314,6 +341,20 @@ impl PodIndex {
             Verdict::NotRunning => IpMatch::NotRunning,
             Verdict::Ambiguous => IpMatch::Ambiguous,
         })
+    }
+
+    /// Every pod of this node that has `ip`, in any phase (for `/debug/autopath`).
+    pub fn pods_with_ip(&self, ip: IpAddr) -> Vec<PodRecord> {
+        let pods = self.pods_by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        pods.get(&ip.to_canonical()).cloned().unwrap_or_default()
+    }
+
+    /// The namespaces seen so far, each with its cache view.
+    pub fn namespaces(&self) -> Vec<Arc<ClientNamespace>> {
+        let namespaces = self.namespaces.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<_> = namespaces.values().cloned().collect();
+        all.sort_by_key(|ns| ns.view);
+        all
     }
 
     /// The namespace's entry, created with a new view the first time it is seen.

@@ -1,11 +1,11 @@
 //! Every counter the forwarder keeps, in one Prometheus registry per server instance (so tests
-//! can run several servers in one process and read each one's numbers).
+//! can run several servers in one process and read each one's numbers). The per-query request
+//! metrics (`coredns_dns_*`) are in [`super::requests`]; docs/metrics.md lists them all.
 //!
 //! | metric | labels | meaning |
 //! |---|---|---|
 //! | `nodelocaldns_dropped_total` | `reason` | packets not answered: `short_header`, `response` (QR=1), `send_error` |
 //! | `nodelocaldns_rejected_total` | `reason` | queries refused by a bound: `inflight` (SERVFAIL), `tcp_connections` (connection closed) |
-//! | `nodelocaldns_responses_total` | `rcode` | answers sent to clients |
 //! | `nodelocaldns_upstream_failures_total` | `zone`, `upstream`, `reason` | failed exchanges: `timeout`, `network`, `closed`, `malformed` |
 //! | `nodelocaldns_upstream_mismatched_total` | `upstream` | answers ignored for a wrong ID, question or source address (spoofing or late) |
 //! | `nodelocaldns_upstream_servfail_total` | `zone`, `upstream`, `rcode` | SERVFAIL/REFUSED answers that caused a failover |
@@ -34,7 +34,6 @@ pub struct Metrics {
     pub registry: Registry,
     pub dropped: IntCounterVec,
     pub rejected: IntCounterVec,
-    pub responses: IntCounterVec,
     pub upstream_failures: IntCounterVec,
     pub upstream_mismatched: IntCounterVec,
     pub upstream_servfail: IntCounterVec,
@@ -77,11 +76,6 @@ impl Metrics {
             "nodelocaldns_rejected_total",
             "Queries refused because a limit was reached, by limit.",
             &["reason"],
-        );
-        let responses = counter(
-            "nodelocaldns_responses_total",
-            "Answers sent to clients, by rcode.",
-            &["rcode"],
         );
         let upstream_failures = counter(
             "nodelocaldns_upstream_failures_total",
@@ -207,7 +201,6 @@ impl Metrics {
             registry,
             dropped,
             rejected,
-            responses,
             upstream_failures,
             upstream_mismatched,
             upstream_servfail,

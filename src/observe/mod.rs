@@ -1,5 +1,13 @@
-//! Observability: Prometheus metrics (and, later, the HTTP endpoints that serve them).
+//! Observability: Prometheus metrics, the HTTP endpoints that serve them (`/metrics`,
+//! `/health`, `/ready`, `/debug/*`), and readiness.
 
+pub mod debug;
+pub mod http;
 pub mod metrics;
+pub mod ratelimit;
+pub mod readiness;
+pub mod requests;
 
+pub use http::{Endpoints, HttpServer};
 pub use metrics::Metrics;
+pub use readiness::Readiness;

@@ -51,7 +51,7 @@ impl Server {
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let mut local_addrs = Vec::new();
-        for &addr in &config.listen {
+        for (listener, &addr) in config.listen.iter().enumerate() {
             let (udp_sockets, tcp_listener) = bind_pair(addr, workers)?;
             let local = tcp_listener.local_addr().map_err(|error| BindError {
                 addr,
@@ -64,6 +64,7 @@ impl Server {
             let inflight = Arc::new(Semaphore::new(config.server.max_inflight));
             for socket in udp_sockets {
                 tasks.spawn(udp::serve(
+                    listener,
                     Arc::new(socket),
                     responder.clone(),
                     inflight.clone(),
@@ -71,6 +72,7 @@ impl Server {
                 ));
             }
             tasks.spawn(tcp::serve(
+                listener,
                 tcp_listener,
                 responder.clone(),
                 limits,

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -14,10 +15,16 @@ use tracing::{debug, warn};
 
 use super::Limits;
 use crate::Proto;
+use crate::observe::ratelimit::LogLimiter;
 use crate::responder::{Responder, Step};
 use crate::upstream::tcp::{frame, read_frame};
 
+/// Serves the TCP listener of the listen address with index `index` in the config.
+/// Accept errors logged per minute, over all listeners.
+static ACCEPT_ERRORS: LogLimiter = LogLimiter::new(10, Duration::from_secs(60));
+
 pub(super) async fn serve(
+    index: usize,
     listener: TcpListener,
     responder: Arc<Responder>,
     limits: Limits,
@@ -33,15 +40,17 @@ pub(super) async fn serve(
             Ok(accepted) => accepted,
             Err(err) => {
                 // EMFILE and friends: back off briefly instead of spinning.
-                warn!(%err, "TCP accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                if let Some(suppressed) = ACCEPT_ERRORS.allow() {
+                    warn!(%err, suppressed, "TCP accept failed");
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
         // Answers are written whole; waiting for more bytes would only add latency.
         let _ = stream.set_nodelay(true);
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            responder.count_rejected("tcp_connections");
+            responder.count_rejected_connection();
             drop(stream);
             continue;
         };
@@ -49,13 +58,14 @@ pub(super) async fn serve(
         let limits = limits.clone();
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            connection(stream, client, responder, limits, cancel).await;
+            connection(index, stream, client, responder, limits, cancel).await;
             drop(permit);
         });
     }
 }
 
 async fn connection(
+    listener: usize,
     stream: TcpStream,
     client: SocketAddr,
     responder: Arc<Responder>,
@@ -95,7 +105,7 @@ async fn connection(
                     return;
                 }
             };
-            match responder.begin(&packet, Proto::Tcp, client.ip(), &mut out) {
+            match responder.begin(listener, &packet, Proto::Tcp, client.ip(), &mut out) {
                 Step::Answered => {
                     if answers.send(std::mem::take(&mut out)).await.is_err() {
                         return;

@@ -3,6 +3,7 @@
 //! and beyond that are answered SERVFAIL at once (counted) rather than queued without bound.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
@@ -10,13 +11,19 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::Proto;
+use crate::observe::ratelimit::LogLimiter;
 use crate::responder::{Responder, Step};
+
+/// Receive errors logged per minute, over all sockets.
+static RECV_ERRORS: LogLimiter = LogLimiter::new(10, Duration::from_secs(60));
 
 /// Largest datagram we read: a query larger than this is not a query we serve, and the kernel
 /// cuts it (it then fails to parse and is answered FORMERR).
 const MAX_QUERY: usize = 4096;
 
+/// Serves one socket of the listen address with index `listener` in the config.
 pub(super) async fn serve(
+    listener: usize,
     socket: Arc<UdpSocket>,
     responder: Arc<Responder>,
     inflight: Arc<Semaphore>,
@@ -33,11 +40,13 @@ pub(super) async fn serve(
             Ok(received) => received,
             Err(err) => {
                 // Unconnected UDP sockets see no ICMP errors; anything here is transient.
-                warn!(%err, "UDP receive failed");
+                if let Some(suppressed) = RECV_ERRORS.allow() {
+                    warn!(%err, suppressed, "UDP receive failed");
+                }
                 continue;
             }
         };
-        match responder.begin(&packet[..len], Proto::Udp, client.ip(), &mut out) {
+        match responder.begin(listener, &packet[..len], Proto::Udp, client.ip(), &mut out) {
             Step::Answered => {
                 if socket.send_to(&out, client).await.is_err() {
                     responder.count_send_error();

@@ -24,7 +24,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 use nodelocal_dns::config::Config;
-use nodelocal_dns::observe::Metrics;
+use nodelocal_dns::observe::debug::Inspector;
+use nodelocal_dns::observe::{Endpoints, HttpServer, Metrics, Readiness};
 use nodelocal_dns::responder::Responder;
 use nodelocal_dns::server::Server;
 
@@ -84,14 +85,19 @@ pub async fn bind_udp_tcp_pair() -> (UdpSocket, TcpListener) {
 pub struct Forwarder {
     pub addr: SocketAddr,
     pub metrics: Arc<Metrics>,
+    /// The HTTP listener's address, when the config has a `metrics:` section (use port 0).
+    pub http: Option<SocketAddr>,
+    pub readiness: Arc<Readiness>,
     server: Option<Server>,
+    http_server: Option<HttpServer>,
 }
 
 impl Forwarder {
     /// Starts the forwarder from config YAML; its `listen` must use port 0 (it defaults to
     /// 127.0.0.1:0 here when absent).
     pub async fn start(yaml: &str) -> Forwarder {
-        let yaml = if yaml.contains("listen:") {
+        // Top-level `listen:` only: `metrics.listen` is indented.
+        let yaml = if yaml.lines().any(|line| line.starts_with("listen:")) {
             yaml.to_string()
         } else {
             format!("listen: [\"127.0.0.1:0\"]\n{yaml}")
@@ -99,11 +105,46 @@ impl Forwarder {
         let config = Config::from_yaml(&yaml, "test config").expect("test config is valid");
         let metrics = Arc::new(Metrics::new());
         let responder = Arc::new(Responder::new(&config, metrics.clone()));
-        let server = Server::start(&config, responder).expect("forwarder binds");
+        let readiness = Readiness::for_config(&config, &metrics, None);
+        let inspector = Inspector::new(&config, metrics.clone()).with_responder(responder.clone());
+        Forwarder::start_parts(&config, metrics, responder, readiness, inspector).await
+    }
+
+    /// Starts the forwarder from its parts (tests that need a responder with a pod index, or
+    /// more readiness conditions); serves HTTP when `config.metrics.listen` has port 0.
+    pub async fn start_parts(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        responder: Arc<Responder>,
+        readiness: Readiness,
+        inspector: Inspector,
+    ) -> Forwarder {
+        let readiness = Arc::new(readiness);
+        let http_server = match config.metrics.listen.port() {
+            // Only tests that ask for HTTP get it: the default port would collide.
+            0 => {
+                let endpoints = Endpoints {
+                    metrics: metrics.clone(),
+                    readiness: readiness.clone(),
+                    inspector: Some(Arc::new(inspector)),
+                };
+                Some(
+                    HttpServer::start(&config.metrics, endpoints)
+                        .await
+                        .expect("HTTP binds"),
+                )
+            }
+            _ => None,
+        };
+        let server = Server::start(config, responder).expect("forwarder binds");
+        readiness.set_listening(true);
         Forwarder {
             addr: server.local_addrs()[0],
             metrics,
+            http: http_server.as_ref().and_then(|h| h.local_addr()),
+            readiness,
             server: Some(server),
+            http_server,
         }
     }
 
@@ -114,9 +155,69 @@ impl Forwarder {
     }
 
     pub async fn stop(mut self) {
+        self.readiness.set_listening(false);
         if let Some(server) = self.server.take() {
             server.shutdown().await;
         }
+        if let Some(http) = self.http_server.take() {
+            http.shutdown().await;
+        }
+    }
+
+    /// GETs `path` from the HTTP listener: (status, body).
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        http_get(
+            self.http.expect("the config has metrics.listen on port 0"),
+            path,
+        )
+        .await
+    }
+}
+
+/// A plain HTTP/1.1 GET over a new connection: (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect to HTTP");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send request");
+    let mut response = Vec::new();
+    tokio::time::timeout(CLIENT_TIMEOUT, stream.read_to_end(&mut response))
+        .await
+        .expect("an HTTP answer in time")
+        .expect("read the answer");
+    let response = String::from_utf8(response).expect("UTF-8 answer");
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .expect("headers end with an empty line");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+/// Decodes a chunked HTTP body.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").expect("a chunk size line");
+        let size = usize::from_str_radix(size.trim(), 16).expect("a hex chunk size");
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
     }
 }
 
