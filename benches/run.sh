@@ -378,8 +378,8 @@ start_dnsmasq() {
 # node-cache renders -basecorefile into -conf; this base needs no substitution. Its shape follows
 # the node-cache manifest: cache success 30 / denial 5, forward with force_tcp in the TCP scenario.
 start_nodecache() {
-    local dir=$1 mode=$2 upstream_ip=$3 capacity=$4 max_ttl=$5 tcp=""
-    [ "$mode" = tcp ] && tcp=$'\n        force_tcp\n        expire 1s'
+    local dir=$1 mode=$2 upstream_ip=$3 capacity=$4 max_ttl=$5 forward="forward . $3:$PORT"
+    [ "$mode" = tcp ] && forward="$forward {"$'\n        force_tcp\n        expire 1s\n    }'
     cat >"$dir/Corefile.base" <<EOF
 .:$PORT {
     errors
@@ -388,8 +388,7 @@ start_nodecache() {
         denial 9984 5
     }
     bind $SUT_IP
-    forward . $upstream_ip:$PORT {$tcp
-    }
+    $forward
 }
 EOF
     # GOMAXPROCS=1: one worker thread, like every other server here.
