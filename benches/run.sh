@@ -1,0 +1,658 @@
+#!/usr/bin/env bash
+# Benchmarks nodelocal-dns against its peers (issue 8; the miss stream is issue 3's). One command:
+#
+#   benches/run.sh [--smoke] [SCENARIO...]      SCENARIO: 1..5 or hot rate search miss memory (default all)
+#
+# Installs what it needs (Debian: dnsperf knot unbound dnsdist dnsmasq-base), builds nodelocal-dns and
+# the load generator in release, starts knotd on 127.0.1.1 as the authoritative upstream with generated
+# zones, runs each server under test alone on 127.0.2.1 pinned to CPU 0 with one worker thread, and the
+# load (dnsperf or benches/loadgen.rs) pinned to CPU 1. Each scenario prints one markdown table and
+# writes it to benches/results/<date>-<scenario>.md. All traffic stays on 127.0.0.0/8.
+#
+# Environment (defaults in brackets; --smoke sets the short ones):
+#   DURATION [10, smoke 2]         seconds per measured point
+#   SERVERS ["ours unbound dnsdist dnsmasq", plus nodecache when NODECACHE is set]
+#   NODECACHE                      path to a node-cache binary (k8s-dns-node-cache) to include
+#   LATENCY_QPS [50000]            rate of the loadgen latency row in scenario 1
+#   FIXED_QPS [20000]              rate of scenario 2
+#   MISS_RATES ["2000 5000 10000"] rates of scenario 4
+#   MEM_STAGES ["100000 1000000", smoke "10000 50000"]  cached-name counts of scenario 5
+#   POOL_CONFIG [auto]             1: scenario 4 config has the upstream `pool:` block; 0: omit it;
+#                                  auto: include it if this build's check-config accepts it
+#   BENCH_PORT [10053]             port of every server (knotd, dnsmasq upstream, server under test)
+#   KEEP_WORK [0]                  1: keep the temporary directory (configs, logs, dnsperf output)
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
+REPO=$(dirname "$BENCH_DIR")
+COMMAND_LINE="benches/run.sh $*"
+
+usage() { sed -n '2,24s/^# \{0,1\}//p' "$0"; }
+
+SMOKE=0
+SCENARIOS=()
+for arg in "$@"; do
+    case "$arg" in
+        --smoke) SMOKE=1 ;;
+        -h | --help) usage; exit 0 ;;
+        1 | hot) SCENARIOS+=(1) ;;
+        2 | rate) SCENARIOS+=(2) ;;
+        3 | search) SCENARIOS+=(3) ;;
+        4 | miss) SCENARIOS+=(4) ;;
+        5 | memory) SCENARIOS+=(5) ;;
+        *) echo "unknown argument: $arg" >&2; usage >&2; exit 2 ;;
+    esac
+done
+[ "${#SCENARIOS[@]}" -gt 0 ] || SCENARIOS=(1 2 3 4 5)
+
+if [ "$SMOKE" = 1 ]; then
+    DURATION=${DURATION:-2}
+    MEM_STAGES=${MEM_STAGES:-"10000 50000"}
+fi
+DURATION=${DURATION:-10}
+MEM_STAGES=${MEM_STAGES:-"100000 1000000"}
+LATENCY_QPS=${LATENCY_QPS:-50000}
+FIXED_QPS=${FIXED_QPS:-20000}
+MISS_RATES=${MISS_RATES:-"2000 5000 10000"}
+POOL_CONFIG=${POOL_CONFIG:-auto}
+POOL_USED=0
+PORT=${BENCH_PORT:-10053}
+NODECACHE=${NODECACHE:-}
+DEFAULT_SERVERS="ours unbound dnsdist dnsmasq"
+[ -n "$NODECACHE" ] && DEFAULT_SERVERS="$DEFAULT_SERVERS nodecache"
+read -r -a SERVER_LIST <<<"${SERVERS:-$DEFAULT_SERVERS}"
+
+# Addresses: the authoritative upstream, the dnsmasq-over-TCP upstream of scenario 4, the server
+# under test. Distinct loopback addresses keep `ss` filters and logs unambiguous.
+KNOT_IP=127.0.1.1
+DNSMASQ_UP_IP=127.0.1.2
+SUT_IP=127.0.2.1
+SERVER_CPU=0
+LOAD_CPU=1
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------- setup
+
+install_packages() {
+    local packages=()
+    need() { command -v "$1" >/dev/null 2>&1 || packages+=("$2"); }
+    need dnsperf dnsperf
+    need knotd knot
+    need unbound unbound
+    need dnsdist dnsdist
+    need dnsmasq dnsmasq-base
+    need ss iproute2
+    need taskset util-linux
+    need python3 python3
+    [ "${#packages[@]}" -eq 0 ] && return
+    [ "$(id -u)" -eq 0 ] || die "missing packages (run as root to install): ${packages[*]}"
+    log "installing ${packages[*]}"
+    apt-get update -qq
+    # Debian starts packaged daemons on install; policy-rc.d may forbid it, and they are stopped
+    # below either way, since they would hold port 53 and CPU during the runs.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
+    for unit in knot unbound dnsdist; do
+        systemctl stop "$unit" >/dev/null 2>&1 || true
+    done
+}
+
+build() {
+    log "building nodelocal-dns and the load generator (release)"
+    (cd "$REPO" && cargo build --release --locked --bin nodelocal-dns >&2)
+    local target=${CARGO_TARGET_DIR:-$REPO/target}
+    local loadgen
+    loadgen=$(cd "$REPO" && cargo bench --locked --bench loadgen --no-run 2>&1 |
+        sed -n 's/.*Executable benches\/loadgen.rs (\(.*\))/\1/p' | tail -1)
+    [ -x "$loadgen" ] || die "cargo bench --bench loadgen --no-run printed no executable"
+    # Copies: another build on a shared target directory must not swap binaries mid-run.
+    mkdir -p "$WORK/bin"
+    cp "$target/release/nodelocal-dns" "$WORK/bin/nodelocal-dns"
+    cp "$loadgen" "$WORK/bin/loadgen"
+    OURS="$WORK/bin/nodelocal-dns"
+    LOADGEN="$WORK/bin/loadgen"
+}
+
+# ---------------------------------------------------------------- processes
+
+STARTED=()
+cleanup() {
+    local pid
+    for pid in "${STARTED[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${STARTED[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ "${KEEP_WORK:-0}" = 1 ]; then
+        log "work directory kept: $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+}
+
+# start NAME CPU|- COMMAND...: runs COMMAND in the background (pinned when CPU is given), logs to
+# $WORK/NAME.log, sets PID. taskset execs the command, so PID is the server's own.
+start() {
+    local name=$1 cpu=$2
+    shift 2
+    if [ "$cpu" = - ]; then
+        "$@" >>"$WORK/$name.log" 2>&1 &
+    else
+        taskset -c "$cpu" "$@" >>"$WORK/$name.log" 2>&1 &
+    fi
+    PID=$!
+    STARTED+=("$PID")
+}
+
+stop() {
+    local pid=$1
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    local kept=()
+    for p in "${STARTED[@]}"; do [ "$p" = "$pid" ] || kept+=("$p"); done
+    STARTED=("${kept[@]+"${kept[@]}"}")
+}
+
+# wait_ready NAME IP PID [QNAME]: until IP:PORT answers QNAME/A with NOERROR (dnsdist drops queries
+# until its backend's first health check passes), or fail after 20 s.
+wait_ready() {
+    local name=$1 ip=$2 pid=$3 qname=${4:-ns.test}
+    local i
+    for i in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || { tail -20 "$WORK/$name.log" >&2; die "$name exited during startup"; }
+        if python3 - "$ip" "$PORT" "$qname" <<'EOF'; then return 0; fi
+import socket, struct, sys
+ip, port, qname = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+q = struct.pack(">HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0)
+q += b"".join(bytes([len(l)]) + l.encode() for l in qname.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(0.2)
+try:
+    s.sendto(q, (ip, port))
+    a = s.recv(4096)
+    sys.exit(0 if a[:2] == b"\x42\x42" and a[3] & 0x0F == 0 else 1)
+except OSError:
+    sys.exit(1)
+EOF
+        sleep 0.2
+    done
+    tail -20 "$WORK/$name.log" >&2
+    die "$name did not answer on $ip:$PORT"
+}
+
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# ---------------------------------------------------------------- upstreams
+
+start_knot() {
+    local dir=$WORK/knot
+    mkdir -p "$dir/db"
+    python3 "$BENCH_DIR/gen_zones.py" "$dir"
+    cp "$dir/hot.txt" "$dir/search.txt" "$WORK/"
+    cat >"$dir/knot.conf" <<EOF
+server:
+    listen: $KNOT_IP@$PORT
+    rundir: $dir
+    udp-workers: 2
+    tcp-workers: 2
+    background-workers: 1
+log:
+  - target: stderr
+    any: warning
+database:
+    storage: $dir/db
+template:
+  - id: default
+    storage: $dir
+    file: "%s.zone"
+    zonefile-sync: -1
+    zonefile-load: whole
+    journal-content: none
+    semantic-checks: off
+zone:
+  - domain: cluster.local
+  - domain: test
+EOF
+    # Unpinned: the upstream only works on misses, and its CPU is not what is measured.
+    start knot - knotd -c "$dir/knot.conf"
+    KNOT_PID=$PID
+    wait_ready knot "$KNOT_IP" "$KNOT_PID"
+}
+
+# The kube-dns stand-in of issue 3: Debian's dnsmasq with kube-dns's flags, forwarding to knotd.
+# It serves at most 20 TCP connections (compiled in), one query at a time each.
+start_dnsmasq_upstream() {
+    start dnsmasq-upstream - dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
+        --bind-interfaces --listen-address="$DNSMASQ_UP_IP" --port="$PORT" \
+        --server="$KNOT_IP#$PORT" --no-negcache --cache-size=1000 --pid-file= --user=root \
+        --log-facility=-
+    DNSMASQ_UP_PID=$PID
+    wait_ready dnsmasq-upstream "$DNSMASQ_UP_IP" "$DNSMASQ_UP_PID"
+}
+
+# ---------------------------------------------------------------- servers under test
+
+# start_server NAME MODE: MODE is cache (knotd upstream, TTLs capped at 30 s like node-cache's
+# `cache 30`), tcp (dnsmasq upstream over TCP; ours and node-cache only) or memory (caches sized for
+# the largest MEM_STAGES, TTL cap 1 h). Sets SUT_PID.
+start_server() {
+    local name=$1 mode=$2 dir=$WORK/$1-$2
+    mkdir -p "$dir"
+    local upstream_ip=$KNOT_IP capacity=100000 max_ttl=30
+    [ "$mode" = tcp ] && upstream_ip=$DNSMASQ_UP_IP
+    if [ "$mode" = memory ]; then
+        local largest
+        largest=$(tr ' ' '\n' <<<"$MEM_STAGES" | sort -n | tail -1)
+        capacity=$((largest + largest / 10 + 1000))
+        max_ttl=3600
+    fi
+    case "$name" in
+        ours) start_ours "$dir" "$mode" "$upstream_ip" "$capacity" "$max_ttl" ;;
+        unbound) start_unbound "$dir" "$upstream_ip" "$capacity" "$max_ttl" ;;
+        dnsdist) start_dnsdist "$dir" "$upstream_ip" "$capacity" "$max_ttl" ;;
+        dnsmasq) start_dnsmasq "$dir" "$upstream_ip" "$capacity" "$max_ttl" "$mode" ;;
+        nodecache) start_nodecache "$dir" "$mode" "$upstream_ip" "$capacity" "$max_ttl" ;;
+        *) die "unknown server $name (known: ours unbound dnsdist dnsmasq nodecache)" ;;
+    esac
+    SUT_PID=$PID
+    wait_ready "$name" "$SUT_IP" "$SUT_PID"
+}
+
+ours_config() {
+    local mode=$1 upstream_ip=$2 capacity=$3 max_ttl=$4 pool=$5
+    cat <<EOF
+listen: ["$SUT_IP:$PORT"]
+workers: 1
+resolv_conf: $WORK/resolv.conf
+cache:
+  capacity: $capacity
+zones:
+  - name: .
+    upstreams: ["$upstream_ip:$PORT"]
+    cache:
+      success_ttl: ${max_ttl}s
+EOF
+    if [ "$mode" = tcp ]; then
+        echo "    transport: tcp"
+        if [ "$pool" = 1 ]; then
+            cat <<EOF
+    pool:
+      max_connections: 8
+      max_inflight: 32
+      idle_timeout: 2s
+      queue:
+        capacity: 2048
+        timeout: 1s
+EOF
+        fi
+    fi
+}
+
+# Decides once whether scenario 4's config carries the pool block (POOL_CONFIG), into POOL_USED.
+decide_pool() {
+    case "$POOL_CONFIG" in
+        1) POOL_USED=1 ;;
+        0) POOL_USED=0 ;;
+        auto)
+            mkdir -p "$WORK/pool-probe"
+            ours_config tcp "$DNSMASQ_UP_IP" 1000 30 1 >"$WORK/pool-probe/generated.yaml"
+            if "$OURS" check-config "$WORK/pool-probe/generated.yaml" >/dev/null 2>&1; then POOL_USED=1; else
+                POOL_USED=0
+                log "this build rejects the pool block; scenario 4 runs without it (POOL_CONFIG=1 to insist)"
+            fi
+            ;;
+        *) die "POOL_CONFIG must be 0, 1 or auto" ;;
+    esac
+}
+
+start_ours() {
+    local dir=$1 mode=$2 upstream_ip=$3 capacity=$4 max_ttl=$5
+    echo "nameserver $KNOT_IP" >"$WORK/resolv.conf"
+    ours_config "$mode" "$upstream_ip" "$capacity" "$max_ttl" "$POOL_USED" >"$dir/generated.yaml"
+    local checked
+    checked=$("$OURS" check-config "$dir/generated.yaml" 2>&1) || die "check-config rejected $dir/generated.yaml: $checked"
+    start ours "$SERVER_CPU" "$OURS" run --config "$dir/generated.yaml" --log-level warn
+}
+
+start_unbound() {
+    local dir=$1 upstream_ip=$2 capacity=$3 max_ttl=$4
+    # Unbound's caches are sized in bytes: ~300 B per message entry, ~600 B per RRset, generously.
+    cat >"$dir/unbound.conf" <<EOF
+server:
+    interface: $SUT_IP@$PORT
+    port: $PORT
+    num-threads: 1
+    so-reuseport: no
+    do-ip6: no
+    do-daemonize: no
+    chroot: ""
+    username: ""
+    directory: "$dir"
+    pidfile: "$dir/unbound.pid"
+    use-syslog: no
+    logfile: ""
+    verbosity: 0
+    access-control: 127.0.0.0/8 allow
+    do-not-query-localhost: no
+    module-config: "iterator"
+    local-zone: "test." nodefault
+    msg-cache-size: $((capacity * 1024 / 1000 + 4))k
+    rrset-cache-size: $((capacity * 2048 / 1000 + 4))k
+    cache-max-ttl: $max_ttl
+    cache-max-negative-ttl: 5
+    prefetch: yes
+    so-rcvbuf: 4m
+forward-zone:
+    name: "."
+    forward-addr: $upstream_ip@$PORT
+EOF
+    start unbound "$SERVER_CPU" unbound -d -c "$dir/unbound.conf"
+}
+
+start_dnsdist() {
+    local dir=$1 upstream_ip=$2 capacity=$3 max_ttl=$4
+    cat >"$dir/dnsdist.conf" <<EOF
+setSecurityPollSuffix("")
+setLocal("$SUT_IP:$PORT")
+setACL({"127.0.0.0/8"})
+newServer({address="$upstream_ip:$PORT", checkName="test.", checkType="SOA", checkInterval=5})
+pc = newPacketCache($capacity, {maxTTL=$max_ttl, maxNegativeTTL=5})
+getPool(""):setCache(pc)
+EOF
+    start dnsdist "$SERVER_CPU" dnsdist --supervised --disable-syslog -C "$dir/dnsdist.conf"
+}
+
+start_dnsmasq() {
+    local dir=$1 upstream_ip=$2 capacity=$3 max_ttl=$4 mode=$5 forward_max=150
+    # The memory fill keeps 200 misses outstanding; dnsmasq drops those beyond its default 150.
+    [ "$mode" = memory ] && forward_max=1000
+    start dnsmasq "$SERVER_CPU" dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
+        --bind-interfaces --listen-address="$SUT_IP" --port="$PORT" --server="$upstream_ip#$PORT" \
+        --cache-size="$capacity" --max-cache-ttl="$max_ttl" --dns-forward-max="$forward_max" \
+        --pid-file= --user=root --log-facility=-
+}
+
+# node-cache renders -basecorefile into -conf; this base needs no substitution. Its shape follows
+# the node-cache manifest: cache success 30 / denial 5, forward with force_tcp in the TCP scenario.
+start_nodecache() {
+    local dir=$1 mode=$2 upstream_ip=$3 capacity=$4 max_ttl=$5 forward="forward . $3:$PORT"
+    [ "$mode" = tcp ] && forward="$forward {"$'\n        force_tcp\n        expire 1s\n    }'
+    cat >"$dir/Corefile.base" <<EOF
+.:$PORT {
+    errors
+    cache {
+        success $capacity $max_ttl
+        denial 9984 5
+    }
+    bind $SUT_IP
+    $forward
+}
+EOF
+    # GOMAXPROCS=1: one worker thread, like every other server here.
+    start nodecache "$SERVER_CPU" env GOMAXPROCS=1 KUBE_DNS_UPSTREAM_SERVICE_HOST="$upstream_ip" "$NODECACHE" \
+        -localip "$SUT_IP" -dns.port "$PORT" -basecorefile "$dir/Corefile.base" -conf "$dir/Corefile" \
+        -upstreamsvc kube-dns-upstream -setupinterface=false -setupiptables=false -skipteardown \
+        -metrics-listen-address "$SUT_IP:9353" -pidfile "$dir/node-cache.pid"
+}
+
+# ---------------------------------------------------------------- load
+
+# dnsperf OUT ARGS...: dnsperf against the server under test, pinned to the load CPU.
+dnsperf_run() {
+    local out=$1
+    shift
+    taskset -c "$LOAD_CPU" dnsperf -s "$SUT_IP" -p "$PORT" "$@" >"$out" 2>&1 ||
+        { cat "$out" >&2; die "dnsperf failed"; }
+}
+dp_sent() { awk '/Queries sent:/ {print $3}' "$1"; }
+dp_completed() { awk '/Queries completed:/ {print $3}' "$1"; }
+dp_lost() { awk '/Queries lost:/ {print $3}' "$1"; }
+dp_qps() { awk '/Queries per second:/ {printf "%.0f", $4}' "$1"; }
+dp_avg_ms() { awk '/Average Latency/ {printf "%.2f", $4 * 1000}' "$1"; }
+# dp_rcode FILE CODE: count of one response code (0 when absent).
+dp_rcode() {
+    grep 'Response codes:' "$1" | tr ',' '\n' | awk -v c="$2" '{for (i = 1; i < NF; i++) if ($i == c) n = $(i + 1)} END {print n + 0}'
+}
+
+loadgen_run() {
+    local out=$1
+    shift
+    taskset -c "$LOAD_CPU" "$LOADGEN" --server "$SUT_IP:$PORT" "$@" >"$out" 2>&1 ||
+        { cat "$out" >&2; die "loadgen failed"; }
+}
+lg() { tr ' ' '\n' <"$1" | awk -F= -v k="$2" '$1 == k {print $2}'; }
+
+pct() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f %%", 100 * a / b; else print "-"}'; }
+# us_per_query TICKS QUERIES: server CPU time in microseconds per query.
+us_per_query() { awk -v t="$1" -v q="$2" -v hz="$CLK_TCK" 'BEGIN {if (q > 0) printf "%.1f", t * 1e6 / hz / q; else print "-"}'; }
+mb() { awk -v k="$1" 'BEGIN {printf "%.1f MB", k / 1024}'; }
+
+# Warms the cache with one pass over a names file.
+warm() { dnsperf_run "$WORK/warm.out" -d "$1" -n 1 -c 4 -q 200; }
+
+# ---------------------------------------------------------------- report
+
+version_of() {
+    case "$1" in
+        ours) echo "nodelocal-dns $(cd "$REPO" && git describe --always --dirty 2>/dev/null || echo unknown)" ;;
+        unbound) unbound -V | head -1 | sed 's/Version/unbound/' ;;
+        dnsdist) dnsdist --version | head -1 | cut -d' ' -f1,2 ;;
+        dnsmasq) dnsmasq --version | head -1 | awk '{print "dnsmasq", $3}' ;;
+        nodecache) echo "node-cache ($NODECACHE)" ;;
+    esac
+}
+
+ROWS=()
+row() { ROWS+=("| $(IFS='|'; echo "$*" | sed 's/|/ | /g') |"); }
+
+# report SCENARIO_ID TITLE NOTE HEADER...: prints the table and writes it under benches/results/.
+report() {
+    local id=$1 title=$2 note=$3
+    shift 3
+    local file="$BENCH_DIR/results/$STAMP-$id.md"
+    [ "$SMOKE" = 1 ] && file="$BENCH_DIR/results/$STAMP-smoke-$id.md"
+    local versions="" s
+    for s in "${RAN[@]}"; do versions="$versions$(version_of "$s"); "; done
+    {
+        echo "## Scenario ${id%%-*}: $title"
+        echo
+        echo "- command: \`DURATION=$DURATION $COMMAND_LINE\`$([ "$SMOKE" = 1 ] && echo ' (smoke run: short points, noisy figures)')"
+        echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+        echo "- machine: $CPU_MODEL, $(nproc) cores, kernel $(uname -r)"
+        echo "- servers: ${versions%; }; upstream $(knotd --version | head -1); load: $(dnsperf -h 2>&1 | grep -m1 Version | sed 's/Version/dnsperf/'), benches/loadgen.rs"
+        echo "- each server pinned to CPU $SERVER_CPU with one worker thread, load generator pinned to CPU $LOAD_CPU; $DURATION s per point"
+        [ -n "$note" ] && echo "- $note"
+        echo
+        echo "| $(IFS='|'; echo "$*" | sed 's/|/ | /g') |"
+        echo "|$(for _ in "$@"; do printf -- '---|'; done)"
+        printf '%s\n' "${ROWS[@]}"
+    } | tee "$file"
+    echo
+    log "written $file"
+    ROWS=()
+}
+
+# ---------------------------------------------------------------- scenarios
+
+scenario_hot() {
+    local s out=$WORK/s1
+    for s in "${SERVER_LIST[@]}"; do
+        log "1 cache-hot: $s"
+        start_server "$s" cache
+        warm "$WORK/hot.txt"
+        local t0 t1
+        t0=$(cpu_ticks "$SUT_PID")
+        dnsperf_run "$out-$s.dp" -d "$WORK/hot.txt" -l "$DURATION" -c 8 -q 500
+        t1=$(cpu_ticks "$SUT_PID")
+        local rss
+        rss=$(rss_kb "$SUT_PID")
+        loadgen_run "$out-$s.lg" --names "$WORK/hot.txt" --rate "$LATENCY_QPS" --duration "$DURATION"
+        stop "$SUT_PID"
+        local lost
+        lost=$(($(lg "$out-$s.lg" lost) + $(lg "$out-$s.lg" late)))
+        row "$s" "$(dp_qps "$out-$s.dp")" "$(us_per_query $((t1 - t0)) "$(dp_completed "$out-$s.dp")")" \
+            "$(mb "$rss")" "$(lg "$out-$s.lg" p50_us)" "$(lg "$out-$s.lg" p99_us)" "$(lg "$out-$s.lg" p999_us)" \
+            "$(pct "$lost" "$(lg "$out-$s.lg" sent)")" "$(lg "$out-$s.lg" max_lag_us)"
+    done
+    report 1-cache-hot "cache-hot max QPS, CPU per query, latency at $LATENCY_QPS QPS" \
+        "$(wc -l <"$WORK/hot.txt") queries (services, hosts, CNAMEs; A and AAAA) warmed once, then asked again and again; max QPS by dnsperf -c 8 -q 500; CPU from /proc/PID/stat utime+stime; latency by loadgen at a fixed $LATENCY_QPS QPS (max lag = how far loadgen fell behind its schedule)" \
+        server "max QPS" "CPU µs/query" RSS "p50 µs @${LATENCY_QPS}" "p99 µs" "p99.9 µs" lost "loadgen max lag µs"
+}
+
+scenario_rate() {
+    local s out=$WORK/s2
+    for s in "${SERVER_LIST[@]}"; do
+        log "2 fixed rate: $s"
+        start_server "$s" cache
+        warm "$WORK/hot.txt"
+        local t0 t1
+        t0=$(cpu_ticks "$SUT_PID")
+        dnsperf_run "$out-$s.dp" -d "$WORK/hot.txt" -l "$DURATION" -c 8 -q 500 -Q "$FIXED_QPS"
+        t1=$(cpu_ticks "$SUT_PID")
+        stop "$SUT_PID"
+        local cpu_pct
+        cpu_pct=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v d="$(awk '/Run time/ {print $4}' "$out-$s.dp")" \
+            'BEGIN {printf "%.0f %%", 100 * t / hz / d}')
+        row "$s" "$(dp_qps "$out-$s.dp")" "$(us_per_query $((t1 - t0)) "$(dp_completed "$out-$s.dp")")" \
+            "$cpu_pct" "$(dp_avg_ms "$out-$s.dp")" "$(pct "$(dp_lost "$out-$s.dp")" "$(dp_sent "$out-$s.dp")")"
+    done
+    report 2-fixed-rate "CPU per query at a fixed $FIXED_QPS QPS" \
+        "cache-hot set of scenario 1 offered at dnsperf -Q $FIXED_QPS: the CPU figure does not depend on the load generator's ceiling" \
+        server "achieved QPS" "CPU µs/query" "CPU of one core" "avg latency ms" lost
+}
+
+scenario_search() {
+    local s out=$WORK/s3
+    for s in "${SERVER_LIST[@]}"; do
+        log "3 search path: $s"
+        start_server "$s" cache
+        warm "$WORK/search.txt"
+        local t0 t1
+        t0=$(cpu_ticks "$SUT_PID")
+        dnsperf_run "$out-$s.dp" -d "$WORK/search.txt" -l "$DURATION" -c 8 -q 500
+        t1=$(cpu_ticks "$SUT_PID")
+        stop "$SUT_PID"
+        local done
+        done=$(dp_completed "$out-$s.dp")
+        row "$s" "$(dp_qps "$out-$s.dp")" "$(us_per_query $((t1 - t0)) "$done")" \
+            "$(pct "$(dp_rcode "$out-$s.dp" NXDOMAIN)" "$done")" "$(pct "$(dp_rcode "$out-$s.dp" SERVFAIL)" "$done")" \
+            "$(dp_avg_ms "$out-$s.dp")" "$(pct "$(dp_lost "$out-$s.dp")" "$(dp_sent "$out-$s.dp")")"
+    done
+    report 3-search-path "search-path mix (ndots:5)" \
+        "each of $(($(wc -l <"$WORK/search.txt") / 8)) names asked as a pod with ndots:5 would: 3 search-list expansions (NXDOMAIN, cached 5 s by SOA MINIMUM) then the name, for A and AAAA; max QPS by dnsperf -c 8 -q 500" \
+        server "max QPS" "CPU µs/query" NXDOMAIN SERVFAIL "avg latency ms" lost
+}
+
+# Samples the peak of established TCP connections to the dnsmasq upstream into FILE until killed.
+sample_connections() {
+    local file=$1 peak=0 n
+    while :; do
+        n=$(ss -Htn state established dst "$DNSMASQ_UP_IP:$PORT" | wc -l)
+        [ "$n" -gt "$peak" ] && peak=$n && echo "$peak" >"$file"
+        sleep 0.05
+    done
+}
+
+scenario_miss() {
+    local s rate out=$WORK/s4 servers=()
+    for s in "${SERVER_LIST[@]}"; do
+        case "$s" in ours | nodecache) servers+=("$s") ;; *) log "4 miss stream: skipping $s (ours and node-cache only)" ;; esac
+    done
+    [ "${#servers[@]}" -gt 0 ] || { log "4 miss stream: no server to run"; return; }
+    RAN=("${servers[@]}")
+    decide_pool
+    start_dnsmasq_upstream
+    for s in "${servers[@]}"; do
+        for rate in $MISS_RATES; do
+            log "4 miss stream: $s at $rate QPS"
+            start_server "$s" tcp
+            local names=$out-$s-$rate.txt
+            seq 1 $((rate * DURATION)) | awk -v p="$s-$rate-$RANDOM" '{print "m" $1 "-" p ".miss.test A"}' >"$names"
+            echo 0 >"$out-$s-$rate.conns"
+            sample_connections "$out-$s-$rate.conns" &
+            local sampler=$!
+            dnsperf_run "$out-$s-$rate.dp" -d "$names" -n 1 -l "$DURATION" -Q "$rate" -c 8 -q 20000 -t 5
+            kill "$sampler" 2>/dev/null || true
+            wait "$sampler" 2>/dev/null || true
+            stop "$SUT_PID"
+            local sent
+            sent=$(dp_sent "$out-$s-$rate.dp")
+            row "$s" "$rate" "$(dp_qps "$out-$s-$rate.dp")" "$(pct "$(dp_lost "$out-$s-$rate.dp")" "$sent")" \
+                "$(pct "$(dp_rcode "$out-$s-$rate.dp" SERVFAIL)" "$sent")" "$(dp_avg_ms "$out-$s-$rate.dp")" \
+                "$(cat "$out-$s-$rate.conns")"
+        done
+    done
+    stop "$DNSMASQ_UP_PID"
+    local pool_note="our pool block: max_connections 8, max_inflight 32, idle_timeout 2s, queue 2048 / 1s"
+    [ "$POOL_USED" = 1 ] || pool_note="our config without a pool block (POOL_CONFIG=0 or not supported by this build)"
+    report 4-miss-stream "distinct cache misses through a dnsmasq-over-TCP upstream" \
+        "dnsmasq 2.90 --no-negcache --cache-size=1000 (at most 20 TCP connections, one query at a time each) on $DNSMASQ_UP_IP in front of knotd; servers forward with transport tcp; distinct existing names (*.miss.test) at dnsperf -Q RATE; peak connections sampled every 50 ms with ss; $pool_note" \
+        server "offered QPS" "achieved QPS" lost SERVFAIL "avg latency ms" "peak upstream TCP conns"
+}
+
+scenario_memory() {
+    local s out=$WORK/s5 stages
+    read -r -a stages <<<"$MEM_STAGES"
+    local total=${stages[-1]}
+    seq 1 "$total" | awk '{print "f" $1 ".mem.test A"}' >"$out-names.txt"
+    for s in "${SERVER_LIST[@]}"; do
+        log "5 memory: $s"
+        start_server "$s" memory
+        sleep 1
+        local idle cells=() filled=0 from=1 stage
+        idle=$(rss_kb "$SUT_PID")
+        cells+=("$(mb "$idle")")
+        local last_rss=$idle answered=0
+        for stage in "${stages[@]}"; do
+            sed -n "${from},${stage}p" "$out-names.txt" >"$out-fill.txt"
+            dnsperf_run "$out-$s-$stage.dp" -d "$out-fill.txt" -n 1 -c 8 -q 200 -t 5
+            answered=$((answered + $(dp_rcode "$out-$s-$stage.dp" NOERROR)))
+            from=$((stage + 1))
+            sleep 1
+            last_rss=$(rss_kb "$SUT_PID")
+            cells+=("$(mb "$last_rss")")
+        done
+        stop "$SUT_PID"
+        row "$s" "${cells[@]}" "$answered" \
+            "$(awk -v a="$last_rss" -v b="$idle" -v n="$answered" 'BEGIN {if (n > 0) printf "%.0f", (a - b) * 1024 / n; else print "-"}')" \
+            "$(awk -v a="$last_rss" -v n="$answered" 'BEGIN {if (n > 0) printf "%.0f", a * 1024 / n; else print "-"}')"
+    done
+    local headers=() stage
+    for stage in "${stages[@]}"; do headers+=("RSS after $stage names"); done
+    report 5-memory "memory per cached name" \
+        "distinct existing names (*.mem.test A, TTL 3600) filled by dnsperf -n 1; caches sized for $total entries with a 1 h TTL cap; bytes per entry: growth = (last RSS - idle RSS) / names answered NOERROR, total = last RSS / names (a cache allocated at startup, like dnsmasq's, shows in the idle RSS and only in the total)" \
+        server "RSS idle" "${headers[@]}" "names answered" "bytes/entry (growth)" "bytes/entry (total)"
+}
+
+# ---------------------------------------------------------------- main
+
+install_packages
+WORK=$(mktemp -d /tmp/nodelocal-bench.XXXXXX)
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+mkdir -p "$BENCH_DIR/results"
+[ -z "$NODECACHE" ] || [ -x "$NODECACHE" ] || die "NODECACHE=$NODECACHE is not an executable"
+[ "$(nproc)" -ge 2 ] || die "needs at least 2 CPUs (server on CPU $SERVER_CPU, load on CPU $LOAD_CPU)"
+CLK_TCK=$(getconf CLK_TCK)
+CPU_MODEL=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
+STAMP=$(date +%Y-%m-%d-%H%M)
+if ss -Hlun "( sport = :$PORT )" | grep -q .; then
+    die "something already listens on UDP port $PORT: $(ss -Hlunp "( sport = :$PORT )" | head -1)"
+fi
+
+build
+log "starting knotd on $KNOT_IP:$PORT"
+start_knot
+for scenario in "${SCENARIOS[@]}"; do
+    RAN=("${SERVER_LIST[@]}")
+    case "$scenario" in
+        1) scenario_hot ;;
+        2) scenario_rate ;;
+        3) scenario_search ;;
+        4) scenario_miss ;;
+        5) scenario_memory ;;
+    esac
+done
