@@ -224,7 +224,7 @@ async fn each_bad_packet_gets_its_rfc_answer_or_none_over_udp() {
     let drops = |reason| forwarder.metric("nodelocaldns_dropped_total", &[("reason", reason)]);
     assert_eq!(drops("short_header"), 1.0);
     assert_eq!(drops("response"), 1.0);
-    let answered = |rcode| forwarder.metric("nodelocaldns_responses_total", &[("rcode", rcode)]);
+    let answered = |rcode| forwarder.metric("coredns_dns_responses_total", &[("rcode", rcode)]);
     assert_eq!(answered("FORMERR"), 5.0);
     assert_eq!(answered("NOTIMP"), 2.0);
     // Two cases plus one sentinel per case.
@@ -251,7 +251,7 @@ async fn names_in_no_routed_zone_are_refused() {
         "the zone apex is routed"
     );
     assert_eq!(
-        forwarder.metric("nodelocaldns_responses_total", &[("rcode", "REFUSED")]),
+        forwarder.metric("coredns_dns_responses_total", &[("rcode", "REFUSED")]),
         1.0
     );
     forwarder.stop().await;
