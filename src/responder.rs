@@ -168,6 +168,11 @@ impl Responder {
         &self.cache
     }
 
+    /// The pool of each upstream address (for `/debug/pool`).
+    pub fn pools(&self) -> Vec<Arc<crate::upstream::pool::Pool>> {
+        self.router.pools()
+    }
+
     /// Autopath, when the responder has a pod index (for `/debug/autopath`).
     pub fn autopath(&self) -> Option<&Autopath> {
         self.autopath.as_ref()

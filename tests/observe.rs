@@ -558,7 +558,10 @@ async fn debug_cache_shows_both_halves_and_their_lifetime() {
     assert_eq!(status, 200);
     assert_eq!(
         body,
-        format!("zone example.\n  upstream {}: healthy\n", authority.addr)
+        format!(
+            "zone example.\n  upstream {0}: healthy\nupstream {0}: 0 of 256 slots in use, 0 waiting (queue capacity 2048)\n",
+            authority.addr
+        )
     );
     forwarder.stop().await;
 }

@@ -145,6 +145,73 @@ async fn servfail_and_refused_fail_over_to_the_next_upstream() {
     forwarder.stop().await;
 }
 
+/// Three forged answers at once (wrong ID, wrong question, not a response), then the genuine
+/// one 500 ms later.
+fn forgeries_then_genuine(request: &Message, real: Ipv4Addr) -> Vec<(Duration, Message)> {
+    let forged = Ipv4Addr::new(203, 0, 113, 66);
+    let qname = request.queries[0].name().to_ascii();
+    let mut wrong_id = reply(
+        request,
+        ResponseCode::NoError,
+        vec![a_with(&qname, 60, forged)],
+    );
+    wrong_id.metadata.id = request.metadata.id.wrapping_add(1);
+    let mut wrong_question = reply(
+        request,
+        ResponseCode::NoError,
+        vec![a_with("evil.example.", 60, forged)],
+    );
+    wrong_question.queries[0].set_name(common::name("evil.example."));
+    let mut not_response = reply(request, ResponseCode::NoError, vec![]);
+    not_response.metadata.message_type = MessageType::Query;
+    let genuine = reply(
+        request,
+        ResponseCode::NoError,
+        vec![a_with(&qname, 60, real)],
+    );
+    vec![
+        (Duration::ZERO, wrong_id),
+        (Duration::ZERO, wrong_question),
+        (Duration::ZERO, not_response),
+        (Duration::from_millis(500), genuine),
+    ]
+}
+
+/// Over TCP a connection carries many queries: an answer with an ID nobody waits for, one
+/// with a waiting ID but another question, and a non-response are ignored and counted, and
+/// the connection keeps serving the genuine answer.
+#[tokio::test]
+async fn forged_answers_on_a_tcp_connection_are_ignored_and_counted() {
+    let real = Ipv4Addr::new(192, 0, 2, 1);
+    let upstream = Scripted::start(Arc::new(move |request: &Message, _| {
+        forgeries_then_genuine(request, real)
+    }))
+    .await;
+    let forwarder = Forwarder::start(&sequential(
+        &[upstream.addr],
+        "    timeout: 3s
+    transport: tcp
+",
+    ))
+    .await;
+
+    let answer = udp_query(forwarder.addr, &query("www.example.", RecordType::A, None)).await;
+
+    assert_eq!(
+        addresses(&answer),
+        [real],
+        "only the genuine answer is used"
+    );
+    assert_eq!(
+        forwarder.metric(
+            "nodelocaldns_upstream_mismatched_total",
+            &[("upstream", &upstream.addr.to_string())]
+        ),
+        3.0
+    );
+    forwarder.stop().await;
+}
+
 /// Before the real answer (held back 500 ms), the querying socket receives: an answer with
 /// the wrong ID, one with our ID but another question, our query echoed without QR, and a
 /// perfect copy of the real answer with another address sent from another port. All four are
@@ -154,32 +221,7 @@ async fn forged_upstream_answers_are_ignored_and_counted() {
     let real = Ipv4Addr::new(192, 0, 2, 1);
     let forged = Ipv4Addr::new(203, 0, 113, 66);
     let upstream = Scripted::start(Arc::new(move |request: &Message, _| {
-        let qname = request.queries[0].name().to_ascii();
-        let mut wrong_id = reply(
-            request,
-            ResponseCode::NoError,
-            vec![a_with(&qname, 60, forged)],
-        );
-        wrong_id.metadata.id = request.metadata.id.wrapping_add(1);
-        let mut wrong_question = reply(
-            request,
-            ResponseCode::NoError,
-            vec![a_with("evil.example.", 60, forged)],
-        );
-        wrong_question.queries[0].set_name(common::name("evil.example."));
-        let mut not_response = reply(request, ResponseCode::NoError, vec![]);
-        not_response.metadata.message_type = MessageType::Query;
-        let genuine = reply(
-            request,
-            ResponseCode::NoError,
-            vec![a_with(&qname, 60, real)],
-        );
-        vec![
-            (Duration::ZERO, wrong_id),
-            (Duration::ZERO, wrong_question),
-            (Duration::ZERO, not_response),
-            (Duration::from_millis(500), genuine),
-        ]
+        forgeries_then_genuine(request, real)
     }))
     .await;
     let forwarder = Forwarder::start(&sequential(&[upstream.addr], "    timeout: 3s\n")).await;

@@ -17,7 +17,7 @@
 //! | `  policy random\|round_robin\|sequential` | `policy` |
 //! | `  health_check D`, `max_fails N` | `health_check`, `max_fails` (CoreDNS defaults 500ms and 2) |
 //! | `  max_concurrent N` | `server.max_inflight` (smallest over blocks; over the limit we answer SERVFAIL where CoreDNS answers REFUSED) |
-//! | `  expire D` | warning: upstream connections are managed by the pool |
+//! | `  expire D` | `pool.idle_timeout` (closed exactly then, where CoreDNS sweeps every D) |
 //! | `cache [TTL]` | `cache.success_ttl` = `cache.denial_ttl` = TTL (CoreDNS: 3600s / 1800s without TTL) |
 //! | `cache { success N [TTL [MINTTL]]; denial N [TTL [MINTTL]]; prefetch N [D] [P%]; serve_stale [D [MODE]]; servfail D }` | `success_ttl`, `denial_ttl`, `min_ttl`, `prefetch`, `serve_stale.max_age`, `servfail_ttl`; capacities add up into `cache.capacity` |
 //! | no `cache` | `zones[].cache.enabled: false` |
@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use super::pool::PoolConfig;
 use super::{
     CacheConfig, Config, KubernetesConfig, MetricsConfig, Policy, ServerConfig, Transport,
     UpstreamAddr, ZoneCacheConfig, ZoneConfig, ZoneName,
@@ -629,6 +630,8 @@ struct Forward {
     policy: Policy,
     max_fails: u32,
     health_check: Duration,
+    /// `expire`: how long an idle upstream connection is kept.
+    idle_timeout: Option<Duration>,
 }
 
 impl Translator<'_> {
@@ -730,6 +733,12 @@ impl Translator<'_> {
                     ..ZoneCacheConfig::default()
                 }),
                 autopath: false,
+                pool: PoolConfig {
+                    idle_timeout: forward
+                        .idle_timeout
+                        .unwrap_or(PoolConfig::default().idle_timeout),
+                    ..PoolConfig::default()
+                },
             });
             self.zone_lines.push(name_line);
         }
@@ -945,6 +954,7 @@ impl Translator<'_> {
             policy: Policy::Random,
             max_fails: FORWARD_MAX_FAILS,
             health_check: FORWARD_HEALTH_CHECK,
+            idle_timeout: None,
         };
         for option in &d.block {
             let name = &option[0];
@@ -996,13 +1006,7 @@ impl Translator<'_> {
                         ),
                     );
                 }
-                ("expire", [dur]) => {
-                    self.duration(dur)?;
-                    self.warn(
-                        name.line,
-                        "forward expire ignored: idle upstream connections are closed by the pool",
-                    );
-                }
+                ("expire", [dur]) => forward.idle_timeout = Some(self.duration(dur)?),
                 (other, _) => {
                     return Err(self.err(
                         name.line,

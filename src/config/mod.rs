@@ -34,6 +34,7 @@
 //! | `zones[].cache.serve_stale.max_age` | `1h` | serve expired entries this long when upstreams fail; 0 off |
 //! | `zones[].cache.serve_stale.client_timeout` | `1800ms` | wait this long for upstreams before answering stale (RFC 8767) |
 //! | `zones[].autopath` | `false` | answer the search-path walk of pods server-side (needs `kubernetes.enabled`; see [`crate::kube`]) |
+//! | `zones[].pool.*` | see [`pool`] | connections, in-flight queries and the wait queue per upstream |
 //! | `kubernetes.enabled` | `false` | watch this node's pods (for autopath) |
 //! | `kubernetes.node_name` | `$NODE_NAME` | the node whose pods are watched (`spec.nodeName`) |
 //! | `kubernetes.kubeconfig` | none (in-cluster) | a kubeconfig file instead of the pod's service account |
@@ -53,6 +54,7 @@ pub mod corefile;
 pub mod duration;
 pub mod node;
 pub mod nodecache;
+pub mod pool;
 pub mod resolv;
 
 use std::fmt;
@@ -336,6 +338,8 @@ pub struct ZoneConfig {
     /// Answer pods' search-path walk server-side (CoreDNS `autopath @kubernetes`).
     #[serde(default)]
     pub autopath: bool,
+    #[serde(default)]
+    pub pool: pool::PoolConfig,
 }
 
 /// How queries reach a zone's upstreams.
@@ -600,6 +604,9 @@ impl Config {
                     "must be between 1 and 100".into(),
                 ));
             }
+            zone.pool
+                .validate()
+                .map_err(|(key, message)| (field(&format!("pool.{key}")), message))?;
             if zone.autopath {
                 self.validate_autopath(i)
                     .map_err(|message| (field("autopath"), message))?;
@@ -860,6 +867,21 @@ mod tests {
             "test.yaml:4: zones[1].name: zone a. is also zones[0]"
         );
         assert!(error_of("zones: []\n").starts_with("test.yaml:1: zones: at least one zone"));
+    }
+
+    #[test]
+    fn pool_errors_name_the_nested_key_and_its_line() {
+        let yaml = "zones:\n  - name: a\n    upstreams: [1.1.1.1]\n    pool:\n      max_inflight: 8\n      queue:\n        timeout: 0s\n";
+        assert_eq!(
+            error_of(yaml),
+            "test.yaml:7: zones[0].pool.queue.timeout: must be above 0"
+        );
+        let yaml = "zones:\n  - name: a\n    upstreams: [1.1.1.1]\n    pool:\n      max_conns: 8\n";
+        assert!(
+            error_of(yaml).starts_with("test.yaml:5: zones[0].pool.max_conns: unknown field"),
+            "{}",
+            error_of(yaml)
+        );
     }
 
     #[test]

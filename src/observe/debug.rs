@@ -267,8 +267,8 @@ impl Inspector {
         (StatusCode::OK, out)
     }
 
-    /// `/debug/pool`: per zone, per upstream, whether it is used and how it failed. Upstream
-    /// connection pools and queues will report here too: extend this function.
+    /// `/debug/pool`: per zone, per upstream, whether it is used and how it failed; then per
+    /// upstream address, its slots, queue and TCP connections.
     pub fn pool_report(&self) -> String {
         // Read from a scrape: asking the vectors for absent label values would create them.
         let families = self.metrics.registry.gather();
@@ -298,6 +298,11 @@ impl Inspector {
                     let _ = write!(out, ", {reason} failures {count}");
                 }
                 out.push('\n');
+            }
+        }
+        if let Some(responder) = &self.responder {
+            for pool in responder.pools() {
+                out.push_str(&pool.describe());
             }
         }
         out

@@ -1,6 +1,7 @@
 //! Every counter the forwarder keeps, in one Prometheus registry per server instance (so tests
 //! can run several servers in one process and read each one's numbers). The per-query request
-//! metrics (`coredns_dns_*`) are in [`super::requests`]; docs/metrics.md lists them all.
+//! metrics (`coredns_dns_*`) are in [`super::requests`], the per-upstream pool, queue and
+//! `coredns_forward_*` ones in [`super::upstream`]; docs/metrics.md lists them all.
 //!
 //! | metric | labels | meaning |
 //! |---|---|---|
@@ -27,6 +28,7 @@
 //! | `nodelocaldns_node_rules_restored_total` | | node rules, addresses or links found missing by a periodic sync and put back |
 //! | `coredns_nodecache_setup_errors_total` | `errortype` | node setup failures, node-cache's labels: `iptables`, `iptables_lock`, `interface_add`, `interface_check`, `configmap` |
 
+use super::upstream::UpstreamMetrics;
 use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// The forwarder's metrics.
@@ -54,6 +56,7 @@ pub struct Metrics {
     pub kube_seconds_since_event: Gauge,
     pub node_rules_restored: IntCounter,
     pub setup_errors: IntCounterVec,
+    pub upstream: UpstreamMetrics,
 }
 
 impl Metrics {
@@ -197,6 +200,7 @@ impl Metrics {
         for errortype in crate::node::SETUP_ERROR_TYPES {
             setup_errors.with_label_values(&[errortype]);
         }
+        let upstream = UpstreamMetrics::register(&registry);
         Metrics {
             registry,
             dropped,
@@ -221,6 +225,7 @@ impl Metrics {
             kube_seconds_since_event,
             node_rules_restored,
             setup_errors,
+            upstream,
         }
     }
 

@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod ratelimit;
 pub mod readiness;
 pub mod requests;
+pub mod upstream;
 
 pub use http::{Endpoints, HttpServer};
 pub use metrics::Metrics;

@@ -1,46 +1,8 @@
-//! One query over a new TCP connection (RFC 1035 4.2.2 framing: a 16-bit length, then the
-//! message). The bounded, pipelined pool replaces this for zones that use TCP heavily.
+//! DNS over TCP framing (RFC 1035 4.2.2: a 16-bit length, then the message), as our
+//! TCP listeners read and write it. Upstream connections frame with tokio-util's codec in
+//! [`crate::upstream::pool`].
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
-use prometheus::IntCounter;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-use super::{Answer, ExchangeError};
-use crate::wire::query::{Question, UpstreamFlags, build_upstream, message_id};
-
-/// Sends `question` to `server` over a new TCP connection; waits up to `timeout` in all.
-pub async fn exchange(
-    server: SocketAddr,
-    question: &Question,
-    flags: UpstreamFlags,
-    udp_size: u16,
-    timeout: Duration,
-    mismatched: &IntCounter,
-) -> Result<Answer, ExchangeError> {
-    let id = rand::random::<u16>();
-    let query = build_upstream(id, question, flags, udp_size);
-    let exchange = async {
-        let mut stream = TcpStream::connect(server).await?;
-        stream.set_nodelay(true)?;
-        stream.write_all(&frame(&query)).await?;
-        loop {
-            let message = read_frame(&mut stream)
-                .await?
-                .ok_or(ExchangeError::Closed)?;
-            if message_id(&message) != Some(id) {
-                mismatched.inc();
-                continue;
-            }
-            return Answer::accept(message, id, question).map_err(ExchangeError::Malformed);
-        }
-    };
-    tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| ExchangeError::Timeout(timeout))?
-}
+use tokio::io::AsyncReadExt;
 
 /// The message with its 2-byte length prefix.
 pub fn frame(message: &[u8]) -> Vec<u8> {

@@ -14,10 +14,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::Limits;
+use super::framing::{frame, read_frame};
 use crate::Proto;
 use crate::observe::ratelimit::LogLimiter;
 use crate::responder::{Responder, Step};
-use crate::upstream::tcp::{frame, read_frame};
 
 /// Serves the TCP listener of the listen address with index `index` in the config.
 /// Accept errors logged per minute, over all listeners.

@@ -1,35 +1,128 @@
 //! A zone's upstreams: the order they are tried in (policy, then health), failover on
 //! timeouts, network errors, SERVFAIL and REFUSED, all within the zone's deadline, and the
 //! background probe that brings a skipped upstream back.
+//!
+//! Every exchange first takes a slot of the upstream's [`Pool`]; an upstream whose queue is
+//! full or whose wait expired is passed over for this query (it is busy, not broken: no health
+//! failure), and when every upstream is, the query ends at once with [`UpstreamError::Overloaded`]
+//! so the responder answers stale or SERVFAIL instead of waiting.
+//!
+//! One pass tries each upstream once. When no upstream answered at all (timeouts, network
+//! errors), the upstreams are asked again in the same order while the deadline allows, at most
+//! `ceil(deadline / timeout)` tries in all: a single upstream that dropped one UDP packet gets
+//! a second chance instead of a SERVFAIL, and a silent one is not asked forever.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use prometheus::{IntCounter, IntGauge};
+use prometheus::IntGauge;
 use rand::seq::SliceRandom;
 use thiserror::Error;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use super::admission::Overloaded;
 use super::health::{Health, Transition};
-use super::{Answer, ExchangeError, tcp, udp};
+use super::pool::{Pool, Pools};
+use super::{Answer, ExchangeError, udp};
 use crate::Proto;
 use crate::config::{Policy, Transport, ZoneConfig};
 use crate::observe::Metrics;
+use crate::observe::ratelimit::LogLimiter;
 use crate::wire::query::{Question, UpstreamFlags};
 use crate::wire::{CLASS_IN, Name, rcode, rtype};
+
+/// Failures repeat per query when an upstream is down; the counters carry the rate.
+static UPSTREAM_ERRORS: LogLimiter = LogLimiter::new(10, std::time::Duration::from_secs(60));
 
 /// One upstream server of a zone.
 struct Upstream {
     addr: SocketAddr,
     /// `addr` as a metric label.
     label: String,
+    pool: Arc<Pool>,
     health: Health,
-    mismatched: IntCounter,
     healthy: IntGauge,
+}
+
+/// Why one upstream gave no answer to one query.
+enum Attempt {
+    /// It was not asked: no slot free in time.
+    Overloaded(Overloaded),
+    Failed(ExchangeError),
+}
+
+impl Upstream {
+    /// One query to this upstream within `timeout` (and the query's `deadline`): a slot, then
+    /// UDP, or TCP when `use_tcp` or when the UDP answer was truncated (same slot, same
+    /// timeout).
+    async fn exchange(
+        &self,
+        question: &Question,
+        flags: UpstreamFlags,
+        use_tcp: bool,
+        udp_size: u16,
+        timeout: Duration,
+        deadline: Instant,
+    ) -> Result<Answer, Attempt> {
+        let started = Instant::now();
+        let until = deadline.min(started + timeout);
+        let slot = self.pool.admit(until).await.map_err(Attempt::Overloaded)?;
+        let remaining = until.saturating_duration_since(Instant::now());
+        let result = self
+            .ask(&slot, question, flags, use_tcp, udp_size, remaining)
+            .await;
+        drop(slot);
+        if let Ok(answer) = &result {
+            let seconds = started.elapsed().as_secs_f64();
+            self.pool
+                .metrics
+                .answered(rcode::name(answer.info.rcode), seconds);
+        }
+        result.map_err(Attempt::Failed)
+    }
+
+    async fn ask(
+        &self,
+        slot: &super::admission::Slot,
+        question: &Question,
+        flags: UpstreamFlags,
+        use_tcp: bool,
+        udp_size: u16,
+        timeout: Duration,
+    ) -> Result<Answer, ExchangeError> {
+        if timeout.is_zero() {
+            return Err(ExchangeError::Timeout(timeout));
+        }
+        let started = Instant::now();
+        if !use_tcp {
+            self.pool.metrics.forward_requests.inc();
+            let result = udp::exchange(
+                self.addr,
+                question,
+                flags,
+                udp_size,
+                timeout,
+                &self.pool.mismatched,
+            )
+            .await;
+            match result {
+                Ok(answer) if !answer.info.truncated => return Ok(answer),
+                Ok(_) | Err(ExchangeError::Truncated) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        let remaining = timeout.saturating_sub(started.elapsed());
+        if remaining.is_zero() {
+            return Err(ExchangeError::Timeout(timeout));
+        }
+        self.pool
+            .exchange_tcp(slot, question, flags, udp_size, remaining)
+            .await
+    }
 }
 
 /// Why a zone's upstreams gave no usable answer.
@@ -42,6 +135,8 @@ pub enum UpstreamError {
     },
     #[error("deadline of {0:?} passed before any upstream was tried")]
     Deadline(Duration),
+    #[error("every upstream is at its bound: {0}")]
+    Overloaded(Overloaded),
 }
 
 /// The upstreams of one zone and how to use them.
@@ -68,8 +163,14 @@ impl Drop for UpstreamGroup {
 }
 
 impl UpstreamGroup {
-    /// `udp_size` is the EDNS payload size we advertise upstream.
-    pub fn new(zone: &ZoneConfig, udp_size: u16, metrics: Arc<Metrics>) -> UpstreamGroup {
+    /// `udp_size` is the EDNS payload size we advertise upstream; `pools` holds (and gets)
+    /// the pool of each upstream address.
+    pub fn new(
+        zone: &ZoneConfig,
+        udp_size: u16,
+        metrics: Arc<Metrics>,
+        pools: &mut Pools,
+    ) -> UpstreamGroup {
         let zone_name = zone.name.0.to_dotted();
         let upstreams = zone
             .upstream_addrs()
@@ -82,9 +183,9 @@ impl UpstreamGroup {
                 healthy.set(1);
                 Arc::new(Upstream {
                     addr,
-                    label: label.clone(),
+                    label,
+                    pool: pools.get(addr, &zone.pool, &metrics),
                     health: Health::default(),
-                    mismatched: metrics.upstream_mismatched.with_label_values(&[&label]),
                     healthy,
                 })
             })
@@ -115,20 +216,43 @@ impl UpstreamGroup {
         client_proto: Proto,
     ) -> Result<Answer, UpstreamError> {
         let deadline = Instant::now() + self.deadline;
+        let use_tcp = self.uses_tcp(client_proto);
+        let order = self.order();
+        let mut passed_over = vec![false; order.len()];
         let mut last_answer = None;
         let mut last_error = None;
-        for upstream in self.order() {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
+        let mut overloaded = None;
+        let tries = order.len().max(self.tries_within_deadline());
+        for (n, index) in (0..order.len()).cycle().take(tries).enumerate() {
+            // Asking again is for upstreams that did not answer at all.
+            if n >= order.len() && last_answer.is_some() {
                 break;
             }
-            let timeout = self.try_timeout.min(remaining);
-            match self
-                .exchange_one(&upstream, question, flags, client_proto, timeout)
-                .await
-            {
+            if passed_over[index] {
+                continue;
+            }
+            let upstream = &order[index];
+            if deadline <= Instant::now() {
+                break;
+            }
+            let result = upstream
+                .exchange(
+                    question,
+                    flags,
+                    use_tcp,
+                    self.udp_size,
+                    self.try_timeout,
+                    deadline,
+                )
+                .await;
+            match result {
+                Err(Attempt::Overloaded(reason)) => {
+                    debug!(zone = %self.zone, upstream = %upstream.addr, %reason, "upstream at its bound");
+                    passed_over[index] = true;
+                    overloaded = Some(reason);
+                }
                 Ok(answer) => {
-                    self.note(&upstream, upstream.health.record_success());
+                    self.note(upstream, upstream.health.record_success());
                     let code = answer.info.rcode;
                     if code != rcode::SERVFAIL && code != rcode::REFUSED {
                         return Ok(answer);
@@ -139,14 +263,16 @@ impl UpstreamGroup {
                         .inc();
                     last_answer = Some(answer);
                 }
-                Err(error) => {
+                Err(Attempt::Failed(error)) => {
                     self.metrics
                         .upstream_failures
                         .with_label_values(&[&self.zone, &upstream.label, error.reason()])
                         .inc();
-                    warn!(zone = %self.zone, upstream = %upstream.addr, %error, "upstream exchange failed");
+                    if let Some(suppressed) = UPSTREAM_ERRORS.allow() {
+                        warn!(zone = %self.zone, upstream = %upstream.addr, %error, suppressed, "upstream exchange failed");
+                    }
                     let transition = upstream.health.record_failure(self.max_fails);
-                    self.note(&upstream, transition);
+                    self.note(upstream, transition);
                     last_error = Some((upstream.addr, error));
                 }
             }
@@ -154,10 +280,27 @@ impl UpstreamGroup {
         if let Some(answer) = last_answer {
             return Ok(answer);
         }
-        Err(match last_error {
-            Some((upstream, error)) => UpstreamError::Failed { upstream, error },
-            None => UpstreamError::Deadline(self.deadline),
+        Err(match (last_error, overloaded) {
+            (Some((upstream, error)), _) => UpstreamError::Failed { upstream, error },
+            (None, Some(reason)) => UpstreamError::Overloaded(reason),
+            (None, None) => UpstreamError::Deadline(self.deadline),
         })
+    }
+
+    /// How many tries fit in the deadline at the per-try timeout (rounded up: the last try
+    /// gets what is left).
+    fn tries_within_deadline(&self) -> usize {
+        let per_try = self.try_timeout.as_nanos().max(1);
+        self.deadline.as_nanos().div_ceil(per_try).min(16) as usize
+    }
+
+    /// Whether this zone asks over TCP, given the protocol the client asked over.
+    fn uses_tcp(&self, client_proto: Proto) -> bool {
+        match self.transport {
+            Transport::Tcp => true,
+            Transport::Udp => client_proto == Proto::Tcp,
+            Transport::PreferUdp => false,
+        }
     }
 
     /// The upstreams in the order to try them: policy order, healthy ones only; all of them
@@ -176,53 +319,6 @@ impl UpstreamGroup {
             order.retain(|u| u.health.is_up());
         }
         order
-    }
-
-    /// One upstream, over the protocol the zone's transport and the client's protocol choose;
-    /// a truncated UDP answer is asked again over TCP within the same timeout.
-    async fn exchange_one(
-        &self,
-        upstream: &Upstream,
-        question: &Question,
-        flags: UpstreamFlags,
-        client_proto: Proto,
-        timeout: Duration,
-    ) -> Result<Answer, ExchangeError> {
-        let use_tcp = match self.transport {
-            Transport::Tcp => true,
-            Transport::Udp => client_proto == Proto::Tcp,
-            Transport::PreferUdp => false,
-        };
-        let started = Instant::now();
-        if !use_tcp {
-            let result = udp::exchange(
-                upstream.addr,
-                question,
-                flags,
-                self.udp_size,
-                timeout,
-                &upstream.mismatched,
-            )
-            .await;
-            match result {
-                Ok(answer) if !answer.info.truncated => return Ok(answer),
-                Ok(_) | Err(ExchangeError::Truncated) => {}
-                Err(err) => return Err(err),
-            }
-        }
-        let remaining = timeout.saturating_sub(started.elapsed());
-        if remaining.is_zero() {
-            return Err(ExchangeError::Timeout(timeout));
-        }
-        tcp::exchange(
-            upstream.addr,
-            question,
-            flags,
-            self.udp_size,
-            remaining,
-            &upstream.mismatched,
-        )
-        .await
     }
 
     /// Records a health transition; a newly skipped upstream gets a probe.
@@ -275,27 +371,11 @@ async fn probe(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        let result = if transport == Transport::Tcp {
-            tcp::exchange(
-                upstream.addr,
-                &question,
-                flags,
-                udp_size,
-                timeout,
-                &upstream.mismatched,
-            )
-            .await
-        } else {
-            udp::exchange(
-                upstream.addr,
-                &question,
-                flags,
-                udp_size,
-                timeout,
-                &upstream.mismatched,
-            )
-            .await
-        };
+        let use_tcp = transport == Transport::Tcp;
+        let deadline = Instant::now() + timeout;
+        let result = upstream
+            .exchange(&question, flags, use_tcp, udp_size, timeout, deadline)
+            .await;
         if result.is_ok() && upstream.health.record_success() == Transition::CameUp {
             upstream.healthy.set(1);
             info!(%zone, upstream = %upstream.addr, "upstream answers the health probe again");

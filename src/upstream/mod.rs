@@ -2,13 +2,15 @@
 //! upstream servers, and the exchanges themselves.
 //!
 //! `router` picks the zone (longest suffix), `group` orders a zone's upstreams by policy and
-//! health and fails over within the zone's deadline, `udp` and `tcp` each perform one exchange,
-//! and `health` decides when an upstream is skipped.
+//! health and fails over within the zone's deadline, `pool` bounds what goes to each upstream
+//! address (`admission`: slots and queue) and keeps its TCP connections, `udp` performs one
+//! UDP exchange, and `health` decides when an upstream is skipped.
 
+pub mod admission;
 pub mod group;
 pub mod health;
+pub mod pool;
 pub mod router;
-pub mod tcp;
 pub mod udp;
 
 use std::time::Duration;

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::UpstreamGroup;
+use super::pool::Pools;
 use crate::cache::policy::CachePolicy;
 use crate::config::Config;
 use crate::observe::Metrics;
@@ -23,6 +24,7 @@ pub struct Route {
 /// The zones of a config, most specific first.
 pub struct ZoneRouter {
     routes: Vec<Route>,
+    pools: Pools,
 }
 
 /// Index of a route in its router, so a query routed once need not be routed again.
@@ -31,18 +33,29 @@ pub struct RouteId(usize);
 
 impl ZoneRouter {
     pub fn new(config: &Config, metrics: &Arc<Metrics>) -> ZoneRouter {
+        let mut pools = Pools::default();
         let mut routes: Vec<Route> = config
             .zones
             .iter()
             .map(|zone| Route {
                 name: zone.name.0,
                 label: zone.name.0.to_dotted(),
-                upstreams: UpstreamGroup::new(zone, config.server.max_udp_size, metrics.clone()),
+                upstreams: UpstreamGroup::new(
+                    zone,
+                    config.server.max_udp_size,
+                    metrics.clone(),
+                    &mut pools,
+                ),
                 cache: CachePolicy::of_zone(&zone.cache),
             })
             .collect();
         routes.sort_by_key(|route| std::cmp::Reverse(route.name.label_count()));
-        ZoneRouter { routes }
+        ZoneRouter { routes, pools }
+    }
+
+    /// The pool of every upstream address, in address order.
+    pub fn pools(&self) -> Vec<std::sync::Arc<super::pool::Pool>> {
+        self.pools.all()
     }
 
     /// The most specific zone containing `name`.

@@ -1,0 +1,133 @@
+//! A zone's `pool:` section: how many connections and queries each of its upstreams may have,
+//! and how long a query may wait for room (see [`crate::upstream::pool`]).
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `zones[].pool.max_connections` | `8` | TCP connections per upstream at most |
+//! | `zones[].pool.max_inflight` | `32` | queries at once per TCP connection (UDP: `max_connections × max_inflight` per upstream) |
+//! | `zones[].pool.idle_timeout` | `2s` | a connection without queries this long is closed, exactly then |
+//! | `zones[].pool.connect_timeout` | `1s` | TCP connect, within the query's own timeout |
+//! | `zones[].pool.max_queries_per_connection` | `0` (unlimited) | queries after which a connection is retired |
+//! | `zones[].pool.max_age` | `60s` (`0s`: never) | a connection this old takes no new queries and closes once drained, so that connections spread over the backends behind a Service IP |
+//! | `zones[].pool.queue.capacity` | `2048` | queries waiting for room, per upstream; beyond that SERVFAIL (or stale) at once |
+//! | `zones[].pool.queue.timeout` | `1s` | the longest wait in the queue |
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::duration;
+
+/// Bounds on one zone's traffic to each of its upstreams.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    pub max_connections: usize,
+    pub max_inflight: usize,
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    /// 0 means unlimited.
+    pub max_queries_per_connection: u64,
+    /// 0 means connections are never retired for age.
+    #[serde(with = "duration")]
+    pub max_age: Duration,
+    pub queue: QueueConfig,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            max_connections: 8,
+            max_inflight: 32,
+            idle_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(1),
+            max_queries_per_connection: 0,
+            max_age: Duration::from_secs(60),
+            queue: QueueConfig::default(),
+        }
+    }
+}
+
+/// The FIFO in front of an upstream's slots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// 0 answers at once whenever every slot is taken.
+    pub capacity: usize,
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            capacity: 2048,
+            timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// IDs are 16 bits: a connection cannot tell more queries apart than that.
+const MAX_INFLIGHT_PER_CONNECTION: usize = 65_535;
+
+impl PoolConfig {
+    /// Queries one upstream may have outstanding at once, over all its connections (and over
+    /// UDP, where the same bound applies without connections).
+    pub fn slots(&self) -> usize {
+        self.max_connections.saturating_mul(self.max_inflight)
+    }
+
+    /// Range checks; returns (key under `pool.`, message).
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.max_connections == 0 {
+            return Err(("max_connections", "must be at least 1".into()));
+        }
+        if self.max_inflight == 0 || self.max_inflight > MAX_INFLIGHT_PER_CONNECTION {
+            return Err((
+                "max_inflight",
+                format!("must be between 1 and {MAX_INFLIGHT_PER_CONNECTION} (16-bit message IDs)"),
+            ));
+        }
+        let durations = [
+            ("idle_timeout", self.idle_timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("queue.timeout", self.queue.timeout),
+        ];
+        for (key, value) in durations {
+            if value.is_zero() {
+                return Err((key, "must be above 0".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bounded() {
+        let pool = PoolConfig::default();
+        assert_eq!(pool.validate(), Ok(()));
+        assert_eq!(pool.slots(), 256);
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_key() {
+        type Change = fn(&mut PoolConfig);
+        let cases: [(Change, &str); 4] = [
+            (|p| p.max_connections = 0, "max_connections"),
+            (|p| p.max_inflight = 70_000, "max_inflight"),
+            (|p| p.idle_timeout = Duration::ZERO, "idle_timeout"),
+            (|p| p.queue.timeout = Duration::ZERO, "queue.timeout"),
+        ];
+        for (change, key) in cases {
+            let mut pool = PoolConfig::default();
+            change(&mut pool);
+            assert_eq!(pool.validate().map_err(|(k, _)| k), Err(key));
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! Metrics of the traffic to each upstream address: its admission queue, its TCP connection
+//! pool, and CoreDNS's `forward` family, so that the dashboards built for CoreDNS read our
+//! upstream latency unchanged.
+//!
+//! | metric | labels | meaning |
+//! |---|---|---|
+//! | `nodelocaldns_upstream_inflight` | `upstream` | queries holding one of the upstream's slots (UDP and TCP) |
+//! | `nodelocaldns_queue_depth` | `upstream` | queries waiting for a slot |
+//! | `nodelocaldns_queue_wait_seconds` | `upstream` | how long admitted queries waited for their slot (0 when one was free) |
+//! | `nodelocaldns_queue_rejected_total` | `upstream`, `reason` | queries answered SERVFAIL or stale at once: `full` (queue at capacity) or `timeout` (waited `queue.timeout` or the query's deadline) |
+//! | `nodelocaldns_pool_connections` | `upstream`, `state` | open TCP connections, `idle` (no query) or `busy` |
+//! | `nodelocaldns_pool_connects_total` | `upstream` | TCP connections opened |
+//! | `nodelocaldns_pool_connect_errors_total` | `upstream` | TCP connects that failed or timed out |
+//! | `nodelocaldns_pool_queries_per_connection` | `upstream` | queries a TCP connection carried before it closed |
+//! | `nodelocaldns_pool_closed_total` | `upstream`, `reason` | TCP connections closed: `idle`, `max_queries`, `max_age`, `server` (closed or reset by the upstream), `error` |
+//! | `nodelocaldns_upstream_retries_total` | `upstream` | queries sent again because their connection closed before the answer |
+//! | `coredns_forward_requests_total` | `to` | queries sent to the upstream (pre-1.11 CoreDNS name) |
+//! | `coredns_forward_responses_total` | `to`, `rcode` | answers received from the upstream |
+//! | `coredns_forward_request_duration_seconds` | `to`, `rcode` | time from sending to the answer (pre-1.11 name) |
+//! | `coredns_proxy_request_duration_seconds` | `proxy_name`, `to`, `rcode` | the same, under CoreDNS 1.11's name (`proxy_name="forward"`) |
+//! | `coredns_forward_max_concurrent_rejects_total` | | queries turned away by a full or expired queue (CoreDNS's `max_concurrent`) |
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, exponential_buckets,
+};
+
+/// The metric families, registered once per server instance.
+pub struct UpstreamMetrics {
+    inflight: IntGaugeVec,
+    queue_depth: IntGaugeVec,
+    queue_wait: HistogramVec,
+    queue_rejected: IntCounterVec,
+    connections: IntGaugeVec,
+    connects: IntCounterVec,
+    connect_errors: IntCounterVec,
+    queries_per_connection: HistogramVec,
+    closed: IntCounterVec,
+    retries: IntCounterVec,
+    forward_requests: IntCounterVec,
+    forward_responses: IntCounterVec,
+    forward_duration: HistogramVec,
+    proxy_duration: HistogramVec,
+    max_concurrent_rejects: IntCounter,
+}
+
+/// Why a pooled connection closed (the `reason` label of `nodelocaldns_pool_closed_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    Idle,
+    MaxQueries,
+    MaxAge,
+    Server,
+    Error,
+}
+
+impl CloseReason {
+    const ALL: [CloseReason; 5] = [
+        CloseReason::Idle,
+        CloseReason::MaxQueries,
+        CloseReason::MaxAge,
+        CloseReason::Server,
+        CloseReason::Error,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            CloseReason::Idle => "idle",
+            CloseReason::MaxQueries => "max_queries",
+            CloseReason::MaxAge => "max_age",
+            CloseReason::Server => "server",
+            CloseReason::Error => "error",
+        }
+    }
+}
+
+/// One upstream's handles, looked up once so the query path does no label hashing (except
+/// for the rcode of an answer, which is open-ended).
+pub struct UpstreamHandles {
+    pub inflight: IntGauge,
+    pub queue_depth: IntGauge,
+    pub queue_wait: Histogram,
+    pub rejected_full: IntCounter,
+    pub rejected_timeout: IntCounter,
+    pub idle: IntGauge,
+    pub busy: IntGauge,
+    pub connects: IntCounter,
+    pub connect_errors: IntCounter,
+    pub queries_per_connection: Histogram,
+    closed: [IntCounter; 5],
+    pub retries: IntCounter,
+    pub max_concurrent_rejects: IntCounter,
+    pub forward_requests: IntCounter,
+    label: String,
+    forward_responses: IntCounterVec,
+    forward_duration: HistogramVec,
+    proxy_duration: HistogramVec,
+}
+
+impl UpstreamHandles {
+    pub fn closed(&self, reason: CloseReason) -> &IntCounter {
+        // `ALL` lists the reasons in declaration order.
+        &self.closed[reason as usize]
+    }
+
+    /// Counts an answer with `rcode` (its name) that took `seconds`.
+    pub fn answered(&self, rcode: &str, seconds: f64) {
+        let labels = [self.label.as_str(), rcode];
+        self.forward_responses.with_label_values(&labels).inc();
+        self.forward_duration
+            .with_label_values(&labels)
+            .observe(seconds);
+        self.proxy_duration
+            .with_label_values(&["forward", self.label.as_str(), rcode])
+            .observe(seconds);
+    }
+}
+
+impl UpstreamMetrics {
+    pub fn register(registry: &Registry) -> UpstreamMetrics {
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let vec = IntGaugeVec::new(Opts::new(name, help), labels)
+                .expect("metric names and labels are static and valid");
+            register(registry, vec)
+        };
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let vec = IntCounterVec::new(Opts::new(name, help), labels)
+                .expect("metric names and labels are static and valid");
+            register(registry, vec)
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| {
+            let vec = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+                .expect("metric names and labels are static and valid");
+            register(registry, vec)
+        };
+        // CoreDNS's forward buckets: 0.25 ms doubling to about 8 s.
+        let latency =
+            || exponential_buckets(0.00025, 2.0, 16).expect("static bucket parameters are valid");
+        let max_concurrent_rejects = register(
+            registry,
+            IntCounter::new(
+                "coredns_forward_max_concurrent_rejects_total",
+                "Queries refused because the upstream queue was full or its wait expired.",
+            )
+            .expect("metric names are static and valid"),
+        );
+        UpstreamMetrics {
+            inflight: gauge(
+                "nodelocaldns_upstream_inflight",
+                "Queries holding one of the upstream's slots.",
+                &["upstream"],
+            ),
+            queue_depth: gauge(
+                "nodelocaldns_queue_depth",
+                "Queries waiting for a slot to the upstream.",
+                &["upstream"],
+            ),
+            queue_wait: histogram(
+                "nodelocaldns_queue_wait_seconds",
+                "Time admitted queries waited for a slot to the upstream.",
+                &["upstream"],
+                latency(),
+            ),
+            queue_rejected: counter(
+                "nodelocaldns_queue_rejected_total",
+                "Queries answered at once because no slot to the upstream was free in time.",
+                &["upstream", "reason"],
+            ),
+            connections: gauge(
+                "nodelocaldns_pool_connections",
+                "Open TCP connections to the upstream, idle or busy.",
+                &["upstream", "state"],
+            ),
+            connects: counter(
+                "nodelocaldns_pool_connects_total",
+                "TCP connections opened to the upstream.",
+                &["upstream"],
+            ),
+            connect_errors: counter(
+                "nodelocaldns_pool_connect_errors_total",
+                "TCP connects to the upstream that failed or timed out.",
+                &["upstream"],
+            ),
+            queries_per_connection: histogram(
+                "nodelocaldns_pool_queries_per_connection",
+                "Queries a TCP connection carried before it closed.",
+                &["upstream"],
+                exponential_buckets(1.0, 4.0, 10).expect("static bucket parameters are valid"),
+            ),
+            closed: counter(
+                "nodelocaldns_pool_closed_total",
+                "TCP connections to the upstream closed, by reason.",
+                &["upstream", "reason"],
+            ),
+            retries: counter(
+                "nodelocaldns_upstream_retries_total",
+                "Queries sent again because their connection closed before the answer.",
+                &["upstream"],
+            ),
+            forward_requests: counter(
+                "coredns_forward_requests_total",
+                "Counter of requests made per upstream.",
+                &["to"],
+            ),
+            forward_responses: counter(
+                "coredns_forward_responses_total",
+                "Counter of responses received per upstream.",
+                &["to", "rcode"],
+            ),
+            forward_duration: histogram(
+                "coredns_forward_request_duration_seconds",
+                "Histogram of the time each request took.",
+                &["to", "rcode"],
+                latency(),
+            ),
+            proxy_duration: histogram(
+                "coredns_proxy_request_duration_seconds",
+                "Histogram of the time each request took.",
+                &["proxy_name", "to", "rcode"],
+                latency(),
+            ),
+            max_concurrent_rejects,
+        }
+    }
+
+    /// The handles of the upstream labelled `upstream`; every series exists from here on, so
+    /// dashboards show zeros rather than gaps.
+    pub fn handles(&self, upstream: &str) -> UpstreamHandles {
+        let one = [upstream];
+        UpstreamHandles {
+            inflight: self.inflight.with_label_values(&one),
+            queue_depth: self.queue_depth.with_label_values(&one),
+            queue_wait: self.queue_wait.with_label_values(&one),
+            rejected_full: self.queue_rejected.with_label_values(&[upstream, "full"]),
+            rejected_timeout: self
+                .queue_rejected
+                .with_label_values(&[upstream, "timeout"]),
+            idle: self.connections.with_label_values(&[upstream, "idle"]),
+            busy: self.connections.with_label_values(&[upstream, "busy"]),
+            connects: self.connects.with_label_values(&one),
+            connect_errors: self.connect_errors.with_label_values(&one),
+            queries_per_connection: self.queries_per_connection.with_label_values(&one),
+            closed: CloseReason::ALL.map(|r| self.closed.with_label_values(&[upstream, r.label()])),
+            retries: self.retries.with_label_values(&one),
+            max_concurrent_rejects: self.max_concurrent_rejects.clone(),
+            forward_requests: self.forward_requests.with_label_values(&one),
+            label: upstream.to_string(),
+            forward_responses: self.forward_responses.clone(),
+            forward_duration: self.forward_duration.clone(),
+            proxy_duration: self.proxy_duration.clone(),
+        }
+    }
+}
+
+fn register<C>(registry: &Registry, metric: C) -> C
+where
+    C: prometheus::core::Collector + Clone + 'static,
+{
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric is registered once");
+    metric
+}

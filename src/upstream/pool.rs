@@ -1,0 +1,591 @@
+//! Everything we send to one upstream address: the admission bound (slots and queue, for UDP
+//! and TCP alike) and a bounded pool of pipelined TCP connections (DESIGN.md, failure 1).
+//!
+//! At most `max_connections` connections, each with up to `max_inflight` queries outstanding
+//! under IDs unique on that connection. A query goes to the least loaded connection; a new
+//! connection opens only while every open one is busy and the bound allows. A connection is
+//! closed when it has been idle for exactly `idle_timeout`, when it has carried
+//! `max_queries_per_connection` or reached `max_age` (it drains first), and at once when the
+//! server closes or resets it: its outstanding queries then go once more over another
+//! connection if their deadline allows.
+//!
+//! The connection list lives under one mutex, touched briefly per query (pick and count); each
+//! connection is a task that owns its socket, writes the queries handed to it and matches the
+//! answers by ID and question.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::StreamExt;
+use prometheus::IntCounter;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::{Instant, sleep_until};
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+
+use super::admission::{Admission, Overloaded, Slot};
+use super::{Answer, ExchangeError};
+use crate::config::pool::PoolConfig;
+use crate::observe::Metrics;
+use crate::observe::upstream::{CloseReason, UpstreamHandles};
+use crate::wire::answer::AnswerError;
+use crate::wire::query::{Question, UpstreamFlags, build_upstream, message_id};
+
+/// The pools of a server, one per upstream address: zones that forward to the same address
+/// (cluster.local, in-addr.arpa and ip6.arpa all go to kube-dns) share its bound.
+#[derive(Default)]
+pub struct Pools {
+    by_addr: HashMap<SocketAddr, Arc<Pool>>,
+}
+
+impl Pools {
+    /// The pool of `addr`, made with `config` the first time the address is named. A later
+    /// zone naming it with a different `pool:` section shares the first one's (logged).
+    pub fn get(&mut self, addr: SocketAddr, config: &PoolConfig, metrics: &Metrics) -> Arc<Pool> {
+        let pool = self
+            .by_addr
+            .entry(addr)
+            .or_insert_with(|| Arc::new(Pool::new(addr, config.clone(), metrics)));
+        if pool.config != *config {
+            tracing::warn!(
+                upstream = %addr,
+                "zones that forward to this upstream have different pool settings; the first zone's apply to all"
+            );
+        }
+        pool.clone()
+    }
+
+    /// Every pool, in address order.
+    pub fn all(&self) -> Vec<Arc<Pool>> {
+        let mut pools: Vec<Arc<Pool>> = self.by_addr.values().cloned().collect();
+        pools.sort_by_key(|pool| pool.addr);
+        pools
+    }
+}
+
+/// One upstream address: its slots, its queue and its TCP connections.
+pub struct Pool {
+    addr: SocketAddr,
+    config: PoolConfig,
+    admission: Admission,
+    connections: Mutex<Connections>,
+    /// Woken when a connection closes or a full one has room again, for queries that found
+    /// every connection full (possible only while retiring connections drain).
+    room: Notify,
+    pub metrics: UpstreamHandles,
+    /// Answers ignored for a wrong ID, question or source address.
+    pub mismatched: IntCounter,
+}
+
+/// Why a query handed to a connection got no answer from it.
+#[derive(Debug)]
+enum Failure {
+    /// The connection closed (or failed to write) before the answer: worth another try.
+    Closed,
+    Connect(std::io::Error),
+    Malformed(AnswerError),
+}
+
+type Reply = oneshot::Sender<Result<Answer, Failure>>;
+
+/// A query on its way to a connection; the connection sets the ID.
+struct Request {
+    question: Question,
+    message: Vec<u8>,
+    deadline: Instant,
+    reply: Reply,
+}
+
+impl Pool {
+    fn new(addr: SocketAddr, config: PoolConfig, metrics: &Metrics) -> Pool {
+        let label = addr.to_string();
+        Pool {
+            addr,
+            admission: Admission::new(config.slots(), config.queue.clone()),
+            config,
+            connections: Mutex::new(Connections::default()),
+            room: Notify::new(),
+            metrics: metrics.upstream.handles(&label),
+            mismatched: metrics.upstream_mismatched.with_label_values(&[&label]),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A slot to send one query (over UDP or TCP), waiting in the queue if need be.
+    pub async fn admit(&self, deadline: Instant) -> Result<Slot, Overloaded> {
+        self.admission.enter(deadline, &self.metrics).await
+    }
+
+    /// Asks `question` over a pooled connection; the caller holds a slot. A query whose
+    /// connection closes before the answer goes once more, over another connection.
+    pub async fn exchange_tcp(
+        self: &Arc<Self>,
+        _slot: &Slot,
+        question: &Question,
+        flags: UpstreamFlags,
+        udp_size: u16,
+        timeout: Duration,
+    ) -> Result<Answer, ExchangeError> {
+        let deadline = Instant::now() + timeout;
+        let message = build_upstream(0, question, flags, udp_size);
+        let mut retried = false;
+        loop {
+            let Some(answer) = self.submit(question, &message, deadline).await else {
+                return Err(ExchangeError::Timeout(timeout));
+            };
+            let outcome = tokio::time::timeout_at(deadline, answer)
+                .await
+                .map_err(|_| ExchangeError::Timeout(timeout))?;
+            match outcome {
+                Ok(Ok(answer)) => return Ok(answer),
+                // A dropped reply means the connection went away without a word: also closed.
+                Ok(Err(Failure::Closed)) | Err(_) if !retried => {
+                    retried = true;
+                    self.metrics.retries.inc();
+                }
+                Ok(Err(Failure::Closed)) | Err(_) => return Err(ExchangeError::Closed),
+                Ok(Err(Failure::Connect(err))) => return Err(ExchangeError::Network(err)),
+                Ok(Err(Failure::Malformed(err))) => return Err(ExchangeError::Malformed(err)),
+            }
+        }
+    }
+
+    /// Hands the query to a connection; `None` when none had room before `deadline`.
+    async fn submit(
+        self: &Arc<Self>,
+        question: &Question,
+        message: &[u8],
+        deadline: Instant,
+    ) -> Option<oneshot::Receiver<Result<Answer, Failure>>> {
+        loop {
+            // Registered before looking, so a connection freed in between still wakes us.
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            let (reply, answer) = oneshot::channel();
+            let request = Request {
+                question: *question,
+                message: message.to_vec(),
+                deadline,
+                reply,
+            };
+            if self.assign(request) {
+                return Some(answer);
+            }
+            tokio::time::timeout_at(deadline, room).await.ok()?;
+        }
+    }
+
+    /// Gives `request` to the least loaded connection, opening one when all are busy and the
+    /// bound allows. False when every connection is full and no more may open.
+    fn assign(self: &Arc<Self>, request: Request) -> bool {
+        let mut connections = self.lock();
+        let index = match connections.pick(self.config.max_connections, self.config.max_inflight) {
+            Pick::Use(index) => index,
+            Pick::Open => {
+                let (sender, receiver) = mpsc::unbounded_channel();
+                let id = connections.open(sender);
+                self.metrics.idle.inc();
+                tokio::spawn(run_connection(self.clone(), id, receiver));
+                connections.list.len() - 1
+            }
+            Pick::Wait => return false,
+        };
+        let connection = &mut connections.list[index];
+        if connection.inflight == 0 {
+            self.metrics.idle.dec();
+            self.metrics.busy.inc();
+        }
+        connection.inflight += 1;
+        connection.assigned += 1;
+        let limit = self.config.max_queries_per_connection;
+        if limit > 0 && connection.assigned >= limit {
+            connection.accepting = false;
+        }
+        // A connection's task takes its entry out of the list (under this lock) before it
+        // stops receiving, so a listed connection takes the request; if it did not, the
+        // dropped reply reads as a closed connection and the query goes elsewhere.
+        let _ = connection.sender.send(request);
+        true
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connections> {
+        // The lock guards plain counters; a panic elsewhere cannot leave them half-updated
+        // in a way worse than refusing all upstream traffic would be.
+        self.connections
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A query on connection `id` ended (answered, failed or expired).
+    fn finished(&self, id: u64) {
+        let mut connections = self.lock();
+        let Some(connection) = connections.get_mut(id) else {
+            return;
+        };
+        let was_full = connection.inflight >= self.config.max_inflight;
+        connection.inflight = connection.inflight.saturating_sub(1);
+        if connection.inflight == 0 {
+            self.metrics.busy.dec();
+            self.metrics.idle.inc();
+        }
+        drop(connections);
+        if was_full {
+            self.room.notify_waiters();
+        }
+    }
+
+    /// Takes connection `id` out of the pool if nothing is in flight or on its way to it.
+    fn close_if_idle(&self, id: u64) -> bool {
+        let mut connections = self.lock();
+        match connections.get_mut(id) {
+            Some(connection) if connection.inflight > 0 => false,
+            _ => {
+                self.remove_locked(&mut connections, id);
+                true
+            }
+        }
+    }
+
+    /// Connection `id` takes no more queries (it drains, then closes).
+    fn stop_accepting(&self, id: u64) {
+        if let Some(connection) = self.lock().get_mut(id) {
+            connection.accepting = false;
+        }
+    }
+
+    fn remove(&self, id: u64) {
+        let mut connections = self.lock();
+        self.remove_locked(&mut connections, id);
+    }
+
+    fn remove_locked(&self, connections: &mut Connections, id: u64) {
+        if let Some(index) = connections.list.iter().position(|c| c.id == id) {
+            let connection = connections.list.swap_remove(index);
+            if connection.inflight == 0 {
+                self.metrics.idle.dec();
+            } else {
+                self.metrics.busy.dec();
+            }
+            self.room.notify_waiters();
+        }
+    }
+
+    /// The pool's state for `/debug/pool`: slots in use, queue, and one line per connection.
+    pub fn describe(&self) -> String {
+        let mut out = format!(
+            "upstream {}: {} of {} slots in use, {} waiting (queue capacity {})\n",
+            self.addr,
+            self.metrics.inflight.get(),
+            self.config.slots(),
+            self.metrics.queue_depth.get(),
+            self.config.queue.capacity,
+        );
+        for c in &self.lock().list {
+            out.push_str(&format!(
+                "  connection {}: {} in flight, {} queries{}\n",
+                c.id,
+                c.inflight,
+                c.assigned,
+                if c.accepting { "" } else { ", draining" }
+            ));
+        }
+        out
+    }
+}
+
+/// The open connections of one upstream as the pool sees them.
+#[derive(Default)]
+struct Connections {
+    list: Vec<Connection>,
+    next_id: u64,
+}
+
+struct Connection {
+    id: u64,
+    /// Queries handed to the connection and not yet ended (including ones still in its
+    /// channel): the connection is idle only at 0.
+    inflight: usize,
+    assigned: u64,
+    accepting: bool,
+    sender: mpsc::UnboundedSender<Request>,
+}
+
+enum Pick {
+    Use(usize),
+    Open,
+    Wait,
+}
+
+impl Connections {
+    fn pick(&self, max_connections: usize, max_inflight: usize) -> Pick {
+        let least_loaded = self
+            .list
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.accepting && c.inflight < max_inflight)
+            .min_by_key(|(_, c)| c.inflight);
+        match least_loaded {
+            Some((index, c)) if c.inflight == 0 => Pick::Use(index),
+            // Spread over more connections before pipelining deeper: servers like dnsmasq
+            // answer one query at a time per connection.
+            _ if self.list.len() < max_connections => Pick::Open,
+            Some((index, _)) => Pick::Use(index),
+            None => Pick::Wait,
+        }
+    }
+
+    fn open(&mut self, sender: mpsc::UnboundedSender<Request>) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.list.push(Connection {
+            id,
+            inflight: 0,
+            assigned: 0,
+            accepting: true,
+            sender,
+        });
+        id
+    }
+
+    fn get_mut(&mut self, id: u64) -> Option<&mut Connection> {
+        self.list.iter_mut().find(|c| c.id == id)
+    }
+}
+
+/// A query written on a connection and not yet answered.
+struct Outstanding {
+    question: Question,
+    deadline: Instant,
+    reply: Reply,
+}
+
+/// The task of one connection: connect, then serve until a close condition.
+async fn run_connection(pool: Arc<Pool>, id: u64, mut requests: mpsc::UnboundedReceiver<Request>) {
+    let connected =
+        tokio::time::timeout(pool.config.connect_timeout, TcpStream::connect(pool.addr))
+            .await
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connect timed out after {:?}", pool.config.connect_timeout),
+                ))
+            });
+    let stream = match connected {
+        Ok(stream) => stream,
+        Err(err) => {
+            pool.metrics.connect_errors.inc();
+            pool.remove(id);
+            requests.close();
+            while let Ok(request) = requests.try_recv() {
+                let copy = std::io::Error::new(err.kind(), err.to_string());
+                let _ = request.reply.send(Err(Failure::Connect(copy)));
+            }
+            return;
+        }
+    };
+    pool.metrics.connects.inc();
+    // Queries are small and latency matters more than packing segments.
+    let _ = stream.set_nodelay(true);
+    let mut connection = Live {
+        pool: &pool,
+        id,
+        outstanding: HashMap::new(),
+        expiries: BinaryHeap::new(),
+        queries: 0,
+    };
+    let reason = connection.serve(stream, &mut requests).await;
+    pool.remove(id);
+    pool.metrics.closed(reason).inc();
+    pool.metrics
+        .queries_per_connection
+        .observe(connection.queries as f64);
+    for (_, outstanding) in connection.outstanding.drain() {
+        let _ = outstanding.reply.send(Err(Failure::Closed));
+    }
+    requests.close();
+    while let Ok(request) = requests.try_recv() {
+        let _ = request.reply.send(Err(Failure::Closed));
+    }
+}
+
+/// A connected connection's state, owned by its task.
+struct Live<'a> {
+    pool: &'a Pool,
+    id: u64,
+    outstanding: HashMap<u16, Outstanding>,
+    /// Deadlines of outstanding queries, earliest first (entries already answered linger
+    /// until popped and are skipped then).
+    expiries: BinaryHeap<Reverse<(Instant, u16)>>,
+    queries: u64,
+}
+
+impl Live<'_> {
+    async fn serve(
+        &mut self,
+        stream: TcpStream,
+        requests: &mut mpsc::UnboundedReceiver<Request>,
+    ) -> CloseReason {
+        let config = &self.pool.config;
+        let (reader, mut writer) = stream.into_split();
+        // Cancel-safe framing: a half-read frame survives the other branches of the select.
+        let mut frames = FramedRead::new(
+            reader,
+            LengthDelimitedCodec::builder()
+                .length_field_type::<u16>()
+                .new_codec(),
+        );
+        let opened = Instant::now();
+        let never = opened + Duration::from_secs(365 * 24 * 3600);
+        let retire_at = (!config.max_age.is_zero()).then(|| opened + config.max_age);
+        let mut retiring: Option<CloseReason> = None;
+        let mut idle_at: Option<Instant> = None;
+        let mut batch = Vec::new();
+        loop {
+            let next_expiry = self.expiries.peek().map(|Reverse((at, _))| *at);
+            tokio::select! {
+                request = requests.recv() => {
+                    // Every sender gone means the pool itself is gone.
+                    let Some(request) = request else { return CloseReason::Error };
+                    batch.clear();
+                    self.write_into(request, &mut batch);
+                    while let Ok(request) = requests.try_recv() {
+                        self.write_into(request, &mut batch);
+                    }
+                    if writer.write_all(&batch).await.is_err() {
+                        return CloseReason::Server;
+                    }
+                    idle_at = None;
+                    let limit = config.max_queries_per_connection;
+                    if limit > 0 && self.queries >= limit {
+                        retiring = Some(CloseReason::MaxQueries);
+                    }
+                }
+                frame = frames.next() => match frame {
+                    // End of stream, a half-close or a reset: nothing more will come.
+                    None | Some(Err(_)) => return CloseReason::Server,
+                    Some(Ok(frame)) => {
+                        if !self.answer(frame.to_vec()) {
+                            continue;
+                        }
+                    }
+                },
+                _ = sleep_until(next_expiry.unwrap_or(never)), if next_expiry.is_some() => {
+                    if !self.expire(Instant::now()) {
+                        continue;
+                    }
+                }
+                _ = sleep_until(idle_at.unwrap_or(never)), if idle_at.is_some() => {
+                    if self.pool.close_if_idle(self.id) {
+                        return CloseReason::Idle;
+                    }
+                    idle_at = None;
+                    continue;
+                }
+                _ = sleep_until(retire_at.unwrap_or(never)), if retire_at.is_some() && retiring.is_none() => {
+                    self.pool.stop_accepting(self.id);
+                    retiring = Some(CloseReason::MaxAge);
+                }
+            }
+            // Something ended or changed: close a drained retiring connection, or start the
+            // idle clock.
+            if self.outstanding.is_empty() {
+                if let Some(reason) = retiring {
+                    if self.pool.close_if_idle(self.id) {
+                        return reason;
+                    }
+                } else if idle_at.is_none() {
+                    idle_at = Some(Instant::now() + config.idle_timeout);
+                }
+            }
+        }
+    }
+
+    /// Gives the request an ID free on this connection and appends its frame to `batch`.
+    fn write_into(&mut self, request: Request, batch: &mut Vec<u8>) {
+        let mut id = rand::random::<u16>();
+        while self.outstanding.contains_key(&id) {
+            id = rand::random::<u16>();
+        }
+        let Request {
+            question,
+            mut message,
+            deadline,
+            reply,
+        } = request;
+        message[..2].copy_from_slice(&id.to_be_bytes());
+        batch.extend_from_slice(&(message.len() as u16).to_be_bytes());
+        batch.extend_from_slice(&message);
+        self.queries += 1;
+        self.pool.metrics.forward_requests.inc();
+        self.expiries.push(Reverse((deadline, id)));
+        self.outstanding.insert(
+            id,
+            Outstanding {
+                question,
+                deadline,
+                reply,
+            },
+        );
+    }
+
+    /// Matches one answer; true when it ended an outstanding query.
+    fn answer(&mut self, message: Vec<u8>) -> bool {
+        let outstanding =
+            message_id(&message).and_then(|id| Some((id, self.outstanding.get(&id)?)));
+        let Some((id, outstanding)) = outstanding else {
+            // Not ours, or late for a query that already expired.
+            self.pool.mismatched.inc();
+            return false;
+        };
+        let result = match Answer::accept(message, id, &outstanding.question) {
+            Ok(answer) => Ok(answer),
+            Err(err) if err.is_mismatch() || err == AnswerError::NotResponse => {
+                self.pool.mismatched.inc();
+                return false;
+            }
+            Err(err) => Err(Failure::Malformed(err)),
+        };
+        if let Some(outstanding) = self.outstanding.remove(&id) {
+            let _ = outstanding.reply.send(result);
+        }
+        self.pool.finished(self.id);
+        self.forget_answered();
+        true
+    }
+
+    /// Pops deadlines of answered queries off the top of the heap, so the expiry timer is
+    /// set for a query still waiting rather than waking once per query answered.
+    fn forget_answered(&mut self) {
+        while let Some(Reverse((at, id))) = self.expiries.peek().copied() {
+            if self.outstanding.get(&id).is_some_and(|o| o.deadline == at) {
+                break;
+            }
+            self.expiries.pop();
+        }
+    }
+
+    /// Drops queries whose deadline has passed (their askers have given up); true if any.
+    fn expire(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        while let Some(Reverse((at, id))) = self.expiries.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.expiries.pop();
+            if self.outstanding.get(&id).is_some_and(|o| o.deadline == at) {
+                self.outstanding.remove(&id);
+                self.pool.finished(self.id);
+                any = true;
+            }
+        }
+        any
+    }
+}

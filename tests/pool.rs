@@ -1,0 +1,351 @@
+//! The bounded upstream pool (issue 3, DESIGN.md failure 1), against an upstream that behaves
+//! like dnsmasq over TCP: at most 20 connections, one query at a time per connection, and
+//! optionally a close after K queries.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::serial_tcp::{SerialTcp, SerialTcpOptions};
+use common::{
+    Authority, Forwarder, Scripted, a_with, addresses, eventually, query, reply, udp_query,
+};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
+use tokio::time::Instant;
+
+/// Every name under `example.` has an A record: each test query can be a distinct cache miss.
+const WILDCARD_ZONE: &str = r#"
+$TTL 300
+@       IN SOA ns.example. admin.example. 1 3600 600 86400 5
+@       IN NS  ns.example.
+ns      IN A   127.0.0.1
+*       IN A   192.0.2.7
+"#;
+
+/// A forwarder sending zone `example.` over TCP to `upstream`, without a cache, with `pool`
+/// (YAML lines under `pool:`) and `extra` zone keys.
+async fn forwarder(upstream: SocketAddr, pool: &str, extra: &str) -> Forwarder {
+    let pool: String = pool.lines().map(|line| format!("      {line}\n")).collect();
+    Forwarder::start(&format!(
+        "zones:\n  - name: example\n    upstreams: [\"{upstream}\"]\n    transport: tcp\n    cache:\n      enabled: false\n{extra}    pool:\n{pool}"
+    ))
+    .await
+}
+
+/// Asks `count` distinct names at once over UDP; returns each answer with when it came.
+async fn ask_all(server: SocketAddr, count: usize, prefix: &str) -> Vec<(Message, Instant)> {
+    let asks = (0..count).map(|i| {
+        let name = format!("{prefix}{i}.example.");
+        tokio::spawn(async move {
+            let answer = udp_query(server, &query(&name, RecordType::A, None)).await;
+            (answer, Instant::now())
+        })
+    });
+    let mut answers = Vec::with_capacity(count);
+    for ask in asks.collect::<Vec<_>>() {
+        answers.push(ask.await.expect("client task"));
+    }
+    answers
+}
+
+fn pool_metric(
+    forwarder: &Forwarder,
+    name: &str,
+    upstream: SocketAddr,
+    extra: &[(&str, &str)],
+) -> f64 {
+    let label = upstream.to_string();
+    let mut labels = vec![("upstream", label.as_str())];
+    labels.extend_from_slice(extra);
+    forwarder.metric(name, &labels)
+}
+
+/// 1000 concurrent misses through a pool of 4: never more than 4 connections at the upstream,
+/// and every query answered with the upstream's data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_queries_use_at_most_max_connections() {
+    let authority = Authority::start(&[("example.", WILDCARD_ZONE)]).await;
+    let upstream = SerialTcp::start(authority.addr, SerialTcpOptions::default()).await;
+    let forwarder = forwarder(upstream.addr, "max_connections: 4\nmax_inflight: 32\n", "").await;
+
+    let answers = ask_all(forwarder.addr, 1000, "miss").await;
+
+    let answered = answers
+        .iter()
+        .filter(|(m, _)| {
+            m.metadata.response_code == ResponseCode::NoError
+                && addresses(m) == vec![Ipv4Addr::new(192, 0, 2, 7)]
+        })
+        .count();
+    assert_eq!(answered, 1000, "every query gets the upstream's answer");
+    assert!(upstream.peak() >= 1);
+    assert!(
+        upstream.peak() <= 4,
+        "{} connections were open at once; the bound is 4",
+        upstream.peak()
+    );
+    assert_eq!(
+        upstream.served(),
+        1000,
+        "one upstream query per client query"
+    );
+    let connects = pool_metric(
+        &forwarder,
+        "nodelocaldns_pool_connects_total",
+        upstream.addr,
+        &[],
+    );
+    assert!((1.0..=4.0).contains(&connects), "{connects} connects");
+}
+
+/// One slot and a queue of 2 in front of an upstream that takes 2 s: of 10 queries at once one
+/// is sent, two wait (and give up after `queue.timeout`), seven are turned away. The turned
+/// away and timed out ones are answered SERVFAIL before the sent one comes back, and every
+/// rejection is counted by reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_servfail_at_once_and_counts_why() {
+    let authority = Authority::start(&[("example.", WILDCARD_ZONE)]).await;
+    let options = SerialTcpOptions {
+        delay: Duration::from_secs(2),
+        ..SerialTcpOptions::default()
+    };
+    let upstream = SerialTcp::start(authority.addr, options).await;
+    let forwarder = forwarder(
+        upstream.addr,
+        "max_connections: 1\nmax_inflight: 1\nqueue:\n  capacity: 2\n  timeout: 300ms\n",
+        "    timeout: 4s\n    deadline: 5s\n",
+    )
+    .await;
+
+    let answers = ask_all(forwarder.addr, 10, "slow").await;
+
+    let (sent, rejected): (Vec<_>, Vec<_>) = answers
+        .iter()
+        .partition(|(m, _)| m.metadata.response_code == ResponseCode::NoError);
+    assert_eq!(sent.len(), 1, "one query had the slot");
+    assert_eq!(rejected.len(), 9);
+    assert!(
+        rejected
+            .iter()
+            .all(|(m, _)| m.metadata.response_code == ResponseCode::ServFail)
+    );
+    let sent_at = sent[0].1;
+    assert!(
+        rejected.iter().all(|(_, at)| *at < sent_at),
+        "rejections are answered without waiting for the upstream"
+    );
+    let rejects = |reason| {
+        pool_metric(
+            &forwarder,
+            "nodelocaldns_queue_rejected_total",
+            upstream.addr,
+            &[("reason", reason)],
+        )
+    };
+    assert_eq!(rejects("full"), 7.0);
+    assert_eq!(rejects("timeout"), 2.0);
+    assert_eq!(
+        forwarder.metric("coredns_forward_max_concurrent_rejects_total", &[]),
+        9.0
+    );
+    assert_eq!(
+        forwarder.metric("nodelocaldns_upstream_failures_total", &[]),
+        0.0,
+        "a busy upstream is not a failing one"
+    );
+    assert_eq!(
+        pool_metric(&forwarder, "nodelocaldns_queue_depth", upstream.addr, &[]),
+        0.0
+    );
+}
+
+/// The upstream closes each connection after 3 queries and drops what was pipelined behind
+/// them: those queries go again over a new connection and every client gets its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_on_a_connection_the_server_closes_are_retried() {
+    let authority = Authority::start(&[("example.", WILDCARD_ZONE)]).await;
+    let options = SerialTcpOptions {
+        close_after: Some(3),
+        ..SerialTcpOptions::default()
+    };
+    let upstream = SerialTcp::start(authority.addr, options).await;
+    let forwarder = forwarder(upstream.addr, "max_connections: 1\nmax_inflight: 2\n", "").await;
+
+    let answers = ask_all(forwarder.addr, 30, "closing").await;
+
+    assert!(
+        answers
+            .iter()
+            .all(|(m, _)| addresses(m) == vec![Ipv4Addr::new(192, 0, 2, 7)]),
+        "every query is answered"
+    );
+    assert!(upstream.accepted() >= 10, "30 queries, 3 per connection");
+    assert!(
+        pool_metric(
+            &forwarder,
+            "nodelocaldns_upstream_retries_total",
+            upstream.addr,
+            &[]
+        ) >= 1.0
+    );
+    assert!(
+        pool_metric(
+            &forwarder,
+            "nodelocaldns_pool_closed_total",
+            upstream.addr,
+            &[("reason", "server")]
+        ) >= 9.0
+    );
+    assert_eq!(
+        forwarder.metric("nodelocaldns_upstream_failures_total", &[]),
+        0.0,
+        "no query failed over to a second pass"
+    );
+}
+
+/// A connection is reused while it is in use, closed when it has been idle for
+/// `idle_timeout`, and the next query opens a new one.
+#[tokio::test]
+async fn idle_connections_are_reused_then_closed() {
+    let authority = Authority::start(&[("example.", WILDCARD_ZONE)]).await;
+    let upstream = SerialTcp::start(authority.addr, SerialTcpOptions::default()).await;
+    let forwarder = forwarder(upstream.addr, "idle_timeout: 1s\n", "").await;
+    let connects = || {
+        pool_metric(
+            &forwarder,
+            "nodelocaldns_pool_connects_total",
+            upstream.addr,
+            &[],
+        )
+    };
+    let open = || {
+        pool_metric(
+            &forwarder,
+            "nodelocaldns_pool_connections",
+            upstream.addr,
+            &[],
+        )
+    };
+
+    for i in 0..5 {
+        let name = format!("reuse{i}.example.");
+        udp_query(forwarder.addr, &query(&name, RecordType::A, None)).await;
+    }
+    assert_eq!(connects(), 1.0, "back-to-back queries share one connection");
+    assert_eq!(open(), 1.0);
+
+    assert!(
+        eventually(|| upstream.open() == 0).await,
+        "the idle connection is closed"
+    );
+    assert_eq!(open(), 0.0);
+    assert_eq!(
+        pool_metric(
+            &forwarder,
+            "nodelocaldns_pool_closed_total",
+            upstream.addr,
+            &[("reason", "idle")]
+        ),
+        1.0
+    );
+
+    udp_query(
+        forwarder.addr,
+        &query("after.example.", RecordType::A, None),
+    )
+    .await;
+    assert_eq!(
+        connects(),
+        2.0,
+        "a query after the idle close opens a new connection"
+    );
+}
+
+/// `max_queries_per_connection` retires a connection after that many queries, and `max_age`
+/// retires one that old (so connections spread over the backends behind a Service IP).
+#[tokio::test]
+async fn connections_are_recycled_by_query_count_and_age() {
+    let authority = Authority::start(&[("example.", WILDCARD_ZONE)]).await;
+    let upstream = SerialTcp::start(authority.addr, SerialTcpOptions::default()).await;
+    let forwarder = forwarder(
+        upstream.addr,
+        "max_queries_per_connection: 3\nmax_age: 500ms\nidle_timeout: 10s\n",
+        "",
+    )
+    .await;
+    let closed = |reason| {
+        pool_metric(
+            &forwarder,
+            "nodelocaldns_pool_closed_total",
+            upstream.addr,
+            &[("reason", reason)],
+        )
+    };
+
+    for i in 0..9 {
+        let name = format!("count{i}.example.");
+        udp_query(forwarder.addr, &query(&name, RecordType::A, None)).await;
+    }
+    assert!(
+        eventually(|| closed("max_queries") == 3.0).await,
+        "9 queries, 3 per connection"
+    );
+    assert_eq!(upstream.accepted(), 3);
+
+    udp_query(
+        forwarder.addr,
+        &query("young.example.", RecordType::A, None),
+    )
+    .await;
+    assert!(
+        eventually(|| closed("max_age") == 1.0).await,
+        "retired at max_age although not idle long"
+    );
+    udp_query(forwarder.addr, &query("new.example.", RecordType::A, None)).await;
+    assert_eq!(upstream.accepted(), 5);
+}
+
+/// UDP upstreams get the same bound: one slot and no queue means a second query at once is
+/// answered SERVFAIL while the first is still with the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_upstreams_share_the_same_bound() {
+    let slow = Scripted::start(Arc::new(|request: &Message, _| {
+        let answer = a_with("x.example.", 60, Ipv4Addr::new(192, 0, 2, 9));
+        vec![(
+            Duration::from_millis(500),
+            reply(request, ResponseCode::NoError, vec![answer]),
+        )]
+    }))
+    .await;
+    let forwarder = Forwarder::start(&format!(
+        "zones:\n  - name: example\n    upstreams: [\"{}\"]\n    cache:\n      enabled: false\n    pool:\n      max_connections: 1\n      max_inflight: 1\n      queue:\n        capacity: 0\n",
+        slow.addr
+    ))
+    .await;
+
+    let answers = ask_all(forwarder.addr, 2, "x").await;
+
+    let codes: Vec<ResponseCode> = answers
+        .iter()
+        .map(|(m, _)| m.metadata.response_code)
+        .collect();
+    assert!(codes.contains(&ResponseCode::NoError), "{codes:?}");
+    assert!(codes.contains(&ResponseCode::ServFail), "{codes:?}");
+    assert_eq!(
+        slow.count(RecordType::A),
+        1,
+        "the rejected query never reached the upstream"
+    );
+    assert_eq!(
+        pool_metric(
+            &forwarder,
+            "nodelocaldns_queue_rejected_total",
+            slow.addr,
+            &[("reason", "full")]
+        ),
+        1.0
+    );
+}
