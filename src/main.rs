@@ -274,7 +274,7 @@ fn serve(config: Config, pidfile: Option<PathBuf>) -> anyhow::Result<()> {
                 ));
             }
         };
-        let server = match Server::start(&config, responder) {
+        let server = match Server::start(&config, responder.clone()) {
             Ok(server) => server,
             Err(err) => {
                 abandon_node(&mut node, &config).await;
@@ -282,6 +282,15 @@ fn serve(config: Config, pidfile: Option<PathBuf>) -> anyhow::Result<()> {
             }
         };
         readiness.set_listening(true);
+        if config.server.loop_check {
+            let (responder, listener) = (responder.clone(), server.local_addrs()[0]);
+            tokio::spawn(async move {
+                let looped = responder.check_loops(listener, LOOP_PROBE_WAIT).await;
+                if looped.is_empty() {
+                    tracing::debug!("no forwarding loop found");
+                }
+            });
+        }
         if let Some(path) = &pidfile {
             std::fs::write(path, format!("{}\n", std::process::id()))
                 .with_context(|| format!("cannot write the pidfile {}", path.display()))?;
@@ -330,6 +339,9 @@ async fn abandon_node(node: &mut Option<NodeSetup>, config: &Config) {
         node.teardown().await;
     }
 }
+
+/// How long the start-up loop probes wait for their answers (a slow upstream is no loop).
+const LOOP_PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Teardown is bounded: a pod's grace period is 30 s and the rules must go before SIGKILL.
 const TEARDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);

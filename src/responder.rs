@@ -17,8 +17,10 @@
 //! Splitting at `begin`/`finish` keeps everything that can be answered without waiting off the
 //! async machinery: that is where the fast path lives.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use prometheus::IntCounter;
 use tokio::time::Instant;
@@ -31,6 +33,7 @@ use crate::kube::autopath::{AutopathError, Plain};
 use crate::kube::{Autopath, ClientNamespace, PodIndex};
 use crate::observe::Metrics;
 use crate::observe::requests::{RequestMetrics, SharedCollector, Source, Tally};
+use crate::upstream::loop_check::LoopCheck;
 use crate::upstream::router::{Route, RouteId};
 use crate::upstream::{Answer, ZoneRouter};
 use crate::wire::query::{self, DropReason, Query, Rejection, UpstreamFlags};
@@ -84,6 +87,7 @@ pub struct Responder {
     /// `nodelocaldns_dropped_total` and `nodelocaldns_rejected_total`, by reason, resolved
     /// once: a flood of garbage must not cost a label lookup per packet.
     drops: Drops,
+    loops: LoopCheck,
 }
 
 /// Handles of the drop and reject counters.
@@ -155,6 +159,7 @@ impl Responder {
             router,
             cache: Cache::new(config.cache.capacity, &server, metrics.clone()),
             drops: Drops::new(&metrics),
+            loops: LoopCheck::new(metrics.loop_detected.clone()),
             max_udp_size: config.server.max_udp_size,
             autopath,
             autopath_routes,
@@ -166,6 +171,14 @@ impl Responder {
     /// The answer cache (for `/debug/cache`).
     pub fn cache(&self) -> &Cache {
         &self.cache
+    }
+
+    /// Sends a loop probe for every zone to `listener` (our own address) and waits up to
+    /// `wait`; returns the zones whose upstreams sent it back (now answered REFUSED).
+    pub async fn check_loops(&self, listener: SocketAddr, wait: Duration) -> Vec<String> {
+        self.loops
+            .probe(&self.router.routes(), listener, wait)
+            .await
     }
 
     /// The pool of each upstream address (for `/debug/pool`).
@@ -235,6 +248,13 @@ impl Responder {
             return Step::Answered;
         };
         let tally = tally(self.zone_index(route_id), qtype, dnssec_ok);
+        let route = self.router.get(route_id);
+        self.loops.arrived(&query.question.name, route);
+        if route.looped.load(Ordering::Relaxed) {
+            self.write_query_error(&query, rcode::REFUSED, out);
+            self.record((&tally, None), rcode::REFUSED, Source::Server, out);
+            return Step::Answered;
+        }
         let autopath = match &self.autopath {
             Some(autopath) if self.autopath_routes.contains(&route_id) => {
                 autopath.decide(client, &query.question.name)

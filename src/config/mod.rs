@@ -15,6 +15,7 @@
 //! | `server.max_tcp_connections` | `1024` | TCP client connections at once, per listen address |
 //! | `server.max_tcp_pipelined` | `64` | queries in progress per TCP client connection |
 //! | `server.max_inflight` | `8192` | client queries waiting on upstreams at once, per listener |
+//! | `server.loop_check` | `true` | at start, send each zone a probe through our own listener; a zone whose upstreams send it back is answered REFUSED and logged |
 //! | `zones[].name` | required | zone routed; longest suffix wins, `.` is the default route |
 //! | `zones[].upstreams` | required | `IP`, `IP:PORT`, `[IPv6]:PORT`, or `resolv.conf` |
 //! | `zones[].transport` | `udp` | `udp`, `tcp` or `prefer_udp` (see [`Transport`]) |
@@ -301,6 +302,8 @@ pub struct ServerConfig {
     pub max_tcp_connections: usize,
     pub max_tcp_pipelined: usize,
     pub max_inflight: usize,
+    /// Probe each zone for a forwarding loop at start ([`crate::upstream::loop_check`]).
+    pub loop_check: bool,
 }
 
 impl Default for ServerConfig {
@@ -311,6 +314,7 @@ impl Default for ServerConfig {
             max_tcp_connections: 1024,
             max_tcp_pipelined: 64,
             max_inflight: 8192,
+            loop_check: true,
         }
     }
 }
@@ -575,6 +579,16 @@ impl Config {
             if zone.upstreams.is_empty() {
                 return Err((field("upstreams"), "at least one upstream is needed".into()));
             }
+            if let Some(addr) = zone
+                .upstream_addrs()
+                .into_iter()
+                .find(|a| self.listens_on(*a))
+            {
+                return Err((
+                    field("upstreams"),
+                    format!("{addr} is where this server listens: forwarding there is a loop"),
+                ));
+            }
             if zone.timeout.is_zero() {
                 return Err((field("timeout"), "must be above 0".into()));
             }
@@ -666,6 +680,17 @@ impl Config {
         })?;
         self.kubernetes.host_search = conf.search;
         Ok(())
+    }
+
+    /// Whether a query sent to `addr` would reach one of our own listeners (loops that go
+    /// through another server are found at run time by [`crate::upstream::loop_check`]).
+    fn listens_on(&self, addr: SocketAddr) -> bool {
+        self.listen.iter().any(|listen| {
+            *listen == addr
+                || (listen.ip().is_unspecified()
+                    && listen.port() == addr.port()
+                    && addr.ip().is_loopback())
+        })
     }
 
     /// Replaces every `resolv.conf` upstream by the nameservers of `resolv_conf` (port 53).
@@ -867,6 +892,24 @@ mod tests {
             "test.yaml:4: zones[1].name: zone a. is also zones[0]"
         );
         assert!(error_of("zones: []\n").starts_with("test.yaml:1: zones: at least one zone"));
+    }
+
+    #[test]
+    fn an_upstream_that_is_our_own_listener_is_a_loop() {
+        let yaml = "listen: [\"127.0.0.1:5300\"]\nzones:\n  - name: .\n    upstreams: [\"127.0.0.1:5300\"]\n";
+        assert_eq!(
+            error_of(yaml),
+            "test.yaml:4: zones[0].upstreams: 127.0.0.1:5300 is where this server listens: forwarding there is a loop"
+        );
+        let yaml =
+            "listen: [\"0.0.0.0:53\"]\nzones:\n  - name: .\n    upstreams: [\"127.0.0.53\"]\n";
+        assert!(error_of(yaml).contains("is where this server listens"));
+        let yaml =
+            "listen: [\"0.0.0.0:5300\"]\nzones:\n  - name: .\n    upstreams: [\"127.0.0.53\"]\n";
+        assert!(
+            Config::from_yaml(yaml, "test.yaml").is_ok(),
+            "another port is no loop"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! | `nodelocaldns_upstream_mismatched_total` | `upstream` | answers ignored for a wrong ID, question or source address (spoofing or late) |
 //! | `nodelocaldns_upstream_servfail_total` | `zone`, `upstream`, `rcode` | SERVFAIL/REFUSED answers that caused a failover |
 //! | `nodelocaldns_upstream_healthy` | `zone`, `upstream` | 1 while the upstream is used, 0 while skipped after `max_fails` |
+//! | `nodelocaldns_loop_detected` | `zone` | 1 when a loop probe came back through the zone's upstreams (the zone is answered REFUSED) |
 //! | `coredns_cache_entries` | `server`, `type` | entries held, `success` or `denial` (fresh or kept for serve-stale) |
 //! | `coredns_cache_hits_total` | `server`, `type` | queries answered from a fresh entry |
 //! | `coredns_cache_misses_total` | `server` | queries that needed upstreams (including stale-only lookups) |
@@ -57,6 +58,7 @@ pub struct Metrics {
     pub node_rules_restored: IntCounter,
     pub setup_errors: IntCounterVec,
     pub upstream: UpstreamMetrics,
+    pub loop_detected: IntGaugeVec,
 }
 
 impl Metrics {
@@ -201,6 +203,17 @@ impl Metrics {
             setup_errors.with_label_values(&[errortype]);
         }
         let upstream = UpstreamMetrics::register(&registry);
+        let loop_detected = IntGaugeVec::new(
+            Opts::new(
+                "nodelocaldns_loop_detected",
+                "1 when the zone's upstreams sent our loop probe back to us (zone answered REFUSED).",
+            ),
+            &["zone"],
+        )
+        .expect("metric names and labels are static and valid");
+        registry
+            .register(Box::new(loop_detected.clone()))
+            .expect("each metric is registered once");
         Metrics {
             registry,
             dropped,
@@ -226,6 +239,7 @@ impl Metrics {
             node_rules_restored,
             setup_errors,
             upstream,
+            loop_detected,
         }
     }
 

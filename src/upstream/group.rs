@@ -287,6 +287,12 @@ impl UpstreamGroup {
         })
     }
 
+    /// The upstream addresses, for logs.
+    pub fn describe(&self) -> String {
+        let addrs: Vec<String> = self.upstreams.iter().map(|u| u.label.clone()).collect();
+        addrs.join(", ")
+    }
+
     /// How many tries fit in the deadline at the per-try timeout (rounded up: the last try
     /// gets what is left).
     fn tries_within_deadline(&self) -> usize {

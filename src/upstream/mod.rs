@@ -4,11 +4,13 @@
 //! `router` picks the zone (longest suffix), `group` orders a zone's upstreams by policy and
 //! health and fails over within the zone's deadline, `pool` bounds what goes to each upstream
 //! address (`admission`: slots and queue) and keeps its TCP connections, `udp` performs one
-//! UDP exchange, and `health` decides when an upstream is skipped.
+//! UDP exchange, `health` decides when an upstream is skipped, and `loop_check` finds zones
+//! whose upstreams send our queries back to us.
 
 pub mod admission;
 pub mod group;
 pub mod health;
+pub mod loop_check;
 pub mod pool;
 pub mod router;
 pub mod udp;

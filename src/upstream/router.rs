@@ -3,6 +3,7 @@
 //! for names we were not asked to serve).
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use super::UpstreamGroup;
 use super::pool::Pools;
@@ -19,6 +20,9 @@ pub struct Route {
     pub upstreams: UpstreamGroup,
     /// `None` when the zone is not cached.
     pub cache: Option<CachePolicy>,
+    /// Set when a loop probe came back to us through this zone's upstreams: the zone is
+    /// answered REFUSED from then on (see [`super::loop_check`]).
+    pub looped: AtomicBool,
 }
 
 /// The zones of a config, most specific first.
@@ -47,10 +51,16 @@ impl ZoneRouter {
                     &mut pools,
                 ),
                 cache: CachePolicy::of_zone(&zone.cache),
+                looped: AtomicBool::new(false),
             })
             .collect();
         routes.sort_by_key(|route| std::cmp::Reverse(route.name.label_count()));
         ZoneRouter { routes, pools }
+    }
+
+    /// Every route, most specific first.
+    pub fn routes(&self) -> Vec<&Route> {
+        self.routes.iter().collect()
     }
 
     /// The pool of every upstream address, in address order.

@@ -89,6 +89,7 @@ pub struct Forwarder {
     /// The HTTP listener's address, when the config has a `metrics:` section (use port 0).
     pub http: Option<SocketAddr>,
     pub readiness: Arc<Readiness>,
+    pub responder: Arc<Responder>,
     server: Option<Server>,
     http_server: Option<HttpServer>,
 }
@@ -137,13 +138,14 @@ impl Forwarder {
             }
             _ => None,
         };
-        let server = Server::start(config, responder).expect("forwarder binds");
+        let server = Server::start(config, responder.clone()).expect("forwarder binds");
         readiness.set_listening(true);
         Forwarder {
             addr: server.local_addrs()[0],
             metrics,
             http: http_server.as_ref().and_then(|h| h.local_addr()),
             readiness,
+            responder,
             server: Some(server),
             http_server,
         }
