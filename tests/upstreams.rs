@@ -269,3 +269,44 @@ async fn forged_upstream_answers_are_ignored_and_counted() {
     );
     forwarder.stop().await;
 }
+
+/// A question every try of which timed out is not sent again for `unanswered_ttl`: the
+/// next client asking it gets SERVFAIL without another round of timeouts, counted; other
+/// questions are still asked.
+#[tokio::test]
+async fn a_question_that_timed_out_everywhere_is_not_asked_again_at_once() {
+    let silent = Scripted::start(Arc::new(|_: &Message, _| vec![])).await;
+    let forwarder = Forwarder::start(&sequential(
+        &[silent.addr],
+        "    timeout: 200ms\n    deadline: 400ms\n    unanswered_ttl: 1m\n",
+    ))
+    .await;
+
+    let first = udp_query(forwarder.addr, &query("gone.example.", RecordType::A, None)).await;
+    assert_eq!(first.metadata.response_code, ResponseCode::ServFail);
+    let tries = silent.count(RecordType::A);
+    assert_eq!(tries, 2, "two tries fit in the deadline");
+
+    let again = udp_query(forwarder.addr, &query("gone.example.", RecordType::A, None)).await;
+    assert_eq!(again.metadata.response_code, ResponseCode::ServFail);
+    assert_eq!(silent.count(RecordType::A), tries, "not sent again");
+    assert_eq!(
+        forwarder.metric(
+            "nodelocaldns_unanswered_cached_total",
+            &[("zone", "example.")]
+        ),
+        1.0
+    );
+
+    udp_query(
+        forwarder.addr,
+        &query("other.example.", RecordType::A, None),
+    )
+    .await;
+    assert_eq!(
+        silent.count(RecordType::A),
+        tries + 2,
+        "another question is asked"
+    );
+    forwarder.stop().await;
+}

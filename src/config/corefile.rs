@@ -728,6 +728,7 @@ impl Translator<'_> {
                 deadline: FORWARD_DEADLINE,
                 max_fails: forward.max_fails,
                 health_check: forward.health_check,
+                unanswered_ttl: super::default_unanswered_ttl(),
                 cache: settings.cache.clone().unwrap_or(ZoneCacheConfig {
                     enabled: false,
                     ..ZoneCacheConfig::default()

@@ -24,6 +24,7 @@
 //! | `zones[].deadline` | `5s` | the whole query, across failovers |
 //! | `zones[].max_fails` | `3` | consecutive failures before an upstream is skipped; 0 never |
 //! | `zones[].health_check` | `500ms` | probe interval of a skipped upstream |
+//! | `zones[].unanswered_ttl` | `2s` | a question whose upstreams all timed out is answered SERVFAIL (or stale) this long without asking again; 0 off |
 //! | `cache.capacity` | `100000` | cached entries at most, all zones together (an A+AAAA pair is one) |
 //! | `zones[].cache.enabled` | `true` | cache this zone's answers |
 //! | `zones[].cache.success_ttl` | `30s` | cap on positive answers' TTL |
@@ -337,6 +338,9 @@ pub struct ZoneConfig {
     pub max_fails: u32,
     #[serde(default = "default_health_check", with = "duration")]
     pub health_check: Duration,
+    /// How long a question whose upstreams all timed out is answered without asking again.
+    #[serde(default = "default_unanswered_ttl", with = "duration")]
+    pub unanswered_ttl: Duration,
     #[serde(default)]
     pub cache: ZoneCacheConfig,
     /// Answer pods' search-path walk server-side (CoreDNS `autopath @kubernetes`).
@@ -461,6 +465,10 @@ fn default_max_fails() -> u32 {
 
 fn default_health_check() -> Duration {
     Duration::from_millis(500)
+}
+
+pub(crate) fn default_unanswered_ttl() -> Duration {
+    Duration::from_secs(2)
 }
 
 /// A configuration that cannot be used, with where and why.

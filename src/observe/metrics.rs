@@ -11,6 +11,7 @@
 //! | `nodelocaldns_upstream_mismatched_total` | `upstream` | answers ignored for a wrong ID, question or source address (spoofing or late) |
 //! | `nodelocaldns_upstream_servfail_total` | `zone`, `upstream`, `rcode` | SERVFAIL/REFUSED answers that caused a failover |
 //! | `nodelocaldns_upstream_healthy` | `zone`, `upstream` | 1 while the upstream is used, 0 while skipped after `max_fails` |
+//! | `nodelocaldns_unanswered_cached_total` | `zone` | queries not sent upstream because the same question timed out on every upstream less than `unanswered_ttl` ago |
 //! | `nodelocaldns_loop_detected` | `zone` | 1 when a loop probe came back through the zone's upstreams (the zone is answered REFUSED) |
 //! | `coredns_cache_entries` | `server`, `type` | entries held, `success` or `denial` (fresh or kept for serve-stale) |
 //! | `coredns_cache_hits_total` | `server`, `type` | queries answered from a fresh entry |
@@ -59,6 +60,7 @@ pub struct Metrics {
     pub setup_errors: IntCounterVec,
     pub upstream: UpstreamMetrics,
     pub loop_detected: IntGaugeVec,
+    pub unanswered_cached: IntCounterVec,
 }
 
 impl Metrics {
@@ -203,6 +205,11 @@ impl Metrics {
             setup_errors.with_label_values(&[errortype]);
         }
         let upstream = UpstreamMetrics::register(&registry);
+        let unanswered_cached = counter(
+            "nodelocaldns_unanswered_cached_total",
+            "Queries answered without asking upstreams because the same question timed out on every upstream within unanswered_ttl.",
+            &["zone"],
+        );
         let loop_detected = IntGaugeVec::new(
             Opts::new(
                 "nodelocaldns_loop_detected",
@@ -240,6 +247,7 @@ impl Metrics {
             setup_errors,
             upstream,
             loop_detected,
+            unanswered_cached,
         }
     }
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use prometheus::IntGauge;
+use prometheus::{IntCounter, IntGauge};
 use rand::seq::SliceRandom;
 use thiserror::Error;
 use tokio::time::Instant;
@@ -137,6 +137,8 @@ pub enum UpstreamError {
     Deadline(Duration),
     #[error("every upstream is at its bound: {0}")]
     Overloaded(Overloaded),
+    #[error("every upstream timed out on this question less than {0:?} ago")]
+    RecentlyUnanswered(Duration),
 }
 
 /// The upstreams of one zone and how to use them.
@@ -154,6 +156,40 @@ pub struct UpstreamGroup {
     metrics: Arc<Metrics>,
     /// Ends the health probes when the group is dropped.
     probes: CancellationToken,
+    /// Questions every upstream timed out on, until when they are not asked again.
+    unanswered: Option<Unanswered>,
+}
+
+/// Questions that got no answer at all, remembered for `unanswered_ttl`: a name that
+/// black-holes upstream is not re-sent for every client retry (and every search-path
+/// expansion) while its deadline runs out each time.
+struct Unanswered {
+    ttl: Duration,
+    until: quick_cache::sync::Cache<Question, Instant>,
+    skipped: IntCounter,
+}
+
+impl Unanswered {
+    /// Bounded: a flood of distinct black-holed names evicts old ones, never grows memory.
+    const CAPACITY: usize = 4096;
+
+    fn recent(&self, question: &Question) -> bool {
+        match self.until.get(question) {
+            Some(until) if Instant::now() < until => {
+                self.skipped.inc();
+                true
+            }
+            Some(_) => {
+                self.until.remove(question);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn remember(&self, question: &Question) {
+        self.until.insert(*question, Instant::now() + self.ttl);
+    }
 }
 
 impl Drop for UpstreamGroup {
@@ -190,6 +226,13 @@ impl UpstreamGroup {
                 })
             })
             .collect();
+        let unanswered = (!zone.unanswered_ttl.is_zero()).then(|| Unanswered {
+            ttl: zone.unanswered_ttl,
+            until: quick_cache::sync::Cache::new(Unanswered::CAPACITY),
+            skipped: metrics
+                .unanswered_cached
+                .with_label_values(&[zone_name.as_str()]),
+        });
         UpstreamGroup {
             zone: zone_name,
             upstreams,
@@ -201,6 +244,7 @@ impl UpstreamGroup {
             health_check: zone.health_check,
             udp_size,
             next: AtomicUsize::new(0),
+            unanswered,
             metrics,
             probes: CancellationToken::new(),
         }
@@ -215,6 +259,11 @@ impl UpstreamGroup {
         flags: UpstreamFlags,
         client_proto: Proto,
     ) -> Result<Answer, UpstreamError> {
+        if let Some(unanswered) = &self.unanswered
+            && unanswered.recent(question)
+        {
+            return Err(UpstreamError::RecentlyUnanswered(unanswered.ttl));
+        }
         let deadline = Instant::now() + self.deadline;
         let use_tcp = self.uses_tcp(client_proto);
         let order = self.order();
@@ -279,6 +328,11 @@ impl UpstreamGroup {
         }
         if let Some(answer) = last_answer {
             return Ok(answer);
+        }
+        if let (Some((_, ExchangeError::Timeout(_))), Some(unanswered)) =
+            (&last_error, &self.unanswered)
+        {
+            unanswered.remember(question);
         }
         Err(match (last_error, overloaded) {
             (Some((upstream, error)), _) => UpstreamError::Failed { upstream, error },
