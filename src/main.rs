@@ -41,9 +41,10 @@ enum Command {
         /// YAML config file; the embedded default (127.0.0.1:5300 -> /etc/resolv.conf) when absent.
         #[arg(long, short)]
         config: Option<PathBuf>,
-        /// Log filter (e.g. `info`, `nodelocal_dns=debug`); RUST_LOG overrides it.
-        #[arg(long, default_value = "info")]
-        log_level: String,
+        /// Log filter (e.g. `info`, `nodelocal_dns=debug`); overrides the config's
+        /// `log.level`; RUST_LOG overrides both.
+        #[arg(long)]
+        log_level: Option<String>,
     },
     /// Validate a config file and print it with every default filled in.
     ///
@@ -93,7 +94,7 @@ fn main() -> std::process::ExitCode {
     }
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config, log_level } => run(config, &log_level),
+        Command::Run { config, log_level } => run(config, log_level.as_deref()),
         Command::CheckConfig { file, corefile } => check_config(&file, corefile),
         Command::Translate { flags } => translate(&flags),
         Command::Setup { config } => node_command(&config, false),
@@ -193,7 +194,12 @@ fn init_logging(log_level: &str) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(log_level))
         .context("invalid --log-level")?;
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    // Colour only on a terminal: container logs keep plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .init();
     Ok(())
 }
 
@@ -223,12 +229,12 @@ fn node_cache(args: &[String]) -> anyhow::Result<()> {
     serve(translation.config, args.pidfile)
 }
 
-fn run(config_path: Option<PathBuf>, log_level: &str) -> anyhow::Result<()> {
-    init_logging(log_level)?;
+fn run(config_path: Option<PathBuf>, log_level: Option<&str>) -> anyhow::Result<()> {
     let config = match &config_path {
         Some(path) => Config::load(path)?,
         None => Config::embedded_default()?,
     };
+    init_logging(log_level.unwrap_or(&config.log.level))?;
     serve(config, None)
 }
 

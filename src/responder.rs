@@ -32,6 +32,7 @@ use crate::config::Config;
 use crate::kube::autopath::{AutopathError, Plain};
 use crate::kube::{Autopath, ClientNamespace, PodIndex};
 use crate::observe::Metrics;
+use crate::observe::querylog::QueryLog;
 use crate::observe::requests::{RequestMetrics, SharedCollector, Source, Tally};
 use crate::upstream::loop_check::LoopCheck;
 use crate::upstream::router::{Route, RouteId};
@@ -88,6 +89,7 @@ pub struct Responder {
     /// once: a flood of garbage must not cost a label lookup per packet.
     drops: Drops,
     loops: LoopCheck,
+    query_log: QueryLog,
 }
 
 /// Handles of the drop and reject counters.
@@ -160,6 +162,7 @@ impl Responder {
             cache: Cache::new(config.cache.capacity, &server, metrics.clone()),
             drops: Drops::new(&metrics),
             loops: LoopCheck::new(metrics.loop_detected.clone()),
+            query_log: QueryLog::new(config.log.query_sample),
             max_udp_size: config.server.max_udp_size,
             autopath,
             autopath_routes,
@@ -512,6 +515,12 @@ impl Responder {
     /// Counts a TCP client turned away by `max_tcp_connections`.
     pub fn count_rejected_connection(&self) {
         self.drops.tcp_connections.inc();
+    }
+
+    /// Logs `answer`, sent to `client`, when the query log samples it.
+    #[inline]
+    pub fn log_answer(&self, client: SocketAddr, proto: Proto, answer: &[u8]) {
+        self.query_log.answered(client, proto, answer);
     }
 
     /// Counts a packet that was answered but whose answer could not be sent.

@@ -6,7 +6,7 @@ mod common;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::Duration;
 
 use common::{Authority, EXAMPLE_ZONE, addresses, query, udp_raw};
@@ -148,7 +148,8 @@ impl Drop for Running {
 }
 
 /// Starts `run --config` on a free port of 127.0.0.1 and waits until it answers `probe`;
-/// retries on another port if the one picked was taken meanwhile.
+/// retries on another port if the one picked was taken meanwhile. The config logs warnings
+/// and every answered query (`log.query_sample: 1`) to `dir/output.log`.
 async fn start_run(dir: &Path, zones: &str, probe: &[u8]) -> (Running, SocketAddr) {
     for _ in 0..5 {
         let addr = {
@@ -158,12 +159,17 @@ async fn start_run(dir: &Path, zones: &str, probe: &[u8]) -> (Running, SocketAdd
         let config = write(
             dir,
             "run.yaml",
-            &format!("listen: [\"{addr}\"]\nworkers: 1\n{zones}"),
+            &format!(
+                "listen: [\"{addr}\"]\nworkers: 1\nlog:\n  level: warn,query=info\n  query_sample: 1\n{zones}"
+            ),
         );
+        let log = std::fs::File::create(dir.join("output.log")).expect("log file");
         let child = Command::new(BIN)
-            .args(["run", "--config", &config, "--log-level", "warn"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .args(["run", "--config", &config])
+            .env_remove("RUST_LOG")
+            // tracing's formatter writes to stdout.
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
             .spawn()
             .expect("the binary starts");
         let mut running = Running(child);
@@ -242,4 +248,23 @@ async fn run_serves_a_config_and_exits_cleanly_on_sigterm() {
     }
     let status = status.expect("exits within 5 s of SIGTERM");
     assert!(status.success(), "exit status {status}");
+
+    // The query log (log.query_sample: 1) has a line per answer, and the level filter of
+    // the config (warn, query=info) keeps the start-up info lines out.
+    let log = std::fs::read_to_string(dir.path().join("output.log")).expect("log written");
+    let logged = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    assert!(logged("name=www.example.") >= 2, "{log}");
+    assert_eq!(logged("name=nope.example."), 1, "{log}");
+    assert!(
+        log.contains("rcode=\"NXDOMAIN\"") || log.contains("rcode=NXDOMAIN"),
+        "{log}"
+    );
+    assert!(
+        log.contains("proto=\"tcp\"") || log.contains("proto=tcp"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("shutting down"),
+        "info lines are filtered out: {log}"
+    );
 }

@@ -23,7 +23,9 @@
 //! | no `cache` | `zones[].cache.enabled: false` |
 //! | `health [ADDR]` | `metrics.health_listen` (`/health` and `/ready` there; `:PORT` is `0.0.0.0:PORT`) |
 //! | `prometheus [ADDR]` | `metrics.listen`; without it `metrics.enabled: false`, as CoreDNS serves no metrics then |
-//! | `errors`, `log`, `reload`, `loop` | ignored with a warning (errors are always logged; reload and loop detection are ours to do) |
+//! | `log` | `log.query_sample: 1` (every query logged, target `query`) |
+//! | `loop` | `server.loop_check: true` (the default: a start-up probe per zone) |
+//! | `errors`, `reload` | `errors` is implied (errors are always logged); `reload` is ignored with a warning |
 //! | anything else | an error naming file and line |
 //!
 //! Where CoreDNS and our defaults differ, the translation keeps CoreDNS's numbers (2 s per
@@ -40,8 +42,8 @@ use thiserror::Error;
 
 use super::pool::PoolConfig;
 use super::{
-    CacheConfig, Config, KubernetesConfig, MetricsConfig, Policy, ServerConfig, Transport,
-    UpstreamAddr, ZoneCacheConfig, ZoneConfig, ZoneName,
+    CacheConfig, Config, KubernetesConfig, LogConfig, MetricsConfig, Policy, ServerConfig,
+    Transport, UpstreamAddr, ZoneCacheConfig, ZoneConfig, ZoneName,
 };
 use crate::wire::Name;
 
@@ -555,6 +557,7 @@ pub fn translate(
         resolv_conf: None,
         health: None,
         metrics: None,
+        query_log: false,
         warnings: Vec::new(),
     };
     for block in &blocks {
@@ -584,6 +587,10 @@ pub fn translate(
         kubernetes: KubernetesConfig::default(),
         node: Default::default(),
         metrics: metrics_config(t.metrics.as_deref(), t.health.as_deref()),
+        log: LogConfig {
+            query_sample: u64::from(t.query_log),
+            ..LogConfig::default()
+        },
         zones: t.zones,
     };
     // Through the YAML once: the same validation and resolv.conf expansion as a native file.
@@ -612,6 +619,8 @@ struct Translator<'a> {
     resolv_conf: Option<(PathBuf, usize)>,
     health: Option<String>,
     metrics: Option<String>,
+    /// A block had `log`: CoreDNS logs every query there.
+    query_log: bool,
     warnings: Vec<String>,
 }
 
@@ -836,12 +845,14 @@ impl Translator<'_> {
                     self.endpoint(line, "prometheus", addr, |t| &mut t.metrics);
                 }
                 "errors" => {}
-                "log" => self.warn(line, "`log` ignored: queries are not logged one by one"),
+                // Every query, as CoreDNS's `log` does (for all zones: one query log).
+                "log" => self.query_log = true,
                 "reload" => self.warn(
                     line,
                     "`reload` ignored: the config is read at start (restart the pod to apply changes)",
                 ),
-                "loop" => self.warn(line, "`loop` ignored: forwarding loops are not detected yet"),
+                // server.loop_check is on by default.
+                "loop" => {}
                 other => {
                     return Err(self.err(
                         line,

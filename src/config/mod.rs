@@ -46,6 +46,8 @@
 //! | `metrics.enabled` | `true` | serve HTTP on `metrics.listen`; `false`: no listener there (`health_listen` still serves) |
 //! | `metrics.listen` | `127.0.0.1:9253` | `/metrics`, `/health`, `/ready` (and `/debug/*`); `null` means the default. Deployments use `0.0.0.0:9253` |
 //! | `metrics.health_listen` | none | a second listener with only `/health` and `/ready` (node-cache's `health` on the local IP, probed by kubelet) |
+//! | `log.level` | `info` | log filter (`warn`, `nodelocal_dns=debug`, ...); `--log-level` and `RUST_LOG` override it |
+//! | `log.query_sample` | `0` | log one answered query in N (client, name, type, rcode, protocol; log target `query`); 0 none |
 //! | `metrics.debug` | `false` | serve `/debug/cache`, `/debug/autopath`, `/debug/pool` on `metrics.listen`; refused on a non-loopback address unless `debug_remote` |
 //! | `metrics.debug_remote` | `false` | allow `debug` on a non-loopback `listen`: the endpoints show cached names and pod names to whoever reaches the port |
 //!
@@ -93,7 +95,30 @@ pub struct Config {
     pub node: node::NodeConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub log: LogConfig,
     pub zones: Vec<ZoneConfig>,
+}
+
+/// Logging: the level filter (RUST_LOG and `--log-level` override it) and the sampled query
+/// log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter: `info`, `warn`, `nodelocal_dns=debug`, ...
+    pub level: String,
+    /// Log one answered query in this many (client, name, type, rcode; target `query`);
+    /// 0 logs none.
+    pub query_sample: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            query_sample: 0,
+        }
+    }
 }
 
 /// The HTTP endpoints: `/metrics`, `/health`, `/ready`, and the opt-in `/debug/*`.
@@ -636,6 +661,9 @@ impl Config {
         }
         self.node.validate()?;
         self.metrics.validate()?;
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(("log.level".into(), format!("not a log filter: {err}")));
+        }
         let kube = &self.kubernetes;
         if kube.enabled && kube.node().is_none() {
             return Err((

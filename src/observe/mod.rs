@@ -4,6 +4,7 @@
 pub mod debug;
 pub mod http;
 pub mod metrics;
+pub mod querylog;
 pub mod ratelimit;
 pub mod readiness;
 pub mod requests;

@@ -74,11 +74,13 @@ async fn connection(
 ) {
     let (mut reader, mut writer) = stream.into_split();
     let (answers, mut to_write) = mpsc::channel::<Vec<u8>>(limits.max_tcp_pipelined);
+    let log = responder.clone();
     let writing = async move {
         while let Some(answer) = to_write.recv().await {
             if writer.write_all(&frame(&answer)).await.is_err() {
                 return;
             }
+            log.log_answer(client, Proto::Tcp, &answer);
         }
         let _ = writer.shutdown().await;
     };

@@ -2,6 +2,7 @@
 //! itself; forwarded queries become tasks, at most `max_inflight` at once per listen address,
 //! and beyond that are answered SERVFAIL at once (counted) rather than queued without bound.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,15 +48,9 @@ pub(super) async fn serve(
             }
         };
         match responder.begin(listener, &packet[..len], Proto::Udp, client.ip(), &mut out) {
-            Step::Answered => {
-                if socket.send_to(&out, client).await.is_err() {
-                    responder.count_send_error();
-                }
-            }
+            Step::Answered => send(&socket, &out, client, &responder).await,
             Step::AnsweredRefresh(pending) => {
-                if socket.send_to(&out, client).await.is_err() {
-                    responder.count_send_error();
-                }
+                send(&socket, &out, client, &responder).await;
                 responder.spawn_refresh(pending);
             }
             Step::Dropped(_) => {}
@@ -66,19 +61,23 @@ pub(super) async fn serve(
                     tokio::spawn(async move {
                         let mut out = Vec::new();
                         responder.finish(pending, &mut out).await;
-                        if socket.send_to(&out, client).await.is_err() {
-                            responder.count_send_error();
-                        }
+                        send(&socket, &out, client, &responder).await;
                         drop(permit);
                     });
                 }
                 Err(_) => {
                     responder.reject_overloaded(&pending, &mut out);
-                    if socket.send_to(&out, client).await.is_err() {
-                        responder.count_send_error();
-                    }
+                    send(&socket, &out, client, &responder).await;
                 }
             },
         }
     }
+}
+
+/// Sends one answer, counting a failed send and offering it to the query log.
+async fn send(socket: &UdpSocket, answer: &[u8], client: SocketAddr, responder: &Responder) {
+    if socket.send_to(answer, client).await.is_err() {
+        responder.count_send_error();
+    }
+    responder.log_answer(client, Proto::Udp, answer);
 }
