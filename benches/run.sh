@@ -17,6 +17,7 @@
 #   FIXED_QPS [20000]              rate of scenario 2
 #   MISS_RATES ["2000 5000 10000"] rates of scenario 4
 #   MEM_STAGES ["100000 1000000", smoke "10000 50000"]  cached-name counts of scenario 5
+#   POOL_MAX_CONNECTIONS [8]      scenario 4's pool.max_connections (dnsmasq serves at most 20)
 #   POOL_CONFIG [auto]             1: scenario 4 config has the upstream `pool:` block; 0: omit it;
 #                                  auto: include it if this build's check-config accepts it
 #   BENCH_PORT [10053]             port of every server (knotd, dnsmasq upstream, server under test)
@@ -55,6 +56,7 @@ LATENCY_QPS=${LATENCY_QPS:-50000}
 FIXED_QPS=${FIXED_QPS:-20000}
 MISS_RATES=${MISS_RATES:-"2000 5000 10000"}
 POOL_CONFIG=${POOL_CONFIG:-auto}
+POOL_MAX_CONNECTIONS=${POOL_MAX_CONNECTIONS:-8}
 POOL_USED=0
 PORT=${BENCH_PORT:-10053}
 NODECACHE=${NODECACHE:-}
@@ -280,7 +282,7 @@ EOF
         if [ "$pool" = 1 ]; then
             cat <<EOF
     pool:
-      max_connections: 8
+      max_connections: $POOL_MAX_CONNECTIONS
       max_inflight: 32
       idle_timeout: 2s
       queue:
@@ -586,7 +588,7 @@ scenario_miss() {
         done
     done
     stop "$DNSMASQ_UP_PID"
-    local pool_note="our pool block: max_connections 8, max_inflight 32, idle_timeout 2s, queue 2048 / 1s"
+    local pool_note="our pool block: max_connections $POOL_MAX_CONNECTIONS, max_inflight 32, idle_timeout 2s, queue 2048 / 1s"
     [ "$POOL_USED" = 1 ] || pool_note="our config without a pool block (POOL_CONFIG=0 or not supported by this build)"
     report 4-miss-stream "distinct cache misses through a dnsmasq-over-TCP upstream" \
         "dnsmasq 2.90 --no-negcache --cache-size=1000 (at most 20 TCP connections, one query at a time each) on $DNSMASQ_UP_IP in front of knotd; servers forward with transport tcp; distinct existing names (*.miss.test) at dnsperf -Q RATE; peak connections sampled every 50 ms with ss; $pool_note" \

@@ -38,6 +38,8 @@ use crate::wire::{CLASS_IN, Name, rcode, rtype};
 /// Failures repeat per query when an upstream is down; the counters carry the rate.
 static UPSTREAM_ERRORS: LogLimiter = LogLimiter::new(10, std::time::Duration::from_secs(60));
 
+static HEALTH_CHANGES: LogLimiter = LogLimiter::new(10, std::time::Duration::from_secs(60));
+
 /// One upstream server of a zone.
 struct Upstream {
     addr: SocketAddr,
@@ -391,10 +393,13 @@ impl UpstreamGroup {
             }
             Transition::WentDown => {
                 upstream.healthy.set(0);
-                warn!(
-                    zone = %self.zone, upstream = %upstream.addr, max_fails = self.max_fails,
-                    "upstream skipped after consecutive failures; probing it"
-                );
+                // An overloaded single upstream flaps; the gauge carries every transition.
+                if let Some(suppressed) = HEALTH_CHANGES.allow() {
+                    warn!(
+                        zone = %self.zone, upstream = %upstream.addr, max_fails = self.max_fails,
+                        suppressed, "upstream skipped after consecutive failures; probing it"
+                    );
+                }
                 tokio::spawn(probe(
                     upstream.clone(),
                     self.zone.clone(),
