@@ -56,6 +56,7 @@
 
 pub mod corefile;
 pub mod duration;
+pub mod env;
 pub mod node;
 pub mod nodecache;
 pub mod pool;
@@ -517,6 +518,14 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             file: file.clone(),
             error,
+        })?;
+        let text = env::expand(&text, |name| std::env::var(name).ok()).map_err(|unset| {
+            ConfigError::Invalid {
+                file: file.clone(),
+                line: Some(unset.line),
+                field: format!("${{{}}}", unset.name),
+                message: "environment variable is not set".into(),
+            }
         })?;
         Config::from_yaml(&text, &file)
     }
