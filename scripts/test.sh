@@ -18,4 +18,16 @@ fi
 
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
+
+# Dependency policy (deny.toml): licenses, sources, bans, and RustSec advisories. The advisory
+# database is a git clone from GitHub; where only the package registries are reachable it cannot
+# be fetched, and that check is skipped with a message rather than failing every run.
+command -v cargo-deny >/dev/null 2>&1 || cargo install cargo-deny --locked --quiet
+if cargo deny fetch db >/dev/null 2>&1; then
+    cargo deny --locked check
+else
+    echo "cargo deny: the RustSec advisory database cannot be fetched here; advisories NOT checked" >&2
+    cargo deny --locked check bans licenses sources
+fi
+
 cargo test --locked

@@ -117,6 +117,37 @@ fn check_config_prints_the_effective_config() {
     );
 }
 
+/// Issue 9: what runs without a config listens on loopback only, for DNS and for HTTP, and
+/// so does a config that names no `listen`: an open resolver needs an address written out.
+#[test]
+fn the_defaults_listen_on_loopback_only() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = nodelocal_dns(&["default-config"]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let embedded = write(dir.path(), "default.yaml", &text(&out.stdout));
+    let bare = write(
+        dir.path(),
+        "bare.yaml",
+        "zones:\n  - name: .\n    upstreams: [\"127.0.0.1:53\"]\n",
+    );
+    for path in [embedded, bare] {
+        let out = nodelocal_dns(&["check-config", &path]);
+        assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+        let printed: serde_yaml_ng::Value =
+            serde_yaml_ng::from_slice(&out.stdout).expect("the printed config is YAML");
+        let listen = printed["listen"].as_sequence().expect("a listen list");
+        let metrics = &printed["metrics"]["listen"];
+        assert!(!listen.is_empty());
+        for address in listen.iter().chain([metrics]) {
+            let address: SocketAddr = address
+                .as_str()
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("{path}: {address:?} is an address"));
+            assert_eq!(address.ip(), Ipv4Addr::LOCALHOST, "{path}: {address}");
+        }
+    }
+}
+
 #[test]
 fn version_and_help() {
     let out = nodelocal_dns(&["--version"]);

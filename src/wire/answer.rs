@@ -97,7 +97,10 @@ fn read_records(
             let record = super::read_record(msg, pos)?;
             pos = record.rdata_end;
             if record.rtype == rtype::OPT {
-                if msg[start] != 0 || info.opt.is_some() {
+                // RFC 6891 6.1.1: one OPT, owned by the root, in the additional section. One
+                // elsewhere would be stripped as if it were there, leaving a section count
+                // that claims a record no longer present (found by fuzzing).
+                if msg[start] != 0 || info.opt.is_some() || section != 2 {
                     return Err(WireError::BadOpt);
                 }
                 info.opt = Some((start, record.rdata_end));
@@ -202,6 +205,31 @@ mod tests {
             Err(AnswerError::NotResponse)
         );
         assert!(inspect(&msg[..msg.len() - 13], 9, &question()).is_err());
+    }
+
+    /// Fuzzing regression: an OPT as the last record of the authority section was taken for
+    /// the answer's OPT and stripped, leaving NSCOUNT 1 with no record behind it.
+    #[test]
+    fn rejects_an_opt_outside_the_additional_section() {
+        let mut msg = nxdomain(9);
+        // The SOA goes: the OPT is now the only record, counted in the authority section.
+        let question_end = HEADER_LEN + question().name.wire_len() + 4;
+        msg.drain(question_end..msg.len() - 11);
+        write_u16(&mut msg, 10, 0);
+        assert_eq!(
+            inspect(&msg, 9, &question()),
+            Err(AnswerError::Malformed(WireError::BadOpt))
+        );
+        write_u16(&mut msg, 8, 0);
+        write_u16(&mut msg, 6, 1);
+        assert_eq!(
+            inspect(&msg, 9, &question()),
+            Err(AnswerError::Malformed(WireError::BadOpt)),
+            "nor in the answer section"
+        );
+        write_u16(&mut msg, 6, 0);
+        write_u16(&mut msg, 10, 1);
+        assert!(inspect(&msg, 9, &question()).unwrap().opt.is_some());
     }
 
     #[test]

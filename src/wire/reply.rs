@@ -98,13 +98,20 @@ pub fn write_answer(
     write_u16(out, 0, query.id);
     let name = query.name_as_sent.as_wire();
     out[HEADER_LEN..HEADER_LEN + name.len()].copy_from_slice(name);
-    let add_opt = query.edns.is_some() && !answer_has_opt;
-    if add_opt {
-        let arcount = read_u16(out, 10);
-        write_u16(out, 10, arcount + 1);
-        push_opt(out, udp_size, 0, query.dnssec_ok());
+    let mut fits = true;
+    if query.edns.is_some() && !answer_has_opt {
+        match read_u16(out, 10).checked_add(1) {
+            Some(arcount) => {
+                write_u16(out, 10, arcount);
+                push_opt(out, udp_size, 0, query.dnssec_ok());
+            }
+            // No message holds 65535 additional records (each takes 11 bytes or more); only a
+            // cut (TC=1) upstream answer claims them. It gets the truncated answer, which has
+            // room for the OPT. (Found by fuzz/fuzz_targets/cache_write.rs.)
+            None => fits = false,
+        }
     }
-    if out.len() > max_size {
+    if !fits || out.len() > max_size {
         let question_end = HEADER_LEN + name.len() + 4;
         out.truncate(question_end);
         let flags = read_u16(out, 2) | flag::TC;
@@ -187,6 +194,25 @@ mod tests {
         write_answer(&mut out, &answer, false, &query, 65535, 1232);
         assert_eq!(out.len(), answer.len());
         assert!(!Header::read(&out).unwrap().is_truncated());
+    }
+
+    /// Fuzzing regression: a TC=1 upstream answer claiming 65535 additional records overflowed
+    /// the ARCOUNT when the client's OPT was added (a panic with overflow checks, a wrong
+    /// ARCOUNT without). It is answered truncated, with the question and the OPT.
+    #[test]
+    fn answer_claiming_65535_additional_records_is_truncated_not_overflowed() {
+        let packet = client_query(true);
+        let query = parse(&packet).unwrap();
+        let question_end = packet.len() - 11;
+        let mut answer = packet[..question_end].to_vec();
+        write_u16(&mut answer, 2, flag::QR | flag::TC | flag::RD);
+        write_u16(&mut answer, 10, u16::MAX);
+        let mut out = Vec::new();
+        assert!(write_answer(&mut out, &answer, false, &query, 65535, 1232));
+        let header = Header::read(&out).unwrap();
+        assert!(header.is_truncated());
+        assert_eq!((header.qdcount, header.ancount, header.arcount), (1, 0, 1));
+        assert_eq!(out.len(), question_end + 11, "question and OPT only");
     }
 
     #[test]
