@@ -257,3 +257,38 @@ async fn tcp_connections_beyond_the_bound_are_closed() {
     assert!(served, "a freed slot is used again");
     forwarder.stop().await;
 }
+
+/// An IPv6 listen address answers over UDP and TCP (IPv6 clients, IPv4 upstream).
+#[tokio::test]
+async fn ipv6_listeners_answer_over_udp_and_tcp() {
+    let authority = Authority::start(&[("example.", common::EXAMPLE_ZONE)]).await;
+    let forwarder = Forwarder::start(&format!(
+        "listen: [\"[::1]:0\"]\n{}",
+        zone_config("example", authority.addr)
+    ))
+    .await;
+    assert!(forwarder.addr.is_ipv6());
+    let msg = query("www.example.", RecordType::A, None);
+    let bytes = msg.to_vec().expect("encodes");
+
+    let socket = tokio::net::UdpSocket::bind("[::1]:0")
+        .await
+        .expect("bind ::1");
+    socket.send_to(&bytes, forwarder.addr).await.expect("send");
+    let mut buf = vec![0u8; 2048];
+    let len = tokio::time::timeout(CLIENT_TIMEOUT, socket.recv(&mut buf))
+        .await
+        .expect("an answer over UDP")
+        .expect("receive");
+    let answer = Message::from_vec(&buf[..len]).expect("decodes");
+    assert_eq!(addresses(&answer), [Ipv4Addr::new(192, 0, 2, 1)]);
+
+    let answer = tcp_query(forwarder.addr, &msg).await;
+    assert_eq!(addresses(&answer), [Ipv4Addr::new(192, 0, 2, 1)]);
+    assert_eq!(
+        forwarder.metric("coredns_dns_requests_total", &[("family", "2")]),
+        2.0,
+        "counted as IPv6"
+    );
+    forwarder.stop().await;
+}
