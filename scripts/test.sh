@@ -8,6 +8,11 @@ cd "$(dirname "$0")/.."
 packages=()
 need() { command -v "$1" >/dev/null 2>&1 || packages+=("$2"); }
 need ip iproute2
+# tests/node.rs: rules read back in network namespaces, a real dnsmasq upstream there, and
+# python3 as the DNS client inside the namespace.
+need iptables iptables
+need dnsmasq dnsmasq-base
+need python3 python3
 if [ "${#packages[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null

@@ -1,0 +1,346 @@
+//! Node setup in network namespaces the tests create (issue 6): the local IPs on a link, node-
+//! cache's NOTRACK/ACCEPT rules read back with iptables, a deleted rule restored by the next
+//! sync, teardown removing only what setup added, the missing-dummy-driver error and its
+//! fallback, and queries to the local IP answered inside the namespace from a real dnsmasq.
+//!
+//! Needs root (`ip netns`); without it each test says so and passes vacuously.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nodelocal_dns::node::rules::{Rule, node_cache_rules};
+
+const BIN: &str = env!("CARGO_BIN_EXE_nodelocal-dns");
+const LOCAL_IP: &str = "169.254.20.10";
+
+/// A network namespace, deleted (with everything in it) on drop.
+struct Netns(String);
+
+impl Netns {
+    /// `None` (with a message) when not root.
+    fn new(tag: &str) -> Option<Netns> {
+        if !is_root() {
+            eprintln!("skipped: network namespaces need root");
+            return None;
+        }
+        let name = format!("nldns-{tag}-{}", std::process::id());
+        // A namespace left by a killed earlier run of this process id.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        let created = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("ip runs");
+        assert!(created.success(), "ip netns add {name}");
+        let ns = Netns(name);
+        ns.ok(&["ip", "link", "set", "lo", "up"]);
+        Some(ns)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.0]).args(args);
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("ip netns exec runs")
+    }
+
+    /// Runs `args` in the namespace; panics unless it succeeds; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn has_rule(&self, rule: &Rule) -> bool {
+        let mut args = vec!["iptables", "-w", "5", "-t", rule.table, "-C", rule.chain];
+        args.extend(rule.args.iter().map(String::as_str));
+        self.run(&args).status.success()
+    }
+
+    /// Lines of `iptables-save` that are node-cache's rules.
+    fn our_rule_count(&self) -> usize {
+        self.ok(&["iptables-save"])
+            .lines()
+            .filter(|l| l.contains("NodeLocal DNS Cache"))
+            .count()
+    }
+
+    fn addresses(&self, link: &str) -> String {
+        self.ok(&["ip", "-o", "addr", "show", "dev", link])
+    }
+
+    fn dummy_supported(&self) -> bool {
+        let added = self
+            .run(&["ip", "link", "add", "probe0", "type", "dummy"])
+            .status
+            .success();
+        if added {
+            self.ok(&["ip", "link", "del", "probe0"]);
+        }
+        added
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn write_config(dir: &Path, text: &str) -> String {
+    let path = dir.join("node.yaml");
+    std::fs::write(&path, text).expect("write config");
+    path.display().to_string()
+}
+
+fn node_config(link: &str, extra: &str) -> String {
+    format!(
+        "listen: [\"{LOCAL_IP}:53\"]\nnode:\n  setup_interface: true\n  setup_iptables: true\n  interface_name: {link}\n  local_ips: [{LOCAL_IP}]\n{extra}zones:\n  - name: .\n    upstreams: [\"127.0.0.1:5353\"]\n"
+    )
+}
+
+fn expected_rules() -> Vec<Rule> {
+    let ip: IpAddr = LOCAL_IP.parse().expect("an IP");
+    node_cache_rules(&[ip], 53, 8080)
+}
+
+/// Without a dummy driver `setup` fails saying what to do; with an existing link named in
+/// `interface_name` (the fallback) it succeeds. With the driver, the dummy link is created.
+#[test]
+fn the_link_is_a_new_dummy_or_an_existing_link_when_there_is_no_dummy_driver() {
+    let Some(ns) = Netns::new("dummy") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write_config(dir.path(), &node_config("nodelocaldns", ""));
+    let setup = ns.run(&[BIN, "setup", "--config", &config]);
+    if ns.dummy_supported() {
+        assert!(setup.status.success(), "{setup:?}");
+        assert!(
+            ns.ok(&["ip", "-d", "link", "show", "nodelocaldns"])
+                .contains("dummy")
+        );
+        assert!(ns.addresses("nodelocaldns").contains(LOCAL_IP));
+        return;
+    }
+    assert!(!setup.status.success(), "no dummy driver: setup fails");
+    let stderr = String::from_utf8_lossy(&setup.stderr);
+    assert!(stderr.contains("no dummy link type"), "{stderr}");
+    assert!(
+        stderr.contains("node.interface_name"),
+        "names the fallback: {stderr}"
+    );
+
+    let config = write_config(dir.path(), &node_config("lo", ""));
+    let setup = ns.run(&[BIN, "setup", "--config", &config]);
+    assert!(setup.status.success(), "{setup:?}");
+    assert!(ns.addresses("lo").contains(LOCAL_IP));
+}
+
+/// Setup adds the address and exactly node-cache's rules; teardown removes exactly those,
+/// leaving an unrelated rule, the link and its other addresses alone.
+#[test]
+fn setup_adds_exactly_the_rules_and_teardown_removes_only_them() {
+    let Some(ns) = Netns::new("rules") else {
+        return;
+    };
+    ns.ok(&[
+        "ip", "link", "add", "nl0", "type", "veth", "peer", "name", "nl1",
+    ]);
+    ns.ok(&["ip", "addr", "add", "192.0.2.1/24", "dev", "nl0"]);
+    ns.ok(&[
+        "iptables", "-w", "5", "-A", "INPUT", "-p", "icmp", "-j", "ACCEPT",
+    ]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write_config(dir.path(), &node_config("nl0", ""));
+
+    ns.ok(&[BIN, "setup", "--config", &config]);
+    let rules = expected_rules();
+    assert_eq!(rules.len(), 12);
+    for rule in &rules {
+        assert!(ns.has_rule(rule), "missing {rule}");
+    }
+    assert_eq!(ns.our_rule_count(), 12, "exactly node-cache's rules, once");
+    assert!(ns.addresses("nl0").contains(&format!("{LOCAL_IP}/32")));
+
+    ns.ok(&[BIN, "setup", "--config", &config]);
+    assert_eq!(ns.our_rule_count(), 12, "a second setup adds no duplicate");
+
+    ns.ok(&[BIN, "teardown", "--config", &config]);
+    assert_eq!(ns.our_rule_count(), 0);
+    assert!(!ns.addresses("nl0").contains(LOCAL_IP));
+    assert!(
+        ns.addresses("nl0").contains("192.0.2.1/24"),
+        "other addresses stay"
+    );
+    let input = ns.ok(&["iptables", "-w", "5", "-S", "INPUT"]);
+    assert!(
+        input.contains("-p icmp -j ACCEPT"),
+        "unrelated rules stay: {input}"
+    );
+}
+
+/// A child killed on drop.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Asks `name` A at `server` from inside the namespace (python3 as the client) and returns
+/// the rcode and the first A address, if any.
+fn ask(ns: &Netns, server: &str, name: &str) -> Option<(u8, Option<String>)> {
+    const CLIENT: &str = r#"
+import socket, struct, sys
+server, name = sys.argv[1], sys.argv[2]
+q = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
+for label in name.strip(".").split("."):
+    q += bytes([len(label)]) + label.encode()
+q += b"\x00" + struct.pack(">HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+s.sendto(q, (server, 53))
+r = s.recv(4096)
+rcode = r[3] & 0x0f
+address = "-"
+if struct.unpack(">H", r[6:8])[0] > 0 and r[-6:-4] == b"\x00\x04":
+    address = socket.inet_ntoa(r[-4:])
+print(rcode, address)
+"#;
+    let out = ns.run(&["python3", "-c", CLIENT, server, name]);
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    let rcode = words.next()?.parse().ok()?;
+    let address = words.next().filter(|a| *a != "-").map(String::from);
+    Some((rcode, address))
+}
+
+/// `run` in the namespace: answers on the local IP from a real dnsmasq upstream, puts back a
+/// rule deleted by hand at the next sync, and removes its rules when it exits on SIGTERM.
+#[test]
+fn run_answers_on_the_local_ip_restores_rules_and_tears_down_on_exit() {
+    let Some(ns) = Netns::new("run") else {
+        return;
+    };
+    if Command::new("dnsmasq").arg("--version").output().is_err()
+        || Command::new("python3").arg("--version").output().is_err()
+    {
+        panic!("dnsmasq and python3 are needed (scripts/test.sh installs them)");
+    }
+    ns.ok(&[
+        "ip", "link", "add", "nl0", "type", "veth", "peer", "name", "nl1",
+    ]);
+    let _upstream = Running(
+        ns.command(&[
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--listen-address=127.0.0.1",
+            "--bind-interfaces",
+            "--port=5353",
+            "--address=/svc.test/192.0.2.55",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dnsmasq starts"),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write_config(
+        dir.path(),
+        &node_config(
+            "nl0",
+            "  sync_interval: 1s\nmetrics:\n  enabled: false\nserver:\n  loop_check: false\n",
+        ),
+    );
+    let mut server = Running(
+        ns.command(&[BIN, "run", "--config", &config])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the binary starts"),
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        if let Some(answer) = ask(&ns, LOCAL_IP, "api.svc.test.") {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "no answer on {LOCAL_IP}:53");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(answer, (0, Some("192.0.2.55".to_string())));
+    assert!(eventually(|| ns.our_rule_count() == 12), "rules installed");
+
+    let removed = &expected_rules()[0];
+    let mut delete = vec![
+        "iptables",
+        "-w",
+        "5",
+        "-t",
+        removed.table,
+        "-D",
+        removed.chain,
+    ];
+    delete.extend(removed.args.iter().map(String::as_str));
+    ns.ok(&delete);
+    assert!(!ns.has_rule(removed));
+    assert!(
+        eventually(|| ns.has_rule(removed)),
+        "the next sync restores {removed}"
+    );
+
+    let pid = server.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(25);
+    while server.0.try_wait().expect("status").is_none() {
+        assert!(Instant::now() < deadline, "exits after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(ns.our_rule_count(), 0, "teardown on exit");
+    assert!(!ns.addresses("nl0").contains(LOCAL_IP));
+}
+
+/// Polls `condition` for up to 10 s.
+fn eventually(mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    condition()
+}
