@@ -1,0 +1,146 @@
+//! node-cache compatibility through the binary (issue 6): the Corefile of the stock
+//! nodelocaldns.yaml, rendered as node-cache renders it with a kube-dns ConfigMap's
+//! stubDomains and upstreamNameservers, translates to the native config we expect; an
+//! unsupported directive is an error naming the file and line.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use nodelocal_dns::config::{Config, Transport};
+use serde_yaml_ng::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_nodelocal-dns");
+
+/// The stock manifest's Corefile with the variables its install docs replace by `sed`
+/// (node-cache itself fills in CLUSTER__DNS and UPSTREAM__SERVERS at start).
+fn stock_corefile() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/nodelocaldns.yaml");
+    let text = std::fs::read_to_string(path).expect("stock manifest");
+    let map = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|doc| serde::Deserialize::deserialize(doc).expect("YAML"))
+        .find(|doc: &Value| doc["kind"].as_str() == Some("ConfigMap"))
+        .expect("the ConfigMap");
+    map["data"]["Corefile"]
+        .as_str()
+        .expect("a Corefile")
+        .replace("__PILLAR__LOCAL__DNS__", "169.254.20.10")
+        .replace("__PILLAR__DNS__DOMAIN__", "cluster.local")
+        .replace("__PILLAR__DNS__SERVER__", "10.96.0.10")
+}
+
+/// `nodelocal-dns translate` with the stock DaemonSet's flags over files in `dir`.
+fn translate(dir: &Path, corefile: &str) -> Output {
+    std::fs::write(dir.join("Corefile.base"), corefile).expect("write Corefile");
+    let kube_dns = dir.join("kube-dns");
+    std::fs::create_dir_all(&kube_dns).expect("ConfigMap dir");
+    std::fs::write(
+        kube_dns.join("stubDomains"),
+        r#"{"acme.local": ["10.0.0.5"]}"#,
+    )
+    .expect("stubDomains");
+    std::fs::write(kube_dns.join("upstreamNameservers"), r#"["192.0.2.53"]"#)
+        .expect("upstreamNameservers");
+    let path = |name: &str| dir.join(name).display().to_string();
+    Command::new(BIN)
+        .args(["translate", "-localip", "169.254.20.10,10.96.0.10"])
+        .args([
+            "-conf",
+            &path("Corefile"),
+            "-basecorefile",
+            &path("Corefile.base"),
+        ])
+        .args([
+            "-upstreamsvc",
+            "kube-dns-upstream",
+            "-kubednscm",
+            &path("kube-dns"),
+        ])
+        // What Kubernetes puts in the pod for the kube-dns-upstream Service.
+        .env("KUBE_DNS_UPSTREAM_SERVICE_HOST", "10.96.0.11")
+        .output()
+        .expect("the binary runs")
+}
+
+#[test]
+fn the_stock_corefile_and_kube_dns_configmap_translate_to_the_native_config() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = translate(dir.path(), &stock_corefile());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8(out.stdout).expect("UTF-8");
+    // The printed translation is itself a valid config.
+    let config = Config::from_yaml(&yaml, "translation").expect("a valid config");
+
+    assert_eq!(
+        config.listen,
+        vec![
+            "169.254.20.10:53".parse().expect("address"),
+            "10.96.0.10:53".parse().expect("address")
+        ]
+    );
+    assert_eq!(config.node.local_ips.len(), 2);
+    assert!(config.node.setup_interface && config.node.setup_iptables);
+    assert_eq!(config.node.interface_name, "nodelocaldns");
+    assert_eq!(
+        config.metrics.health_listen,
+        Some("169.254.20.10:8080".parse().expect("address"))
+    );
+
+    let zone = |name: &str| {
+        config
+            .zones
+            .iter()
+            .find(|z| z.name.0.to_dotted() == name)
+            .unwrap_or_else(|| panic!("zone {name} in {yaml}"))
+    };
+    for name in ["cluster.local.", "in-addr.arpa.", "ip6.arpa."] {
+        let zone = zone(name);
+        assert_eq!(
+            zone.upstream_addrs(),
+            vec!["10.96.0.11:53".parse().expect("address")],
+            "{name} goes to kube-dns-upstream"
+        );
+        assert_eq!(zone.transport, Transport::Tcp, "{name}: force_tcp");
+    }
+    let cluster = zone("cluster.local.");
+    assert!(cluster.cache.enabled);
+    assert_eq!(cluster.cache.success_ttl, Duration::from_secs(30));
+    assert_eq!(cluster.cache.denial_ttl, Duration::from_secs(5));
+    // upstreamNameservers replace resolv.conf for everything else; stubDomains get a zone.
+    assert_eq!(
+        zone(".").upstream_addrs(),
+        vec!["192.0.2.53:53".parse().expect("address")]
+    );
+    assert_eq!(
+        zone("acme.local.").upstream_addrs(),
+        vec!["10.0.0.5:53".parse().expect("address")]
+    );
+}
+
+#[test]
+fn an_unsupported_directive_names_the_file_and_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let corefile = stock_corefile().replacen(
+        "    reload\n",
+        "    reload\n    rewrite name foo.example bar.example\n",
+        1,
+    );
+    let line = corefile
+        .lines()
+        .position(|l| l.contains("rewrite"))
+        .expect("inserted")
+        + 1;
+    let out = translate(dir.path(), &corefile);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The rendered file's line (rendering keeps the lines), and the template it came from.
+    assert!(
+        stderr.contains(&format!("):{line}: unsupported directive `rewrite`")),
+        "line {line}: {stderr}"
+    );
+    assert!(stderr.contains("rendered from"), "{stderr}");
+}
