@@ -226,7 +226,8 @@ fn node_cache(args: &[String]) -> anyhow::Result<()> {
         setup_metrics = %args.metrics_listen_address,
         "Corefile translated; HTTP endpoints it asks for"
     );
-    serve(translation.config, args.pidfile)
+    // The Corefile is rendered once (node-cache re-renders on restart too).
+    serve(translation.config, args.pidfile, None)
 }
 
 fn run(config_path: Option<PathBuf>, log_level: Option<&str>) -> anyhow::Result<()> {
@@ -235,12 +236,16 @@ fn run(config_path: Option<PathBuf>, log_level: Option<&str>) -> anyhow::Result<
         None => Config::embedded_default()?,
     };
     init_logging(log_level.unwrap_or(&config.log.level))?;
-    serve(config, None)
+    serve(config, None, config_path)
 }
 
 /// Serves `config` until SIGTERM/SIGINT, with the node setup around the listeners: the
 /// interface before binding, the rules once bound, teardown before the listeners stop.
-fn serve(config: Config, pidfile: Option<PathBuf>) -> anyhow::Result<()> {
+fn serve(
+    config: Config,
+    pidfile: Option<PathBuf>,
+    reload_from: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.worker_count())
         .enable_all()
@@ -280,7 +285,7 @@ fn serve(config: Config, pidfile: Option<PathBuf>) -> anyhow::Result<()> {
                 ));
             }
         };
-        let server = match Server::start(&config, responder.clone()) {
+        let mut server = match Server::start(&config, responder.clone()) {
             Ok(server) => server,
             Err(err) => {
                 abandon_node(&mut node, &config).await;
@@ -288,6 +293,9 @@ fn serve(config: Config, pidfile: Option<PathBuf>) -> anyhow::Result<()> {
             }
         };
         readiness.set_listening(true);
+        if let Some(path) = reload_from {
+            server.watch_config(path, RELOAD_INTERVAL, config.clone(), metrics.clone());
+        }
         if config.server.loop_check {
             let (responder, listener) = (responder.clone(), server.local_addrs()[0]);
             tokio::spawn(async move {
@@ -345,6 +353,10 @@ async fn abandon_node(node: &mut Option<NodeSetup>, config: &Config) {
         node.teardown().await;
     }
 }
+
+/// How often the config file is checked for changes (a ConfigMap update itself takes up
+/// to a minute to reach the pod).
+const RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How long the start-up loop probes wait for their answers (a slow upstream is no loop).
 const LOOP_PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);

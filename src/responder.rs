@@ -76,7 +76,11 @@ pub struct Pending {
 /// Turns client packets into answers.
 pub struct Responder {
     router: ZoneRouter,
-    cache: Cache,
+    /// Shared with the responder a reload replaces this one with.
+    cache: Arc<Cache>,
+    cache_capacity: usize,
+    pods: Option<Arc<PodIndex>>,
+    metrics: Arc<Metrics>,
     max_udp_size: u16,
     autopath: Option<Autopath>,
     /// The zones with `autopath: true`.
@@ -127,6 +131,28 @@ impl Responder {
         metrics: Arc<Metrics>,
         pods: Option<Arc<PodIndex>>,
     ) -> Responder {
+        Responder::build(config, metrics, pods, None)
+    }
+
+    /// The responder for a reloaded `config`: the same pod index, and the same cache when
+    /// `cache.capacity` is unchanged (entries keep their own TTLs), so a reload does not
+    /// send every client's next query upstream. Its request metrics replace this one's.
+    pub fn reloaded(&self, config: &Config) -> Responder {
+        let metrics = self.metrics.clone();
+        // Unregistered first: the registry takes one collector per metric name.
+        let _ = metrics
+            .registry
+            .unregister(Box::new(SharedCollector(self.requests.clone())));
+        let cache = (config.cache.capacity == self.cache_capacity).then(|| self.cache.clone());
+        Responder::build(config, metrics, self.pods.clone(), cache)
+    }
+
+    fn build(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        pods: Option<Arc<PodIndex>>,
+        cache: Option<Arc<Cache>>,
+    ) -> Responder {
         let server = format!("dns://{}", config.listen[0]);
         let router = ZoneRouter::new(config, &metrics);
         let autopath_routes = config
@@ -135,8 +161,9 @@ impl Responder {
             .filter(|zone| zone.autopath)
             .filter_map(|zone| router.route(&zone.name.0))
             .collect();
-        let autopath =
-            pods.map(|index| Autopath::new(index, &config.kubernetes.host_search, &metrics));
+        let autopath = pods
+            .clone()
+            .map(|index| Autopath::new(index, &config.kubernetes.host_search, &metrics));
         let zone_routes: Vec<RouteId> = config
             .zones
             .iter()
@@ -159,7 +186,12 @@ impl Responder {
         }
         Responder {
             router,
-            cache: Cache::new(config.cache.capacity, &server, metrics.clone()),
+            cache: cache.unwrap_or_else(|| {
+                Arc::new(Cache::new(config.cache.capacity, &server, metrics.clone()))
+            }),
+            cache_capacity: config.cache.capacity,
+            pods,
+            metrics: metrics.clone(),
             drops: Drops::new(&metrics),
             loops: LoopCheck::new(metrics.loop_detected.clone()),
             query_log: QueryLog::new(config.log.query_sample),

@@ -12,6 +12,7 @@
 //! | `nodelocaldns_upstream_servfail_total` | `zone`, `upstream`, `rcode` | SERVFAIL/REFUSED answers that caused a failover |
 //! | `nodelocaldns_upstream_healthy` | `zone`, `upstream` | 1 while the upstream is used, 0 while skipped after `max_fails` |
 //! | `nodelocaldns_unanswered_cached_total` | `zone` | queries not sent upstream because the same question timed out on every upstream less than `unanswered_ttl` ago |
+//! | `nodelocaldns_config_reloads_total` | `result` | config file changes applied (`success`) or rejected (`failure`: the previous config keeps serving) |
 //! | `nodelocaldns_loop_detected` | `zone` | 1 when a loop probe came back through the zone's upstreams (the zone is answered REFUSED) |
 //! | `coredns_cache_entries` | `server`, `type` | entries held, `success` or `denial` (fresh or kept for serve-stale) |
 //! | `coredns_cache_hits_total` | `server`, `type` | queries answered from a fresh entry |
@@ -61,6 +62,7 @@ pub struct Metrics {
     pub upstream: UpstreamMetrics,
     pub loop_detected: IntGaugeVec,
     pub unanswered_cached: IntCounterVec,
+    pub config_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -205,6 +207,14 @@ impl Metrics {
             setup_errors.with_label_values(&[errortype]);
         }
         let upstream = UpstreamMetrics::register(&registry);
+        let config_reloads = counter(
+            "nodelocaldns_config_reloads_total",
+            "Config file changes seen, by result (success, failure: the previous config keeps serving).",
+            &["result"],
+        );
+        for result in ["success", "failure"] {
+            config_reloads.with_label_values(&[result]);
+        }
         let unanswered_cached = counter(
             "nodelocaldns_unanswered_cached_total",
             "Queries answered without asking upstreams because the same question timed out on every upstream within unanswered_ttl.",
@@ -248,6 +258,7 @@ impl Metrics {
             upstream,
             loop_detected,
             unanswered_cached,
+            config_reloads,
         }
     }
 

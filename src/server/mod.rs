@@ -6,10 +6,13 @@
 //! [`Server`] owns every task it starts; [`Server::shutdown`] ends them.
 
 pub mod framing;
+mod reload;
 mod tcp;
 mod udp;
 
 use std::io;
+
+use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -23,6 +26,9 @@ use tracing::info;
 
 use crate::config::{Config, ServerConfig};
 use crate::responder::Responder;
+
+/// The responder the listeners use, replaceable while they run.
+pub(crate) type Current = Arc<ArcSwap<Responder>>;
 
 /// Receive buffer of each UDP socket: room for bursts while workers are busy.
 const UDP_RECV_BUFFER: usize = 4 << 20;
@@ -41,6 +47,8 @@ pub struct BindError {
 /// The running listeners.
 pub struct Server {
     local_addrs: Vec<SocketAddr>,
+    /// What every listener answers with; [`Server::replace`] swaps it on reload.
+    responder: Current,
     tasks: JoinSet<()>,
     cancel: CancellationToken,
 }
@@ -48,6 +56,7 @@ pub struct Server {
 impl Server {
     /// Binds every listen address and starts serving with `responder`.
     pub fn start(config: &Config, responder: Arc<Responder>) -> Result<Server, BindError> {
+        let responder: Current = Arc::new(ArcSwap::new(responder));
         let workers = config.worker_count();
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -84,9 +93,40 @@ impl Server {
         }
         Ok(Server {
             local_addrs,
+            responder,
             tasks,
             cancel,
         })
+    }
+
+    /// Answers every query from now on with `responder` (a reloaded config). Queries already
+    /// begun finish with the one they started with; nothing is dropped.
+    pub fn replace(&self, responder: Arc<Responder>) {
+        self.responder.store(responder);
+    }
+
+    /// Reloads the config from `path` when it changes (checked every `interval`), replacing
+    /// the responder; `running` is the config the server started with. Ends at shutdown.
+    pub fn watch_config(
+        &mut self,
+        path: std::path::PathBuf,
+        interval: std::time::Duration,
+        running: Config,
+        metrics: Arc<crate::observe::Metrics>,
+    ) {
+        self.tasks.spawn(reload::watch(
+            path,
+            interval,
+            running,
+            self.responder.clone(),
+            metrics,
+            self.cancel.clone(),
+        ));
+    }
+
+    /// The responder answering now.
+    pub fn responder(&self) -> Arc<Responder> {
+        self.responder.load_full()
     }
 
     /// The bound addresses (UDP and TCP share each port), in config order.

@@ -13,11 +13,12 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::Current;
 use super::Limits;
 use super::framing::{frame, read_frame};
 use crate::Proto;
 use crate::observe::ratelimit::LogLimiter;
-use crate::responder::{Responder, Step};
+use crate::responder::Step;
 
 /// Serves the TCP listener of the listen address with index `index` in the config.
 /// Accept errors logged per minute, over all listeners.
@@ -26,7 +27,7 @@ static ACCEPT_ERRORS: LogLimiter = LogLimiter::new(10, Duration::from_secs(60));
 pub(super) async fn serve(
     index: usize,
     listener: TcpListener,
-    responder: Arc<Responder>,
+    current: Current,
     limits: Limits,
     cancel: CancellationToken,
 ) {
@@ -50,15 +51,15 @@ pub(super) async fn serve(
         // Answers are written whole; waiting for more bytes would only add latency.
         let _ = stream.set_nodelay(true);
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            responder.count_rejected_connection();
+            current.load().count_rejected_connection();
             drop(stream);
             continue;
         };
-        let responder = responder.clone();
+        let current = current.clone();
         let limits = limits.clone();
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            connection(index, stream, client, responder, limits, cancel).await;
+            connection(index, stream, client, current, limits, cancel).await;
             drop(permit);
         });
     }
@@ -68,19 +69,19 @@ async fn connection(
     listener: usize,
     stream: TcpStream,
     client: SocketAddr,
-    responder: Arc<Responder>,
+    current: Current,
     limits: Limits,
     cancel: CancellationToken,
 ) {
     let (mut reader, mut writer) = stream.into_split();
     let (answers, mut to_write) = mpsc::channel::<Vec<u8>>(limits.max_tcp_pipelined);
-    let log = responder.clone();
+    let log = current.clone();
     let writing = async move {
         while let Some(answer) = to_write.recv().await {
             if writer.write_all(&frame(&answer)).await.is_err() {
                 return;
             }
-            log.log_answer(client, Proto::Tcp, &answer);
+            log.load().log_answer(client, Proto::Tcp, &answer);
         }
         let _ = writer.shutdown().await;
     };
@@ -107,6 +108,8 @@ async fn connection(
                     return;
                 }
             };
+            // Per query: a long-lived client connection follows a reload too.
+            let responder = current.load_full();
             match responder.begin(listener, &packet, Proto::Tcp, client.ip(), &mut out) {
                 Step::Answered => {
                     if answers.send(std::mem::take(&mut out)).await.is_err() {

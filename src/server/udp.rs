@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::Current;
 use crate::Proto;
 use crate::observe::ratelimit::LogLimiter;
 use crate::responder::{Responder, Step};
@@ -26,7 +27,7 @@ const MAX_QUERY: usize = 4096;
 pub(super) async fn serve(
     listener: usize,
     socket: Arc<UdpSocket>,
-    responder: Arc<Responder>,
+    current: Current,
     inflight: Arc<Semaphore>,
     cancel: CancellationToken,
 ) {
@@ -47,6 +48,8 @@ pub(super) async fn serve(
                 continue;
             }
         };
+        // Per packet: a reload swaps it between two packets, never during one.
+        let responder = current.load_full();
         match responder.begin(listener, &packet[..len], Proto::Udp, client.ip(), &mut out) {
             Step::Answered => send(&socket, &out, client, &responder).await,
             Step::AnsweredRefresh(pending) => {

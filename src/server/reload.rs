@@ -1,0 +1,78 @@
+//! Config reload: the config file is read every `interval`, and when its bytes change (a
+//! ConfigMap volume swaps its `..data` symlink atomically, so a read sees the old file or
+//! the new one, never half of each) it is loaded and validated, and a new responder (new
+//! zones, upstreams, cache policies, logging) replaces the old one behind the listeners.
+//! Queries in progress finish with the responder they began with, so none is dropped. A
+//! config that does not load keeps the running one, logged and counted.
+//!
+//! Polling rather than inotify: a ConfigMap update replaces a symlink two levels up from the
+//! file, which inotify watches on the file miss, and one read every few seconds costs
+//! nothing. Listen addresses, worker count, server limits, node setup, HTTP endpoints and
+//! the pod watch are fixed at start: a change to them is logged as needing a restart.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::Current;
+use crate::config::Config;
+use crate::observe::Metrics;
+
+pub(super) async fn watch(
+    path: PathBuf,
+    interval: Duration,
+    mut running: Config,
+    current: Current,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
+    let reloads = |result: &str| metrics.config_reloads.with_label_values(&[result]).inc();
+    let mut last = std::fs::read(&path).ok();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        // Unreadable for a moment (the file being replaced by hand): try at the next tick.
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        if last.as_deref() == Some(bytes.as_slice()) {
+            continue;
+        }
+        last = Some(bytes);
+        match Config::load(&path) {
+            Ok(config) => {
+                let fixed = [
+                    ("listen", config.listen != running.listen),
+                    ("workers", config.workers != running.workers),
+                    ("server", config.server != running.server),
+                    ("node", config.node != running.node),
+                    ("metrics", config.metrics != running.metrics),
+                    ("kubernetes", config.kubernetes != running.kubernetes),
+                    ("log.level", config.log.level != running.log.level),
+                ];
+                let changed: Vec<&str> =
+                    fixed.iter().filter(|(_, c)| *c).map(|(k, _)| *k).collect();
+                if !changed.is_empty() {
+                    warn!(
+                        path = %path.display(), keys = %changed.join(", "),
+                        "config reloaded, but these keys take effect only after a restart"
+                    );
+                }
+                let next = current.load().reloaded(&config);
+                current.store(Arc::new(next));
+                reloads("success");
+                info!(path = %path.display(), zones = config.zones.len(), "config reloaded");
+                running = config;
+            }
+            Err(err) => {
+                reloads("failure");
+                error!(%err, "config reload failed; still serving the previous config");
+            }
+        }
+    }
+}

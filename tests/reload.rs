@@ -1,0 +1,166 @@
+//! Config reload through the binary (issue 6): the config file is a ConfigMap volume (a
+//! `..data` symlink swapped atomically); a changed config is applied under a steady stream of
+//! queries without one going unanswered, and an invalid one is counted while the running
+//! config keeps serving.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{Authority, EXAMPLE_ZONE, http_get, metric_value, query, udp_raw};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
+
+const BIN: &str = env!("CARGO_BIN_EXE_nodelocal-dns");
+
+const OTHER_ZONE: &str = "$TTL 60\n@ IN SOA ns admin 1 3600 600 86400 5\n@ IN NS ns\nns IN A 127.0.0.1\nhost IN A 198.51.100.7\n";
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Publishes `text` as the ConfigMap's next version: a new directory, then `..data` swapped
+/// to it with one rename, as the kubelet does.
+fn publish(dir: &Path, version: u32, text: &str) {
+    let data = dir.join(format!("..v{version}"));
+    std::fs::create_dir(&data).expect("version dir");
+    std::fs::write(data.join("config.yaml"), text).expect("write config");
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(format!("..v{version}"), &tmp).expect("symlink");
+    std::fs::rename(&tmp, dir.join("..data")).expect("swap ..data");
+    if version == 1 {
+        std::os::unix::fs::symlink("..data/config.yaml", dir.join("config.yaml"))
+            .expect("config.yaml link");
+    }
+}
+
+async fn rcode_of(server: std::net::SocketAddr, name: &str) -> Option<ResponseCode> {
+    let packet = query(name, RecordType::A, None).to_vec().expect("encodes");
+    let answer = udp_raw(server, &packet, Duration::from_secs(2)).await?;
+    Some(Message::from_vec(&answer).ok()?.metadata.response_code)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_config_is_applied_under_load_and_a_broken_one_is_refused() {
+    let example = Authority::start(&[("example.", EXAMPLE_ZONE)]).await;
+    let other = Authority::start(&[("other.test.", OTHER_ZONE)]).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let addr = {
+        let (udp, _tcp) = common::bind_udp_tcp_pair().await;
+        udp.local_addr().expect("bound")
+    };
+    let http = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("bound")
+    };
+    let base = format!(
+        "listen: [\"{addr}\"]\nworkers: 1\nserver:\n  loop_check: false\nmetrics:\n  listen: {http}\nzones:\n  - name: example\n    upstreams: [\"{}\"]\n",
+        example.addr
+    );
+    publish(dir.path(), 1, &base);
+    let config = dir.path().join("config.yaml").display().to_string();
+    let _server = Running(
+        Command::new(BIN)
+            .args(["run", "--config", &config])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the binary starts"),
+    );
+    assert!(
+        common::eventually_async(|| async {
+            rcode_of(addr, "www.example.").await == Some(ResponseCode::NoError)
+        })
+        .await,
+        "the server answers"
+    );
+    assert_eq!(
+        rcode_of(addr, "host.other.test.").await,
+        Some(ResponseCode::Refused)
+    );
+
+    // A steady stream of distinct names (cache misses) for the whole test.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, unanswered) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let stream = tokio::spawn({
+        let (stop, sent, unanswered) = (stop.clone(), sent.clone(), unanswered.clone());
+        async move {
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let name = format!("n{i}.example.");
+                sent.fetch_add(1, Ordering::SeqCst);
+                if rcode_of(addr, &name).await.is_none() {
+                    unanswered.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    });
+
+    let with_other = format!(
+        "{base}  - name: other.test\n    upstreams: [\"{}\"]\n",
+        other.addr
+    );
+    publish(dir.path(), 2, &with_other);
+    assert!(
+        common::eventually_async(|| async {
+            rcode_of(addr, "host.other.test.").await == Some(ResponseCode::NoError)
+        })
+        .await,
+        "the new zone is served after the reload"
+    );
+
+    publish(
+        dir.path(),
+        3,
+        &format!("{with_other}  - name: broken\n    upstreamz: []\n"),
+    );
+    let failures = || async {
+        let (_, text) = http_get(http, "/metrics").await;
+        metric_value(
+            &text,
+            "nodelocaldns_config_reloads_total",
+            &[("result", "failure")],
+        )
+    };
+    assert!(
+        common::eventually_async(|| async { failures().await == 1.0 }).await,
+        "the broken config is counted"
+    );
+    assert_eq!(
+        rcode_of(addr, "host.other.test.").await,
+        Some(ResponseCode::NoError),
+        "the previous config keeps serving"
+    );
+    let (_, text) = http_get(http, "/metrics").await;
+    assert_eq!(
+        metric_value(
+            &text,
+            "nodelocaldns_config_reloads_total",
+            &[("result", "success")]
+        ),
+        1.0
+    );
+
+    stop.store(true, Ordering::SeqCst);
+    stream.await.expect("stream task");
+    assert!(
+        sent.load(Ordering::SeqCst) > 50,
+        "the stream ran through both reloads"
+    );
+    assert_eq!(
+        unanswered.load(Ordering::SeqCst),
+        0,
+        "no query lost to a reload"
+    );
+}
