@@ -321,6 +321,15 @@ fn serve(
         tracing::info!("shutting down");
         // Not ready from now on, so that nothing new is sent here while the rules go.
         readiness.set_listening(false);
+        // Stop taking queries, answer the ones taken, and only then remove the rules and
+        // addresses their answers leave through.
+        let unanswered = server.drain(DRAIN_DEADLINE).await;
+        if unanswered > 0 {
+            tracing::warn!(
+                unanswered,
+                "queries still waiting on upstreams after {DRAIN_DEADLINE:?}; exiting"
+            );
+        }
         if let Some(sync) = sync {
             match sync.stop().await {
                 Ok(mut node) if !config.node.skip_teardown => {
@@ -333,7 +342,6 @@ fn serve(
                 Err(err) => tracing::error!("{err}"),
             }
         }
-        server.shutdown().await;
         if let Some(path) = &pidfile {
             let _ = std::fs::remove_file(path);
         }
@@ -353,6 +361,10 @@ async fn abandon_node(node: &mut Option<NodeSetup>, config: &Config) {
         node.teardown().await;
     }
 }
+
+/// How long in-flight queries get to be answered at shutdown: a zone's default deadline, and
+/// well inside the pod's 30 s grace period together with the teardown.
+const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How often the config file is checked for changes (a ConfigMap update itself takes up
 /// to a minute to reach the pod).

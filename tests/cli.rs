@@ -299,3 +299,80 @@ async fn run_serves_a_config_and_exits_cleanly_on_sigterm() {
         "info lines are filtered out: {log}"
     );
 }
+
+/// SIGTERM while queries wait on a slow upstream: the listeners stop, the queries already
+/// taken are still answered (UDP and TCP), then the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_the_queries_in_flight_before_exiting() {
+    let upstream = common::Scripted::start(std::sync::Arc::new(
+        |request: &hickory_proto::op::Message, _| {
+            let name = request.queries[0].name().to_ascii();
+            let delay = if name.starts_with("slow") {
+                Duration::from_millis(1500)
+            } else {
+                Duration::ZERO
+            };
+            let answer = common::a_with(&name, 60, Ipv4Addr::new(192, 0, 2, 77));
+            vec![(
+                delay,
+                common::reply(request, ResponseCode::NoError, vec![answer]),
+            )]
+        },
+    ))
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let zones = format!(
+        "server:\n  loop_check: false\nzones:\n  - name: example\n    upstreams: [\"{}\"]\n    cache:\n      enabled: false\n",
+        upstream.addr
+    );
+    let probe = query("fast.example.", RecordType::A, None)
+        .to_vec()
+        .expect("encodes");
+    let (mut running, addr) = start_run(dir.path(), &zones, &probe).await;
+
+    let udp = tokio::spawn(async move {
+        let msg = query("slow-udp.example.", RecordType::A, None);
+        udp_raw(
+            addr,
+            &msg.to_vec().expect("encodes"),
+            Duration::from_secs(5),
+        )
+        .await
+    });
+    let tcp = tokio::spawn(async move {
+        common::tcp_query(addr, &query("slow-tcp.example.", RecordType::A, None)).await
+    });
+    assert!(
+        common::eventually(|| upstream.seen().len() >= 3).await,
+        "both slow queries reached the upstream"
+    );
+    let pid = running.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+
+    let answer = udp.await.expect("task").expect("the UDP query is answered");
+    let answer = hickory_proto::op::Message::from_vec(&answer).expect("decodes");
+    assert_eq!(addresses(&answer), [Ipv4Addr::new(192, 0, 2, 77)]);
+    let answer = tcp.await.expect("task");
+    assert_eq!(addresses(&answer), [Ipv4Addr::new(192, 0, 2, 77)]);
+    let mut status = None;
+    for _ in 0..200 {
+        if let Some(exited) = running.0.try_wait().expect("status") {
+            status = Some(exited);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(status.expect("exits after draining").success());
+    assert!(
+        udp_raw(addr, &probe, Duration::from_millis(300))
+            .await
+            .is_none(),
+        "nothing answers once it has exited"
+    );
+}

@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use crate::config::{Config, ServerConfig};
@@ -47,6 +48,8 @@ pub struct BindError {
 /// The running listeners.
 pub struct Server {
     local_addrs: Vec<SocketAddr>,
+    /// Forwarded queries and TCP client connections, waited for at shutdown.
+    inflight: TaskTracker,
     /// What every listener answers with; [`Server::replace`] swaps it on reload.
     responder: Current,
     tasks: JoinSet<()>,
@@ -61,6 +64,7 @@ impl Server {
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let mut local_addrs = Vec::new();
+        let tracker = TaskTracker::new();
         for (listener, &addr) in config.listen.iter().enumerate() {
             let (udp_sockets, tcp_listener) = bind_pair(addr, workers)?;
             let local = tcp_listener.local_addr().map_err(|error| BindError {
@@ -79,6 +83,7 @@ impl Server {
                     responder.clone(),
                     inflight.clone(),
                     cancel.clone(),
+                    tracker.clone(),
                 ));
             }
             tasks.spawn(tcp::serve(
@@ -87,12 +92,14 @@ impl Server {
                 responder.clone(),
                 limits,
                 cancel.clone(),
+                tracker.clone(),
             ));
             info!(%local, udp_workers = workers, "listening");
             local_addrs.push(local);
         }
         Ok(Server {
             local_addrs,
+            inflight: tracker,
             responder,
             tasks,
             cancel,
@@ -135,9 +142,24 @@ impl Server {
     }
 
     /// Stops listening and waits for the listener tasks to end.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
+        self.drain(std::time::Duration::ZERO).await;
+    }
+
+    /// Stops accepting queries and connections, then gives the queries already taken up to
+    /// `deadline` to be answered (their answers go out on the sockets they came in on);
+    /// returns how many were still unanswered then.
+    pub async fn drain(mut self, deadline: std::time::Duration) -> usize {
         self.cancel.cancel();
         while self.tasks.join_next().await.is_some() {}
+        self.inflight.close();
+        if tokio::time::timeout(deadline, self.inflight.wait())
+            .await
+            .is_err()
+        {
+            return self.inflight.len();
+        }
+        0
     }
 }
 

@@ -11,6 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use super::Current;
@@ -30,6 +31,7 @@ pub(super) async fn serve(
     current: Current,
     limits: Limits,
     cancel: CancellationToken,
+    tracker: TaskTracker,
 ) {
     let connections = Arc::new(Semaphore::new(limits.max_tcp_connections));
     loop {
@@ -58,8 +60,9 @@ pub(super) async fn serve(
         let current = current.clone();
         let limits = limits.clone();
         let cancel = cancel.clone();
-        tokio::spawn(async move {
-            connection(index, stream, client, current, limits, cancel).await;
+        let forwards = tracker.clone();
+        tracker.spawn(async move {
+            connection(index, stream, client, current, limits, cancel, forwards).await;
             drop(permit);
         });
     }
@@ -72,6 +75,7 @@ async fn connection(
     current: Current,
     limits: Limits,
     cancel: CancellationToken,
+    tracker: TaskTracker,
 ) {
     let (mut reader, mut writer) = stream.into_split();
     let (answers, mut to_write) = mpsc::channel::<Vec<u8>>(limits.max_tcp_pipelined);
@@ -126,7 +130,7 @@ async fn connection(
                 Step::Forward(pending) => {
                     let answers = answers.clone();
                     let responder = responder.clone();
-                    tokio::spawn(async move {
+                    tracker.spawn(async move {
                         let mut out = Vec::new();
                         responder.finish(pending, &mut out).await;
                         // The client may have gone; its answer then has nowhere to go, and

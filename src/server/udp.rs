@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::warn;
 
 use super::Current;
@@ -30,6 +31,7 @@ pub(super) async fn serve(
     current: Current,
     inflight: Arc<Semaphore>,
     cancel: CancellationToken,
+    tracker: TaskTracker,
 ) {
     let mut packet = vec![0u8; MAX_QUERY];
     let mut out = Vec::with_capacity(1232);
@@ -61,7 +63,7 @@ pub(super) async fn serve(
                 Ok(permit) => {
                     let socket = socket.clone();
                     let responder = responder.clone();
-                    tokio::spawn(async move {
+                    tracker.spawn(async move {
                         let mut out = Vec::new();
                         responder.finish(pending, &mut out).await;
                         send(&socket, &out, client, &responder).await;
