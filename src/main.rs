@@ -319,26 +319,37 @@ fn serve(
         };
         shutdown_signal().await?;
         tracing::info!("shutting down");
-        // Not ready from now on, so that nothing new is sent here while the rules go.
+        // Not ready from now on; still answering for the lameduck period, while a new
+        // instance bound to the same addresses (SO_REUSEPORT) takes over.
         readiness.set_listening(false);
+        let lameduck = config.shutdown.lameduck;
+        if !lameduck.is_zero() {
+            tracing::info!(?lameduck, "lameduck: answering while not ready");
+            tokio::time::sleep(lameduck).await;
+        }
         // Stop taking queries, answer the ones taken, and only then remove the rules and
         // addresses their answers leave through.
-        let unanswered = server.drain(DRAIN_DEADLINE).await;
+        let drain = config.shutdown.drain;
+        let unanswered = server.drain(drain).await;
         if unanswered > 0 {
             tracing::warn!(
                 unanswered,
-                "queries still waiting on upstreams after {DRAIN_DEADLINE:?}; exiting"
+                "queries still waiting on upstreams after {drain:?}; exiting"
             );
+        }
+        let successor = nodelocal_dns::server::served_by_another(&config.listen);
+        if let Some(addr) = successor {
+            tracing::info!(%addr, "another instance serves our address: leaving the rules and the interface to it");
         }
         if let Some(sync) = sync {
             match sync.stop().await {
-                Ok(mut node) if !config.node.skip_teardown => {
+                Ok(mut node) if !config.node.skip_teardown && successor.is_none() => {
                     let teardown = tokio::time::timeout(TEARDOWN_DEADLINE, node.teardown()).await;
                     if teardown.is_err() {
                         tracing::error!("teardown did not finish in {TEARDOWN_DEADLINE:?}");
                     }
                 }
-                Ok(_) => tracing::info!("skip_teardown: leaving the rules and the interface"),
+                Ok(_) => tracing::info!("leaving the rules and the interface in place"),
                 Err(err) => tracing::error!("{err}"),
             }
         }
@@ -361,10 +372,6 @@ async fn abandon_node(node: &mut Option<NodeSetup>, config: &Config) {
         node.teardown().await;
     }
 }
-
-/// How long in-flight queries get to be answered at shutdown: a zone's default deadline, and
-/// well inside the pod's 30 s grace period together with the teardown.
-const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How often the config file is checked for changes (a ConfigMap update itself takes up
 /// to a minute to reach the pod).

@@ -191,7 +191,7 @@ async fn start_run(dir: &Path, zones: &str, probe: &[u8]) -> (Running, SocketAdd
             dir,
             "run.yaml",
             &format!(
-                "listen: [\"{addr}\"]\nworkers: 1\nlog:\n  level: warn,query=info\n  query_sample: 1\n{zones}"
+                "listen: [\"{addr}\"]\nworkers: 1\nshutdown:\n  lameduck: 0s\nlog:\n  level: warn,query=info\n  query_sample: 1\n{zones}"
             ),
         );
         let log = std::fs::File::create(dir.join("output.log")).expect("log file");

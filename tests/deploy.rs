@@ -79,7 +79,22 @@ fn the_daemonset_keeps_a_node_dns_caches_invariants() {
         "runs on every node, tainted or not"
     );
 
+    // Zero-gap rollout: a surge pod beside the old one, which host ports would forbid.
+    let strategy = daemonset
+        .spec
+        .as_ref()
+        .and_then(|s| s.update_strategy.clone())
+        .and_then(|s| s.rolling_update)
+        .expect("a rolling update");
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    assert!(matches!(strategy.max_surge, Some(IntOrString::String(ref p)) if p != "0%"));
+    assert_eq!(strategy.max_unavailable, Some(IntOrString::Int(0)));
     let node_cache = container(&daemonset);
+    assert!(
+        node_cache.ports.is_none(),
+        "host ports would block the surge pod"
+    );
+    assert!(pod.termination_grace_period_seconds.is_some_and(|s| s >= 30));
     let security = node_cache.security_context.expect("a security context");
     let capabilities = security.capabilities.expect("capabilities");
     let added: BTreeSet<String> = capabilities.add.unwrap_or_default().into_iter().collect();

@@ -246,55 +246,12 @@ fn run_answers_on_the_local_ip_restores_rules_and_tears_down_on_exit() {
     let Some(ns) = Netns::new("run") else {
         return;
     };
-    if Command::new("dnsmasq").arg("--version").output().is_err()
-        || Command::new("python3").arg("--version").output().is_err()
-    {
-        panic!("dnsmasq and python3 are needed (scripts/test.sh installs them)");
-    }
-    ns.ok(&[
-        "ip", "link", "add", "nl0", "type", "veth", "peer", "name", "nl1",
-    ]);
-    let _upstream = Running(
-        ns.command(&[
-            "dnsmasq",
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--listen-address=127.0.0.1",
-            "--bind-interfaces",
-            "--port=5353",
-            "--address=/svc.test/192.0.2.55",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dnsmasq starts"),
-    );
+    let _upstream = dnsmasq_upstream(&ns);
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = write_config(
-        dir.path(),
-        &node_config(
-            "nl0",
-            "  sync_interval: 1s\nmetrics:\n  enabled: false\nserver:\n  loop_check: false\n",
-        ),
-    );
-    let mut server = Running(
-        ns.command(&[BIN, "run", "--config", &config])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the binary starts"),
-    );
+    let config = write_config(dir.path(), &node_config("nl0", &run_extra("0s")));
+    let mut server = instance(&ns, &config);
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let answer = loop {
-        if let Some(answer) = ask(&ns, LOCAL_IP, "api.svc.test.") {
-            break answer;
-        }
-        assert!(Instant::now() < deadline, "no answer on {LOCAL_IP}:53");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let answer = answering(&ns, LOCAL_IP);
     assert_eq!(answer, (0, Some("192.0.2.55".to_string())));
     assert!(eventually(|| ns.our_rule_count() == 12), "rules installed");
 
@@ -316,21 +273,150 @@ fn run_answers_on_the_local_ip_restores_rules_and_tears_down_on_exit() {
         "the next sync restores {removed}"
     );
 
-    let pid = server.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
-    let deadline = Instant::now() + Duration::from_secs(25);
-    while server.0.try_wait().expect("status").is_none() {
-        assert!(Instant::now() < deadline, "exits after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    stop(&mut server, Duration::from_secs(25));
     assert_eq!(ns.our_rule_count(), 0, "teardown on exit");
     assert!(!ns.addresses("nl0").contains(LOCAL_IP));
+}
+
+/// A real DNS server inside the namespace on 127.0.0.1:5353 (names under svc.test are
+/// 192.0.2.55), and the link nl0 the local IP goes on.
+fn dnsmasq_upstream(ns: &Netns) -> Running {
+    if Command::new("dnsmasq").arg("--version").output().is_err()
+        || Command::new("python3").arg("--version").output().is_err()
+    {
+        panic!("dnsmasq and python3 are needed (scripts/test.sh installs them)");
+    }
+    ns.ok(&[
+        "ip", "link", "add", "nl0", "type", "veth", "peer", "name", "nl1",
+    ]);
+    Running(
+        ns.command(&[
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--listen-address=127.0.0.1",
+            "--bind-interfaces",
+            "--port=5353",
+            "--address=/svc.test/192.0.2.55",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dnsmasq starts"),
+    )
+}
+
+/// The config keys of a `run` in a namespace: a fast sync, no HTTP, no loop probe.
+fn run_extra(lameduck: &str) -> String {
+    format!(
+        "  sync_interval: 1s\nmetrics:\n  enabled: false\nserver:\n  loop_check: false\nshutdown:\n  lameduck: {lameduck}\n"
+    )
+}
+
+fn instance(ns: &Netns, config: &str) -> Running {
+    Running(
+        ns.command(&[BIN, "run", "--config", config])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the binary starts"),
+    )
+}
+
+/// SIGTERM, then waits up to `bound` for a clean exit.
+fn stop(server: &mut Running, bound: Duration) {
+    let pid = server.0.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(killed.expect("kill runs").success());
+    let deadline = Instant::now() + bound;
+    loop {
+        if let Some(status) = server.0.try_wait().expect("status") {
+            assert!(status.success(), "exit status {status}");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "exits within {bound:?} of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until `server` answers a svc.test name.
+fn answering(ns: &Netns, server: &str) -> (u8, Option<String>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(answer) = ask(ns, server, "api.svc.test.") {
+            return answer;
+        }
+        assert!(Instant::now() < deadline, "no answer on {server}:53");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A rolling update on one node (issue 10): a second instance starts on the same address
+/// (SO_REUSEPORT) while the first serves, the first gets SIGTERM under a steady stream of
+/// queries, serves its lameduck, drains and exits leaving the rules and the address to the
+/// second; not one query of the stream goes unanswered. The second's exit tears down.
+#[test]
+fn a_rolling_restart_under_load_loses_no_query_and_keeps_the_rules() {
+    let Some(ns) = Netns::new("roll") else {
+        return;
+    };
+    let _upstream = dnsmasq_upstream(&ns);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write_config(dir.path(), &node_config("nl0", &run_extra("1s")));
+    let mut old = instance(&ns, &config);
+    assert_eq!(answering(&ns, LOCAL_IP).0, 0);
+
+    // 400 queries, each from a fresh socket (so the kernel spreads them over both
+    // instances), one every 10 ms, each allowed 2 s; prints "sent answered".
+    const STREAM: &str = r#"
+import socket, struct, sys, time
+sent = answered = 0
+for i in range(400):
+    q = struct.pack(">HHHHHH", i, 0x0100, 1, 0, 0, 0)
+    for label in ("q%d" % i, "svc", "test"):
+        q += bytes([len(label)]) + label.encode()
+    q += b"\x00" + struct.pack(">HH", 1, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(2)
+    s.sendto(q, (sys.argv[1], 53))
+    sent += 1
+    try:
+        if s.recv(4096)[:2] == q[:2]:
+            answered += 1
+    except socket.timeout:
+        pass
+    s.close()
+    time.sleep(0.01)
+print(sent, answered)
+"#;
+    let stream = ns
+        .command(&["python3", "-c", STREAM, LOCAL_IP])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the stream starts");
+    std::thread::sleep(Duration::from_millis(500));
+    let mut new = instance(&ns, &config);
+    std::thread::sleep(Duration::from_millis(700));
+    stop(&mut old, Duration::from_secs(15));
+    assert_eq!(
+        ns.our_rule_count(),
+        12,
+        "the exiting instance leaves the rules to the new one"
+    );
+    assert!(ns.addresses("nl0").contains(LOCAL_IP));
+
+    let out = stream.wait_with_output().expect("the stream ends");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.trim(), "400 400", "sent answered");
+    assert_eq!(answering(&ns, LOCAL_IP).1.as_deref(), Some("192.0.2.55"));
+
+    stop(&mut new, Duration::from_secs(15));
+    assert_eq!(ns.our_rule_count(), 0, "the last instance tears down");
 }
 
 /// Polls `condition` for up to 10 s.

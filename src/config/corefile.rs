@@ -591,6 +591,7 @@ pub fn translate(
             query_sample: u64::from(t.query_log),
             ..LogConfig::default()
         },
+        shutdown: Default::default(),
         zones: t.zones,
     };
     // Through the YAML once: the same validation and resolv.conf expansion as a native file.

@@ -46,6 +46,8 @@
 //! | `metrics.enabled` | `true` | serve HTTP on `metrics.listen`; `false`: no listener there (`health_listen` still serves) |
 //! | `metrics.listen` | `127.0.0.1:9253` | `/metrics`, `/health`, `/ready` (and `/debug/*`); `null` means the default. Deployments use `0.0.0.0:9253` |
 //! | `metrics.health_listen` | none | a second listener with only `/health` and `/ready` (node-cache's `health` on the local IP, probed by kubelet) |
+//! | `shutdown.lameduck` | `5s` | on SIGTERM, keep answering this long while `/ready` fails, so a new instance (SO_REUSEPORT on the same addresses) takes over without a gap |
+//! | `shutdown.drain` | `5s` | then stop listening and give the queries already taken this long |
 //! | `log.level` | `info` | log filter (`warn`, `nodelocal_dns=debug`, ...); `--log-level` and `RUST_LOG` override it |
 //! | `log.query_sample` | `0` | log one answered query in N (client, name, type, rcode, protocol; log target `query`); 0 none |
 //! | `metrics.debug` | `false` | serve `/debug/cache`, `/debug/autopath`, `/debug/pool` on `metrics.listen`; refused on a non-loopback address unless `debug_remote` |
@@ -98,7 +100,31 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
     pub zones: Vec<ZoneConfig>,
+}
+
+/// What SIGTERM does, in order: `lameduck` of serving while `/ready` says not ready (a new
+/// instance on the same addresses takes over meanwhile), then up to `drain` for the queries
+/// already taken, then the node teardown (skipped while another instance serves our
+/// addresses).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    #[serde(with = "duration")]
+    pub lameduck: Duration,
+    #[serde(with = "duration")]
+    pub drain: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            lameduck: Duration::from_secs(5),
+            drain: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Logging: the level filter (RUST_LOG and `--log-level` override it) and the sampled query

@@ -163,6 +163,21 @@ impl Server {
     }
 }
 
+/// The first of `listen` that another process still serves, once ours are closed: a bind
+/// without SO_REUSEPORT fails there. Node rules and addresses are shared by every instance on
+/// the node (a rolling update runs two for a moment), so the one that exits leaves them to
+/// the one that serves; the kernel's view of who holds the port is the only record needed,
+/// and it is gone with a killed process too.
+pub fn served_by_another(listen: &[SocketAddr]) -> Option<SocketAddr> {
+    listen.iter().copied().find(|addr| {
+        addr.port() != 0
+            && matches!(
+                std::net::UdpSocket::bind(addr),
+                Err(err) if err.kind() == io::ErrorKind::AddrInUse
+            )
+    })
+}
+
 /// Binds `workers` UDP sockets and one TCP listener on the same port. With port 0 (tests) the
 /// first UDP socket picks the port and TCP must get the same one; SO_REUSEPORT is not set on
 /// TCP then, so we can never join another process's listener that happens to hold that port.

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
@@ -24,6 +24,11 @@ static RECV_ERRORS: LogLimiter = LogLimiter::new(10, Duration::from_secs(60));
 /// cuts it (it then fails to parse and is answered FORMERR).
 const MAX_QUERY: usize = 4096;
 
+/// How long a cancelled listener keeps reading while its forwarded queries finish.
+const DRAIN_READING: Duration = Duration::from_secs(2);
+/// How often a draining listener checks whether it is idle.
+const DRAIN_POLL: Duration = Duration::from_millis(5);
+
 /// Serves one socket of the listen address with index `listener` in the config.
 pub(super) async fn serve(
     listener: usize,
@@ -35,9 +40,24 @@ pub(super) async fn serve(
 ) {
     let mut packet = vec![0u8; MAX_QUERY];
     let mut out = Vec::with_capacity(1232);
+    let max_inflight = inflight.available_permits();
+    let mut closing_by: Option<Instant> = None;
     loop {
+        // After the cancel, the socket is kept and read until no forwarded query holds it:
+        // with SO_REUSEPORT the kernel still queues a share of the clients' packets on it
+        // (a successor instance serves the rest), and a socket closed with packets queued
+        // drops them. Closed as soon as it is idle, at the latest after DRAIN_READING.
+        if let Some(by) = closing_by
+            && (inflight.available_permits() >= max_inflight || Instant::now() >= by)
+        {
+            return;
+        }
         let received = tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled(), if closing_by.is_none() => {
+                closing_by = Some(Instant::now() + DRAIN_READING);
+                continue;
+            }
+            _ = tokio::time::sleep(DRAIN_POLL), if closing_by.is_some() => continue,
             received = socket.recv_from(&mut packet) => received,
         };
         let (len, client) = match received {
