@@ -16,7 +16,6 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use thiserror::Error;
-use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -129,7 +128,9 @@ async fn serve(
     tasks: &mut JoinSet<()>,
 ) -> Result<SocketAddr, HttpBindError> {
     let bind_error = |error| HttpBindError { addr, error };
-    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    // SO_REUSEPORT on a fixed port: during a rolling update the new pod binds the same
+    // host-network address while the old one serves its lameduck.
+    let listener = crate::server::bind_tcp(addr, addr.port() != 0).map_err(bind_error)?;
     let bound = listener.local_addr().map_err(bind_error)?;
     let stop = cancel.clone().cancelled_owned();
     tasks.spawn(async move {

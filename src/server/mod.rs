@@ -231,7 +231,9 @@ fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     UdpSocket::from_std(socket.into())
 }
 
-fn bind_tcp(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+/// A TCP listener; with `reuse_port` a second instance (a rolling update's new pod) can bind
+/// the same address while this one still serves. Also used by the HTTP endpoints.
+pub fn bind_tcp(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
