@@ -14,6 +14,7 @@ use nodelocal_dns::node::rules::{Rule, node_cache_rules};
 
 const BIN: &str = env!("CARGO_BIN_EXE_nodelocal-dns");
 const LOCAL_IP: &str = "169.254.20.10";
+const LOCAL_IP6: &str = "fd00:10::10";
 
 /// A network namespace, deleted (with everything in it) on drop.
 struct Netns(String);
@@ -63,17 +64,23 @@ impl Netns {
     }
 
     fn has_rule(&self, rule: &Rule) -> bool {
-        let mut args = vec!["iptables", "-w", "5", "-t", rule.table, "-C", rule.chain];
+        let binary = if rule.ipv6 { "ip6tables" } else { "iptables" };
+        let mut args = vec![binary, "-w", "5", "-t", rule.table, "-C", rule.chain];
         args.extend(rule.args.iter().map(String::as_str));
         self.run(&args).status.success()
     }
 
-    /// Lines of `iptables-save` that are node-cache's rules.
+    /// Lines of `iptables-save` and `ip6tables-save` that are node-cache's rules.
     fn our_rule_count(&self) -> usize {
-        self.ok(&["iptables-save"])
-            .lines()
-            .filter(|l| l.contains("NodeLocal DNS Cache"))
-            .count()
+        ["iptables-save", "ip6tables-save"]
+            .iter()
+            .map(|save| {
+                self.ok(&[save])
+                    .lines()
+                    .filter(|l| l.contains("NodeLocal DNS Cache"))
+                    .count()
+            })
+            .sum()
     }
 
     fn addresses(&self, link: &str) -> String {
@@ -218,7 +225,7 @@ q = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
 for label in name.strip(".").split("."):
     q += bytes([len(label)]) + label.encode()
 q += b"\x00" + struct.pack(">HH", 1, 1)
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s = socket.socket(socket.AF_INET6 if ":" in server else socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(2)
 s.sendto(q, (server, 53))
 r = s.recv(4096)
@@ -417,6 +424,55 @@ print(sent, answered)
 
     stop(&mut new, Duration::from_secs(15));
     assert_eq!(ns.our_rule_count(), 0, "the last instance tears down");
+}
+
+/// IPv4 and IPv6 local IPs in one process (issue 10; node-cache needs one per family): both
+/// addresses on the link, node-cache's rules through iptables and ip6tables, and answers on
+/// both addresses; the exit removes both families' rules.
+#[test]
+fn one_process_serves_and_sets_up_both_families() {
+    let Some(ns) = Netns::new("dual") else {
+        return;
+    };
+    // No duplicate address detection: the address is usable at once.
+    for key in ["all", "default"] {
+        ns.ok(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{key}.accept_dad=0"),
+        ]);
+    }
+    let _upstream = dnsmasq_upstream(&ns);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = node_config("nl0", &run_extra("0s"))
+        .replace(
+            &format!("listen: [\"{LOCAL_IP}:53\"]"),
+            &format!("listen: [\"{LOCAL_IP}:53\", \"[{LOCAL_IP6}]:53\"]"),
+        )
+        .replace(
+            &format!("local_ips: [{LOCAL_IP}]"),
+            &format!("local_ips: [{LOCAL_IP}, \"{LOCAL_IP6}\"]"),
+        );
+    let config = write_config(dir.path(), &config);
+    let mut server = instance(&ns, &config);
+
+    assert_eq!(answering(&ns, LOCAL_IP).1.as_deref(), Some("192.0.2.55"));
+    assert_eq!(answering(&ns, LOCAL_IP6).1.as_deref(), Some("192.0.2.55"));
+    let ips: Vec<IpAddr> = [LOCAL_IP, LOCAL_IP6]
+        .iter()
+        .map(|ip| ip.parse().expect("an IP"))
+        .collect();
+    let rules = node_cache_rules(&ips, 53, 8080);
+    assert_eq!(rules.len(), 24);
+    assert!(
+        eventually(|| rules.iter().all(|r| ns.has_rule(r))),
+        "both families' rules"
+    );
+    assert_eq!(ns.our_rule_count(), 24);
+    assert!(ns.addresses("nl0").contains(LOCAL_IP6));
+
+    stop(&mut server, Duration::from_secs(25));
+    assert_eq!(ns.our_rule_count(), 0);
 }
 
 /// Polls `condition` for up to 10 s.

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `node.setup_interface` | `false` | ensure the link `interface_name` (kind dummy) holds `local_ips` |
 //! | `node.interface_name` | `nodelocaldns` | the link; an existing link of any kind is used as it is (never deleted) |
-//! | `node.local_ips` | `[]` | addresses added to the link (/32, /128) and matched by the rules; one family |
+//! | `node.local_ips` | `[]` | addresses added to the link (/32, /128) and matched by the rules; IPv4 and IPv6 together (iptables and ip6tables rules per family; node-cache needs a process per family) |
 //! | `node.setup_iptables` | `false` | install node-cache's 12 NOTRACK/ACCEPT rules per local IP once the listeners are up |
 //! | `node.dns_port` | `53` | the DNS port of the rules |
 //! | `node.health_port` | `8080` | the health port of the rules (kubelet's liveness probe) |
@@ -62,20 +62,6 @@ impl NodeConfig {
             return err(
                 "local_ips",
                 "setup_interface or setup_iptables needs at least one local IP".into(),
-            );
-        }
-        if let Some(first) = self.local_ips.first()
-            && let Some(other) = self
-                .local_ips
-                .iter()
-                .find(|ip| ip.is_ipv4() != first.is_ipv4())
-        {
-            return err(
-                "local_ips",
-                format!(
-                    "unexpected IP family for localIP: {other} and {first} differ; one process \
-                     serves one family (run a second instance for the other)"
-                ),
             );
         }
         let name = &self.interface_name;

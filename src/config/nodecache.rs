@@ -229,7 +229,8 @@ impl NodeCacheArgs {
         Ok(parsed)
     }
 
-    /// `-localip`, checked as node-cache checks it (every IP parses, one family).
+    /// `-localip`: every IP must parse. Unlike node-cache, IPv4 and IPv6 may be mixed: one
+    /// process serves both families.
     pub fn local_ips(&self) -> Result<Vec<IpAddr>, NodeCacheError> {
         if self.local_ip.is_empty() {
             return Err(NodeCacheError::Flag(format!(
@@ -242,15 +243,6 @@ impl NodeCacheArgs {
             let ip: IpAddr = word.trim().parse().map_err(|_| {
                 NodeCacheError::Flag(format!("invalid localip specified - {word:?}"))
             })?;
-            if let Some(first) = ips.first()
-                && IpAddr::is_ipv4(first) != ip.is_ipv4()
-            {
-                return Err(NodeCacheError::Flag(format!(
-                    "unexpected IP Family for localIP - {word:?}, want {}: one process serves \
-                     one family (run a second DaemonSet for the other)",
-                    if ip.is_ipv4() { "IPv6" } else { "IPv4" }
-                )));
-            }
             if !ips.contains(&ip) {
                 ips.push(ip);
             }
@@ -418,7 +410,7 @@ mod tests {
     }
 
     #[test]
-    fn localip_is_validated_like_node_cache() {
+    fn localip_is_validated_and_may_mix_families() {
         let local = |v: &str| {
             NodeCacheArgs {
                 local_ip: v.into(),
@@ -432,11 +424,8 @@ mod tests {
             local("1.2.3").unwrap_err(),
             "invalid localip specified - \"1.2.3\""
         );
-        assert!(
-            local("169.254.20.10,fd00::10")
-                .unwrap_err()
-                .starts_with("unexpected IP Family for localIP - \"fd00::10\", want IPv4")
-        );
+        // node-cache refuses a mix of families; one process of ours serves both.
+        assert_eq!(local("169.254.20.10,fd00::10").unwrap().len(), 2);
         assert_eq!(local("fe80:169:254::1,fd00:1:2:3::5").unwrap().len(), 2);
     }
 

@@ -69,7 +69,6 @@ impl NodeError {
 pub struct NodeSetup {
     config: NodeConfig,
     links: Option<Links>,
-    iptables: Iptables,
     rules: Vec<Rule>,
     /// Whether this process created the link (then teardown deletes it).
     link_created: bool,
@@ -95,11 +94,9 @@ impl NodeSetup {
         } else {
             None
         };
-        let ipv6 = config.local_ips.first().is_some_and(IpAddr::is_ipv6);
         Ok(NodeSetup {
             config: config.clone(),
             links,
-            iptables: Iptables::for_family(ipv6),
             rules: rules::node_cache_rules(&config.local_ips, config.dns_port, config.health_port),
             link_created: false,
             added_ips: Vec::new(),
@@ -154,13 +151,12 @@ impl NodeSetup {
         if !self.config.setup_iptables {
             return (Vec::new(), Vec::new());
         }
-        let iptables = self.iptables;
         let rules = self.rules.clone();
         let result = blocking(move || {
             let mut inserted = Vec::new();
             let mut errors = Vec::new();
             for rule in rules {
-                match iptables.ensure(&rule) {
+                match Iptables::for_rule(&rule).ensure(&rule) {
                     Ok(true) => inserted.push(rule),
                     Ok(false) => {}
                     Err(err) => errors.push(NodeError::Rule(err)),
@@ -278,12 +274,14 @@ impl NodeSetup {
         if !self.config.setup_iptables {
             return Vec::new();
         }
-        let iptables = self.iptables;
         let rules = self.rules.clone();
         blocking(move || {
             rules
                 .iter()
-                .filter_map(|rule| iptables.delete_all(rule).err().map(NodeError::Rule))
+                .filter_map(|rule| {
+                    let iptables = Iptables::for_rule(rule);
+                    iptables.delete_all(rule).err().map(NodeError::Rule)
+                })
                 .collect::<Vec<_>>()
         })
         .await

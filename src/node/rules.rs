@@ -27,6 +27,8 @@ pub struct Rule {
     pub table: &'static str,
     pub chain: &'static str,
     pub args: Vec<String>,
+    /// An IPv6 local IP's rule goes through ip6tables.
+    pub ipv6: bool,
 }
 
 impl fmt::Display for Rule {
@@ -46,6 +48,7 @@ impl fmt::Display for Rule {
 pub fn node_cache_rules(ips: &[IpAddr], dns_port: u16, health_port: u16) -> Vec<Rule> {
     let mut rules = Vec::with_capacity(ips.len() * 12);
     for ip in ips {
+        let ipv6 = ip.is_ipv6();
         let ip = ip.to_string();
         let rule =
             |table, chain, proto: &str, dir: &str, port: u16, target: &str, comment: &str| {
@@ -54,6 +57,7 @@ pub fn node_cache_rules(ips: &[IpAddr], dns_port: u16, health_port: u16) -> Vec<
                     _ => ("-s", "--sport"),
                 };
                 Rule {
+                    ipv6,
                     table,
                     chain,
                     args: [
@@ -137,6 +141,11 @@ pub struct Iptables {
 }
 
 impl Iptables {
+    /// The binary for `rule`'s address family.
+    pub fn for_rule(rule: &Rule) -> Iptables {
+        Iptables::for_family(rule.ipv6)
+    }
+
     /// `ip6tables` for IPv6 local IPs, `iptables` otherwise.
     pub fn for_family(ipv6: bool) -> Iptables {
         Iptables {
