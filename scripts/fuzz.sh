@@ -72,7 +72,8 @@ for t in "${selected[@]}"; do
         "$scratch/$t.log" || true
     if [ "$code" -ne 0 ]; then
         echo "== $t: CRASH (exit $code), input in fuzz/artifacts/$t/" >&2
-        grep -v '^#[0-9]' "$scratch/$t.log" | tail -40 >&2
+        grep -A4 -m1 'panicked at' "$scratch/$t.log" >&2 || true
+        grep -A2 'Failing input' "$scratch/$t.log" >&2 || grep -v '^#[0-9]' "$scratch/$t.log" | tail -20 >&2
         status=1
     fi
 done

@@ -1229,6 +1229,17 @@ mod tests {
         translate(text, "Corefile", &TranslateOptions::default())
     }
 
+    /// Fuzzing regression (corefile target): a zone name with a control byte translated into
+    /// a config that did not read back (its escape was read as four bytes).
+    #[test]
+    fn a_zone_name_with_a_control_byte_reads_back() {
+        let translation = translate_text("a\u{1}b:53 {\n  forward . 1.1.1.1\n}\n").unwrap();
+        let yaml = translation.config.to_yaml();
+        assert!(yaml.contains("a\\001b."), "{yaml}");
+        let again = Config::from_yaml(&yaml, "again").unwrap();
+        assert_eq!(again, translation.config);
+    }
+
     #[test]
     fn tokens_know_their_lines_and_quotes() {
         let tokens = tokenize("a \"b c\" # x\n{ }\n", "f").unwrap();

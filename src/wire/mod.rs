@@ -90,6 +90,8 @@ pub enum WireError {
     DuplicateOpt,
     #[error("OPT record with a non-root owner name")]
     BadOpt,
+    #[error("bad escape: want \\DDD (0-255) or \\ and one character")]
+    BadEscape,
 }
 
 /// The fixed header, decoded.

@@ -46,32 +46,54 @@ impl Name {
         self.len == 1
     }
 
-    /// Parses presentation form (`cluster.local`, `cluster.local.` or `.`), lowercased.
+    /// Parses presentation form (`cluster.local`, `cluster.local.` or `.`), lowercased, with
+    /// RFC 1035 escapes (`\DDD` for any byte, `\X` for X itself, so `\.` is a dot inside a
+    /// label): the inverse of [`Name::to_dotted`], so a name written out reads back as itself.
     pub fn from_dotted(text: &str) -> Result<Name, WireError> {
-        let trimmed = text.strip_suffix('.').unwrap_or(text);
         let mut name = Name::root();
-        if trimmed.is_empty() {
+        if text.is_empty() || text == "." {
             return Ok(name);
         }
-        let mut pos = 0usize;
-        for label in trimmed.split('.') {
-            if label.is_empty() {
-                return Err(WireError::EmptyLabel);
-            }
-            if label.len() > MAX_LABEL_LEN {
+        let bytes = text.as_bytes();
+        // The current label's length byte is at `start`; its bytes follow.
+        let (mut start, mut len, mut i) = (0usize, 0usize, 0usize);
+        while i < bytes.len() {
+            let byte = match bytes[i] {
+                b'.' => {
+                    if len == 0 {
+                        return Err(WireError::EmptyLabel);
+                    }
+                    name.buf[start] = len as u8;
+                    (start, len) = (start + 1 + len, 0);
+                    i += 1;
+                    continue;
+                }
+                b'\\' => {
+                    let (byte, used) = read_escape(&bytes[i + 1..])?;
+                    i += 1 + used;
+                    byte
+                }
+                b => {
+                    i += 1;
+                    b
+                }
+            };
+            len += 1;
+            if len > MAX_LABEL_LEN {
                 return Err(WireError::LabelTooLong);
             }
-            if pos + 1 + label.len() + 1 > MAX_NAME_LEN {
+            // This label's bytes, its length byte, and the root label after it.
+            if start + 1 + len + 1 > MAX_NAME_LEN {
                 return Err(WireError::NameTooLong);
             }
-            name.buf[pos] = label.len() as u8;
-            for (i, b) in label.bytes().enumerate() {
-                name.buf[pos + 1 + i] = b.to_ascii_lowercase();
-            }
-            pos += 1 + label.len();
+            name.buf[start + len] = byte.to_ascii_lowercase();
         }
-        name.buf[pos] = 0;
-        name.len = (pos + 1) as u8;
+        if len > 0 {
+            name.buf[start] = len as u8;
+            start += 1 + len;
+        }
+        name.buf[start] = 0;
+        name.len = (start + 1) as u8;
         Ok(name)
     }
 
@@ -156,6 +178,20 @@ impl Name {
         name.buf[..wire.len()].copy_from_slice(wire);
         name.len = wire.len() as u8;
         name
+    }
+}
+
+/// Reads the escape after a backslash: three decimal digits (a byte value) or one character
+/// standing for itself. Returns the byte and how many input bytes it took.
+fn read_escape(rest: &[u8]) -> Result<(u8, usize), WireError> {
+    match rest {
+        [a, b, c, ..] if a.is_ascii_digit() && b.is_ascii_digit() && c.is_ascii_digit() => {
+            let value = u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0');
+            let byte = u8::try_from(value).map_err(|_| WireError::BadEscape)?;
+            Ok((byte, 3))
+        }
+        [a, ..] if !a.is_ascii_digit() => Ok((*a, 1)),
+        _ => Err(WireError::BadEscape),
     }
 }
 
@@ -266,6 +302,21 @@ mod tests {
         assert_eq!(name.to_dotted(), "cluster.local.");
         assert_eq!(Name::from_dotted(".").unwrap(), Name::root());
         assert_eq!(Name::root().to_dotted(), ".");
+    }
+
+    /// Fuzzing regression (corefile target): a zone name with a control byte was written as
+    /// `\001` and read back as four bytes, so a translated config did not read back.
+    #[test]
+    fn dotted_escapes_read_back_as_written() {
+        let name = Name::from_dotted("a\\001b\\.c\\\\.d").unwrap();
+        assert_eq!(name.as_wire(), b"\x06a\x01b.c\\\x01d\x00");
+        assert_eq!(name.to_dotted(), "a\\001b\\046c\\092.d.");
+        assert_eq!(Name::from_dotted(&name.to_dotted()).unwrap(), name);
+        assert_eq!(Name::from_dotted("a\\256"), Err(WireError::BadEscape));
+        assert_eq!(Name::from_dotted("a\\12"), Err(WireError::BadEscape));
+        assert_eq!(Name::from_dotted("a\\"), Err(WireError::BadEscape));
+        let long = "\\065".repeat(64);
+        assert_eq!(Name::from_dotted(&long), Err(WireError::LabelTooLong));
     }
 
     #[test]
