@@ -94,7 +94,10 @@ fn the_daemonset_keeps_a_node_dns_caches_invariants() {
         node_cache.ports.is_none(),
         "host ports would block the surge pod"
     );
-    assert!(pod.termination_grace_period_seconds.is_some_and(|s| s >= 30));
+    assert!(
+        pod.termination_grace_period_seconds
+            .is_some_and(|s| s >= 30)
+    );
     let security = node_cache.security_context.expect("a security context");
     let capabilities = security.capabilities.expect("capabilities");
     let added: BTreeSet<String> = capabilities.add.unwrap_or_default().into_iter().collect();
