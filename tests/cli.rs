@@ -168,6 +168,28 @@ fn version_and_help() {
     assert!(!out.status.success());
 }
 
+/// Sends SIGTERM (the shell's builtin kill: no signal crate, no procps) and waits up to
+/// `bound` for the exit.
+async fn sigterm(running: &mut Running, bound: Duration) -> std::process::ExitStatus {
+    let pid = running.0.id().to_string();
+    let killed = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {pid}")])
+        .status()
+        .expect("sh runs");
+    assert!(killed.success());
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        if let Some(exited) = running.0.try_wait().expect("child status") {
+            return exited;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "exits within {bound:?} of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Kills the child on drop, so a failing test leaves no server behind.
 struct Running(Child);
 
@@ -262,22 +284,7 @@ async fn run_serves_a_config_and_exits_cleanly_on_sigterm() {
     assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
     assert_eq!(nx.authorities.len(), 1, "the SOA comes along");
 
-    let pid = running.0.id().to_string();
-    // The shell's builtin kill: no signal crate and no procps needed.
-    let killed = Command::new("sh")
-        .args(["-c", &format!("kill -TERM {pid}")])
-        .status()
-        .expect("sh runs");
-    assert!(killed.success());
-    let mut status = None;
-    for _ in 0..100 {
-        if let Some(exited) = running.0.try_wait().expect("child status") {
-            status = Some(exited);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let status = status.expect("exits within 5 s of SIGTERM");
+    let status = sigterm(&mut running, Duration::from_secs(5)).await;
     assert!(status.success(), "exit status {status}");
 
     // The query log (log.query_sample: 1) has a line per answer, and the level filter of
@@ -346,29 +353,18 @@ async fn sigterm_answers_the_queries_in_flight_before_exiting() {
         common::eventually(|| upstream.seen().len() >= 3).await,
         "both slow queries reached the upstream"
     );
-    let pid = running.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
+    let exited = tokio::spawn(async move {
+        let status = sigterm(&mut running, Duration::from_secs(10)).await;
+        (running, status)
+    });
 
     let answer = udp.await.expect("task").expect("the UDP query is answered");
     let answer = hickory_proto::op::Message::from_vec(&answer).expect("decodes");
     assert_eq!(addresses(&answer), [Ipv4Addr::new(192, 0, 2, 77)]);
     let answer = tcp.await.expect("task");
     assert_eq!(addresses(&answer), [Ipv4Addr::new(192, 0, 2, 77)]);
-    let mut status = None;
-    for _ in 0..200 {
-        if let Some(exited) = running.0.try_wait().expect("status") {
-            status = Some(exited);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(status.expect("exits after draining").success());
+    let (_running, status) = exited.await.expect("task");
+    assert!(status.success(), "exits 0 after draining: {status}");
     assert!(
         udp_raw(addr, &probe, Duration::from_millis(300))
             .await

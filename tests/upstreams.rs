@@ -145,6 +145,26 @@ async fn servfail_and_refused_fail_over_to_the_next_upstream() {
     forwarder.stop().await;
 }
 
+/// The client got `real` alone, and `forged` answers were counted as mismatched.
+async fn only_genuine_used(
+    forwarder: Forwarder,
+    answer: &Message,
+    real: Ipv4Addr,
+    upstream: SocketAddr,
+    forged: f64,
+) {
+    assert_eq!(addresses(answer), [real], "only the genuine answer is used");
+    let label = upstream.to_string();
+    assert_eq!(
+        forwarder.metric(
+            "nodelocaldns_upstream_mismatched_total",
+            &[("upstream", &label)]
+        ),
+        forged
+    );
+    forwarder.stop().await;
+}
+
 /// Three forged answers at once (wrong ID, wrong question, not a response), then the genuine
 /// one 500 ms later.
 fn forgeries_then_genuine(request: &Message, real: Ipv4Addr) -> Vec<(Duration, Message)> {
@@ -197,19 +217,7 @@ async fn forged_answers_on_a_tcp_connection_are_ignored_and_counted() {
 
     let answer = udp_query(forwarder.addr, &query("www.example.", RecordType::A, None)).await;
 
-    assert_eq!(
-        addresses(&answer),
-        [real],
-        "only the genuine answer is used"
-    );
-    assert_eq!(
-        forwarder.metric(
-            "nodelocaldns_upstream_mismatched_total",
-            &[("upstream", &upstream.addr.to_string())]
-        ),
-        3.0
-    );
-    forwarder.stop().await;
+    only_genuine_used(forwarder, &answer, real, upstream.addr, 3.0).await;
 }
 
 /// Before the real answer (held back 500 ms), the querying socket receives: an answer with
@@ -255,19 +263,7 @@ async fn forged_upstream_answers_are_ignored_and_counted() {
 
     let answer = client.await.expect("client ran");
     assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
-    assert_eq!(
-        addresses(&answer),
-        [real],
-        "only the genuine answer is used"
-    );
-    assert_eq!(
-        forwarder.metric(
-            "nodelocaldns_upstream_mismatched_total",
-            &[("upstream", &upstream.addr.to_string())]
-        ),
-        4.0
-    );
-    forwarder.stop().await;
+    only_genuine_used(forwarder, &answer, real, upstream.addr, 4.0).await;
 }
 
 /// A question every try of which timed out is not sent again for `unanswered_ttl`: the
