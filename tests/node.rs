@@ -475,6 +475,39 @@ fn one_process_serves_and_sets_up_both_families() {
     assert_eq!(ns.our_rule_count(), 0);
 }
 
+/// Teardown while the config is being reloaded (node-cache deadlocks there and leaves its
+/// NOTRACK rules): the config changes, SIGTERM lands while the 2 s reload checks run, and the
+/// process still exits within its bound with every rule removed.
+#[test]
+fn teardown_is_bounded_while_the_config_reloads() {
+    let Some(ns) = Netns::new("reload") else {
+        return;
+    };
+    let _upstream = dnsmasq_upstream(&ns);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = node_config("nl0", &run_extra("0s"));
+    let config = write_config(dir.path(), &text);
+    let mut server = instance(&ns, &config);
+    assert_eq!(answering(&ns, LOCAL_IP).0, 0);
+    assert!(eventually(|| ns.our_rule_count() == 12));
+
+    for i in 0..20 {
+        // A valid change, then an invalid one, again and again: reloads and failed reloads.
+        let next = if i % 2 == 0 {
+            text.replace(
+                "upstreams:",
+                &format!("unanswered_ttl: {i}s\n    upstreams:"),
+            )
+        } else {
+            format!("{text}bogus: true\n")
+        };
+        std::fs::write(&config, next).expect("rewrite config");
+        std::thread::sleep(Duration::from_millis(110));
+    }
+    stop(&mut server, Duration::from_secs(10));
+    assert_eq!(ns.our_rule_count(), 0, "teardown ran");
+}
+
 /// Polls `condition` for up to 10 s.
 fn eventually(mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
