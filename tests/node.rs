@@ -217,17 +217,17 @@ impl Drop for Running {
 
 /// Asks `name` A at `server` from inside the namespace (python3 as the client) and returns
 /// the rcode and the first A address, if any.
-fn ask(ns: &Netns, server: &str, name: &str) -> Option<(u8, Option<String>)> {
+fn ask(ns: &Netns, server: &str, port: u16, name: &str) -> Option<(u8, Option<String>)> {
     const CLIENT: &str = r#"
 import socket, struct, sys
-server, name = sys.argv[1], sys.argv[2]
+server, port, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 q = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
 for label in name.strip(".").split("."):
     q += bytes([len(label)]) + label.encode()
 q += b"\x00" + struct.pack(">HH", 1, 1)
 s = socket.socket(socket.AF_INET6 if ":" in server else socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(2)
-s.sendto(q, (server, 53))
+s.sendto(q, (server, port))
 r = s.recv(4096)
 rcode = r[3] & 0x0f
 address = "-"
@@ -235,7 +235,7 @@ if struct.unpack(">H", r[6:8])[0] > 0 and r[-6:-4] == b"\x00\x04":
     address = socket.inet_ntoa(r[-4:])
 print(rcode, address)
 "#;
-    let out = ns.run(&["python3", "-c", CLIENT, server, name]);
+    let out = ns.run(&["python3", "-c", CLIENT, server, &port.to_string(), name]);
     if !out.status.success() {
         return None;
     }
@@ -286,7 +286,7 @@ fn run_answers_on_the_local_ip_restores_rules_and_tears_down_on_exit() {
 }
 
 /// A real DNS server inside the namespace on 127.0.0.1:5353 (names under svc.test are
-/// 192.0.2.55), and the link nl0 the local IP goes on.
+/// 192.0.2.55), answering by the time this returns, and the link nl0 the local IP goes on.
 fn dnsmasq_upstream(ns: &Netns) -> Running {
     if Command::new("dnsmasq").arg("--version").output().is_err()
         || Command::new("python3").arg("--version").output().is_err()
@@ -296,7 +296,7 @@ fn dnsmasq_upstream(ns: &Netns) -> Running {
     ns.ok(&[
         "ip", "link", "add", "nl0", "type", "veth", "peer", "name", "nl1",
     ]);
-    Running(
+    let dnsmasq = Running(
         ns.command(&[
             "dnsmasq",
             "--keep-in-foreground",
@@ -312,7 +312,17 @@ fn dnsmasq_upstream(ns: &Netns) -> Running {
         .stderr(Stdio::null())
         .spawn()
         .expect("dnsmasq starts"),
-    )
+    );
+    // Otherwise a forwarder's first query can meet a closed port and answer SERVFAIL.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ask(ns, "127.0.0.1", 5353, "api.svc.test.").map(|(rcode, _)| rcode) != Some(0) {
+        assert!(
+            Instant::now() < deadline,
+            "dnsmasq answers on 127.0.0.1:5353"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    dnsmasq
 }
 
 /// The config keys of a `run` in a namespace: a fast sync, no HTTP, no loop probe.
@@ -355,7 +365,7 @@ fn stop(server: &mut Running, bound: Duration) {
 fn answering(ns: &Netns, server: &str) -> (u8, Option<String>) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(answer) = ask(ns, server, "api.svc.test.") {
+        if let Some(answer) = ask(ns, server, 53, "api.svc.test.") {
             return answer;
         }
         assert!(Instant::now() < deadline, "no answer on {server}:53");

@@ -10,7 +10,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::Current;
 use crate::Proto;
@@ -26,7 +26,10 @@ const MAX_QUERY: usize = 4096;
 
 /// How long a cancelled listener keeps reading while its forwarded queries finish.
 const DRAIN_READING: Duration = Duration::from_secs(2);
-/// How often a draining listener checks whether it is idle.
+/// How long a draining socket must have read nothing, with no forwarded query left, before it
+/// closes: packets the kernel steered to it just before it left the group may still arrive.
+const DRAIN_QUIET: Duration = Duration::from_millis(20);
+/// How often a draining listener checks whether it is done.
 const DRAIN_POLL: Duration = Duration::from_millis(5);
 
 /// Serves one socket of the listen address with index `listener` in the config.
@@ -41,25 +44,31 @@ pub(super) async fn serve(
     let mut packet = vec![0u8; MAX_QUERY];
     let mut out = Vec::with_capacity(1232);
     let max_inflight = inflight.available_permits();
-    let mut closing_by: Option<Instant> = None;
+    let mut draining: Option<Drain> = None;
     loop {
-        // After the cancel, the socket is kept and read until no forwarded query holds it:
-        // with SO_REUSEPORT the kernel still queues a share of the clients' packets on it
-        // (a successor instance serves the rest), and a socket closed with packets queued
-        // drops them. Closed as soon as it is idle, at the latest after DRAIN_READING.
-        if let Some(by) = closing_by
-            && (inflight.available_permits() >= max_inflight || Instant::now() >= by)
-        {
-            return;
+        // After the cancel the socket leaves the SO_REUSEPORT group (new queries go to a
+        // successor instance, if there is one) but is kept and read until the queries already
+        // queued on it are answered: a socket closed with packets queued drops them.
+        if let Some(drain) = &draining {
+            let idle = inflight.available_permits() >= max_inflight;
+            let now = Instant::now();
+            if (idle && now >= drain.last_packet + DRAIN_QUIET) || now >= drain.by {
+                return;
+            }
         }
         let received = tokio::select! {
-            _ = cancel.cancelled(), if closing_by.is_none() => {
-                closing_by = Some(Instant::now() + DRAIN_READING);
+            _ = cancel.cancelled(), if draining.is_none() => {
+                leave_reuseport_group(&socket).await;
+                let now = Instant::now();
+                draining = Some(Drain { by: now + DRAIN_READING, last_packet: now });
                 continue;
             }
-            _ = tokio::time::sleep(DRAIN_POLL), if closing_by.is_some() => continue,
+            _ = tokio::time::sleep(DRAIN_POLL), if draining.is_some() => continue,
             received = socket.recv_from(&mut packet) => received,
         };
+        if let Some(drain) = &mut draining {
+            drain.last_packet = Instant::now();
+        }
         let (len, client) = match received {
             Ok(received) => received,
             Err(err) => {
@@ -96,6 +105,28 @@ pub(super) async fn serve(
                 }
             },
         }
+    }
+}
+
+/// A cancelled listener's remaining time.
+struct Drain {
+    /// When it closes even with queries unanswered.
+    by: Instant,
+    last_packet: Instant,
+}
+
+/// Takes the socket out of the kernel's SO_REUSEPORT selection without closing it: Linux never
+/// picks a connected UDP socket for another peer's packets, so once it is connected to its own
+/// address (a peer that never sends) the kernel steers new queries to the rest of the group,
+/// while the datagrams already queued here stay readable and answers still go out with send_to.
+/// Where that fails the socket stays in the group, and the drain ends at its deadline.
+async fn leave_reuseport_group(socket: &UdpSocket) {
+    let left = match socket.local_addr() {
+        Ok(local) => socket.connect(local).await,
+        Err(err) => Err(err),
+    };
+    if let Err(err) = left {
+        debug!(%err, "a draining UDP socket stays in the SO_REUSEPORT group");
     }
 }
 
