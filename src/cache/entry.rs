@@ -4,80 +4,25 @@
 //! NXDOMAIN on one side and NOERROR on the other, cannot exist (DESIGN.md, failure 2).
 //!
 //! Halves are kept as the upstream's wire bytes (without OPT) plus the offsets of their TTL
-//! fields, both halves in one allocation; answering copies the bytes and patches ID, letter
-//! case and TTLs. One allocation per entry (plus the `Arc`) is what keeps a cached name within
-//! issue 8's memory budget.
+//! fields; answering copies the bytes and patches ID, letter case and TTLs. The entry's fields
+//! and those bytes share one reference-counted allocation (a `triomphe::ThinArc`: count, fields,
+//! length, bytes), so a cached name costs one allocation of about 56 bytes plus its answers,
+//! which is what keeps it within issue 8's memory budget.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
+use triomphe::ThinArc;
 
 use super::policy::{AnswerKind, TtlPolicy};
 use crate::upstream::Answer;
 use crate::wire::query::Query;
-use crate::wire::reply::write_answer;
+use crate::wire::reply::patch_answer;
 use crate::wire::{HEADER_LEN, flag, rcode, read_u16, read_u32, rtype, write_u16};
 
 /// TTL of answers served stale (RFC 8767 section 4 suggests 30 seconds).
 pub const STALE_TTL: u32 = 30;
-
-/// One or two upstream answers (OPT removed) packed in one allocation: the wires back to back,
-/// then the TTL field offsets of each, as native-endian u16.
-#[derive(Debug)]
-struct Packed {
-    data: Box<[u8]>,
-    /// End of the first wire, and of both wires (equal for a single answer).
-    first_end: u32,
-    wires_end: u32,
-    /// How many TTL offsets belong to the first wire.
-    first_offsets: u32,
-}
-
-impl Packed {
-    fn of(answers: &[&Answer]) -> Packed {
-        let wires: usize = answers.iter().map(|a| a.message.len()).sum();
-        let offsets: usize = answers.iter().map(|a| a.info.ttl_offsets.len()).sum();
-        let mut data = Vec::with_capacity(wires + 2 * offsets);
-        for answer in answers {
-            data.extend_from_slice(&answer.message);
-        }
-        for answer in answers {
-            for offset in &answer.info.ttl_offsets {
-                data.extend_from_slice(&offset.to_ne_bytes());
-            }
-        }
-        Packed {
-            data: data.into_boxed_slice(),
-            first_end: answers[0].message.len() as u32,
-            wires_end: wires as u32,
-            first_offsets: answers[0].info.ttl_offsets.len() as u32,
-        }
-    }
-
-    /// The wire of the first (`second == false`) or second answer, and its TTL offsets.
-    fn half(&self, second: bool) -> (&[u8], impl Iterator<Item = usize> + '_) {
-        let (first_end, wires_end) = (self.first_end as usize, self.wires_end as usize);
-        let split = wires_end + 2 * self.first_offsets as usize;
-        let (wire, offsets) = if second {
-            (&self.data[first_end..wires_end], &self.data[split..])
-        } else {
-            (&self.data[..first_end], &self.data[wires_end..split])
-        };
-        let offsets = offsets
-            .chunks_exact(2)
-            .map(|b| u16::from_ne_bytes([b[0], b[1]]) as usize);
-        (wire, offsets)
-    }
-}
-
-#[derive(Debug)]
-enum Body {
-    /// A (first) and AAAA (second) of one name.
-    AddressPair(Packed),
-    /// Any other type, cached on its own.
-    Single(Packed),
-}
 
 /// Why answers were not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,17 +34,44 @@ pub enum NotStored {
     Uncacheable,
 }
 
-/// A cached answer (or pair of answers) with its lifetime.
-#[derive(Debug)]
-pub struct Entry {
-    body: Body,
+/// A cached answer (or pair of answers) with its lifetime; cloning shares it.
+#[derive(Clone)]
+pub struct Entry(ThinArc<Fields, u8>);
+
+/// An entry's fixed part. Its bytes are the wires back to back (A then AAAA for a pair), then
+/// the TTL field offsets of each, as native-endian u16.
+struct Fields {
     expires_at: Instant,
     /// The lifetime given at store time, in milliseconds.
     ttl_ms: u32,
     hits: AtomicU32,
+    /// End of the first wire, and of both wires (equal for a single answer). A wire is one
+    /// DNS message: at most 65 535 bytes.
+    first_end: u16,
+    wires_end: u32,
+    /// How many TTL offsets belong to the first wire.
+    first_offsets: u16,
+    /// For a pair, the length of the question the second (AAAA) wire is stored without: it
+    /// is the first's with another qtype, and clients get their own anyway. 0: stored whole.
+    second_question_len: u16,
     rcode: u8,
     kind: AnswerKind,
+    /// A and AAAA of one name, rather than one answer of another type.
+    pair: bool,
     refreshing: AtomicBool,
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let fields = self.fields();
+        f.debug_struct("Entry")
+            .field("pair", &fields.pair)
+            .field("rcode", &fields.rcode)
+            .field("kind", &fields.kind)
+            .field("ttl_ms", &fields.ttl_ms)
+            .field("bytes", &self.0.slice.len())
+            .finish()
+    }
 }
 
 /// Whether an entry may still be served as fresh or stale.
@@ -135,8 +107,13 @@ impl Entry {
         } else {
             AnswerKind::Denial
         };
-        let body = Body::AddressPair(Packed::of(&[a, aaaa]));
-        Ok(Entry::new(body, a_code, kind, a_ttl.min(aaaa_ttl), now))
+        Ok(Entry::new(
+            &[a, aaaa],
+            a_code,
+            kind,
+            a_ttl.min(aaaa_ttl),
+            now,
+        ))
     }
 
     /// Builds the entry for an answer of any type but A and AAAA.
@@ -144,83 +121,156 @@ impl Entry {
         let (ttl, kind) = policy
             .cacheable(&answer.info)
             .ok_or(NotStored::Uncacheable)?;
-        Ok(Entry::new(
-            Body::Single(Packed::of(&[answer])),
-            answer.info.rcode,
-            kind,
-            ttl,
-            now,
-        ))
+        Ok(Entry::new(&[answer], answer.info.rcode, kind, ttl, now))
     }
 
-    fn new(body: Body, rcode: u16, kind: AnswerKind, ttl: Duration, now: Instant) -> Entry {
+    /// Packs `answers` (one, or A and AAAA) with their TTL offsets behind the fields.
+    fn new(
+        answers: &[&Answer],
+        rcode: u16,
+        kind: AnswerKind,
+        ttl: Duration,
+        now: Instant,
+    ) -> Entry {
+        let wires: usize = answers.iter().map(|a| a.message.len()).sum();
+        let offsets: usize = answers.iter().map(|a| a.info.ttl_offsets.len()).sum();
+        // Both questions name the same name (each answer was matched to its question); the
+        // second is put back together as the first's with the AAAA qtype, so only then is it
+        // left out.
+        let second_question_len = match answers {
+            [first, second] => {
+                let len = question_len(&second.message);
+                let qtype_at = HEADER_LEN + len.saturating_sub(4);
+                let aaaa = len > 0 && read_u16(&second.message, qtype_at) == rtype::AAAA;
+                if aaaa && question_len(&first.message) == len {
+                    len
+                } else {
+                    0
+                }
+            }
+            _ => 0,
+        };
+        let mut bytes = Vec::with_capacity(wires + 2 * offsets);
+        bytes.extend_from_slice(&answers[0].message);
+        if let [_, second] = answers {
+            bytes.extend_from_slice(&second.message[..HEADER_LEN]);
+            bytes.extend_from_slice(&second.message[HEADER_LEN + second_question_len..]);
+        }
+        for answer in answers {
+            for offset in &answer.info.ttl_offsets {
+                bytes.extend_from_slice(&offset.to_ne_bytes());
+            }
+        }
+        let first = answers[0];
         // Cached rcodes are NOERROR, NXDOMAIN or SERVFAIL: 4 bits. TTLs are capped by config
-        // durations far below 49 days.
+        // durations far below 49 days. A message (from a 16-bit TCP length) fits in u16, and
+        // so does the count of its TTL fields (each takes 11 bytes or more).
         let ttl_ms = u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX);
-        Entry {
-            body,
+        let fields = Fields {
             expires_at: now + Duration::from_millis(ttl_ms.into()),
             ttl_ms,
             hits: AtomicU32::new(0),
+            first_end: first.message.len() as u16,
+            wires_end: (wires - second_question_len) as u32,
+            first_offsets: first.info.ttl_offsets.len() as u16,
+            second_question_len: second_question_len as u16,
             rcode: (rcode & 0xF) as u8,
             kind,
+            pair: answers.len() == 2,
             refreshing: AtomicBool::new(false),
-        }
+        };
+        Entry(ThinArc::from_header_and_slice(fields, &bytes))
+    }
+
+    fn fields(&self) -> &Fields {
+        &self.0.header.header
+    }
+
+    /// The wire of the first (`second == false`) or second answer, and its TTL offsets.
+    fn half(&self, second: bool) -> (&[u8], impl Iterator<Item = usize> + '_) {
+        let fields = self.fields();
+        let bytes = &self.0.slice;
+        let (first_end, wires_end) = (fields.first_end as usize, fields.wires_end as usize);
+        let split = wires_end + 2 * fields.first_offsets as usize;
+        let (wire, offsets) = if second {
+            (&bytes[first_end..wires_end], &bytes[split..])
+        } else {
+            (&bytes[..first_end], &bytes[wires_end..split])
+        };
+        let offsets = offsets
+            .chunks_exact(2)
+            .map(|b| u16::from_ne_bytes([b[0], b[1]]) as usize);
+        (wire, offsets)
     }
 
     pub fn rcode(&self) -> u16 {
-        self.rcode.into()
+        self.fields().rcode.into()
     }
 
     pub fn kind(&self) -> AnswerKind {
-        self.kind
+        self.fields().kind
     }
 
     pub fn expires_at(&self) -> Instant {
-        self.expires_at
+        self.fields().expires_at
     }
 
     /// The whole lifetime given at store time.
     pub fn ttl(&self) -> Duration {
-        Duration::from_millis(self.ttl_ms.into())
+        Duration::from_millis(self.fields().ttl_ms.into())
     }
 
     /// Hits counted so far (fresh lookups that answered from this entry).
     pub fn hits(&self) -> u32 {
-        self.hits.load(Ordering::Relaxed)
+        self.fields().hits.load(Ordering::Relaxed)
     }
 
     /// The stored upstream answers (without OPT, TTLs as received): A then AAAA for a pair.
     /// For inspection (`/debug/cache`); answering goes through [`Entry::write_for`].
-    pub fn wires(&self) -> Vec<&[u8]> {
-        match &self.body {
-            Body::AddressPair(packed) => vec![packed.half(false).0, packed.half(true).0],
-            Body::Single(packed) => vec![packed.half(false).0],
+    pub fn wires(&self) -> Vec<Vec<u8>> {
+        let mut wires = vec![self.half(false).0.to_vec()];
+        if self.fields().pair {
+            let mut second = Vec::new();
+            self.assemble_second(&mut second);
+            wires.push(second);
         }
+        wires
+    }
+
+    /// Puts the second wire back together in `out`: its header, the first wire's question
+    /// with the AAAA qtype, and the rest.
+    fn assemble_second(&self, out: &mut Vec<u8>) {
+        let (first, _) = self.half(false);
+        let (second, _) = self.half(true);
+        let question_len = self.fields().second_question_len as usize;
+        out.clear();
+        out.extend_from_slice(&second[..HEADER_LEN]);
+        if question_len > 0 {
+            let question = &first[HEADER_LEN..HEADER_LEN + question_len];
+            out.extend_from_slice(&question[..question_len - 4]);
+            out.extend_from_slice(&rtype::AAAA.to_be_bytes());
+            out.extend_from_slice(&question[question_len - 2..]);
+        }
+        out.extend_from_slice(&second[HEADER_LEN..]);
     }
 
     fn stored_at(&self) -> Instant {
-        self.expires_at - self.ttl()
-    }
-
-    fn packed(&self) -> &Packed {
-        match &self.body {
-            Body::AddressPair(packed) | Body::Single(packed) => packed,
-        }
+        self.expires_at() - self.ttl()
     }
 
     /// Whether this entry answers `name` (lowercased wire form): the store is keyed by a hash
     /// of the name, so a hit is confirmed against the question the upstream answered.
     pub fn answers_name(&self, name: &[u8]) -> bool {
-        let (wire, _) = self.packed().half(false);
+        let (wire, _) = self.half(false);
         wire.get(HEADER_LEN..HEADER_LEN + name.len())
             .is_some_and(|stored| stored.eq_ignore_ascii_case(name))
     }
 
     pub fn freshness(&self, now: Instant, stale_window: Duration) -> Freshness {
-        if now < self.expires_at {
+        let expires_at = self.expires_at();
+        if now < expires_at {
             Freshness::Fresh
-        } else if now < self.expires_at + stale_window {
+        } else if now < expires_at + stale_window {
             Freshness::Stale
         } else {
             Freshness::Expired
@@ -231,13 +281,14 @@ impl Entry {
     /// popular (`min_hits` hits so far) and less than `percentage` of its TTL remains. Only one
     /// refresh per entry is started.
     pub fn hit_wants_refresh(&self, now: Instant, min_hits: u32, percentage: u8) -> bool {
-        let hits = self.hits.fetch_add(1, Ordering::Relaxed) + 1;
+        let fields = self.fields();
+        let hits = fields.hits.fetch_add(1, Ordering::Relaxed) + 1;
         if min_hits == 0 || hits < min_hits {
             return false;
         }
-        let remaining = self.expires_at.saturating_duration_since(now);
+        let remaining = fields.expires_at.saturating_duration_since(now);
         let threshold = self.ttl() * u32::from(percentage) / 100;
-        remaining < threshold && !self.refreshing.swap(true, Ordering::Relaxed)
+        remaining < threshold && !fields.refreshing.swap(true, Ordering::Relaxed)
     }
 
     /// Writes the answer to `query` (an A or AAAA query for a pair) into `out`, TTLs counted
@@ -251,11 +302,15 @@ impl Entry {
         udp_size: u16,
         out: &mut Vec<u8>,
     ) {
-        let (wire, offsets) = match &self.body {
-            Body::AddressPair(packed) => packed.half(query.question.qtype == rtype::AAAA),
-            Body::Single(packed) => packed.half(false),
-        };
-        let truncated = write_answer(out, wire, false, query, max_size, udp_size);
+        let second = self.fields().pair && query.question.qtype == rtype::AAAA;
+        let (wire, offsets) = self.half(second);
+        if second {
+            self.assemble_second(out);
+        } else {
+            out.clear();
+            out.extend_from_slice(wire);
+        }
+        let truncated = patch_answer(out, false, query, max_size, udp_size);
         // A cached answer is not authoritative, whatever the upstream said.
         let flags = read_u16(out, 2) & !flag::AA;
         write_u16(out, 2, flags);
@@ -263,16 +318,26 @@ impl Entry {
             return;
         }
         let elapsed = now.saturating_duration_since(self.stored_at()).as_secs();
-        let remaining = self.expires_at.saturating_duration_since(now).as_secs();
+        let remaining = self.expires_at().saturating_duration_since(now).as_secs();
         for offset in offsets {
             let ttl = if stale {
                 STALE_TTL
             } else {
-                let original = u64::from(read_u32(wire, offset));
+                // Still as stored: patching touched the header, question and OPT only.
+                let original = u64::from(read_u32(out, offset));
                 original.saturating_sub(elapsed).min(remaining) as u32
             };
             out[offset..offset + 4].copy_from_slice(&ttl.to_be_bytes());
         }
+    }
+}
+
+/// The length of the question section of an accepted answer (one question, its name written
+/// out), or 0 when it cannot be read so: the wire is then stored whole.
+fn question_len(message: &[u8]) -> usize {
+    match crate::wire::name::read_uncompressed(message, HEADER_LEN) {
+        Ok((_, name_end)) if name_end + 4 <= message.len() => name_end + 4 - HEADER_LEN,
+        _ => 0,
     }
 }
 
@@ -382,6 +447,56 @@ mod tests {
             assert_eq!(header.rcode(), rcode::NXDOMAIN);
             let msg = Message::from_vec(&out).unwrap();
             assert_eq!(u16::from(msg.queries[0].query_type()), qtype);
+        }
+    }
+
+    /// The AAAA half is stored without its question (the A half's, but for the qtype): each
+    /// half still goes out exactly as the upstream sent it (the client's ID and letter case
+    /// aside, AA cleared), counts its TTLs down, and reads back whole for /debug/cache.
+    #[test]
+    fn each_half_is_served_as_the_upstream_sent_it() {
+        let now = Instant::now();
+        let a = answer(rtype::A, ResponseCode::NoError, vec![a_record(30)]);
+        let aaaa = answer(
+            rtype::AAAA,
+            ResponseCode::NoError,
+            vec![
+                cname_record(30),
+                Record::from_rdata(
+                    HName::from_str("api.twilio.com.").unwrap(),
+                    30,
+                    RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+                ),
+            ],
+        );
+        let entry = Entry::address_pair(&a, &aaaa, &policy(), now).unwrap();
+        assert_eq!(entry.wires(), vec![a.message.clone(), aaaa.message.clone()]);
+        for (qtype, upstream) in [(rtype::A, &a), (rtype::AAAA, &aaaa)] {
+            let query = client_query(qtype);
+            let mut expected = Vec::new();
+            crate::wire::reply::write_answer(
+                &mut expected,
+                &upstream.message,
+                false,
+                &query,
+                1232,
+                1232,
+            );
+            let flags = read_u16(&expected, 2) & !flag::AA;
+            write_u16(&mut expected, 2, flags);
+            let mut out = Vec::new();
+            entry.write_for(&query, now, false, 1232, 1232, &mut out);
+            assert_eq!(out, expected, "qtype {qtype}");
+            entry.write_for(
+                &query,
+                now + Duration::from_secs(10),
+                false,
+                1232,
+                1232,
+                &mut out,
+            );
+            let msg = Message::from_vec(&out).unwrap();
+            assert!(msg.answers.iter().all(|r| r.ttl == 20), "qtype {qtype}");
         }
     }
 

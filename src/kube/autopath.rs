@@ -50,7 +50,7 @@ pub enum AutopathError {
 #[derive(Debug, Clone)]
 pub enum Plain {
     /// A fresh entry of the plain cache.
-    Entry(Arc<Entry>),
+    Entry(Entry),
     /// What a fetch produced (stored or not).
     Fetched(Arc<Fetched>),
 }

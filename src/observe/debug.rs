@@ -164,11 +164,12 @@ impl Inspector {
                 crate::wire::rcode::name(entry.rcode()),
                 entry.hits()
             );
-            let halves = match entry.wires().len() {
+            let wires = entry.wires();
+            let halves = match wires.len() {
                 2 => ["A", "AAAA"].as_slice(),
                 _ => [""].as_slice(),
             };
-            for (half, wire) in halves.iter().zip(entry.wires()) {
+            for (half, wire) in halves.iter().zip(&wires) {
                 describe_half(&mut out, half, wire);
             }
         }

@@ -95,6 +95,18 @@ pub fn write_answer(
 ) -> bool {
     out.clear();
     out.extend_from_slice(answer);
+    patch_answer(out, answer_has_opt, query, max_size, udp_size)
+}
+
+/// [`write_answer`] for an answer already copied into `out` (the cache puts a stored answer
+/// back together there).
+pub fn patch_answer(
+    out: &mut Vec<u8>,
+    answer_has_opt: bool,
+    query: &Query,
+    max_size: usize,
+    udp_size: u16,
+) -> bool {
     write_u16(out, 0, query.id);
     let name = query.name_as_sent.as_wire();
     out[HEADER_LEN..HEADER_LEN + name.len()].copy_from_slice(name);
