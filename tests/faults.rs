@@ -1,0 +1,236 @@
+//! Upstream faults and overload (issue 9): a TCP upstream that accepts and never answers, one
+//! that resets the connection halfway through an answer, and a flood of misses far beyond what
+//! a slow upstream can take. Every client query gets an answer; the bounds hold while the flood
+//! lasts, and service comes back by itself when it ends.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{Authority, Forwarder, Programmable, a, addresses, query, udp_query};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+
+const ZONE: &str = r#"
+$TTL 300
+@       IN SOA ns.example. admin.example. 1 3600 600 86400 5
+@       IN NS  ns.example.
+ns      IN A   127.0.0.1
+*       IN A   192.0.2.7
+"#;
+
+/// Zone `example.` over TCP to `upstreams` in order, uncached, with `extra` zone keys.
+fn tcp_zone(upstreams: &[SocketAddr], extra: &str) -> String {
+    let list: Vec<String> = upstreams.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "zones:\n  - name: example\n    upstreams: [{}]\n    policy: sequential\n    transport: tcp\n    cache:\n      enabled: false\n{extra}",
+        list.join(", ")
+    )
+}
+
+/// A TCP upstream that accepts connections and reads queries but never writes a byte; counts
+/// the connections it accepted.
+async fn silent_tcp_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let mut sink = [0u8; 512];
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// A TCP upstream that reads a query, writes the first bytes of an answer frame (a length
+/// prefix promising 100 bytes, then 10 of them) and resets the connection (SO_LINGER 0).
+async fn resetting_tcp_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 512];
+                if !matches!(stream.read(&mut buf).await, Ok(n) if n >= 4) {
+                    return;
+                }
+                let mut partial = vec![0u8, 100];
+                partial.extend_from_slice(&buf[2..4]); // the query's ID
+                partial.extend_from_slice(&[0x81, 0x80, 0, 1, 0, 1, 0, 0]);
+                let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, &partial).await;
+                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                drop(stream);
+            });
+        }
+    });
+    addr
+}
+
+/// An upstream that accepts TCP and never answers: the query is answered SERVFAIL once its
+/// deadline has passed (the client's own 5 s wait is never what ends it), and the failure is
+/// counted as a timeout.
+#[tokio::test]
+async fn a_tcp_upstream_that_never_answers_gets_servfail_within_the_deadline() {
+    let (silent, accepted) = silent_tcp_upstream().await;
+    let forwarder = Forwarder::start(&tcp_zone(
+        &[silent],
+        "    timeout: 300ms\n    deadline: 1s\n",
+    ))
+    .await;
+
+    let started = tokio::time::Instant::now();
+    let answer = udp_query(forwarder.addr, &query("x.example.", RecordType::A, None)).await;
+    let waited = started.elapsed();
+
+    assert_eq!(answer.metadata.response_code, ResponseCode::ServFail);
+    assert!(
+        waited < common::CLIENT_TIMEOUT,
+        "answered by the forwarder's deadline, not the client's: {waited:?}"
+    );
+    assert!(
+        accepted.load(Ordering::Relaxed) >= 1,
+        "the query went to it"
+    );
+    assert!(
+        forwarder.metric(
+            "nodelocaldns_upstream_failures_total",
+            &[("reason", "timeout")]
+        ) >= 1.0
+    );
+}
+
+/// An upstream that resets the connection halfway through its answer: the cut answer is never
+/// passed on, and the query is answered by the next upstream.
+#[tokio::test]
+async fn a_tcp_upstream_that_resets_mid_answer_fails_over() {
+    let resetting = resetting_tcp_upstream().await;
+    let authority = Authority::start(&[("example.", ZONE)]).await;
+    let forwarder = Forwarder::start(&tcp_zone(
+        &[resetting, authority.addr],
+        "    timeout: 1s\n    deadline: 3s\n",
+    ))
+    .await;
+
+    let answer = udp_query(forwarder.addr, &query("y.example.", RecordType::A, None)).await;
+
+    assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(
+        addresses(&answer),
+        vec!["192.0.2.7".parse::<std::net::Ipv4Addr>().unwrap()]
+    );
+    let reset = resetting.to_string();
+    assert!(
+        forwarder.metric(
+            "nodelocaldns_upstream_failures_total",
+            &[("upstream", reset.as_str())]
+        ) >= 1.0,
+        "the reset is counted against the upstream that did it"
+    );
+}
+
+/// 1000 distinct misses at once at an upstream that takes 300 ms per answer, through 4 slots
+/// and a queue of 16: every query is answered (almost all SERVFAIL, at once), the queue and
+/// the slots never hold more than their bounds while the flood lasts, and once it is over a
+/// new query is answered from the upstream again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_misses_is_answered_fast_bounded_and_recovers() {
+    let upstream = Programmable::start(
+        Duration::from_millis(300),
+        Arc::new(|name: &hickory_proto::rr::Name, _| {
+            Some((
+                ResponseCode::NoError,
+                vec![a(&name.to_string(), 60)],
+                vec![],
+            ))
+        }),
+    )
+    .await;
+    let forwarder = Arc::new(
+        Forwarder::start(&format!(
+            "zones:\n  - name: example\n    upstreams: [\"{}\"]\n    cache:\n      enabled: false\n    timeout: 2s\n    deadline: 3s\n    pool:\n      max_connections: 1\n      max_inflight: 4\n      queue:\n        capacity: 16\n        timeout: 200ms\n",
+            upstream.addr
+        ))
+        .await,
+    );
+    let label = upstream.addr.to_string();
+
+    // Samples the bounded gauges while the flood lasts.
+    let flooding = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (forwarder, flooding, label) = (forwarder.clone(), flooding.clone(), label.clone());
+        tokio::spawn(async move {
+            let (mut queue_peak, mut inflight_peak) = (0.0f64, 0.0f64);
+            while flooding.load(Ordering::Relaxed) {
+                let labels = [("upstream", label.as_str())];
+                queue_peak = queue_peak.max(forwarder.metric("nodelocaldns_queue_depth", &labels));
+                inflight_peak =
+                    inflight_peak.max(forwarder.metric("nodelocaldns_upstream_inflight", &labels));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (queue_peak, inflight_peak)
+        })
+    };
+
+    let addr = forwarder.addr;
+    let asks: Vec<_> = (0..1000)
+        .map(|i| {
+            tokio::spawn(async move {
+                udp_query(addr, &query(&format!("f{i}.example."), RecordType::A, None)).await
+            })
+        })
+        .collect();
+    let mut answers: Vec<Message> = Vec::with_capacity(asks.len());
+    for ask in asks {
+        answers.push(ask.await.expect("every query is answered"));
+    }
+    flooding.store(false, Ordering::Relaxed);
+    let (queue_peak, inflight_peak) = sampler.await.expect("sampler");
+
+    let servfail = answers
+        .iter()
+        .filter(|m| m.metadata.response_code == ResponseCode::ServFail)
+        .count();
+    let answered = answers
+        .iter()
+        .filter(|m| m.metadata.response_code == ResponseCode::NoError)
+        .count();
+    assert_eq!(
+        servfail + answered,
+        1000,
+        "only SERVFAIL or the upstream's answer"
+    );
+    assert!(servfail > 900, "the excess is shed: {servfail} SERVFAIL");
+    assert!(answered >= 4, "the slots kept serving: {answered} answered");
+    assert!(
+        queue_peak > 0.0 && inflight_peak > 0.0,
+        "the sampler saw the flood: queue {queue_peak}, in flight {inflight_peak}"
+    );
+    assert!(queue_peak <= 16.0, "queue depth peaked at {queue_peak}");
+    assert!(inflight_peak <= 4.0, "in flight peaked at {inflight_peak}");
+    let labels = [("upstream", label.as_str())];
+    let shed = forwarder.metric("nodelocaldns_queue_rejected_total", &labels)
+        + forwarder.metric("nodelocaldns_rejected_total", &[("reason", "inflight")]);
+    assert!(
+        shed >= servfail as f64,
+        "every SERVFAIL has a counted reason: {shed} counted, {servfail} SERVFAIL"
+    );
+
+    // The flood is over: the next query waits for no one.
+    let after = udp_query(addr, &query("after.example.", RecordType::A, None)).await;
+    assert_eq!(after.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(
+        forwarder.metric("nodelocaldns_queue_depth", &labels),
+        0.0,
+        "the queue drains"
+    );
+}
