@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::Proto;
-use crate::cache::{Cache, Entry, Fetched, Lookup, PLAIN_VIEW};
+use crate::cache::{Cache, Entry, Fetched, Lookup, PLAIN_VIEW, RefreshSlot};
 use crate::config::Config;
 use crate::kube::autopath::{AutopathError, Plain};
 use crate::kube::{Autopath, ClientNamespace, PodIndex};
@@ -51,12 +51,19 @@ pub enum Step {
     Answered,
     /// The answer is in the output buffer, and the entry it came from should be refreshed in
     /// the background: send the answer, then call [`Responder::spawn_refresh`].
-    AnsweredRefresh(Box<Pending>),
+    AnsweredRefresh(Refresh),
     /// No answer is owed (counted).
     Dropped(DropReason),
     /// Needs upstreams: call [`Responder::finish`]. Boxed: a task is spawned for it anyway, and
     /// the answered steps stay small.
     Forward(Box<Pending>),
+}
+
+/// A background refresh, holding one of the cache's refresh slots until it is done.
+#[derive(Debug)]
+pub struct Refresh {
+    pending: Box<Pending>,
+    slot: RefreshSlot,
 }
 
 /// A validated, routed query waiting for upstreams.
@@ -320,8 +327,13 @@ impl Responder {
                 entry.write_for(&query, now, false, max_size, self.max_udp_size, out);
                 self.record((&tally, None), entry.rcode(), Source::Cache, out);
                 let prefetch = &policy.prefetch;
-                if entry.hit_wants_refresh(now, prefetch.min_hits, prefetch.percentage) {
-                    return Step::AnsweredRefresh(pending(now));
+                if entry.hit_wants_refresh(now, prefetch.min_hits, prefetch.percentage)
+                    && let Some(slot) = self.cache.refresh_slot(&entry)
+                {
+                    return Step::AnsweredRefresh(Refresh {
+                        pending: pending(now),
+                        slot,
+                    });
                 }
                 Step::Answered
             }
@@ -397,9 +409,11 @@ impl Responder {
     }
 
     /// Refreshes the entry a hit found close to expiry, in the background.
-    pub fn spawn_refresh(self: &Arc<Self>, pending: Box<Pending>) {
+    pub fn spawn_refresh(self: &Arc<Self>, refresh: Refresh) {
         let responder = self.clone();
+        let Refresh { pending, slot } = refresh;
         tokio::spawn(async move {
+            let _slot = slot;
             let Pending {
                 query,
                 route,

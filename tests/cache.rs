@@ -421,3 +421,76 @@ async fn uncached_zones_forward_every_query_as_answered() {
     assert_eq!(upstream.count(RecordType::TXT), 2);
     forwarder.stop().await;
 }
+
+/// A cohort of entries cached together reaches its refresh window together. The refreshes go
+/// out at most `MAX_REFRESHING` (64) at a time, so that thousands of them cannot queue in front
+/// of the listeners; an entry that found no slot is refreshed by a later hit, before it
+/// expires. Every hit is answered from the cache throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cohort_of_refreshes_goes_out_a_bounded_number_at_a_time() {
+    const NAMES: usize = 150;
+    const SLOTS: f64 = 64.0;
+    let delay = Duration::from_millis(600);
+    let upstream = Programmable::start(
+        delay,
+        Arc::new(|name: &Name, rtype| {
+            let owner = name.to_string();
+            let record = if rtype == RecordType::A {
+                a(&owner, 6)
+            } else {
+                aaaa(&owner, 6)
+            };
+            Some((ResponseCode::NoError, vec![record], vec![]))
+        }),
+    )
+    .await;
+    let forwarder = Arc::new(
+        Forwarder::start(&format!(
+            "zones:\n  - name: example\n    upstreams: [\"{}\"]\n    timeout: 2s\n    deadline: 3s\n    cache:\n      prefetch:\n        min_hits: 1\n        percentage: 50\n",
+            upstream.addr
+        ))
+        .await,
+    );
+    let ask_all = |forwarder: Arc<Forwarder>| async move {
+        let asks: Vec<_> = (0..NAMES)
+            .map(|i| {
+                let addr = forwarder.addr;
+                tokio::spawn(async move {
+                    udp_query(addr, &query(&format!("c{i}.example."), RecordType::A, None)).await
+                })
+            })
+            .collect();
+        for ask in asks {
+            let answer = ask.await.expect("answered");
+            assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+            assert_eq!(answer.answers.len(), 1);
+        }
+    };
+
+    ask_all(forwarder.clone()).await; // the fill: 150 misses, stored with TTL 6
+    // Into the refresh window (less than 50 % of the TTL left), all at once.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    ask_all(forwarder.clone()).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = forwarder.metric("coredns_cache_prefetch_total", &[]);
+    let deferred = forwarder.metric("nodelocaldns_cache_prefetch_deferred_total", &[]);
+    assert_eq!(started, SLOTS, "at most the slots at once");
+    assert_eq!(deferred, NAMES as f64 - SLOTS, "the rest put off, counted");
+
+    // Later hits, each after the running refreshes are back, start the ones put off.
+    for _ in 0..3 {
+        tokio::time::sleep(delay + Duration::from_millis(100)).await;
+        ask_all(forwarder.clone()).await;
+    }
+    assert_eq!(
+        forwarder.metric("coredns_cache_prefetch_total", &[]),
+        NAMES as f64,
+        "every entry refreshed once"
+    );
+    assert_eq!(
+        forwarder.metric("coredns_cache_misses_total", &[]),
+        NAMES as f64,
+        "no hit ever missed: the refreshes came back before expiry"
+    );
+    assert_eq!(upstream.count(RecordType::A), 2 * NAMES);
+}

@@ -291,6 +291,11 @@ impl Entry {
         remaining < threshold && !fields.refreshing.swap(true, Ordering::Relaxed)
     }
 
+    /// The refresh a hit asked for was not started: a later hit may ask again.
+    pub fn refresh_declined(&self) {
+        self.fields().refreshing.store(false, Ordering::Relaxed);
+    }
+
     /// Writes the answer to `query` (an A or AAAA query for a pair) into `out`, TTLs counted
     /// down to what remains of the entry, or [`STALE_TTL`] when `stale`.
     pub fn write_for(

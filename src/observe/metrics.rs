@@ -18,6 +18,7 @@
 //! | `coredns_cache_hits_total` | `server`, `type` | queries answered from a fresh entry |
 //! | `coredns_cache_misses_total` | `server` | queries that needed upstreams (including stale-only lookups) |
 //! | `coredns_cache_prefetch_total` | `server` | background refreshes of popular entries |
+//! | `nodelocaldns_cache_prefetch_deferred_total` | `server` | refreshes not started because `MAX_REFRESHING` were running; a later hit on the entry tries again |
 //! | `coredns_cache_served_stale_total` | `server` | answers from expired entries because upstreams failed |
 //! | `coredns_cache_evictions_total` | `server`, `type` | entries dropped for capacity |
 //! | `nodelocaldns_cache_split_answers_total` | `zone` | names whose A and AAAA disagreed (NXDOMAIN vs NOERROR) twice: not cached |
@@ -47,6 +48,7 @@ pub struct Metrics {
     pub cache_hits: IntCounterVec,
     pub cache_misses: IntCounterVec,
     pub cache_prefetch: IntCounterVec,
+    pub cache_prefetch_deferred: IntCounterVec,
     pub cache_served_stale: IntCounterVec,
     pub cache_evictions: IntCounterVec,
     pub cache_split: IntCounterVec,
@@ -136,6 +138,11 @@ impl Metrics {
         let cache_prefetch = counter(
             "coredns_cache_prefetch_total",
             "Background refreshes of popular entries before expiry.",
+            &["server"],
+        );
+        let cache_prefetch_deferred = counter(
+            "nodelocaldns_cache_prefetch_deferred_total",
+            "Refreshes not started because the most allowed at once were running.",
             &["server"],
         );
         let cache_served_stale = counter(
@@ -243,6 +250,7 @@ impl Metrics {
             cache_hits,
             cache_misses,
             cache_prefetch,
+            cache_prefetch_deferred,
             cache_served_stale,
             cache_evictions,
             cache_split,
