@@ -292,3 +292,126 @@ async fn ipv6_listeners_answer_over_udp_and_tcp() {
     );
     forwarder.stop().await;
 }
+
+/// A query in wire form: `id`, `flags`, one question `name` (dotted, no trailing dot)
+/// `qtype` `qclass`.
+fn raw_query(id: u16, flags: u16, name: &str, qtype: u16, qclass: u16) -> Vec<u8> {
+    let mut bytes = [id, flags, 1, 0, 0, 0]
+        .iter()
+        .flat_map(|field| field.to_be_bytes())
+        .collect::<Vec<u8>>();
+    for label in name.split('.') {
+        bytes.push(label.len() as u8);
+        bytes.extend_from_slice(label.as_bytes());
+    }
+    bytes.push(0);
+    bytes.extend_from_slice(&qtype.to_be_bytes());
+    bytes.extend_from_slice(&qclass.to_be_bytes());
+    bytes
+}
+
+/// Eight clients each send 40 packets back to back, so the listener reads them many to a
+/// batch: cache hits, misses that go upstream, malformed queries, class CH, and responses
+/// (QR=1, never answered) mixed in every batch. Each client gets exactly one answer per
+/// query it sent, with its own ID and the rcode that query calls for, and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_from_many_clients_is_answered_each_to_its_own_asker() {
+    const CLIENTS: u16 = 8;
+    const PER_CLIENT: u16 = 40;
+    let authority = Authority::start(&[(
+        "example.",
+        "$TTL 300\n@ IN SOA ns.example. admin.example. 1 3600 600 86400 5\n@ IN NS ns.example.\n* IN A 192.0.2.7\n",
+    )])
+    .await;
+    let forwarder = Forwarder::start(&format!(
+        "zones:\n  - name: example\n    upstreams: [\"{}\"]\n",
+        authority.addr
+    ))
+    .await;
+    let warm = udp_query(forwarder.addr, &query("hot.example.", RecordType::A, None)).await;
+    assert_eq!(warm.metadata.response_code, ResponseCode::NoError);
+
+    // What each packet of a client is, by its index; `None`: no answer is owed.
+    let expected = |i: u16| match i % 5 {
+        0 | 4 => Some(ResponseCode::NoError), // a cache hit; a miss answered by the upstream
+        1 => None,                            // QR=1
+        2 => Some(ResponseCode::FormErr),     // the question is cut short
+        _ => Some(ResponseCode::Refused),     // class CH
+    };
+    let packet = |client: u16, i: u16| {
+        let id = client * 1000 + i;
+        match i % 5 {
+            0 => raw_query(id, 0x0100, "hot.example", 1, 1),
+            1 => raw_query(id, 0x8180, "hot.example", 1, 1),
+            2 => {
+                let mut cut = raw_query(id, 0x0100, "cut.example", 1, 1);
+                cut.truncate(cut.len() - 7);
+                cut
+            }
+            3 => raw_query(id, 0x0100, "hot.example", 16, 3),
+            _ => raw_query(id, 0x0100, &format!("m{client}x{i}.example"), 1, 1),
+        }
+    };
+
+    let mut sockets = Vec::new();
+    for _ in 0..CLIENTS {
+        sockets.push(Arc::new(
+            tokio::net::UdpSocket::bind("127.0.0.1:0")
+                .await
+                .expect("bind"),
+        ));
+    }
+    let sends: Vec<_> = sockets
+        .iter()
+        .enumerate()
+        .map(|(client, socket)| {
+            let (socket, addr) = (socket.clone(), forwarder.addr);
+            let packets: Vec<Vec<u8>> = (0..PER_CLIENT).map(|i| packet(client as u16, i)).collect();
+            tokio::spawn(async move {
+                for packet in packets {
+                    socket.send_to(&packet, addr).await.expect("send");
+                }
+            })
+        })
+        .collect();
+    for send in sends {
+        send.await.expect("sent");
+    }
+
+    for (client, socket) in sockets.iter().enumerate() {
+        let client = client as u16;
+        let owed = (0..PER_CLIENT).filter(|&i| expected(i).is_some()).count();
+        let mut answered = std::collections::HashSet::new();
+        let mut buf = [0u8; 1232];
+        // Every owed answer, then a quiet spell in which nothing else arrives.
+        while let Ok(received) = tokio::time::timeout(
+            if answered.len() < owed {
+                CLIENT_TIMEOUT
+            } else {
+                Duration::from_millis(300)
+            },
+            socket.recv_from(&mut buf),
+        )
+        .await
+        {
+            let (len, _) = received.expect("receive");
+            let answer = Message::from_vec(&buf[..len]).expect("an answer parses");
+            let id = answer.metadata.id;
+            assert_eq!(id / 1000, client, "answer {id} reached client {client}");
+            let i = id % 1000;
+            assert_eq!(
+                Some(answer.metadata.response_code),
+                expected(i),
+                "client {client}, packet {i}"
+            );
+            if matches!(i % 5, 0 | 4) {
+                assert_eq!(addresses(&answer), vec![Ipv4Addr::new(192, 0, 2, 7)]);
+            }
+            assert!(
+                answered.insert(i),
+                "client {client}: packet {i} answered twice"
+            );
+        }
+        assert_eq!(answered.len(), owed, "client {client}: every owed answer");
+    }
+}

@@ -5,6 +5,7 @@
 //! clients across them, one receive loop each) and one TCP listener on the same port. The
 //! [`Server`] owns every task it starts; [`Server::shutdown`] ends them.
 
+mod batch;
 pub mod framing;
 mod reload;
 mod tcp;

@@ -2,6 +2,7 @@
 //! itself; forwarded queries become tasks, at most `max_inflight` at once per listen address,
 //! and beyond that are answered SERVFAIL at once (counted) rather than queued without bound.
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,16 +14,13 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use super::Current;
+use super::batch::{Inbox, Outbox};
 use crate::Proto;
 use crate::observe::ratelimit::LogLimiter;
 use crate::responder::{Responder, Step};
 
 /// Receive errors logged per minute, over all sockets.
 static RECV_ERRORS: LogLimiter = LogLimiter::new(10, Duration::from_secs(60));
-
-/// Largest datagram we read: a query larger than this is not a query we serve, and the kernel
-/// cuts it (it then fails to parse and is answered FORMERR).
-const MAX_QUERY: usize = 4096;
 
 /// How long a cancelled listener keeps reading while its forwarded queries finish.
 const DRAIN_READING: Duration = Duration::from_secs(2);
@@ -31,6 +29,10 @@ const DRAIN_READING: Duration = Duration::from_secs(2);
 const DRAIN_QUIET: Duration = Duration::from_millis(20);
 /// How often a draining listener checks whether it is done.
 const DRAIN_POLL: Duration = Duration::from_millis(5);
+
+/// Batches read per wake-up before the loop looks at cancellation again (and, through the
+/// readiness future's budget, lets other tasks run).
+const BATCHES_PER_WAKE: usize = 8;
 
 /// Serves one socket of the listen address with index `listener` in the config.
 pub(super) async fn serve(
@@ -41,70 +43,119 @@ pub(super) async fn serve(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let mut packet = vec![0u8; MAX_QUERY];
-    let mut out = Vec::with_capacity(1232);
-    let max_inflight = inflight.available_permits();
+    let mut batch = Batch {
+        listener,
+        inbox: Inbox::new(),
+        outbox: Outbox::new(),
+        socket,
+        inflight,
+        tracker,
+    };
+    let max_inflight = batch.inflight.available_permits();
     let mut draining: Option<Drain> = None;
     loop {
         // After the cancel the socket leaves the SO_REUSEPORT group (new queries go to a
         // successor instance, if there is one) but is kept and read until the queries already
         // queued on it are answered: a socket closed with packets queued drops them.
         if let Some(drain) = &draining {
-            let idle = inflight.available_permits() >= max_inflight;
+            let idle = batch.inflight.available_permits() >= max_inflight;
             let now = Instant::now();
             if (idle && now >= drain.last_packet + DRAIN_QUIET) || now >= drain.by {
                 return;
             }
         }
-        let received = tokio::select! {
+        let ready = tokio::select! {
             _ = cancel.cancelled(), if draining.is_none() => {
-                leave_reuseport_group(&socket).await;
+                leave_reuseport_group(&batch.socket).await;
                 let now = Instant::now();
                 draining = Some(Drain { by: now + DRAIN_READING, last_packet: now });
                 continue;
             }
             _ = tokio::time::sleep(DRAIN_POLL), if draining.is_some() => continue,
-            received = socket.recv_from(&mut packet) => received,
+            ready = batch.socket.readable() => ready,
         };
-        if let Some(drain) = &mut draining {
-            drain.last_packet = Instant::now();
+        if let Err(err) = ready {
+            receive_failed(&err);
+            continue;
         }
-        let (len, client) = match received {
-            Ok(received) => received,
-            Err(err) => {
-                // Unconnected UDP sockets see no ICMP errors; anything here is transient.
-                if let Some(suppressed) = RECV_ERRORS.allow() {
-                    warn!(%err, suppressed, "UDP receive failed");
+        // Read until the socket is empty (which also clears its readiness), a bounded number
+        // of batches at a time.
+        for _ in 0..BATCHES_PER_WAKE {
+            match batch.inbox.receive(&batch.socket) {
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) => {
+                    receive_failed(&err);
+                    break;
                 }
-                continue;
             }
-        };
-        // Per packet: a reload swaps it between two packets, never during one.
-        let responder = current.load_full();
-        match responder.begin(listener, &packet[..len], Proto::Udp, client.ip(), &mut out) {
-            Step::Answered => send(&socket, &out, client, &responder).await,
-            Step::AnsweredRefresh(pending) => {
-                send(&socket, &out, client, &responder).await;
-                responder.spawn_refresh(pending);
+            if let Some(drain) = &mut draining {
+                drain.last_packet = Instant::now();
             }
-            Step::Dropped(_) => {}
-            Step::Forward(pending) => match inflight.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    let socket = socket.clone();
-                    let responder = responder.clone();
-                    tracker.spawn(async move {
-                        let mut out = Vec::new();
-                        responder.finish(pending, &mut out).await;
-                        send(&socket, &out, client, &responder).await;
-                        drop(permit);
-                    });
-                }
-                Err(_) => {
-                    responder.reject_overloaded(&pending, &mut out);
-                    send(&socket, &out, client, &responder).await;
-                }
-            },
+            // Per batch: a reload swaps it between two batches, never during one.
+            batch.answer(&current.load_full()).await;
         }
+    }
+}
+
+/// One socket's batch buffers, and what answering a batch needs.
+struct Batch {
+    listener: usize,
+    inbox: Inbox,
+    outbox: Outbox,
+    socket: Arc<UdpSocket>,
+    inflight: Arc<Semaphore>,
+    tracker: TaskTracker,
+}
+
+impl Batch {
+    /// Answers the datagrams in the inbox: those that need no upstream in one `sendmmsg`,
+    /// the others from a task each (at most `max_inflight`; SERVFAIL at once beyond that).
+    async fn answer(&mut self, responder: &Arc<Responder>) {
+        for (packet, client) in self.inbox.datagrams() {
+            // The kernel names the source of every datagram on an IP socket.
+            let Some(client) = client else { continue };
+            let out = self.outbox.next_buffer();
+            match responder.begin(self.listener, packet, Proto::Udp, client.ip(), out) {
+                Step::Answered => self.outbox.commit(client),
+                Step::AnsweredRefresh(refresh) => {
+                    self.outbox.commit(client);
+                    responder.spawn_refresh(refresh);
+                }
+                Step::Dropped(_) => {}
+                Step::Forward(pending) => match self.inflight.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let socket = self.socket.clone();
+                        let responder = responder.clone();
+                        self.tracker.spawn(async move {
+                            let mut out = Vec::new();
+                            responder.finish(pending, &mut out).await;
+                            send(&socket, &out, client, &responder).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        responder.reject_overloaded(&pending, self.outbox.next_buffer());
+                        self.outbox.commit(client);
+                    }
+                },
+            }
+        }
+        for _ in 0..self.outbox.flush(&self.socket).await {
+            responder.count_send_error();
+        }
+        for (client, answer) in self.outbox.queued() {
+            responder.log_answer(client, Proto::Udp, answer);
+        }
+        self.outbox.clear();
+    }
+}
+
+/// Logs a failed receive, rate-limited.
+fn receive_failed(err: &io::Error) {
+    // Unconnected UDP sockets see no ICMP errors; anything here is transient.
+    if let Some(suppressed) = RECV_ERRORS.allow() {
+        warn!(%err, suppressed, "UDP receive failed");
     }
 }
 

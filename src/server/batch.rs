@@ -1,0 +1,191 @@
+//! Datagrams in batches: one `recvmmsg` reads up to [`BATCH`] queries, and one `sendmmsg`
+//! sends the answers the receive loop wrote for them without an upstream (cache hits and
+//! errors). Under load the socket holds many queries whenever the loop comes back to it, and
+//! the system call, file lookup and readiness bookkeeping are then paid once per batch instead
+//! of twice per query; at a low rate a batch is one query and costs what `recvfrom` did.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+/// Datagrams per system call. Past 32 the saving per query is small and a batch's answers
+/// wait longer for the last query of the batch to be answered.
+pub(super) const BATCH: usize = 32;
+
+/// Largest datagram we read: a query larger than this is not a query we serve, and the kernel
+/// cuts it (it then fails to parse and is answered FORMERR).
+pub(super) const MAX_QUERY: usize = 4096;
+
+/// The `mmsghdr` array of one socket's batches.
+struct Headers(MultiHeaders<SockaddrStorage>);
+
+// SAFETY: `MultiHeaders` is not `Send` only because its `mmsghdr`s hold raw pointers. They
+// point into heap memory the value owns (the boxed address array, which does not move with
+// it) and at the I/O buffers, which every `recvmmsg`/`sendmmsg` call sets afresh from
+// borrows it holds for the call. Nothing is shared, and nothing is tied to a thread.
+unsafe impl Send for Headers {}
+
+impl Headers {
+    fn new() -> Headers {
+        Headers(MultiHeaders::preallocate(BATCH, None))
+    }
+}
+
+/// Where one `recvmmsg` puts its datagrams.
+pub(super) struct Inbox {
+    headers: Headers,
+    buffers: Box<[[u8; MAX_QUERY]; BATCH]>,
+    /// Length and source of each datagram of the last batch.
+    received: [(usize, Option<SocketAddr>); BATCH],
+    count: usize,
+}
+
+impl Inbox {
+    pub(super) fn new() -> Inbox {
+        let buffers = vec![[0u8; MAX_QUERY]; BATCH]
+            .into_boxed_slice()
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("the vector has BATCH elements"));
+        Inbox {
+            headers: Headers::new(),
+            buffers,
+            received: [(0, None); BATCH],
+            count: 0,
+        }
+    }
+
+    /// Reads the datagrams queued on `socket`, at most [`BATCH`], without waiting: `WouldBlock`
+    /// when there are none (and the socket's readiness is cleared).
+    pub(super) fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        let fd = socket.as_raw_fd();
+        self.count = socket.try_io(Interest::READABLE, || self.receive_from(fd))?;
+        Ok(self.count)
+    }
+
+    fn receive_from(&mut self, fd: RawFd) -> io::Result<usize> {
+        let mut slices = self.buffers.each_mut().map(|b| [IoSliceMut::new(b)]);
+        let results = recvmmsg(
+            fd,
+            &mut self.headers.0,
+            slices.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        )?;
+        let mut count = 0;
+        for (slot, message) in self.received.iter_mut().zip(results) {
+            *slot = (message.bytes, message.address.as_ref().and_then(std_addr));
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// The datagrams of the last batch: bytes, and the source unless the kernel gave none.
+    pub(super) fn datagrams(&self) -> impl Iterator<Item = (&[u8], Option<SocketAddr>)> {
+        self.received[..self.count]
+            .iter()
+            .zip(self.buffers.iter())
+            .map(|(&(len, from), buffer)| (&buffer[..len.min(MAX_QUERY)], from))
+    }
+}
+
+/// Answers collected for one `sendmmsg`.
+pub(super) struct Outbox {
+    headers: Headers,
+    answers: Vec<Vec<u8>>,
+    clients: [Option<SocketAddr>; BATCH],
+    /// `clients` as the kernel takes them, converted once per answer.
+    destinations: [Option<SockaddrStorage>; BATCH],
+    len: usize,
+}
+
+impl Outbox {
+    pub(super) fn new() -> Outbox {
+        Outbox {
+            headers: Headers::new(),
+            answers: (0..BATCH).map(|_| Vec::with_capacity(1232)).collect(),
+            clients: [None; BATCH],
+            destinations: [None; BATCH],
+            len: 0,
+        }
+    }
+
+    /// The buffer the next answer is written into; it is sent only after [`Outbox::commit`].
+    /// An outbox holds as many answers as an inbox holds queries, so there is always one.
+    pub(super) fn next_buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.answers[self.len.min(BATCH - 1)]
+    }
+
+    /// Queues the answer in [`Outbox::next_buffer`] for `client`.
+    pub(super) fn commit(&mut self, client: SocketAddr) {
+        if self.len < BATCH {
+            self.clients[self.len] = Some(client);
+            self.destinations[self.len] = Some(SockaddrStorage::from(client));
+            self.len += 1;
+        }
+    }
+
+    /// The answers queued, with their clients.
+    pub(super) fn queued(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
+        self.clients[..self.len]
+            .iter()
+            .zip(&self.answers)
+            .filter_map(|(client, answer)| Some(((*client)?, answer.as_slice())))
+    }
+
+    /// Sends every queued answer, waiting while the socket's send buffer is full, and returns
+    /// how many could not be sent (an answer the kernel refuses is skipped, not retried).
+    pub(super) async fn flush(&mut self, socket: &UdpSocket) -> usize {
+        let fd = socket.as_raw_fd();
+        let (mut sent, mut failed) = (0, 0);
+        while sent < self.len {
+            match socket
+                .async_io(Interest::WRITABLE, || self.send_from(fd, sent))
+                .await
+            {
+                Ok(count) => sent += count.max(1),
+                Err(_) => {
+                    // sendmmsg reports an error only for the first message it tried.
+                    failed += 1;
+                    sent += 1;
+                }
+            }
+        }
+        failed
+    }
+
+    /// Forgets the queued answers, once sent and logged.
+    pub(super) fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    fn send_from(&mut self, fd: RawFd, first: usize) -> io::Result<usize> {
+        let count = self.len - first;
+        // An array, not a vector: nothing is allocated per batch.
+        let slices: [[IoSlice<'_>; 1]; BATCH] = std::array::from_fn(|i| {
+            [IoSlice::new(
+                self.answers.get(first + i).map_or(&[][..], Vec::as_slice),
+            )]
+        });
+        let results = sendmmsg(
+            fd,
+            &mut self.headers.0,
+            &slices[..count],
+            &self.destinations[first..self.len],
+            [],
+            MsgFlags::MSG_DONTWAIT,
+        )?;
+        Ok(results.count())
+    }
+}
+
+fn std_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = addr.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    addr.as_sockaddr_in6()
+        .map(|v6| SocketAddr::V6((*v6).into()))
+}
