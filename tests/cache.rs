@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Forwarder, Programmable, a, aaaa, cname, query, soa, udp_query};
+use common::{Forwarder, Programmable, a, aaaa, ask_all, cname, query, soa, udp_query};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use tokio::time::Instant;
@@ -444,33 +444,23 @@ async fn a_cohort_of_refreshes_goes_out_a_bounded_number_at_a_time() {
         }),
     )
     .await;
-    let forwarder = Arc::new(
-        Forwarder::start(&format!(
-            "zones:\n  - name: example\n    upstreams: [\"{}\"]\n    timeout: 2s\n    deadline: 3s\n    cache:\n      prefetch:\n        min_hits: 1\n        percentage: 50\n",
-            upstream.addr
-        ))
-        .await,
-    );
-    let ask_all = |forwarder: Arc<Forwarder>| async move {
-        let asks: Vec<_> = (0..NAMES)
-            .map(|i| {
-                let addr = forwarder.addr;
-                tokio::spawn(async move {
-                    udp_query(addr, &query(&format!("c{i}.example."), RecordType::A, None)).await
-                })
-            })
-            .collect();
-        for ask in asks {
-            let answer = ask.await.expect("answered");
+    let forwarder = Forwarder::start(&format!(
+        "zones:\n  - name: example\n    upstreams: [\"{}\"]\n    timeout: 2s\n    deadline: 3s\n    cache:\n      prefetch:\n        min_hits: 1\n        percentage: 50\n",
+        upstream.addr
+    ))
+    .await;
+    let addr = forwarder.addr;
+    let ask_every_name = || async move {
+        for (answer, _) in ask_all(addr, NAMES, "c").await {
             assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
             assert_eq!(answer.answers.len(), 1);
         }
     };
 
-    ask_all(forwarder.clone()).await; // the fill: 150 misses, stored with TTL 6
+    ask_every_name().await; // the fill: 150 misses, stored with TTL 6
     // Into the refresh window (less than 50 % of the TTL left), all at once.
     tokio::time::sleep(Duration::from_millis(3200)).await;
-    ask_all(forwarder.clone()).await;
+    ask_every_name().await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let started = forwarder.metric("coredns_cache_prefetch_total", &[]);
     let deferred = forwarder.metric("nodelocaldns_cache_prefetch_deferred_total", &[]);
@@ -480,7 +470,7 @@ async fn a_cohort_of_refreshes_goes_out_a_bounded_number_at_a_time() {
     // Later hits, each after the running refreshes are back, start the ones put off.
     for _ in 0..3 {
         tokio::time::sleep(delay + Duration::from_millis(100)).await;
-        ask_all(forwarder.clone()).await;
+        ask_every_name().await;
     }
     assert_eq!(
         forwarder.metric("coredns_cache_prefetch_total", &[]),

@@ -10,19 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Authority, Forwarder, Programmable, a, addresses, query, udp_query};
+use common::{
+    Authority, Forwarder, Programmable, WILDCARD_ZONE, a, addresses, ask_all, query, udp_query,
+};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
-
-const ZONE: &str = r#"
-$TTL 300
-@       IN SOA ns.example. admin.example. 1 3600 600 86400 5
-@       IN NS  ns.example.
-ns      IN A   127.0.0.1
-*       IN A   192.0.2.7
-"#;
 
 /// Zone `example.` over TCP to `upstreams` in order, uncached, with `extra` zone keys.
 fn tcp_zone(upstreams: &[SocketAddr], extra: &str) -> String {
@@ -114,7 +108,7 @@ async fn a_tcp_upstream_that_never_answers_gets_servfail_within_the_deadline() {
 #[tokio::test]
 async fn a_tcp_upstream_that_resets_mid_answer_fails_over() {
     let resetting = resetting_tcp_upstream().await;
-    let authority = Authority::start(&[("example.", ZONE)]).await;
+    let authority = Authority::start(&[("example.", WILDCARD_ZONE)]).await;
     let forwarder = Forwarder::start(&tcp_zone(
         &[resetting, authority.addr],
         "    timeout: 1s\n    deadline: 3s\n",
@@ -182,17 +176,11 @@ async fn a_flood_of_misses_is_answered_fast_bounded_and_recovers() {
     };
 
     let addr = forwarder.addr;
-    let asks: Vec<_> = (0..1000)
-        .map(|i| {
-            tokio::spawn(async move {
-                udp_query(addr, &query(&format!("f{i}.example."), RecordType::A, None)).await
-            })
-        })
+    let answers: Vec<Message> = ask_all(addr, 1000, "f")
+        .await
+        .into_iter()
+        .map(|(answer, _)| answer)
         .collect();
-    let mut answers: Vec<Message> = Vec::with_capacity(asks.len());
-    for ask in asks {
-        answers.push(ask.await.expect("every query is answered"));
-    }
     flooding.store(false, Ordering::Relaxed);
     let (queue_peak, inflight_peak) = sampler.await.expect("sampler");
 

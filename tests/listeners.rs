@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    Authority, CLIENT_TIMEOUT, Forwarder, Scripted, Via, a_with, addresses, frame, query,
-    read_frame, reply, tcp_query, udp_query, write_frame, zone_with_big_rrset,
+    Authority, CLIENT_TIMEOUT, Forwarder, Scripted, Via, WILDCARD_ZONE, a_with, addresses, frame,
+    query, read_frame, reply, tcp_query, udp_query, write_frame, zone_with_big_rrset,
 };
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
@@ -318,11 +318,7 @@ fn raw_query(id: u16, flags: u16, name: &str, qtype: u16, qclass: u16) -> Vec<u8
 async fn a_burst_from_many_clients_is_answered_each_to_its_own_asker() {
     const CLIENTS: u16 = 8;
     const PER_CLIENT: u16 = 40;
-    let authority = Authority::start(&[(
-        "example.",
-        "$TTL 300\n@ IN SOA ns.example. admin.example. 1 3600 600 86400 5\n@ IN NS ns.example.\n* IN A 192.0.2.7\n",
-    )])
-    .await;
+    let authority = Authority::start(&[("example.", WILDCARD_ZONE)]).await;
     let forwarder = Forwarder::start(&format!(
         "zones:\n  - name: example\n    upstreams: [\"{}\"]\n",
         authority.addr

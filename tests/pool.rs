@@ -10,20 +10,11 @@ use std::time::Duration;
 
 use common::serial_tcp::{SerialTcp, SerialTcpOptions};
 use common::{
-    Authority, Forwarder, Scripted, a_with, addresses, eventually, query, reply, udp_query,
+    Authority, Forwarder, Scripted, WILDCARD_ZONE, a_with, addresses, ask_all, eventually, query,
+    reply, udp_query,
 };
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
-use tokio::time::Instant;
-
-/// Every name under `example.` has an A record: each test query can be a distinct cache miss.
-const WILDCARD_ZONE: &str = r#"
-$TTL 300
-@       IN SOA ns.example. admin.example. 1 3600 600 86400 5
-@       IN NS  ns.example.
-ns      IN A   127.0.0.1
-*       IN A   192.0.2.7
-"#;
 
 /// A forwarder sending zone `example.` over TCP to `upstream`, without a cache, with `pool`
 /// (YAML lines under `pool:`) and `extra` zone keys.
@@ -33,22 +24,6 @@ async fn forwarder(upstream: SocketAddr, pool: &str, extra: &str) -> Forwarder {
         "zones:\n  - name: example\n    upstreams: [\"{upstream}\"]\n    transport: tcp\n    cache:\n      enabled: false\n{extra}    pool:\n{pool}"
     ))
     .await
-}
-
-/// Asks `count` distinct names at once over UDP; returns each answer with when it came.
-async fn ask_all(server: SocketAddr, count: usize, prefix: &str) -> Vec<(Message, Instant)> {
-    let asks = (0..count).map(|i| {
-        let name = format!("{prefix}{i}.example.");
-        tokio::spawn(async move {
-            let answer = udp_query(server, &query(&name, RecordType::A, None)).await;
-            (answer, Instant::now())
-        })
-    });
-    let mut answers = Vec::with_capacity(count);
-    for ask in asks.collect::<Vec<_>>() {
-        answers.push(ask.await.expect("client task"));
-    }
-    answers
 }
 
 fn pool_metric(

@@ -33,6 +33,15 @@ use nodelocal_dns::server::Server;
 /// How long a test client waits for one answer before calling it lost.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Every name under `example.` has an A record: each test query can be a distinct cache miss.
+pub const WILDCARD_ZONE: &str = r#"
+$TTL 300
+@       IN SOA ns.example. admin.example. 1 3600 600 86400 5
+@       IN NS  ns.example.
+ns      IN A   127.0.0.1
+*       IN A   192.0.2.7
+"#;
+
 /// A real authoritative DNS server on 127.0.0.1 (UDP and TCP on one port).
 pub struct Authority {
     pub addr: SocketAddr,
@@ -285,6 +294,27 @@ pub async fn udp_query(server: SocketAddr, msg: &Message) -> Message {
 }
 
 /// Sends one query over a new TCP connection and decodes the answer.
+/// Asks `count` distinct names (`{prefix}{i}.example.`, type A) at once over UDP; returns
+/// each answer, in the order asked, with when it came.
+pub async fn ask_all(
+    server: SocketAddr,
+    count: usize,
+    prefix: &str,
+) -> Vec<(Message, tokio::time::Instant)> {
+    let asks = (0..count).map(|i| {
+        let name = format!("{prefix}{i}.example.");
+        tokio::spawn(async move {
+            let answer = udp_query(server, &query(&name, RecordType::A, None)).await;
+            (answer, tokio::time::Instant::now())
+        })
+    });
+    let mut answers = Vec::with_capacity(count);
+    for ask in asks.collect::<Vec<_>>() {
+        answers.push(ask.await.expect("client task"));
+    }
+    answers
+}
+
 pub async fn tcp_query(server: SocketAddr, msg: &Message) -> Message {
     let mut stream = TcpStream::connect(server).await.expect("connect");
     write_frame(&mut stream, &msg.to_vec().expect("query encodes")).await;
