@@ -96,7 +96,8 @@ impl Inbox {
 pub(super) struct Outbox {
     headers: Headers,
     answers: Vec<Vec<u8>>,
-    clients: [Option<SocketAddr>; BATCH],
+    /// Valid up to `len`.
+    clients: [SocketAddr; BATCH],
     /// `clients` as the kernel takes them, converted once per answer.
     destinations: [Option<SockaddrStorage>; BATCH],
     len: usize,
@@ -107,7 +108,7 @@ impl Outbox {
         Outbox {
             headers: Headers::new(),
             answers: (0..BATCH).map(|_| Vec::with_capacity(1232)).collect(),
-            clients: [None; BATCH],
+            clients: [SocketAddr::from(([0, 0, 0, 0], 0)); BATCH],
             destinations: [None; BATCH],
             len: 0,
         }
@@ -122,7 +123,7 @@ impl Outbox {
     /// Queues the answer in [`Outbox::next_buffer`] for `client`.
     pub(super) fn commit(&mut self, client: SocketAddr) {
         if self.len < BATCH {
-            self.clients[self.len] = Some(client);
+            self.clients[self.len] = client;
             self.destinations[self.len] = Some(SockaddrStorage::from(client));
             self.len += 1;
         }
@@ -133,7 +134,7 @@ impl Outbox {
         self.clients[..self.len]
             .iter()
             .zip(&self.answers)
-            .filter_map(|(client, answer)| Some(((*client)?, answer.as_slice())))
+            .map(|(&client, answer)| (client, answer.as_slice()))
     }
 
     /// Sends every queued answer, waiting while the socket's send buffer is full, and returns
