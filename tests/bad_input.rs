@@ -409,6 +409,28 @@ async fn each_bad_packet_gets_its_rfc_answer_or_none_over_udp() {
     forwarder.stop().await;
 }
 
+/// A datagram longer than the 4096 bytes the UDP listener reads of one (a valid query whose
+/// OPT record carries 4 900 bytes of zero padding) is cut by the kernel: the cut query is
+/// answered FORMERR with its ID, not dropped, and the listener serves on.
+#[tokio::test]
+async fn a_datagram_longer_than_we_read_is_answered_formerr() {
+    let (_authority, forwarder) = forwarder().await;
+    let padding = 4900u16;
+    let mut opt = opt(0);
+    opt[9..11].copy_from_slice(&padding.to_be_bytes()); // RDLENGTH
+    opt.extend(std::iter::repeat_n(0u8, usize::from(padding)));
+    let packet = [header(0x7001, RD, [1, 0, 0, 1]), question(1, 1), opt].concat();
+    assert!(packet.len() > 4096);
+
+    let answer = send_with_sentinel(forwarder.addr, &packet)
+        .await
+        .expect("answered");
+    let msg = Message::from_vec(&answer).expect("the answer decodes");
+    assert_eq!(msg.metadata.id, 0x7001);
+    assert_eq!(msg.metadata.response_code, ResponseCode::FormErr);
+    forwarder.stop().await;
+}
+
 /// A name outside every routed zone (no `.` zone here) is refused without asking anyone.
 #[tokio::test]
 async fn names_in_no_routed_zone_are_refused() {
