@@ -35,4 +35,12 @@ else
     cargo deny --locked check bans licenses sources
 fi
 
-cargo test --locked
+# cargo prints one "test result:" line per test binary, the doc tests (often none) last; the line
+# after them adds them all up, so the run ends on the whole suite's count.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --locked 2>&1 | tee "$log" || status=$?
+awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", passed, failed, ignored }' "$log"
+exit "$status"
