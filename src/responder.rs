@@ -437,9 +437,10 @@ impl Responder {
         autopath: Option<Arc<ClientNamespace>>,
     ) -> Arc<Fetched> {
         match (&self.autopath, autopath) {
+            // Boxed: the walk nests a plain resolve inside the namespace's, several kilobytes
+            // of state that every plain miss's task would otherwise carry and copy on spawn.
             (Some(autopath), Some(namespace)) => {
-                self.resolve_autopath(autopath, &namespace, route_id, query, proto)
-                    .await
+                Box::pin(self.resolve_autopath(autopath, &namespace, route_id, query, proto)).await
             }
             _ => self.resolve_plain(route_id, query, proto).await,
         }
