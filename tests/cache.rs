@@ -430,15 +430,18 @@ async fn uncached_zones_forward_every_query_as_answered() {
 async fn a_cohort_of_refreshes_goes_out_a_bounded_number_at_a_time() {
     const NAMES: usize = 150;
     const SLOTS: f64 = 64.0;
+    // Long enough that an entry refreshed in this test does not reach its next refresh point
+    // (50 % of the TTL, up to 75 % with the per-entry spread) before the test ends.
+    const TTL: u32 = 10;
     let delay = Duration::from_millis(600);
     let upstream = Programmable::start(
         delay,
         Arc::new(|name: &Name, rtype| {
             let owner = name.to_string();
             let record = if rtype == RecordType::A {
-                a(&owner, 6)
+                a(&owner, TTL)
             } else {
-                aaaa(&owner, 6)
+                aaaa(&owner, TTL)
             };
             Some((ResponseCode::NoError, vec![record], vec![]))
         }),
@@ -457,9 +460,9 @@ async fn a_cohort_of_refreshes_goes_out_a_bounded_number_at_a_time() {
         }
     };
 
-    ask_every_name().await; // the fill: 150 misses, stored with TTL 6
-    // Into the refresh window (less than 50 % of the TTL left), all at once.
-    tokio::time::sleep(Duration::from_millis(3200)).await;
+    ask_every_name().await; // the fill: 150 misses, stored with TTL 10
+    // Into every entry's refresh window (less than 50 % of the TTL left), all at once.
+    tokio::time::sleep(Duration::from_millis(5200)).await;
     ask_every_name().await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let started = forwarder.metric("coredns_cache_prefetch_total", &[]);

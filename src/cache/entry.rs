@@ -59,6 +59,11 @@ struct Fields {
     /// A and AAAA of one name, rather than one answer of another type.
     pair: bool,
     refreshing: AtomicBool,
+    /// Where in its prefetch window this entry starts its refresh: 0 at the configured
+    /// share of the TTL, 255 at half as much again. Random per entry, so that entries stored
+    /// in one burst (a warm-up, a cohort of refreshes) do not all refresh in the same instant
+    /// ever after. Fits in the header's padding.
+    refresh_spread: u8,
 }
 
 impl std::fmt::Debug for Entry {
@@ -178,6 +183,7 @@ impl Entry {
             kind,
             pair: answers.len() == 2,
             refreshing: AtomicBool::new(false),
+            refresh_spread: rand::random(),
         };
         Entry(ThinArc::from_header_and_slice(fields, &bytes))
     }
@@ -278,7 +284,8 @@ impl Entry {
     }
 
     /// Counts a hit and says whether this hit should start a background refresh: the entry is
-    /// popular (`min_hits` hits so far) and less than `percentage` of its TTL remains. Only one
+    /// popular (`min_hits` hits so far) and less than its refresh point remains of its TTL:
+    /// `percentage` of the TTL, up to half as much again (see `refresh_spread`). Only one
     /// refresh per entry is started.
     pub fn hit_wants_refresh(&self, now: Instant, min_hits: u32, percentage: u8) -> bool {
         let fields = self.fields();
@@ -287,8 +294,15 @@ impl Entry {
             return false;
         }
         let remaining = fields.expires_at.saturating_duration_since(now);
-        let threshold = self.ttl() * u32::from(percentage) / 100;
-        remaining < threshold && !fields.refreshing.swap(true, Ordering::Relaxed)
+        remaining < self.refresh_point(percentage)
+            && !fields.refreshing.swap(true, Ordering::Relaxed)
+    }
+
+    /// How much of the TTL remains when this entry wants its refresh.
+    fn refresh_point(&self, percentage: u8) -> Duration {
+        const SCALE: u32 = 2 * u8::MAX as u32;
+        let share = u32::from(percentage) * (SCALE + u32::from(self.fields().refresh_spread));
+        self.ttl() * share / (100 * SCALE)
     }
 
     /// The refresh a hit asked for was not started: a later hit may ask again.
@@ -584,5 +598,38 @@ mod tests {
             !entry.hit_wants_refresh(late, 2, 10),
             "one refresh at a time"
         );
+    }
+
+    #[test]
+    fn the_refresh_spread_costs_no_memory() {
+        // Instant (16) + 4 + 4 + 4 + 2 + 2 + 2 + 5 one-byte fields, padded to 8.
+        assert_eq!(std::mem::size_of::<Fields>(), 40);
+    }
+
+    #[test]
+    fn entries_stored_together_spread_their_refreshes_over_half_the_window_again() {
+        let now = Instant::now();
+        let a = answer(rtype::A, ResponseCode::NoError, vec![a_record(30)]);
+        let entries: Vec<Entry> = (0..200)
+            .map(|_| Entry::single(&a, &policy(), now).unwrap())
+            .collect();
+        // 10 % of 30 s is 3 s; the spread takes that up to 4.5 s before expiry.
+        let points: Vec<Duration> = entries.iter().map(|e| e.refresh_point(10)).collect();
+        let earliest = *points.iter().max().unwrap();
+        let latest = *points.iter().min().unwrap();
+        assert!(latest >= Duration::from_secs(3), "{latest:?}");
+        assert!(earliest <= Duration::from_millis(4500), "{earliest:?}");
+        assert!(
+            earliest - latest >= Duration::from_secs(1),
+            "200 entries stored at once refresh within {:?} of each other",
+            earliest - latest
+        );
+        // And the hit path uses that point: a popular entry past it asks, one before it not.
+        let entry = &entries[0];
+        let point = entry.refresh_point(10);
+        let expires = now + Duration::from_secs(30);
+        entry.hit_wants_refresh(now, 1, 10);
+        assert!(!entry.hit_wants_refresh(expires - point - Duration::from_millis(10), 1, 10));
+        assert!(entry.hit_wants_refresh(expires - point + Duration::from_millis(10), 1, 10));
     }
 }

@@ -32,7 +32,7 @@
 //! | `zones[].cache.min_ttl` | `0s` | TTLs below are raised to this |
 //! | `zones[].cache.servfail_ttl` | `0s` | how long an upstream SERVFAIL is cached; 0 never |
 //! | `zones[].cache.prefetch.min_hits` | `2` | hits that make an entry refreshed before expiry; 0 off |
-//! | `zones[].cache.prefetch.percentage` | `10` | refresh when less than this % of the TTL remains |
+//! | `zones[].cache.prefetch.percentage` | `10` | refresh when less than this % of the TTL remains (up to 1.5x, random per entry) |
 //! | `zones[].cache.serve_stale.max_age` | `1h` | serve expired entries this long when upstreams fail; 0 off |
 //! | `zones[].cache.serve_stale.client_timeout` | `1800ms` | wait this long for upstreams before answering stale (RFC 8767) |
 //! | `zones[].autopath` | `false` | answer the search-path walk of pods server-side (needs `kubernetes.enabled`; see [`crate::kube`]) |
