@@ -16,6 +16,8 @@
 #   LATENCY_QPS [50000]            rate of the loadgen latency row in scenario 1
 #   FIXED_QPS [20000]              rate of scenario 2
 #   MISS_RATES ["2000 5000 10000"] rates of scenario 4
+#   MISS_QTYPES ["A TXT"]          query types of scenario 4: A is fetched with its AAAA (two
+#                                  upstream queries per miss), TXT alone (one)
 #   MEM_STAGES ["100000 1000000", smoke "10000 50000"]  cached-name counts of scenario 5
 #   POOL_MAX_CONNECTIONS [8]      scenario 4's pool.max_connections (dnsmasq serves at most 20)
 #   POOL_MAX_QUERIES [0]           scenario 4's pool.max_queries_per_connection (dnsmasq closes after 100)
@@ -29,7 +31,7 @@ BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$BENCH_DIR")
 # The command as run, with the settings given in the environment, for the result files.
 COMMAND_LINE="benches/run.sh $*"
-for setting in MISS_RATES MEM_STAGES LATENCY_QPS FIXED_QPS SERVERS POOL_CONFIG POOL_MAX_CONNECTIONS POOL_MAX_QUERIES; do
+for setting in MISS_RATES MISS_QTYPES MEM_STAGES LATENCY_QPS FIXED_QPS SERVERS POOL_CONFIG POOL_MAX_CONNECTIONS POOL_MAX_QUERIES; do
     [ -n "${!setting:-}" ] && COMMAND_LINE="$setting=\"${!setting}\" $COMMAND_LINE"
 done
 
@@ -60,6 +62,7 @@ MEM_STAGES=${MEM_STAGES:-"100000 1000000"}
 LATENCY_QPS=${LATENCY_QPS:-50000}
 FIXED_QPS=${FIXED_QPS:-20000}
 MISS_RATES=${MISS_RATES:-"2000 5000 10000"}
+MISS_QTYPES=${MISS_QTYPES:-"A TXT"}
 POOL_CONFIG=${POOL_CONFIG:-auto}
 POOL_MAX_QUERIES=${POOL_MAX_QUERIES:-0}
 POOL_MAX_CONNECTIONS=${POOL_MAX_CONNECTIONS:-8}
@@ -191,6 +194,8 @@ EOF
 }
 
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+# The same, with the children it has waited for (dnsmasq forks one per TCP connection).
+cpu_ticks_with_children() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13 + $14 + $15}'; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 # ---------------------------------------------------------------- upstreams
@@ -436,6 +441,9 @@ lg() { tr ' ' '\n' <"$1" | awk -F= -v k="$2" '$1 == k {print $2}'; }
 
 pct() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f %%", 100 * a / b; else print "-"}'; }
 # us_per_query TICKS QUERIES: server CPU time in microseconds per query.
+# CPU time the hypervisor gave to other guests (8th field of /proc/stat's cpu line), all cores.
+steal_ticks() { awk '/^cpu / {print $9}' /proc/stat; }
+cpu_seconds() { awk -v t="$1" -v hz="$CLK_TCK" 'BEGIN {printf "%.1f", t / hz}'; }
 us_per_query() { awk -v t="$1" -v q="$2" -v hz="$CLK_TCK" 'BEGIN {if (q > 0) printf "%.1f", t * 1e6 / hz / q; else print "-"}'; }
 mb() { awk -v k="$1" 'BEGIN {printf "%.1f MB", k / 1024}'; }
 
@@ -474,6 +482,7 @@ report() {
         echo "- servers: ${versions%; }; upstream $(knotd --version | head -1); load: $(dnsperf -h 2>&1 | grep -m1 Version | sed 's/Version/dnsperf/'), benches/loadgen.rs"
         echo "- each server pinned to CPU $SERVER_CPU with one worker thread, load generator pinned to CPU $LOAD_CPU; $DURATION s per point"
         [ -n "$note" ] && echo "- $note"
+        echo "- CPU time stolen by the hypervisor during this scenario (all servers, both cores): $(cpu_seconds $(($(steal_ticks) - STEAL_AT_START))) s; runs with seconds of steal are not comparable with quiet ones"
         echo
         echo "| $(IFS='|'; echo "$*" | sed 's/|/ | /g') |"
         echo "|$(for _ in "$@"; do printf -- '---|'; done)"
@@ -573,36 +582,47 @@ scenario_miss() {
     [ "${#servers[@]}" -gt 0 ] || { log "4 miss stream: no server to run"; return; }
     RAN=("${servers[@]}")
     decide_pool
+    local qtype point
     for s in "${servers[@]}"; do
-        for rate in $MISS_RATES; do
-            log "4 miss stream: $s at $rate QPS"
-            # A fresh upstream per point, so that no point inherits the last one's state:
-            # one dnsmasq kept running served consecutive 10 s points at 10 000 QPS with 0,
-            # 3.5 and 9.9 % SERVFAIL, and 0 % again once restarted (2026-11-23, by hand).
-            start_dnsmasq_upstream
-            start_server "$s" tcp
-            local names=$out-$s-$rate.txt
-            seq 1 $((rate * DURATION)) | awk -v p="$s-$rate-$RANDOM" '{print "m" $1 "-" p ".miss.test A"}' >"$names"
-            echo 0 >"$out-$s-$rate.conns"
-            sample_connections "$out-$s-$rate.conns" &
-            local sampler=$!
-            dnsperf_run "$out-$s-$rate.dp" -d "$names" -n 1 -l "$DURATION" -Q "$rate" -c 8 -q 20000 -t 5
-            kill "$sampler" 2>/dev/null || true
-            wait "$sampler" 2>/dev/null || true
-            stop "$SUT_PID"
-            stop "$DNSMASQ_UP_PID"
-            local sent
-            sent=$(dp_sent "$out-$s-$rate.dp")
-            row "$s" "$rate" "$(dp_qps "$out-$s-$rate.dp")" "$(pct "$(dp_lost "$out-$s-$rate.dp")" "$sent")" \
-                "$(pct "$(dp_rcode "$out-$s-$rate.dp" SERVFAIL)" "$sent")" "$(dp_avg_ms "$out-$s-$rate.dp")" \
-                "$(cat "$out-$s-$rate.conns")"
+        for qtype in $MISS_QTYPES; do
+            for rate in $MISS_RATES; do
+                log "4 miss stream: $s, $qtype at $rate QPS"
+                point=$out-$s-$qtype-$rate
+                # A fresh upstream per point, so that no point inherits the last one's state:
+                # one dnsmasq kept running served consecutive 10 s points at 10 000 QPS with 0,
+                # 3.5 and 9.9 % SERVFAIL, and 0 % again once restarted (2026-11-23, by hand).
+                start_dnsmasq_upstream
+                start_server "$s" tcp
+                seq 1 $((rate * DURATION)) |
+                    awk -v p="$s-$rate-$RANDOM" -v t="$qtype" '{print "m" $1 "-" p ".miss.test " t}' >"$point.txt"
+                echo 0 >"$point.conns"
+                sample_connections "$point.conns" &
+                local sampler=$!
+                local ours0 up0 ours1 up1
+                ours0=$(cpu_ticks "$SUT_PID")
+                up0=$(($(cpu_ticks_with_children "$DNSMASQ_UP_PID") + $(cpu_ticks "$KNOT_PID")))
+                dnsperf_run "$point.dp" -d "$point.txt" -n 1 -l "$DURATION" -Q "$rate" -c 8 -q 20000 -t 5
+                kill "$sampler" 2>/dev/null || true
+                wait "$sampler" 2>/dev/null || true
+                ours1=$(cpu_ticks "$SUT_PID")
+                stop "$SUT_PID"
+                # dnsmasq's last children are counted once it has reaped them.
+                sleep 0.2
+                up1=$(($(cpu_ticks_with_children "$DNSMASQ_UP_PID") + $(cpu_ticks "$KNOT_PID")))
+                stop "$DNSMASQ_UP_PID"
+                local sent
+                sent=$(dp_sent "$point.dp")
+                row "$s" "$qtype" "$rate" "$(dp_qps "$point.dp")" "$(pct "$(dp_lost "$point.dp")" "$sent")" \
+                    "$(pct "$(dp_rcode "$point.dp" SERVFAIL)" "$sent")" "$(dp_avg_ms "$point.dp")" \
+                    "$(cat "$point.conns")" "$(cpu_seconds $((ours1 - ours0)))" "$(cpu_seconds $((up1 - up0)))"
+            done
         done
     done
     local pool_note="our pool block: max_connections $POOL_MAX_CONNECTIONS, max_inflight 32, idle_timeout 2s, max_queries_per_connection $POOL_MAX_QUERIES, queue 2048 / 1s"
     [ "$POOL_USED" = 1 ] || pool_note="our config without a pool block (POOL_CONFIG=0 or not supported by this build)"
     report 4-miss-stream "distinct cache misses through a dnsmasq-over-TCP upstream" \
-        "dnsmasq 2.90 --no-negcache --cache-size=1000 (at most 20 TCP connections, one query at a time each) on $DNSMASQ_UP_IP in front of knotd, restarted for every point; servers forward with transport tcp; distinct existing names (*.miss.test) at dnsperf -Q RATE; peak connections sampled every 50 ms with ss; $pool_note" \
-        server "offered QPS" "achieved QPS" lost SERVFAIL "avg latency ms" "peak upstream TCP conns"
+        "dnsmasq 2.90 --no-negcache --cache-size=1000 (at most 20 TCP connections, one query at a time each) on $DNSMASQ_UP_IP in front of knotd, restarted for every point; servers forward with transport tcp; distinct existing names (*.miss.test: an A record, no AAAA or TXT) at dnsperf -Q RATE, asked for A (ours fetches A and AAAA together: two upstream queries per miss) or TXT (one); peak connections sampled every 50 ms with ss; CPU seconds over the point from /proc/PID/stat (dnsmasq with its reaped per-connection children; $DURATION s on $(nproc) cores is $((DURATION * $(nproc))) CPU s in all); $pool_note" \
+        server "query type" "offered QPS" "achieved QPS" lost SERVFAIL "avg latency ms" "peak upstream TCP conns" "server CPU s" "dnsmasq + knotd CPU s"
 }
 
 scenario_memory() {
@@ -660,6 +680,7 @@ log "starting knotd on $KNOT_IP:$PORT"
 start_knot
 for scenario in "${SCENARIOS[@]}"; do
     RAN=("${SERVER_LIST[@]}")
+    STEAL_AT_START=$(steal_ticks)
     case "$scenario" in
         1) scenario_hot ;;
         2) scenario_rate ;;
