@@ -337,7 +337,7 @@ fn serve(
                 "queries still waiting on upstreams after {drain:?}; exiting"
             );
         }
-        let successor = nodelocal_dns::server::served_by_another(&config.listen);
+        let successor = nodelocal_dns::server::served_by_another(&config.listen).await;
         if let Some(addr) = successor {
             tracing::info!(%addr, "another instance serves our address: leaving the rules and the interface to it");
         }

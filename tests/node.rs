@@ -314,7 +314,9 @@ fn dnsmasq_upstream(ns: &Netns) -> Running {
         .expect("dnsmasq starts"),
     );
     // Otherwise a forwarder's first query can meet a closed port and answer SERVFAIL.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // Generous: each try starts python3 in the namespace, slow on a loaded 2-core machine
+    // (CI once saw no answer within 10 s).
+    let deadline = Instant::now() + Duration::from_secs(30);
     while ask(ns, "127.0.0.1", 5353, "api.svc.test.").map(|(rcode, _)| rcode) != Some(0) {
         assert!(
             Instant::now() < deadline,

@@ -169,14 +169,30 @@ impl Server {
 /// the node (a rolling update runs two for a moment), so the one that exits leaves them to
 /// the one that serves; the kernel's view of who holds the port is the only record needed,
 /// and it is gone with a killed process too.
-pub fn served_by_another(listen: &[SocketAddr]) -> Option<SocketAddr> {
-    listen.iter().copied().find(|addr| {
+///
+/// The address must stay taken over a few tries (half a second): a socket of ours that a
+/// finishing task drops a moment late frees it within them, a successor's does not. On a
+/// loaded machine a clean exit with no successor once left every rule behind; this is the one
+/// check that skips the teardown, so it does not trust a single look.
+pub async fn served_by_another(listen: &[SocketAddr]) -> Option<SocketAddr> {
+    const TRIES: u32 = 5;
+    const PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+    let taken = |addr: &SocketAddr| {
         addr.port() != 0
             && matches!(
                 std::net::UdpSocket::bind(addr),
                 Err(err) if err.kind() == io::ErrorKind::AddrInUse
             )
-    })
+    };
+    let mut candidates: Vec<SocketAddr> = listen.iter().copied().filter(taken).collect();
+    for _ in 1..TRIES {
+        if candidates.is_empty() {
+            return None;
+        }
+        tokio::time::sleep(PAUSE).await;
+        candidates.retain(taken);
+    }
+    candidates.first().copied()
 }
 
 /// Binds `workers` UDP sockets and one TCP listener on the same port. With port 0 (tests) the
