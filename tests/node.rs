@@ -307,17 +307,29 @@ fn dnsmasq_upstream(ns: &Netns) -> Running {
             "--bind-interfaces",
             "--port=5353",
             "--address=/svc.test/192.0.2.55",
+            // No /run/dnsmasq.pid: several tests start a dnsmasq at once, and that file is
+            // shared by all of them.
+            "--pid-file=",
         ])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("dnsmasq starts"),
     );
     // Otherwise a forwarder's first query can meet a closed port and answer SERVFAIL.
     // Generous: each try starts python3 in the namespace, slow on a loaded 2-core machine
     // (CI once saw no answer within 10 s).
+    let mut dnsmasq = dnsmasq;
     let deadline = Instant::now() + Duration::from_secs(30);
     while ask(ns, "127.0.0.1", 5353, "api.svc.test.").map(|(rcode, _)| rcode) != Some(0) {
+        // CI has seen this dnsmasq never answer; say why when it is because it exited.
+        if let Ok(Some(status)) = dnsmasq.0.try_wait() {
+            let mut said = String::new();
+            if let Some(mut stderr) = dnsmasq.0.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut stderr, &mut said);
+            }
+            panic!("dnsmasq exited ({status}) before answering: {said}");
+        }
         assert!(
             Instant::now() < deadline,
             "dnsmasq answers on 127.0.0.1:5353"
