@@ -15,11 +15,7 @@ use tokio::net::{TcpStream, UdpSocket};
 /// The forwarder routes only `example.`, to a real authority.
 async fn forwarder() -> (Authority, Forwarder) {
     let authority = Authority::start(&[("example.", EXAMPLE_ZONE)]).await;
-    let forwarder = Forwarder::start(&format!(
-        "zones:\n  - name: example\n    upstreams: [\"{}\"]\n",
-        authority.addr
-    ))
-    .await;
+    let forwarder = Forwarder::for_example(authority.addr).await;
     (authority, forwarder)
 }
 

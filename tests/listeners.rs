@@ -319,11 +319,7 @@ async fn a_burst_from_many_clients_is_answered_each_to_its_own_asker() {
     const CLIENTS: u16 = 8;
     const PER_CLIENT: u16 = 40;
     let authority = Authority::start(&[("example.", WILDCARD_ZONE)]).await;
-    let forwarder = Forwarder::start(&format!(
-        "zones:\n  - name: example\n    upstreams: [\"{}\"]\n",
-        authority.addr
-    ))
-    .await;
+    let forwarder = Forwarder::for_example(authority.addr).await;
     let warm = udp_query(forwarder.addr, &query("hot.example.", RecordType::A, None)).await;
     assert_eq!(warm.metadata.response_code, ResponseCode::NoError);
 

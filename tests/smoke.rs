@@ -12,11 +12,7 @@ use hickory_proto::rr::RecordType;
 #[tokio::test]
 async fn forwards_over_udp_and_tcp() {
     let authority = Authority::start(&[("example.", EXAMPLE_ZONE)]).await;
-    let forwarder = Forwarder::start(&format!(
-        "zones:\n  - name: example\n    upstreams: [\"{}\"]\n",
-        authority.addr
-    ))
-    .await;
+    let forwarder = Forwarder::for_example(authority.addr).await;
     let answer = udp_query(forwarder.addr, &query("www.example.", RecordType::A, None)).await;
     assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
     assert_eq!(answer.answers.len(), 1);
@@ -36,11 +32,7 @@ async fn forwards_over_udp_and_tcp() {
 #[tokio::test]
 async fn record_shapes_pass_through_over_udp_and_tcp() {
     let authority = Authority::start(&[("example.", EXAMPLE_ZONE)]).await;
-    let forwarder = Forwarder::start(&format!(
-        "zones:\n  - name: example\n    upstreams: [\"{}\"]\n",
-        authority.addr
-    ))
-    .await;
+    let forwarder = Forwarder::for_example(authority.addr).await;
     // hickory lowercases names when it encodes, so mixed case (0x20 randomisation) is
     // written by hand; the answer, fresh and then cached, echoes it byte for byte.
     let mut mixed = query("www.example.", RecordType::A, None)

@@ -121,6 +121,14 @@ impl Forwarder {
         Forwarder::start_parts(&config, metrics, responder, readiness, inspector).await
     }
 
+    /// Starts the forwarder with one cached zone, `example`, forwarded to `upstream`.
+    pub async fn for_example(upstream: SocketAddr) -> Forwarder {
+        Forwarder::start(&format!(
+            "zones:\n  - name: example\n    upstreams: [\"{upstream}\"]\n"
+        ))
+        .await
+    }
+
     /// Starts the forwarder from its parts (tests that need a responder with a pod index, or
     /// more readiness conditions); serves HTTP when `config.metrics.listen` has port 0.
     pub async fn start_parts(
