@@ -296,7 +296,7 @@ fn dnsmasq_upstream(ns: &Netns) -> Running {
     ns.ok(&[
         "ip", "link", "add", "nl0", "type", "veth", "peer", "name", "nl1",
     ]);
-    let dnsmasq = Running(
+    let mut dnsmasq = Running(
         ns.command(&[
             "dnsmasq",
             "--keep-in-foreground",
@@ -319,7 +319,6 @@ fn dnsmasq_upstream(ns: &Netns) -> Running {
     // Otherwise a forwarder's first query can meet a closed port and answer SERVFAIL.
     // Generous: each try starts python3 in the namespace, slow on a loaded 2-core machine
     // (CI once saw no answer within 10 s).
-    let mut dnsmasq = dnsmasq;
     let deadline = Instant::now() + Duration::from_secs(30);
     while ask(ns, "127.0.0.1", 5353, "api.svc.test.").map(|(rcode, _)| rcode) != Some(0) {
         // CI has seen this dnsmasq never answer; say why when it is because it exited.
