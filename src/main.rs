@@ -390,8 +390,9 @@ fn bind_hint(err: nodelocal_dns::server::BindError) -> anyhow::Error {
         "another process answers DNS there (the previous node-local-dns pod, systemd-resolved, \
          dnsmasq): stop it, or listen elsewhere"
     } else if text.contains("Cannot assign requested address") {
-        "the address is not on this node: turn on node.setup_interface (-setupinterface), or add \
-         it to a link"
+        "the address is not on this node, or is an IPv6 address still in duplicate address \
+         detection: turn on node.setup_interface (-setupinterface), or add it to a link \
+         (`ip addr add ADDR dev LINK nodad`)"
     } else if text.contains("Permission denied") {
         "ports below 1024 need CAP_NET_BIND_SERVICE (or root)"
     } else {

@@ -205,19 +205,50 @@ fn setup_adds_exactly_the_rules_and_teardown_removes_only_them() {
     );
 }
 
-/// A child killed on drop.
-struct Running(Child);
+/// A child killed on drop; what it prints is kept in a file for the failure messages.
+struct Running {
+    child: Child,
+    output: tempfile::NamedTempFile,
+}
+
+impl Running {
+    fn spawn(mut command: Command) -> Running {
+        let output = tempfile::NamedTempFile::new().expect("temp file");
+        let file = output.reopen().expect("reopen temp file");
+        let child = command
+            .stdout(file.try_clone().expect("clone temp file"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{command:?} starts: {e}"));
+        Running { child, output }
+    }
+
+    /// Whether it has exited, and everything it printed so far.
+    fn report(&mut self) -> String {
+        let status = match self.child.try_wait() {
+            Ok(Some(status)) => format!("exited ({status})"),
+            Ok(None) => "still running".to_string(),
+            Err(e) => format!("status unknown: {e}"),
+        };
+        let printed = std::fs::read_to_string(self.output.path()).unwrap_or_default();
+        format!("{status}; it printed:\n{printed}")
+    }
+
+    fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+}
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
 /// Asks `name` A at `server` from inside the namespace (python3 as the client) and returns
-/// the rcode and the first A address, if any.
-fn ask(ns: &Netns, server: &str, port: u16, name: &str) -> Option<(u8, Option<String>)> {
+/// the rcode and the first A address, if any; or why there is no answer.
+fn ask(ns: &Netns, server: &str, port: u16, name: &str) -> Result<(u8, Option<String>), String> {
     const CLIENT: &str = r#"
 import socket, struct, sys
 server, port, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -236,14 +267,20 @@ if struct.unpack(">H", r[6:8])[0] > 0 and r[-6:-4] == b"\x00\x04":
 print(rcode, address)
 "#;
     let out = ns.run(&["python3", "-c", CLIENT, server, &port.to_string(), name]);
-    if !out.status.success() {
-        return None;
-    }
     let text = String::from_utf8_lossy(&out.stdout);
     let mut words = text.split_whitespace();
-    let rcode = words.next()?.parse().ok()?;
-    let address = words.next().filter(|a| *a != "-").map(String::from);
-    Some((rcode, address))
+    match words.next().map(str::parse) {
+        Some(Ok(rcode)) if out.status.success() => {
+            let address = words.next().filter(|a| *a != "-").map(String::from);
+            Ok((rcode, address))
+        }
+        _ => Err(format!(
+            "the client ({}): {}{}",
+            out.status,
+            text,
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        )),
+    }
 }
 
 /// `run` in the namespace: answers on the local IP from a real dnsmasq upstream, puts back a
@@ -258,7 +295,7 @@ fn run_answers_on_the_local_ip_restores_rules_and_tears_down_on_exit() {
     let config = write_config(dir.path(), &node_config("nl0", &run_extra("0s")));
     let mut server = instance(&ns, &config);
 
-    let answer = answering(&ns, LOCAL_IP);
+    let answer = answering(&ns, &mut server, LOCAL_IP);
     assert_eq!(answer, (0, Some("192.0.2.55".to_string())));
     assert!(eventually(|| ns.our_rule_count() == 12), "rules installed");
 
@@ -296,46 +333,37 @@ fn dnsmasq_upstream(ns: &Netns) -> Running {
     ns.ok(&[
         "ip", "link", "add", "nl0", "type", "veth", "peer", "name", "nl1",
     ]);
-    let mut dnsmasq = Running(
-        ns.command(&[
-            "dnsmasq",
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--listen-address=127.0.0.1",
-            "--bind-interfaces",
-            "--port=5353",
-            "--address=/svc.test/192.0.2.55",
-            // No /run/dnsmasq.pid: several tests start a dnsmasq at once, and that file is
-            // shared by all of them.
-            "--pid-file=",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("dnsmasq starts"),
-    );
+    let mut dnsmasq = Running::spawn(ns.command(&[
+        "dnsmasq",
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--listen-address=127.0.0.1",
+        "--bind-interfaces",
+        "--port=5353",
+        "--address=/svc.test/192.0.2.55",
+        // No /run/dnsmasq.pid: several tests start a dnsmasq at once, and that file is
+        // shared by all of them.
+        "--pid-file=",
+    ]));
     // Otherwise a forwarder's first query can meet a closed port and answer SERVFAIL.
     // Generous: each try starts python3 in the namespace, slow on a loaded 2-core machine
     // (CI once saw no answer within 10 s).
     let deadline = Instant::now() + Duration::from_secs(30);
-    while ask(ns, "127.0.0.1", 5353, "api.svc.test.").map(|(rcode, _)| rcode) != Some(0) {
-        // CI has seen this dnsmasq never answer; say why when it is because it exited.
-        if let Ok(Some(status)) = dnsmasq.0.try_wait() {
-            let mut said = String::new();
-            if let Some(mut stderr) = dnsmasq.0.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut stderr, &mut said);
-            }
-            panic!("dnsmasq exited ({status}) before answering: {said}");
+    loop {
+        let answer = ask(ns, "127.0.0.1", 5353, "api.svc.test.");
+        if matches!(answer, Ok((0, _))) {
+            return dnsmasq;
         }
+        // CI has seen this dnsmasq never answer: say what it and the client said.
         assert!(
-            Instant::now() < deadline,
-            "dnsmasq answers on 127.0.0.1:5353"
+            Instant::now() < deadline && !dnsmasq.has_exited(),
+            "dnsmasq does not answer on 127.0.0.1:5353: {answer:?}; dnsmasq {}",
+            dnsmasq.report()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    dnsmasq
 }
 
 /// The config keys of a `run` in a namespace: a fast sync, no HTTP, no loop probe.
@@ -346,24 +374,18 @@ fn run_extra(lameduck: &str) -> String {
 }
 
 fn instance(ns: &Netns, config: &str) -> Running {
-    Running(
-        ns.command(&[BIN, "run", "--config", config])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the binary starts"),
-    )
+    Running::spawn(ns.command(&[BIN, "run", "--config", config]))
 }
 
 /// SIGTERM, then waits up to `bound` for a clean exit.
 fn stop(server: &mut Running, bound: Duration) {
-    let pid = server.0.id().to_string();
+    let pid = server.child.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status();
     assert!(killed.expect("kill runs").success());
     let deadline = Instant::now() + bound;
     loop {
-        if let Some(status) = server.0.try_wait().expect("status") {
-            assert!(status.success(), "exit status {status}");
+        if let Some(status) = server.child.try_wait().expect("status") {
+            assert!(status.success(), "{}", server.report());
             return;
         }
         assert!(
@@ -374,14 +396,19 @@ fn stop(server: &mut Running, bound: Duration) {
     }
 }
 
-/// Waits until `server` answers a svc.test name.
-fn answering(ns: &Netns, server: &str) -> (u8, Option<String>) {
+/// Waits until `instance` answers a svc.test name on `server`.
+fn answering(ns: &Netns, instance: &mut Running, server: &str) -> (u8, Option<String>) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(answer) = ask(ns, server, 53, "api.svc.test.") {
+        let answer = ask(ns, server, 53, "api.svc.test.");
+        if let Ok(answer) = answer {
             return answer;
         }
-        assert!(Instant::now() < deadline, "no answer on {server}:53");
+        assert!(
+            Instant::now() < deadline && !instance.has_exited(),
+            "no answer on {server}:53: {answer:?}; the forwarder {}",
+            instance.report()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -399,7 +426,7 @@ fn a_rolling_restart_under_load_loses_no_query_and_keeps_the_rules() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = write_config(dir.path(), &node_config("nl0", &run_extra("1s")));
     let mut old = instance(&ns, &config);
-    assert_eq!(answering(&ns, LOCAL_IP).0, 0);
+    assert_eq!(answering(&ns, &mut old, LOCAL_IP).0, 0);
 
     // 400 queries, each from a fresh socket (so the kernel spreads them over both
     // instances), one every 10 ms, each allowed 2 s; prints "sent answered".
@@ -443,7 +470,10 @@ print(sent, answered)
     let out = stream.wait_with_output().expect("the stream ends");
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.trim(), "400 400", "sent answered");
-    assert_eq!(answering(&ns, LOCAL_IP).1.as_deref(), Some("192.0.2.55"));
+    assert_eq!(
+        answering(&ns, &mut new, LOCAL_IP).1.as_deref(),
+        Some("192.0.2.55")
+    );
 
     stop(&mut new, Duration::from_secs(15));
     assert_eq!(ns.our_rule_count(), 0, "the last instance tears down");
@@ -457,14 +487,9 @@ fn one_process_serves_and_sets_up_both_families() {
     let Some(ns) = Netns::new("dual") else {
         return;
     };
-    // No duplicate address detection: the address is usable at once.
-    for key in ["all", "default"] {
-        ns.ok(&[
-            "sysctl",
-            "-qw",
-            &format!("net.ipv6.conf.{key}.accept_dad=0"),
-        ]);
-    }
+    // Duplicate address detection stays on, as on a node: the IPv6 address goes on a veth
+    // whose peer is down, where DAD would keep it tentative (unbindable) for ever unless
+    // setup adds it without DAD.
     let _upstream = dnsmasq_upstream(&ns);
     let dir = tempfile::tempdir().expect("temp dir");
     let config = node_config("nl0", &run_extra("0s"))
@@ -479,8 +504,10 @@ fn one_process_serves_and_sets_up_both_families() {
     let config = write_config(dir.path(), &config);
     let mut server = instance(&ns, &config);
 
-    assert_eq!(answering(&ns, LOCAL_IP).1.as_deref(), Some("192.0.2.55"));
-    assert_eq!(answering(&ns, LOCAL_IP6).1.as_deref(), Some("192.0.2.55"));
+    for ip in [LOCAL_IP, LOCAL_IP6] {
+        let answer = answering(&ns, &mut server, ip);
+        assert_eq!(answer.1.as_deref(), Some("192.0.2.55"), "on {ip}");
+    }
     let ips: Vec<IpAddr> = [LOCAL_IP, LOCAL_IP6]
         .iter()
         .map(|ip| ip.parse().expect("an IP"))
@@ -511,7 +538,7 @@ fn teardown_is_bounded_while_the_config_reloads() {
     let text = node_config("nl0", &run_extra("0s"));
     let config = write_config(dir.path(), &text);
     let mut server = instance(&ns, &config);
-    assert_eq!(answering(&ns, LOCAL_IP).0, 0);
+    assert_eq!(answering(&ns, &mut server, LOCAL_IP).0, 0);
     assert!(eventually(|| ns.our_rule_count() == 12));
 
     for i in 0..20 {

@@ -10,7 +10,7 @@ use std::io;
 use std::net::IpAddr;
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo};
 use rtnetlink::{Handle, LinkDummy};
 use thiserror::Error;
@@ -176,13 +176,16 @@ impl Links {
         name: &str,
         ip: IpAddr,
     ) -> Result<bool, InterfaceError> {
-        match self
-            .handle
-            .address()
-            .add(link.index, ip, host_prefix(ip))
-            .execute()
-            .await
-        {
+        let mut request = self.handle.address().add(link.index, ip, host_prefix(ip));
+        // No duplicate address detection: the address is this node's alone, and until DAD
+        // ends (never, on a link without carrier; about a second on one with) the kernel
+        // keeps an IPv6 address tentative and refuses to bind it, so the listener would fail
+        // with "Cannot assign requested address". Even on a dummy link, where DAD is skipped,
+        // the skip runs later on a kernel work queue; the flag makes it usable at the ack.
+        if ip.is_ipv6() {
+            request.message_mut().header.flags |= AddressHeaderFlags::Nodad;
+        }
+        match request.execute().await {
             Ok(()) => Ok(true),
             Err(error) if errno(&error) == Some(EEXIST) => Ok(false),
             Err(error) => Err(self.fail("add address to", name, error)),
