@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Forwarder, Programmable, a, aaaa, ask_all, cname, query, soa, udp_query};
+use common::{Forwarder, Programmable, a, aaaa, ask_all, cname, dual_stack, query, soa, udp_query};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use tokio::time::Instant;
@@ -136,12 +136,7 @@ async fn negative_ttl_comes_from_the_soa_minimum_and_success_ttl_caps_positives(
                     vec![soa("example.", 300, 2)],
                 ));
             }
-            let record = if rtype == RecordType::A {
-                a("www.example.", 300)
-            } else {
-                aaaa("www.example.", 300)
-            };
-            Some((ResponseCode::NoError, vec![record], vec![]))
+            dual_stack("www.example.", rtype, 300)
         }),
     )
     .await;
@@ -200,14 +195,7 @@ async fn concurrent_identical_misses_share_one_upstream_fetch() {
     // try timeout.
     let upstream = Programmable::start(
         Duration::from_millis(150),
-        Arc::new(|_: &Name, rtype| {
-            let record = if rtype == RecordType::A {
-                a("same.example.", 60)
-            } else {
-                aaaa("same.example.", 60)
-            };
-            Some((ResponseCode::NoError, vec![record], vec![]))
-        }),
+        Arc::new(|_: &Name, rtype| dual_stack("same.example.", rtype, 60)),
     )
     .await;
     let forwarder = Forwarder::start(&forwarder_config(
@@ -245,14 +233,7 @@ async fn concurrent_identical_misses_share_one_upstream_fetch() {
 async fn popular_entries_are_refreshed_before_they_expire() {
     let upstream = Programmable::start(
         Duration::ZERO,
-        Arc::new(|_: &Name, rtype| {
-            let record = if rtype == RecordType::A {
-                a("hot.example.", 2)
-            } else {
-                aaaa("hot.example.", 2)
-            };
-            Some((ResponseCode::NoError, vec![record], vec![]))
-        }),
+        Arc::new(|_: &Name, rtype| dual_stack("hot.example.", rtype, 2)),
     )
     .await;
     let forwarder = Forwarder::start(&forwarder_config(
@@ -291,12 +272,7 @@ async fn expired_entries_are_served_stale_when_the_upstream_is_down() {
             if !state.load(Ordering::SeqCst) {
                 return None;
             }
-            let record = if rtype == RecordType::A {
-                a("s.example.", 1)
-            } else {
-                aaaa("s.example.", 1)
-            };
-            Some((ResponseCode::NoError, vec![record], vec![]))
+            dual_stack("s.example.", rtype, 1)
         }),
     )
     .await;
@@ -438,12 +414,7 @@ async fn a_cohort_of_refreshes_goes_out_a_bounded_number_at_a_time() {
         delay,
         Arc::new(|name: &Name, rtype| {
             let owner = name.to_string();
-            let record = if rtype == RecordType::A {
-                a(&owner, TTL)
-            } else {
-                aaaa(&owner, TTL)
-            };
-            Some((ResponseCode::NoError, vec![record], vec![]))
+            dual_stack(&owner, rtype, TTL)
         }),
     )
     .await;

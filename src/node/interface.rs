@@ -157,16 +157,24 @@ impl Links {
 
     /// The addresses on a link.
     pub async fn addresses(&self, link: Link, name: &str) -> Result<Vec<IpAddr>, InterfaceError> {
-        let messages: Vec<AddressMessage> = self
-            .handle
+        let messages = self.address_messages(link, name).await?;
+        Ok(messages.iter().filter_map(address_of).collect())
+    }
+
+    /// The kernel's records of the addresses on a link, as RTM_DELADDR wants them back.
+    async fn address_messages(
+        &self,
+        link: Link,
+        name: &str,
+    ) -> Result<Vec<AddressMessage>, InterfaceError> {
+        self.handle
             .address()
             .get()
             .set_link_index_filter(link.index)
             .execute()
             .try_collect()
             .await
-            .map_err(|e| self.fail("list addresses of", name, e))?;
-        Ok(messages.iter().filter_map(address_of).collect())
+            .map_err(|e| self.fail("list addresses of", name, e))
     }
 
     /// Adds `ip` as a host address. Returns false when it was there already.
@@ -199,15 +207,7 @@ impl Links {
         name: &str,
         ip: IpAddr,
     ) -> Result<bool, InterfaceError> {
-        let messages: Vec<AddressMessage> = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(link.index)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| self.fail("list addresses of", name, e))?;
+        let messages = self.address_messages(link, name).await?;
         let mut removed = false;
         for msg in messages.into_iter().filter(|m| address_of(m) == Some(ip)) {
             match self.handle.address().del(msg).execute().await {

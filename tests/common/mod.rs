@@ -588,6 +588,21 @@ pub fn aaaa(owner: &str, ttl: u32) -> Record {
     )
 }
 
+/// What a [`Programmable`] upstream answers for a name with both an A and an AAAA record:
+/// the A record when asked for A, the AAAA record otherwise.
+pub fn dual_stack(
+    owner: &str,
+    rtype: RecordType,
+    ttl: u32,
+) -> Option<(ResponseCode, Vec<Record>, Vec<Record>)> {
+    let record = if rtype == RecordType::A {
+        a(owner, ttl)
+    } else {
+        aaaa(owner, ttl)
+    };
+    Some((ResponseCode::NoError, vec![record], vec![]))
+}
+
 pub fn cname(owner: &str, target: &str, ttl: u32) -> Record {
     Record::from_rdata(name(owner), ttl, RData::CNAME(CNAME(name(target))))
 }
