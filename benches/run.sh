@@ -14,6 +14,8 @@
 #   SERVERS ["ours unbound dnsdist dnsmasq", plus nodecache when NODECACHE is set]
 #   NODECACHE                      path to a node-cache binary (k8s-dns-node-cache) to include
 #   LATENCY_QPS [50000]            rate of the loadgen latency row in scenario 1
+#   ROUNDS [1]                     scenario 1 measures every server this many times, in turn, and
+#                                  reports each figure's median (max QPS and CPU with their range)
 #   FIXED_QPS [20000]              rate of scenario 2
 #   MISS_RATES ["2000 5000 10000"] rates of scenario 4
 #   MISS_QTYPES ["A TXT"]          query types of scenario 4: A is fetched with its AAAA (two
@@ -31,11 +33,12 @@ BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$BENCH_DIR")
 # The command as run, with the settings given in the environment, for the result files.
 COMMAND_LINE="benches/run.sh $*"
-for setting in MISS_RATES MISS_QTYPES MEM_STAGES LATENCY_QPS FIXED_QPS SERVERS POOL_CONFIG POOL_MAX_CONNECTIONS POOL_MAX_QUERIES; do
+for setting in ROUNDS MISS_RATES MISS_QTYPES MEM_STAGES LATENCY_QPS FIXED_QPS SERVERS POOL_CONFIG POOL_MAX_CONNECTIONS POOL_MAX_QUERIES; do
     [ -n "${!setting:-}" ] && COMMAND_LINE="$setting=\"${!setting}\" $COMMAND_LINE"
 done
 
-usage() { sed -n '2,25s/^# \{0,1\}//p' "$0"; }
+# The comment block at the top of this file, through its last line.
+usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; }
 
 SMOKE=0
 SCENARIOS=()
@@ -60,6 +63,7 @@ fi
 DURATION=${DURATION:-10}
 MEM_STAGES=${MEM_STAGES:-"100000 1000000"}
 LATENCY_QPS=${LATENCY_QPS:-50000}
+ROUNDS=${ROUNDS:-1}
 FIXED_QPS=${FIXED_QPS:-20000}
 MISS_RATES=${MISS_RATES:-"2000 5000 10000"}
 MISS_QTYPES=${MISS_QTYPES:-"A TXT"}
@@ -446,6 +450,13 @@ steal_ticks() { awk '/^cpu / {print $9}' /proc/stat; }
 cpu_seconds() { awk -v t="$1" -v hz="$CLK_TCK" 'BEGIN {printf "%.1f", t / hz}'; }
 us_per_query() { awk -v t="$1" -v q="$2" -v hz="$CLK_TCK" 'BEGIN {if (q > 0) printf "%.1f", t * 1e6 / hz / q; else print "-"}'; }
 mb() { awk -v k="$1" 'BEGIN {printf "%.1f MB", k / 1024}'; }
+# median VALUE...: the middle value (the lower of the two middle ones for an even count).
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+# figure VALUE...: one round's value as it is; several rounds' median and range.
+figure() {
+    if [ "$#" -eq 1 ]; then echo "$1"; return; fi
+    printf '%s (%s)' "$(median "$@")" "$(printf '%s\n' "$@" | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {print lo "–" hi}')"
+}
 
 # Warms the cache with one pass over a names file.
 warm() { dnsperf_run "$WORK/warm.out" -d "$1" -n 1 -c 4 -q 200; }
@@ -496,28 +507,46 @@ report() {
 # ---------------------------------------------------------------- scenarios
 
 scenario_hot() {
-    local s out=$WORK/s1
-    for s in "${SERVER_LIST[@]}"; do
-        log "1 cache-hot: $s"
-        start_server "$s" cache
-        warm "$WORK/hot.txt"
-        local t0 t1
-        t0=$(cpu_ticks "$SUT_PID")
-        dnsperf_run "$out-$s.dp" -d "$WORK/hot.txt" -l "$DURATION" -c 8 -q 500
-        t1=$(cpu_ticks "$SUT_PID")
-        local rss
-        rss=$(rss_kb "$SUT_PID")
-        loadgen_run "$out-$s.lg" --names "$WORK/hot.txt" --rate "$LATENCY_QPS" --duration "$DURATION"
-        stop "$SUT_PID"
-        local lost
-        lost=$(($(lg "$out-$s.lg" lost) + $(lg "$out-$s.lg" late)))
-        row "$s" "$(dp_qps "$out-$s.dp")" "$(us_per_query $((t1 - t0)) "$(dp_completed "$out-$s.dp")")" \
-            "$(mb "$rss")" "$(lg "$out-$s.lg" p50_us)" "$(lg "$out-$s.lg" p99_us)" "$(lg "$out-$s.lg" p999_us)" \
-            "$(pct "$lost" "$(lg "$out-$s.lg" sent)")" "$(lg "$out-$s.lg" max_lag_us)"
+    local s r out=$WORK/s1
+    # Each figure of each server, one word per round. The servers take turns round by round, so
+    # a burst of steal time lands on one round of one server, not on all of its figures.
+    local -A qps=() us=() rss=() p50=() p99=() p999=() lost=() lag=() steal=()
+    for ((r = 1; r <= ROUNDS; r++)); do
+        for s in "${SERVER_LIST[@]}"; do
+            log "1 cache-hot: $s (round $r of $ROUNDS)"
+            local stolen_before
+            stolen_before=$(steal_ticks)
+            start_server "$s" cache
+            warm "$WORK/hot.txt"
+            local t0 t1
+            t0=$(cpu_ticks "$SUT_PID")
+            dnsperf_run "$out-$s.dp" -d "$WORK/hot.txt" -l "$DURATION" -c 8 -q 500
+            t1=$(cpu_ticks "$SUT_PID")
+            rss[$s]+="$(rss_kb "$SUT_PID") "
+            loadgen_run "$out-$s.lg" --names "$WORK/hot.txt" --rate "$LATENCY_QPS" --duration "$DURATION"
+            stop "$SUT_PID"
+            qps[$s]+="$(dp_qps "$out-$s.dp") "
+            us[$s]+="$(us_per_query $((t1 - t0)) "$(dp_completed "$out-$s.dp")") "
+            p50[$s]+="$(lg "$out-$s.lg" p50_us) "
+            p99[$s]+="$(lg "$out-$s.lg" p99_us) "
+            p999[$s]+="$(lg "$out-$s.lg" p999_us) "
+            lost[$s]+="$(pct $(($(lg "$out-$s.lg" lost) + $(lg "$out-$s.lg" late))) "$(lg "$out-$s.lg" sent)" | cut -d' ' -f1) "
+            lag[$s]+="$(lg "$out-$s.lg" max_lag_us) "
+            steal[$s]=$((${steal[$s]:-0} + $(steal_ticks) - stolen_before))
+        done
     done
+    for s in "${SERVER_LIST[@]}"; do
+        # Word splitting of the per-round lists is intended.
+        # shellcheck disable=SC2086
+        row "$s" "$(figure ${qps[$s]})" "$(figure ${us[$s]})" "$(mb "$(median ${rss[$s]})")" \
+            "$(median ${p50[$s]})" "$(median ${p99[$s]})" "$(median ${p999[$s]})" \
+            "$(median ${lost[$s]}) %" "$(median ${lag[$s]})" "$(cpu_seconds "${steal[$s]}")"
+    done
+    local rounds_note=""
+    [ "$ROUNDS" -gt 1 ] && rounds_note="; $ROUNDS rounds, the servers in turn: each figure is the median of the rounds, max QPS and CPU with their range"
     report 1-cache-hot "cache-hot max QPS, CPU per query, latency at $LATENCY_QPS QPS" \
-        "$(wc -l <"$WORK/hot.txt") queries (services, hosts, CNAMEs; A and AAAA) warmed once, then asked again and again; max QPS by dnsperf -c 8 -q 500; CPU from /proc/PID/stat utime+stime; latency by loadgen at a fixed $LATENCY_QPS QPS (max lag = how far loadgen fell behind its schedule)" \
-        server "max QPS" "CPU µs/query" RSS "p50 µs @${LATENCY_QPS}" "p99 µs" "p99.9 µs" lost "loadgen max lag µs"
+        "$(wc -l <"$WORK/hot.txt") queries (services, hosts, CNAMEs; A and AAAA) warmed once, then asked again and again; max QPS by dnsperf -c 8 -q 500; CPU from /proc/PID/stat utime+stime; latency by loadgen at a fixed $LATENCY_QPS QPS (max lag = how far loadgen fell behind its schedule)$rounds_note" \
+        server "max QPS" "CPU µs/query" RSS "p50 µs @${LATENCY_QPS}" "p99 µs" "p99.9 µs" lost "loadgen max lag µs" "steal s"
 }
 
 scenario_rate() {
