@@ -66,6 +66,34 @@ pub struct Refresh {
     slot: RefreshSlot,
 }
 
+/// Why a forwarded query is answered SERVFAIL without its upstream answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    /// `server.max_inflight` queries of its listen address were already waiting.
+    Inflight,
+    /// The server stopped, and its drain time ran out before the answer came.
+    Shutdown,
+}
+
+impl Rejected {
+    /// The `reason` label of `nodelocaldns_rejected_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejected::Inflight => "inflight",
+            Rejected::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// What a forwarded query is owed when its upstream answer will not come: enough to answer it
+/// SERVFAIL and count it. Taken before [`Responder::finish`] consumes the [`Pending`].
+#[derive(Debug, Clone, Copy)]
+pub struct Owed {
+    query: Query,
+    tally: Tally,
+    arrived: std::time::Instant,
+}
+
 /// A validated, routed query waiting for upstreams.
 #[derive(Debug)]
 pub struct Pending {
@@ -78,6 +106,17 @@ pub struct Pending {
     tally: Tally,
     /// When the query arrived, for its duration.
     arrived: std::time::Instant,
+}
+
+impl Pending {
+    /// What this query is owed should its upstream answer not come.
+    pub fn owed(&self) -> Owed {
+        Owed {
+            query: self.query,
+            tally: self.tally,
+            arrived: self.arrived,
+        }
+    }
 }
 
 /// Turns client packets into answers.
@@ -109,6 +148,7 @@ struct Drops {
     response: IntCounter,
     send_error: IntCounter,
     inflight: IntCounter,
+    shutdown: IntCounter,
     tcp_connections: IntCounter,
 }
 
@@ -120,7 +160,8 @@ impl Drops {
             short_header: dropped(DropReason::ShortHeader.as_str()),
             response: dropped(DropReason::Response.as_str()),
             send_error: dropped("send_error"),
-            inflight: rejected("inflight"),
+            inflight: rejected(Rejected::Inflight.as_str()),
+            shutdown: rejected(Rejected::Shutdown.as_str()),
             tcp_connections: rejected("tcp_connections"),
         }
     }
@@ -551,11 +592,14 @@ impl Responder {
         self.record(tally, entry.rcode(), Source::Cache, out);
     }
 
-    /// Answers a forwarded query SERVFAIL at once because a bound on waiting queries was hit.
-    pub fn reject_overloaded(&self, pending: &Pending, out: &mut Vec<u8>) {
-        self.drops.inflight.inc();
-        self.write_query_error(&pending.query, rcode::SERVFAIL, out);
-        let counted = (&pending.tally, Some(pending.arrived));
+    /// Answers a forwarded query SERVFAIL without its upstream answer (counted by `why`).
+    pub fn reject(&self, owed: Owed, why: Rejected, out: &mut Vec<u8>) {
+        match why {
+            Rejected::Inflight => self.drops.inflight.inc(),
+            Rejected::Shutdown => self.drops.shutdown.inc(),
+        }
+        self.write_query_error(&owed.query, rcode::SERVFAIL, out);
+        let counted = (&owed.tally, Some(owed.arrived));
         self.record(counted, rcode::SERVFAIL, Source::Server, out);
     }
 

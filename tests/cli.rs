@@ -10,7 +10,7 @@ use std::process::{Child, Command, Output};
 use std::time::Duration;
 
 use common::{Authority, EXAMPLE_ZONE, addresses, query, udp_raw};
-use hickory_proto::op::ResponseCode;
+use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 
 const BIN: &str = env!("CARGO_BIN_EXE_nodelocal-dns");
@@ -202,8 +202,9 @@ impl Drop for Running {
 
 /// Starts `run --config` on a free port of 127.0.0.1 and waits until it answers `probe`;
 /// retries on another port if the one picked was taken meanwhile. The config logs warnings
-/// and every answered query (`log.query_sample: 1`) to `dir/output.log`.
-async fn start_run(dir: &Path, zones: &str, probe: &[u8]) -> (Running, SocketAddr) {
+/// and every answered query (`log.query_sample: 1`) to `dir/output.log`; at SIGTERM it has no
+/// lameduck and drains for `drain`.
+async fn start_run(dir: &Path, zones: &str, drain: &str, probe: &[u8]) -> (Running, SocketAddr) {
     for _ in 0..5 {
         let addr = {
             let (udp, _tcp) = common::bind_udp_tcp_pair().await;
@@ -213,7 +214,7 @@ async fn start_run(dir: &Path, zones: &str, probe: &[u8]) -> (Running, SocketAdd
             dir,
             "run.yaml",
             &format!(
-                "listen: [\"{addr}\"]\nworkers: 1\nshutdown:\n  lameduck: 0s\nlog:\n  level: warn,query=info\n  query_sample: 1\n{zones}"
+                "listen: [\"{addr}\"]\nworkers: 1\nshutdown:\n  lameduck: 0s\n  drain: {drain}\nlog:\n  level: warn,query=info\n  query_sample: 1\n{zones}"
             ),
         );
         let log = std::fs::File::create(dir.join("output.log")).expect("log file");
@@ -257,7 +258,7 @@ async fn run_serves_a_config_and_exits_cleanly_on_sigterm() {
     let probe = query("www.example.", RecordType::A, None)
         .to_vec()
         .expect("encodes");
-    let (mut running, addr) = start_run(dir.path(), &zones, &probe).await;
+    let (mut running, addr) = start_run(dir.path(), &zones, "5s", &probe).await;
 
     let cases = [
         (
@@ -311,38 +312,56 @@ async fn run_serves_a_config_and_exits_cleanly_on_sigterm() {
 /// taken are still answered (UDP and TCP), then the process exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_answers_the_queries_in_flight_before_exiting() {
-    let upstream = common::Scripted::start(std::sync::Arc::new(
-        |request: &hickory_proto::op::Message, _| {
-            let name = request.queries[0].name().to_ascii();
-            let delay = if name.starts_with("slow") {
-                Duration::from_millis(1500)
-            } else {
-                Duration::ZERO
-            };
-            let answer = common::a_with(&name, 60, Ipv4Addr::new(192, 0, 2, 77));
-            vec![(
-                delay,
-                common::reply(request, ResponseCode::NoError, vec![answer]),
-            )]
-        },
-    ))
+    let (udp, tcp) = sigterm_while_upstream_is_slow(Duration::from_millis(1500), "5s").await;
+    assert_eq!(addresses(&udp), [Ipv4Addr::new(192, 0, 2, 77)]);
+    assert_eq!(addresses(&tcp), [Ipv4Addr::new(192, 0, 2, 77)]);
+}
+
+/// SIGTERM while queries wait on an upstream slower than `shutdown.drain`: when the drain
+/// runs out they are answered SERVFAIL (UDP and TCP), not left to time out, and the process
+/// exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_servfail_to_queries_still_waiting_when_the_drain_ends() {
+    let (udp, tcp) = sigterm_while_upstream_is_slow(Duration::from_secs(30), "300ms").await;
+    assert_eq!(udp.metadata.response_code, ResponseCode::ServFail);
+    assert_eq!(tcp.metadata.response_code, ResponseCode::ServFail);
+}
+
+/// Starts `run` (drain `drain`) with an upstream that answers `slow*` names after
+/// `slow_delay`, asks one such name over UDP and one over TCP, sends SIGTERM once both are
+/// upstream, and returns their answers after checking that the process exited 0 and no longer
+/// answers.
+async fn sigterm_while_upstream_is_slow(slow_delay: Duration, drain: &str) -> (Message, Message) {
+    let upstream = common::Scripted::start(std::sync::Arc::new(move |request: &Message, _| {
+        let name = request.queries[0].name().to_ascii();
+        let delay = if name.starts_with("slow") {
+            slow_delay
+        } else {
+            Duration::ZERO
+        };
+        let answer = common::a_with(&name, 60, Ipv4Addr::new(192, 0, 2, 77));
+        vec![(
+            delay,
+            common::reply(request, ResponseCode::NoError, vec![answer]),
+        )]
+    }))
     .await;
     let dir = tempfile::tempdir().expect("temp dir");
     let zones = format!(
-        "server:\n  loop_check: false\nzones:\n  - name: example\n    upstreams: [\"{}\"]\n    cache:\n      enabled: false\n",
+        "server:\n  loop_check: false\nzones:\n  - name: example\n    upstreams: [\"{}\"]\n    timeout: 60s\n    deadline: 60s\n    cache:\n      enabled: false\n",
         upstream.addr
     );
     let probe = query("fast.example.", RecordType::A, None)
         .to_vec()
         .expect("encodes");
-    let (mut running, addr) = start_run(dir.path(), &zones, &probe).await;
+    let (mut running, addr) = start_run(dir.path(), &zones, drain, &probe).await;
 
     let udp = tokio::spawn(async move {
         let msg = query("slow-udp.example.", RecordType::A, None);
         udp_raw(
             addr,
             &msg.to_vec().expect("encodes"),
-            Duration::from_secs(5),
+            Duration::from_secs(10),
         )
         .await
     });
@@ -358,11 +377,9 @@ async fn sigterm_answers_the_queries_in_flight_before_exiting() {
         (running, status)
     });
 
-    let answer = udp.await.expect("task").expect("the UDP query is answered");
-    let answer = hickory_proto::op::Message::from_vec(&answer).expect("decodes");
-    assert_eq!(addresses(&answer), [Ipv4Addr::new(192, 0, 2, 77)]);
-    let answer = tcp.await.expect("task");
-    assert_eq!(addresses(&answer), [Ipv4Addr::new(192, 0, 2, 77)]);
+    let udp = udp.await.expect("task").expect("the UDP query is answered");
+    let udp = Message::from_vec(&udp).expect("decodes");
+    let tcp = tcp.await.expect("task");
     let (_running, status) = exited.await.expect("task");
     assert!(status.success(), "exits 0 after draining: {status}");
     assert!(
@@ -371,4 +388,5 @@ async fn sigterm_answers_the_queries_in_flight_before_exiting() {
             .is_none(),
         "nothing answers once it has exited"
     );
+    (udp, tcp)
 }

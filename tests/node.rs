@@ -246,9 +246,9 @@ impl Drop for Running {
     }
 }
 
-/// Asks `name` A at `server` from inside the namespace (python3 as the client) and returns
-/// the rcode and the first A address, if any; or why there is no answer.
-fn ask(ns: &Netns, server: &str, port: u16, name: &str) -> Result<(u8, Option<String>), String> {
+/// A client in the namespace (python3) that asks `name` A at `server`:`port`, waits up to
+/// 2 s and prints the rcode and the first A address ("-" for none).
+fn client(ns: &Netns, server: &str, port: u16, name: &str) -> Command {
     const CLIENT: &str = r#"
 import socket, struct, sys
 server, port, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -266,7 +266,15 @@ if struct.unpack(">H", r[6:8])[0] > 0 and r[-6:-4] == b"\x00\x04":
     address = socket.inet_ntoa(r[-4:])
 print(rcode, address)
 "#;
-    let out = ns.run(&["python3", "-c", CLIENT, server, &port.to_string(), name]);
+    ns.command(&["python3", "-c", CLIENT, server, &port.to_string(), name])
+}
+
+/// Asks `name` A at `server` from inside the namespace and returns the rcode and the first A
+/// address, if any; or why there is no answer.
+fn ask(ns: &Netns, server: &str, port: u16, name: &str) -> Result<(u8, Option<String>), String> {
+    let out = client(ns, server, port, name)
+        .output()
+        .expect("ip netns exec runs");
     let text = String::from_utf8_lossy(&out.stdout);
     let mut words = text.split_whitespace();
     match words.next().map(str::parse) {
@@ -523,6 +531,45 @@ fn one_process_serves_and_sets_up_both_families() {
 
     stop(&mut server, Duration::from_secs(25));
     assert_eq!(ns.our_rule_count(), 0);
+}
+
+/// An exit while a query still waits on a silent upstream, past `shutdown.drain`: the query's
+/// task still holds the socket it came in on, and the check for a successor must not take
+/// that for another instance serving the address. Every rule and the address go.
+#[test]
+fn an_exit_with_a_query_still_upstream_tears_down() {
+    let Some(ns) = Netns::new("silent") else {
+        return;
+    };
+    let _upstream = dnsmasq_upstream(&ns);
+    // Now silent: its queries vanish, so the forwarder waits out its whole deadline.
+    for proto in ["udp", "tcp"] {
+        ns.ok(&[
+            "iptables", "-w", "5", "-I", "INPUT", "-p", proto, "--dport", "5353", "-j", "DROP",
+        ]);
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = node_config("nl0", &run_extra("0s"))
+        .replace("  lameduck: 0s\n", "  lameduck: 0s\n  drain: 200ms\n")
+        .replace(
+            "    upstreams:",
+            "    timeout: 10s\n    deadline: 20s\n    upstreams:",
+        );
+    let config = write_config(dir.path(), &config);
+    let mut server = instance(&ns, &config);
+    assert!(
+        eventually(|| ns.our_rule_count() == 12),
+        "serving: {}",
+        server.report()
+    );
+    let waiting = Running::spawn(client(&ns, LOCAL_IP, 53, "api.svc.test."));
+    // The query reaches the forwarder and goes upstream (python starts in well under this).
+    std::thread::sleep(Duration::from_millis(1500));
+
+    stop(&mut server, Duration::from_secs(10));
+    assert_eq!(ns.our_rule_count(), 0, "teardown ran: {}", server.report());
+    assert!(!ns.addresses("nl0").contains(LOCAL_IP));
+    drop(waiting);
 }
 
 /// Teardown while the config is being reloaded (node-cache deadlocks there and leaves its

@@ -6,7 +6,7 @@
 //! | metric | labels | meaning |
 //! |---|---|---|
 //! | `nodelocaldns_dropped_total` | `reason` | packets not answered: `short_header`, `response` (QR=1), `send_error` |
-//! | `nodelocaldns_rejected_total` | `reason` | queries refused by a bound: `inflight` (SERVFAIL), `tcp_connections` (connection closed) |
+//! | `nodelocaldns_rejected_total` | `reason` | queries refused by a bound: `inflight` (SERVFAIL), `shutdown` (SERVFAIL: `shutdown.drain` ran out at exit), `tcp_connections` (connection closed) |
 //! | `nodelocaldns_upstream_failures_total` | `zone`, `upstream`, `reason` | failed exchanges: `timeout`, `network`, `closed`, `malformed` |
 //! | `nodelocaldns_upstream_mismatched_total` | `upstream` | answers ignored for a wrong ID, question or source address (spoofing or late) |
 //! | `nodelocaldns_upstream_servfail_total` | `zone`, `upstream`, `rcode` | SERVFAIL/REFUSED answers that caused a failover |

@@ -27,10 +27,37 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use crate::config::{Config, ServerConfig};
-use crate::responder::Responder;
+use crate::responder::{Pending, Rejected, Responder};
 
 /// The responder the listeners use, replaceable while they run.
 pub(crate) type Current = Arc<ArcSwap<Responder>>;
+
+/// How long the queries abandoned at the end of a drain get to send their SERVFAIL and end.
+const ABANDON_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The stages of a shutdown, as every listener task sees them.
+#[derive(Clone)]
+struct Lifecycle {
+    /// Stop taking new queries and connections.
+    cancel: CancellationToken,
+    /// Forwarded queries and TCP client connections, waited for by the drain.
+    inflight: TaskTracker,
+    /// The drain is over: answer the queries still waiting SERVFAIL, and end.
+    abandon: CancellationToken,
+}
+
+impl Lifecycle {
+    /// Answers `pending` from upstreams; once the drain is over, SERVFAIL instead. Either way the
+    /// client gets an answer and the task ends, and with it its hold on the socket the query
+    /// came in on, so no socket of ours outlives [`Server::drain`].
+    async fn finish(&self, responder: &Arc<Responder>, pending: Box<Pending>, out: &mut Vec<u8>) {
+        let owed = pending.owed();
+        tokio::select! {
+            () = responder.finish(pending, out) => {}
+            () = self.abandon.cancelled() => responder.reject(owed, Rejected::Shutdown, out),
+        }
+    }
+}
 
 /// Receive buffer of each UDP socket: room for bursts while workers are busy.
 const UDP_RECV_BUFFER: usize = 4 << 20;
@@ -49,12 +76,10 @@ pub struct BindError {
 /// The running listeners.
 pub struct Server {
     local_addrs: Vec<SocketAddr>,
-    /// Forwarded queries and TCP client connections, waited for at shutdown.
-    inflight: TaskTracker,
     /// What every listener answers with; [`Server::replace`] swaps it on reload.
     responder: Current,
     tasks: JoinSet<()>,
-    cancel: CancellationToken,
+    lifecycle: Lifecycle,
 }
 
 impl Server {
@@ -62,10 +87,13 @@ impl Server {
     pub fn start(config: &Config, responder: Arc<Responder>) -> Result<Server, BindError> {
         let responder: Current = Arc::new(ArcSwap::new(responder));
         let workers = config.worker_count();
-        let cancel = CancellationToken::new();
+        let lifecycle = Lifecycle {
+            cancel: CancellationToken::new(),
+            inflight: TaskTracker::new(),
+            abandon: CancellationToken::new(),
+        };
         let mut tasks = JoinSet::new();
         let mut local_addrs = Vec::new();
-        let tracker = TaskTracker::new();
         for (listener, &addr) in config.listen.iter().enumerate() {
             let (udp_sockets, tcp_listener) = bind_pair(addr, workers)?;
             let local = tcp_listener.local_addr().map_err(|error| BindError {
@@ -83,8 +111,7 @@ impl Server {
                     Arc::new(socket),
                     responder.clone(),
                     inflight.clone(),
-                    cancel.clone(),
-                    tracker.clone(),
+                    lifecycle.clone(),
                 ));
             }
             tasks.spawn(tcp::serve(
@@ -92,18 +119,16 @@ impl Server {
                 tcp_listener,
                 responder.clone(),
                 limits,
-                cancel.clone(),
-                tracker.clone(),
+                lifecycle.clone(),
             ));
             info!(%local, udp_workers = workers, "listening");
             local_addrs.push(local);
         }
         Ok(Server {
             local_addrs,
-            inflight: tracker,
             responder,
             tasks,
-            cancel,
+            lifecycle,
         })
     }
 
@@ -128,7 +153,7 @@ impl Server {
             running,
             self.responder.clone(),
             metrics,
-            self.cancel.clone(),
+            self.lifecycle.cancel.clone(),
         ));
     }
 
@@ -149,18 +174,29 @@ impl Server {
 
     /// Stops accepting queries and connections, then gives the queries already taken up to
     /// `deadline` to be answered (their answers go out on the sockets they came in on);
-    /// returns how many were still unanswered then.
+    /// returns how many were still unanswered then. Those are answered SERVFAIL (counted as
+    /// rejected, `shutdown`), so that when this returns no task of ours still holds a
+    /// listening socket: [`served_by_another`] would take one for a successor's.
     pub async fn drain(mut self, deadline: std::time::Duration) -> usize {
-        self.cancel.cancel();
+        let Lifecycle {
+            cancel,
+            inflight,
+            abandon,
+        } = &self.lifecycle;
+        cancel.cancel();
         while self.tasks.join_next().await.is_some() {}
-        self.inflight.close();
-        if tokio::time::timeout(deadline, self.inflight.wait())
+        inflight.close();
+        if tokio::time::timeout(deadline, inflight.wait())
             .await
-            .is_err()
+            .is_ok()
         {
-            return self.inflight.len();
+            return 0;
         }
-        0
+        let unanswered = inflight.len();
+        abandon.cancel();
+        // Bounded: a TCP client that reads nothing can hold its connection's writer.
+        let _ = tokio::time::timeout(ABANDON_WAIT, inflight.wait()).await;
+        unanswered
     }
 }
 
@@ -170,10 +206,12 @@ impl Server {
 /// the one that serves; the kernel's view of who holds the port is the only record needed,
 /// and it is gone with a killed process too.
 ///
-/// The address must stay taken over a few tries (half a second): a socket of ours that a
-/// finishing task drops a moment late frees it within them, a successor's does not. On a
-/// loaded machine a clean exit with no successor once left every rule behind; this is the one
-/// check that skips the teardown, so it does not trust a single look.
+/// Call it after [`Server::drain`], which ends every task holding a socket of ours: a query
+/// still waiting on upstreams once kept its socket open past the drain, and an exiting
+/// instance with no successor took that for another instance and left every rule behind.
+/// The address must also stay taken over a few tries (half a second), so that a socket
+/// released a moment late is not taken for a successor's either: this is the one check that
+/// skips the teardown.
 pub async fn served_by_another(listen: &[SocketAddr]) -> Option<SocketAddr> {
     const TRIES: u32 = 5;
     const PAUSE: std::time::Duration = std::time::Duration::from_millis(100);

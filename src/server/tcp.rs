@@ -10,13 +10,10 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use super::Current;
-use super::Limits;
 use super::framing::{frame, read_frame};
+use super::{Current, Lifecycle, Limits};
 use crate::Proto;
 use crate::observe::ratelimit::LogLimiter;
 use crate::responder::Step;
@@ -30,13 +27,12 @@ pub(super) async fn serve(
     listener: TcpListener,
     current: Current,
     limits: Limits,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
+    lifecycle: Lifecycle,
 ) {
     let connections = Arc::new(Semaphore::new(limits.max_tcp_connections));
     loop {
         let accepted = tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = lifecycle.cancel.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         let (stream, client) = match accepted {
@@ -59,10 +55,9 @@ pub(super) async fn serve(
         };
         let current = current.clone();
         let limits = limits.clone();
-        let cancel = cancel.clone();
-        let forwards = tracker.clone();
-        tracker.spawn(async move {
-            connection(index, stream, client, current, limits, cancel, forwards).await;
+        let connection_lifecycle = lifecycle.clone();
+        lifecycle.inflight.spawn(async move {
+            connection(index, stream, client, current, limits, connection_lifecycle).await;
             drop(permit);
         });
     }
@@ -74,8 +69,7 @@ async fn connection(
     client: SocketAddr,
     current: Current,
     limits: Limits,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
+    lifecycle: Lifecycle,
 ) {
     let (mut reader, mut writer) = stream.into_split();
     let (answers, mut to_write) = mpsc::channel::<Vec<u8>>(limits.max_tcp_pipelined);
@@ -97,7 +91,7 @@ async fn connection(
                 return;
             };
             let read = tokio::select! {
-                _ = cancel.cancelled() => return,
+                _ = lifecycle.cancel.cancelled() => return,
                 read = tokio::time::timeout(limits.tcp_idle_timeout, read_frame(&mut reader)) => read,
             };
             let packet = match read {
@@ -130,9 +124,10 @@ async fn connection(
                 Step::Forward(pending) => {
                     let answers = answers.clone();
                     let responder = responder.clone();
-                    tracker.spawn(async move {
+                    let lifecycle = lifecycle.clone();
+                    lifecycle.inflight.clone().spawn(async move {
                         let mut out = Vec::new();
-                        responder.finish(pending, &mut out).await;
+                        lifecycle.finish(&responder, pending, &mut out).await;
                         // The client may have gone; its answer then has nowhere to go, and
                         // is counted as a send error.
                         if answers.send(out).await.is_err() {

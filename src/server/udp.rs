@@ -9,15 +9,13 @@ use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use super::Current;
 use super::batch::{Inbox, Outbox};
+use super::{Current, Lifecycle};
 use crate::Proto;
 use crate::observe::ratelimit::LogLimiter;
-use crate::responder::{Responder, Step};
+use crate::responder::{Rejected, Responder, Step};
 
 /// Receive errors logged per minute, over all sockets.
 static RECV_ERRORS: LogLimiter = LogLimiter::new(10, Duration::from_secs(60));
@@ -40,16 +38,16 @@ pub(super) async fn serve(
     socket: Arc<UdpSocket>,
     current: Current,
     inflight: Arc<Semaphore>,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
+    lifecycle: Lifecycle,
 ) {
+    let cancel = lifecycle.cancel.clone();
     let mut batch = Batch {
         listener,
         inbox: Inbox::new(),
         outbox: Outbox::new(),
         socket,
         inflight,
-        tracker,
+        lifecycle,
     };
     let max_inflight = batch.inflight.available_permits();
     let mut draining: Option<Drain> = None;
@@ -105,7 +103,7 @@ struct Batch {
     outbox: Outbox,
     socket: Arc<UdpSocket>,
     inflight: Arc<Semaphore>,
-    tracker: TaskTracker,
+    lifecycle: Lifecycle,
 }
 
 impl Batch {
@@ -127,15 +125,17 @@ impl Batch {
                     Ok(permit) => {
                         let socket = self.socket.clone();
                         let responder = responder.clone();
-                        self.tracker.spawn(async move {
+                        let lifecycle = self.lifecycle.clone();
+                        self.lifecycle.inflight.spawn(async move {
                             let mut out = Vec::new();
-                            responder.finish(pending, &mut out).await;
+                            lifecycle.finish(&responder, pending, &mut out).await;
                             send(&socket, &out, client, &responder).await;
                             drop(permit);
                         });
                     }
                     Err(_) => {
-                        responder.reject_overloaded(&pending, self.outbox.next_buffer());
+                        let out = self.outbox.next_buffer();
+                        responder.reject(pending.owed(), Rejected::Inflight, out);
                         self.outbox.commit(client);
                     }
                 },
