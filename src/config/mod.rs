@@ -47,7 +47,7 @@
 //! | `metrics.listen` | `127.0.0.1:9253` | `/metrics`, `/health`, `/ready` (and `/debug/*`); `null` means the default. Deployments use `0.0.0.0:9253` |
 //! | `metrics.health_listen` | none | a second listener with only `/health` and `/ready` (node-cache's `health` on the local IP, probed by kubelet) |
 //! | `shutdown.lameduck` | `5s` | on SIGTERM, keep answering this long while `/ready` fails, so a new instance (SO_REUSEPORT on the same addresses) takes over without a gap |
-//! | `shutdown.drain` | `5s` | then stop listening and give the queries already taken this long |
+//! | `shutdown.drain` | `5s` | then stop listening and give the queries already taken this long; those still waiting then are answered SERVFAIL |
 //! | `log.level` | `info` | log filter (`warn`, `nodelocal_dns=debug`, ...); `--log-level` and `RUST_LOG` override it |
 //! | `log.query_sample` | `0` | log one answered query in N (client, name, type, rcode, protocol; log target `query`); 0 none |
 //! | `metrics.debug` | `false` | serve `/debug/cache`, `/debug/autopath`, `/debug/pool` on `metrics.listen`; refused on a non-loopback address unless `debug_remote` |
