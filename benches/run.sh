@@ -461,6 +461,20 @@ figure() {
 # Warms the cache with one pass over a names file.
 warm() { dnsperf_run "$WORK/warm.out" -d "$1" -n 1 -c 4 -q 200; }
 
+# cached_point SERVER NAMES OUT [DNSPERF_ARG...]: starts SERVER in cache mode, warms it with the
+# NAMES file, asks NAMES for DURATION (dnsperf -c 8 -q 500 plus the arguments given, output in
+# OUT), and sets CPU_TICKS to the server's CPU time during that run. The server keeps running
+# (SUT_PID) for what the caller measures next.
+cached_point() {
+    local server=$1 names=$2 out=$3 t0
+    shift 3
+    start_server "$server" cache
+    warm "$names"
+    t0=$(cpu_ticks "$SUT_PID")
+    dnsperf_run "$out" -d "$names" -l "$DURATION" -c 8 -q 500 "$@"
+    CPU_TICKS=$(($(cpu_ticks "$SUT_PID") - t0))
+}
+
 # ---------------------------------------------------------------- report
 
 version_of() {
@@ -516,17 +530,12 @@ scenario_hot() {
             log "1 cache-hot: $s (round $r of $ROUNDS)"
             local stolen_before
             stolen_before=$(steal_ticks)
-            start_server "$s" cache
-            warm "$WORK/hot.txt"
-            local t0 t1
-            t0=$(cpu_ticks "$SUT_PID")
-            dnsperf_run "$out-$s.dp" -d "$WORK/hot.txt" -l "$DURATION" -c 8 -q 500
-            t1=$(cpu_ticks "$SUT_PID")
+            cached_point "$s" "$WORK/hot.txt" "$out-$s.dp"
             rss[$s]+="$(rss_kb "$SUT_PID") "
             loadgen_run "$out-$s.lg" --names "$WORK/hot.txt" --rate "$LATENCY_QPS" --duration "$DURATION"
             stop "$SUT_PID"
             qps[$s]+="$(dp_qps "$out-$s.dp") "
-            us[$s]+="$(us_per_query $((t1 - t0)) "$(dp_completed "$out-$s.dp")") "
+            us[$s]+="$(us_per_query "$CPU_TICKS" "$(dp_completed "$out-$s.dp")") "
             p50[$s]+="$(lg "$out-$s.lg" p50_us) "
             p99[$s]+="$(lg "$out-$s.lg" p99_us) "
             p999[$s]+="$(lg "$out-$s.lg" p999_us) "
@@ -553,17 +562,12 @@ scenario_rate() {
     local s out=$WORK/s2
     for s in "${SERVER_LIST[@]}"; do
         log "2 fixed rate: $s"
-        start_server "$s" cache
-        warm "$WORK/hot.txt"
-        local t0 t1
-        t0=$(cpu_ticks "$SUT_PID")
-        dnsperf_run "$out-$s.dp" -d "$WORK/hot.txt" -l "$DURATION" -c 8 -q 500 -Q "$FIXED_QPS"
-        t1=$(cpu_ticks "$SUT_PID")
+        cached_point "$s" "$WORK/hot.txt" "$out-$s.dp" -Q "$FIXED_QPS"
         stop "$SUT_PID"
         local cpu_pct
-        cpu_pct=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v d="$(awk '/Run time/ {print $4}' "$out-$s.dp")" \
+        cpu_pct=$(awk -v t="$CPU_TICKS" -v hz="$CLK_TCK" -v d="$(awk '/Run time/ {print $4}' "$out-$s.dp")" \
             'BEGIN {printf "%.0f %%", 100 * t / hz / d}')
-        row "$s" "$(dp_qps "$out-$s.dp")" "$(us_per_query $((t1 - t0)) "$(dp_completed "$out-$s.dp")")" \
+        row "$s" "$(dp_qps "$out-$s.dp")" "$(us_per_query "$CPU_TICKS" "$(dp_completed "$out-$s.dp")")" \
             "$cpu_pct" "$(dp_avg_ms "$out-$s.dp")" "$(pct "$(dp_lost "$out-$s.dp")" "$(dp_sent "$out-$s.dp")")"
     done
     report 2-fixed-rate "CPU per query at a fixed $FIXED_QPS QPS" \
@@ -575,16 +579,11 @@ scenario_search() {
     local s out=$WORK/s3
     for s in "${SERVER_LIST[@]}"; do
         log "3 search path: $s"
-        start_server "$s" cache
-        warm "$WORK/search.txt"
-        local t0 t1
-        t0=$(cpu_ticks "$SUT_PID")
-        dnsperf_run "$out-$s.dp" -d "$WORK/search.txt" -l "$DURATION" -c 8 -q 500
-        t1=$(cpu_ticks "$SUT_PID")
+        cached_point "$s" "$WORK/search.txt" "$out-$s.dp"
         stop "$SUT_PID"
         local done
         done=$(dp_completed "$out-$s.dp")
-        row "$s" "$(dp_qps "$out-$s.dp")" "$(us_per_query $((t1 - t0)) "$done")" \
+        row "$s" "$(dp_qps "$out-$s.dp")" "$(us_per_query "$CPU_TICKS" "$done")" \
             "$(pct "$(dp_rcode "$out-$s.dp" NXDOMAIN)" "$done")" "$(pct "$(dp_rcode "$out-$s.dp" SERVFAIL)" "$done")" \
             "$(dp_avg_ms "$out-$s.dp")" "$(pct "$(dp_lost "$out-$s.dp")" "$(dp_sent "$out-$s.dp")")"
     done
