@@ -3,7 +3,8 @@
 mod common;
 
 use common::{
-    Authority, CLIENT_TIMEOUT, EXAMPLE_ZONE, Forwarder, query, tcp_query, udp_query, udp_raw,
+    Authority, CLIENT_TIMEOUT, EXAMPLE_ZONE, Forwarder, mixed_case, query, tcp_query, udp_query,
+    udp_raw,
 };
 use hickory_proto::op::Message;
 use hickory_proto::op::ResponseCode;
@@ -33,13 +34,9 @@ async fn forwards_over_udp_and_tcp() {
 async fn record_shapes_pass_through_over_udp_and_tcp() {
     let authority = Authority::start(&[("example.", EXAMPLE_ZONE)]).await;
     let forwarder = Forwarder::for_example(authority.addr).await;
-    // hickory lowercases names when it encodes, so mixed case (0x20 randomisation) is
-    // written by hand; the answer, fresh and then cached, echoes it byte for byte.
-    let mut mixed = query("www.example.", RecordType::A, None)
-        .to_vec()
-        .expect("query encodes");
-    mixed[13..16].copy_from_slice(b"WwW");
-    mixed[17..24].copy_from_slice(b"ExAmPlE");
+    // Mixed case (0x20 randomisation): the answer, fresh and then cached, echoes it byte
+    // for byte.
+    let mixed = mixed_case(&query("www.example.", RecordType::A, None));
     for _ in 0..2 {
         let answer = udp_raw(forwarder.addr, &mixed, CLIENT_TIMEOUT)
             .await

@@ -124,10 +124,10 @@ async fn connection(
                 Step::Forward(pending) => {
                     let answers = answers.clone();
                     let responder = responder.clone();
-                    let lifecycle = lifecycle.clone();
-                    lifecycle.inflight.clone().spawn(async move {
+                    let query_lifecycle = lifecycle.clone();
+                    lifecycle.inflight.spawn(async move {
                         let mut out = Vec::new();
-                        lifecycle.finish(&responder, pending, &mut out).await;
+                        query_lifecycle.finish(&responder, pending, &mut out).await;
                         // The client may have gone; its answer then has nowhere to go, and
                         // is counted as a send error.
                         if answers.send(out).await.is_err() {

@@ -278,6 +278,24 @@ pub fn query(name: &str, rtype: RecordType, edns_size: Option<u16>) -> Message {
     msg
 }
 
+/// `query`'s bytes with every other byte of its question name raised to upper case, as a
+/// client using 0x20 randomisation sends it ("WwW.ExAmPlE."): hickory lowercases names when
+/// it encodes, so the case is set in the bytes. Answers must echo it byte for byte.
+pub fn mixed_case(query: &Message) -> Vec<u8> {
+    let mut packet = query.to_vec().expect("query encodes");
+    let name = 12..12
+        + packet[12..]
+            .iter()
+            .position(|&b| b == 0)
+            .expect("a root label");
+    for (i, byte) in packet[name].iter_mut().enumerate() {
+        if i % 2 == 1 {
+            *byte = byte.to_ascii_uppercase();
+        }
+    }
+    packet
+}
+
 /// Sends raw bytes over UDP and returns the answer bytes, or `None` when nothing came back
 /// within `wait`.
 pub async fn udp_raw(server: SocketAddr, packet: &[u8], wait: Duration) -> Option<Vec<u8>> {
