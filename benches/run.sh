@@ -444,10 +444,10 @@ loadgen_run() {
 lg() { tr ' ' '\n' <"$1" | awk -F= -v k="$2" '$1 == k {print $2}'; }
 
 pct() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f %%", 100 * a / b; else print "-"}'; }
-# us_per_query TICKS QUERIES: server CPU time in microseconds per query.
 # CPU time the hypervisor gave to other guests (8th field of /proc/stat's cpu line), all cores.
 steal_ticks() { awk '/^cpu / {print $9}' /proc/stat; }
 cpu_seconds() { awk -v t="$1" -v hz="$CLK_TCK" 'BEGIN {printf "%.1f", t / hz}'; }
+# us_per_query TICKS QUERIES: server CPU time in microseconds per query.
 us_per_query() { awk -v t="$1" -v q="$2" -v hz="$CLK_TCK" 'BEGIN {if (q > 0) printf "%.1f", t * 1e6 / hz / q; else print "-"}'; }
 mb() { awk -v k="$1" 'BEGIN {printf "%.1f MB", k / 1024}'; }
 # median VALUE...: the middle value (the lower of the two middle ones for an even count).
