@@ -6,11 +6,13 @@
 
 pub mod cache;
 pub mod config;
+pub mod instance;
 pub mod kube;
 pub mod node;
 pub mod observe;
 pub mod responder;
 pub mod server;
+pub mod tasks;
 pub mod upstream;
 pub mod wire;
 

@@ -1,7 +1,6 @@
 //! The `nodelocal-dns` command line.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -10,12 +9,8 @@ use tracing_subscriber::EnvFilter;
 use nodelocal_dns::config::Config;
 use nodelocal_dns::config::corefile;
 use nodelocal_dns::config::nodecache::{self, NodeCacheArgs};
-use nodelocal_dns::kube::{PodIndex, PodWatch};
-use nodelocal_dns::node::{NodeSetup, NodeSync};
-use nodelocal_dns::observe::debug::Inspector;
-use nodelocal_dns::observe::{Endpoints, HttpServer, Metrics, Readiness};
-use nodelocal_dns::responder::Responder;
-use nodelocal_dns::server::Server;
+use nodelocal_dns::instance::{self, Options, StopRequests};
+use nodelocal_dns::node::NodeSetup;
 
 /// A caching DNS forwarder for Kubernetes nodes, and a drop-in for NodeLocal DNSCache.
 ///
@@ -171,7 +166,7 @@ fn node_command(config_path: &std::path::Path, teardown: bool) -> anyhow::Result
     runtime.block_on(async {
         let mut node = NodeSetup::new(&config.node, None)?;
         let errors = if teardown {
-            node.teardown_detached().await
+            node.teardown().await
         } else {
             node.sync(false).await
         };
@@ -205,6 +200,8 @@ fn init_logging(log_level: &str) -> anyhow::Result<()> {
 
 /// node-cache's command line: render and translate its Corefile, then serve like `run`.
 fn node_cache(args: &[String]) -> anyhow::Result<()> {
+    // First, as in `run`: no moment of start-up is left to SIGTERM's default action.
+    let stop = StopRequests::install().context("cannot take SIGTERM and SIGINT")?;
     let args = NodeCacheArgs::parse(args)?;
     if args.version {
         println!("nodelocal-dns {}", env!("CARGO_PKG_VERSION"));
@@ -227,208 +224,35 @@ fn node_cache(args: &[String]) -> anyhow::Result<()> {
         "Corefile translated; HTTP endpoints it asks for"
     );
     // The Corefile is rendered once (node-cache re-renders on restart too).
-    serve(translation.config, args.pidfile, None)
+    let options = Options {
+        pidfile: args.pidfile,
+        reload_from: None,
+    };
+    serve(translation.config, options, &stop)
 }
 
 fn run(config_path: Option<PathBuf>, log_level: Option<&str>) -> anyhow::Result<()> {
+    // First: a stop signal from here on is a clean stop, at any moment of start-up.
+    let stop = StopRequests::install().context("cannot take SIGTERM and SIGINT")?;
     let config = match &config_path {
         Some(path) => Config::load(path)?,
         None => Config::embedded_default()?,
     };
     init_logging(log_level.unwrap_or(&config.log.level))?;
-    serve(config, None, config_path)
+    let options = Options {
+        pidfile: None,
+        reload_from: config_path,
+    };
+    serve(config, options, &stop)
 }
 
-/// Serves `config` until SIGTERM/SIGINT, with the node setup around the listeners: the
-/// interface before binding, the rules once bound, teardown before the listeners stop.
-fn serve(
-    config: Config,
-    pidfile: Option<PathBuf>,
-    reload_from: Option<PathBuf>,
-) -> anyhow::Result<()> {
+/// Serves `config` on a runtime sized by it, until a stop signal (see `instance`).
+fn serve(config: Config, options: Options, stop: &StopRequests) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.worker_count())
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let metrics = Arc::new(Metrics::new());
-        let mut node = match config.node.enabled() {
-            true => Some(NodeSetup::new(&config.node, Some(metrics.clone()))?),
-            false => None,
-        };
-        if let Some(node) = &mut node {
-            node.ensure_interface()
-                .await
-                .context("cannot set up the node's interface")?;
-        }
-        let (pods, watch) = start_pod_watch(&config, &metrics).await?;
-        let responder = Arc::new(Responder::with_pods(&config, metrics.clone(), pods.clone()));
-        // After the responder: its upstream groups create the gauges readiness reads.
-        let readiness = Arc::new(Readiness::for_config(&config, &metrics, pods.as_ref()));
-        let endpoints = Endpoints {
-            metrics: metrics.clone(),
-            readiness: readiness.clone(),
-            inspector: Some(Arc::new(
-                Inspector::new(&config, metrics.clone())
-                    .with_responder(responder.clone())
-                    .with_pods(pods),
-            )),
-        };
-        // Before the DNS listeners: /health answers during startup, /ready says what is missing.
-        let http = match HttpServer::start(&config.metrics, endpoints).await {
-            Ok(http) => http,
-            Err(err) => {
-                abandon_node(&mut node, &config).await;
-                return Err(anyhow::Error::new(err).context(
-                    "cannot start the HTTP endpoints (metrics.listen, metrics.health_listen)",
-                ));
-            }
-        };
-        let mut server = match Server::start(&config, responder.clone()) {
-            Ok(server) => server,
-            Err(err) => {
-                abandon_node(&mut node, &config).await;
-                return Err(bind_hint(err));
-            }
-        };
-        readiness.set_listening(true);
-        if let Some(path) = reload_from {
-            server.watch_config(path, RELOAD_INTERVAL, config.clone(), metrics.clone());
-        }
-        if config.server.loop_check {
-            let (responder, listener) = (responder.clone(), server.local_addrs()[0]);
-            tokio::spawn(async move {
-                let looped = responder.check_loops(listener, LOOP_PROBE_WAIT).await;
-                if looped.is_empty() {
-                    tracing::debug!("no forwarding loop found");
-                }
-            });
-        }
-        if let Some(path) = &pidfile {
-            std::fs::write(path, format!("{}\n", std::process::id()))
-                .with_context(|| format!("cannot write the pidfile {}", path.display()))?;
-        }
-        // Rules only now: they steer the node's DNS to listeners that are up.
-        let sync = match node {
-            Some(mut node) => {
-                node.sync(false).await;
-                Some(NodeSync::start(node))
-            }
-            None => None,
-        };
-        shutdown_signal().await?;
-        tracing::info!("shutting down");
-        // Not ready from now on; still answering for the lameduck period, while a new
-        // instance bound to the same addresses (SO_REUSEPORT) takes over.
-        readiness.set_listening(false);
-        let lameduck = config.shutdown.lameduck;
-        if !lameduck.is_zero() {
-            tracing::info!(?lameduck, "lameduck: answering while not ready");
-            tokio::time::sleep(lameduck).await;
-        }
-        // Stop taking queries, answer the ones taken, and only then remove the rules and
-        // addresses their answers leave through.
-        let drain = config.shutdown.drain;
-        let unanswered = server.drain(drain).await;
-        if unanswered > 0 {
-            tracing::warn!(
-                unanswered,
-                "queries still waiting on upstreams after {drain:?}; exiting"
-            );
-        }
-        let successor = nodelocal_dns::server::served_by_another(&config.listen).await;
-        if let Some(addr) = successor {
-            tracing::info!(%addr, "another instance serves our address: leaving the rules and the interface to it");
-        }
-        if let Some(sync) = sync {
-            match sync.stop().await {
-                Ok(mut node) if !config.node.skip_teardown && successor.is_none() => {
-                    let teardown = tokio::time::timeout(TEARDOWN_DEADLINE, node.teardown()).await;
-                    if teardown.is_err() {
-                        tracing::error!("teardown did not finish in {TEARDOWN_DEADLINE:?}");
-                    }
-                }
-                Ok(_) => tracing::info!("leaving the rules and the interface in place"),
-                Err(err) => tracing::error!("{err}"),
-            }
-        }
-        if let Some(path) = &pidfile {
-            let _ = std::fs::remove_file(path);
-        }
-        if let Some(watch) = watch {
-            watch.stop();
-        }
-        http.shutdown().await;
-        Ok(())
-    })
-}
-
-/// Undoes the interface setup when startup fails before serving (unless `skip_teardown`).
-async fn abandon_node(node: &mut Option<NodeSetup>, config: &Config) {
-    if let Some(node) = node
-        && !config.node.skip_teardown
-    {
-        node.teardown().await;
-    }
-}
-
-/// How often the config file is checked for changes (a ConfigMap update itself takes up
-/// to a minute to reach the pod).
-const RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// How long the start-up loop probes wait for their answers (a slow upstream is no loop).
-const LOOP_PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Teardown is bounded: a pod's grace period is 30 s and the rules must go before SIGKILL.
-const TEARDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
-
-/// A bind error with what to do about it.
-fn bind_hint(err: nodelocal_dns::server::BindError) -> anyhow::Error {
-    let text = err.to_string();
-    let hint = if text.contains("Address already in use") {
-        "another process answers DNS there (the previous node-local-dns pod, systemd-resolved, \
-         dnsmasq): stop it, or listen elsewhere"
-    } else if text.contains("Cannot assign requested address") {
-        "the address is not on this node, or is an IPv6 address still in duplicate address \
-         detection: turn on node.setup_interface (-setupinterface), or add it to a link \
-         (`ip addr add ADDR dev LINK nodad`)"
-    } else if text.contains("Permission denied") {
-        "ports below 1024 need CAP_NET_BIND_SERVICE (or root)"
-    } else {
-        return anyhow::Error::new(err);
-    };
-    anyhow::anyhow!("{text}: {hint}")
-}
-
-/// Starts the watch of this node's pods when `kubernetes.enabled`. Queries never wait for it:
-/// until the first list is in, autopath does not apply.
-async fn start_pod_watch(
-    config: &Config,
-    metrics: &Metrics,
-) -> anyhow::Result<(Option<Arc<PodIndex>>, Option<PodWatch>)> {
-    let kube = &config.kubernetes;
-    if !kube.enabled {
-        return Ok((None, None));
-    }
-    let node = kube
-        .node()
-        .context("kubernetes.node_name is not set and NODE_NAME is empty")?;
-    let client = nodelocal_dns::kube::watch::client(kube)
-        .await
-        .context("cannot set up the Kubernetes client")?;
-    let index = Arc::new(PodIndex::new(kube.cluster_domain.0));
-    let watch = PodWatch::start(client, &node, index.clone(), metrics);
-    Ok((Some(index), Some(watch)))
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        result = tokio::signal::ctrl_c() => result.context("cannot watch SIGINT")?,
-    }
+    runtime.block_on(instance::run(config, options, stop))?;
     Ok(())
 }

@@ -34,6 +34,7 @@ use crate::kube::{Autopath, ClientNamespace, PodIndex};
 use crate::observe::Metrics;
 use crate::observe::querylog::QueryLog;
 use crate::observe::requests::{RequestMetrics, SharedCollector, Source, Tally};
+use crate::tasks::{TaskKind, Tasks};
 use crate::upstream::loop_check::LoopCheck;
 use crate::upstream::router::{Route, RouteId};
 use crate::upstream::{Answer, ZoneRouter};
@@ -119,6 +120,10 @@ impl Pending {
     }
 }
 
+/// The responder answering now, shared by the listeners and the admin endpoints; a config
+/// reload swaps it without a lock on the query path.
+pub type CurrentResponder = Arc<arc_swap::ArcSwap<Responder>>;
+
 /// Turns client packets into answers.
 pub struct Responder {
     router: ZoneRouter,
@@ -140,6 +145,8 @@ pub struct Responder {
     drops: Drops,
     loops: LoopCheck,
     query_log: QueryLog,
+    /// Refreshes, upstream connections and probes; shared with the responders reloads make.
+    tasks: Tasks,
 }
 
 /// Handles of the drop and reject counters.
@@ -179,7 +186,8 @@ impl Responder {
         metrics: Arc<Metrics>,
         pods: Option<Arc<PodIndex>>,
     ) -> Responder {
-        Responder::build(config, metrics, pods, None)
+        let tasks = Tasks::new(&metrics);
+        Responder::build(config, metrics, pods, None, tasks)
     }
 
     /// The responder for a reloaded `config`: the same pod index, and the same cache when
@@ -192,7 +200,13 @@ impl Responder {
             .registry
             .unregister(Box::new(SharedCollector(self.requests.clone())));
         let cache = (config.cache.capacity == self.cache_capacity).then(|| self.cache.clone());
-        Responder::build(config, metrics, self.pods.clone(), cache)
+        Responder::build(
+            config,
+            metrics,
+            self.pods.clone(),
+            cache,
+            self.tasks.clone(),
+        )
     }
 
     fn build(
@@ -200,9 +214,10 @@ impl Responder {
         metrics: Arc<Metrics>,
         pods: Option<Arc<PodIndex>>,
         cache: Option<Arc<Cache>>,
+        tasks: Tasks,
     ) -> Responder {
         let server = format!("dns://{}", config.listen[0]);
-        let router = ZoneRouter::new(config, &metrics);
+        let router = ZoneRouter::new(config, &metrics, &tasks);
         let autopath_routes = config
             .zones
             .iter()
@@ -248,7 +263,14 @@ impl Responder {
             autopath_routes,
             requests,
             zone_routes,
+            tasks,
         }
+    }
+
+    /// The owner of the background tasks of this responder and of every responder a reload
+    /// made from it: [`Tasks::stop`] ends them all at shutdown.
+    pub fn tasks(&self) -> &Tasks {
+        &self.tasks
     }
 
     /// The answer cache (for `/debug/cache`).
@@ -414,12 +436,13 @@ impl Responder {
                 // The refresh runs as its own task so that it completes, and refreshes the
                 // cache, even when the client is answered stale before it is done.
                 let responder = self.clone();
-                let refresh = tokio::spawn(async move {
+                let refresh = self.tasks.spawn(TaskKind::Refresh, async move {
                     responder.resolve(route_id, query, proto, autopath).await
                 });
                 match tokio::time::timeout(policy.stale_client_timeout, refresh).await {
-                    Ok(Ok(fetched)) => fetched,
-                    Ok(Err(_)) | Err(_) => {
+                    Ok(Ok(Some(fetched))) => fetched,
+                    // Slow, failed, or cancelled by a shutdown: the stale answer is better.
+                    Ok(Ok(None) | Err(_)) | Err(_) => {
                         self.write_stale(entry, &query, (&tally, arrived), max_size, out);
                         return;
                     }
@@ -453,7 +476,7 @@ impl Responder {
     pub fn spawn_refresh(self: &Arc<Self>, refresh: Refresh) {
         let responder = self.clone();
         let Refresh { pending, slot } = refresh;
-        tokio::spawn(async move {
+        self.tasks.spawn(TaskKind::Refresh, async move {
             let _slot = slot;
             let Pending {
                 query,

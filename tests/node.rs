@@ -616,3 +616,232 @@ fn eventually(mut condition: impl FnMut() -> bool) -> bool {
     }
     condition()
 }
+
+/// `run` in the namespace as the namespace's own process: entered with setns(2) between fork
+/// and exec, so that the PID is the forwarder's from its first instruction (under `ip netns
+/// exec` it is `ip`'s for the first milliseconds, and a signal then would stop `ip`, not us).
+/// `spawn` returns once the exec has happened.
+fn exec_in(ns: &Netns, config: &str) -> Running {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let netns = std::fs::File::open(format!("/var/run/netns/{}", ns.0)).expect("netns file");
+    let fd = netns.as_raw_fd();
+    let mut command = Command::new(BIN);
+    command.args(["run", "--config", config]);
+    // SAFETY: setns is async-signal-safe, and the closure touches nothing but `fd`, which
+    // stays open in the child until its exec.
+    unsafe {
+        command.pre_exec(move || match libc::setns(fd, libc::CLONE_NEWNET) {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        });
+    }
+    Running::spawn(command)
+}
+
+fn signal(server: &Running, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(server.child.id()).expect("a pid fits pid_t");
+    // SAFETY: kill(2) with a child's pid that has not been waited for (it cannot be reused).
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill {pid}");
+}
+
+/// Waits up to `bound` for the exit; returns its status.
+fn exit_status(server: &mut Running, bound: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + bound;
+    loop {
+        if let Some(status) = server.child.try_wait().expect("status") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no exit within {bound:?} of the signal: {}",
+            server.report()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The link the lifecycle tests set up: a dummy the forwarder creates (and must delete), or
+/// the namespace's veth where the kernel has no dummy driver.
+fn lifecycle_link(ns: &Netns) -> &'static str {
+    if ns.dummy_supported() {
+        "nldns0"
+    } else {
+        "nl0"
+    }
+}
+
+/// Lines of `ip -o addr` (every link) holding the local IP.
+fn local_ip_count(ns: &Netns) -> usize {
+    ns.ok(&["ip", "-o", "addr", "show"])
+        .lines()
+        .filter(|l| l.contains(&format!(" {LOCAL_IP}/")))
+        .count()
+}
+
+fn link_exists(ns: &Netns, link: &str) -> bool {
+    ns.run(&["ip", "link", "show", link]).status.success()
+}
+
+/// The node is as the test found it: no rule of ours, no local IP, no link of ours.
+fn assert_as_found(ns: &Netns, link: &str, server: &mut Running, moment: &str) {
+    assert_eq!(
+        ns.our_rule_count(),
+        0,
+        "{moment}: rules left behind; {}",
+        server.report()
+    );
+    assert_eq!(
+        local_ip_count(ns),
+        0,
+        "{moment}: the local IP left behind; {}",
+        server.report()
+    );
+    if link != "nl0" {
+        assert!(
+            !link_exists(ns, link),
+            "{moment}: the dummy link left behind; {}",
+            server.report()
+        );
+    }
+}
+
+/// The moments of start-up a SIGTERM is sent at: fixed delays after exec (config read,
+/// netlink, HTTP, binding and the iptables calls each take milliseconds, so they spread over
+/// all of them), and three moments seen from outside: the address up, the first rule in, all
+/// rules in.
+#[derive(Debug, Clone, Copy)]
+enum Moment {
+    After(Duration),
+    AddressUp,
+    FirstRule,
+    AllRules,
+}
+
+/// SIGTERM at any moment of start-up (kubelet sends it when a pod is deleted or a rollout
+/// moves on while the pod still starts) is a clean stop: the process exits 0 saying it stopped
+/// on SIGTERM, and no rule, address or link of ours is left, whether start-up had installed
+/// none, some or all of them. (A signal in the first instants after exec, before `run`'s first
+/// line, still takes the default action; nothing has been done then.) Before the handlers were taken at the first line of `run`, a
+/// signal between the rules and the handler killed the process with every rule in place.
+#[test]
+fn a_sigterm_at_any_moment_of_start_up_leaves_the_node_as_found() {
+    let Some(ns) = Netns::new("sigterm") else {
+        return;
+    };
+    let _upstream = dnsmasq_upstream(&ns);
+    let link = lifecycle_link(&ns);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write_config(dir.path(), &node_config(link, &run_extra("0s")));
+    let mut moments: Vec<Moment> = [0, 1, 2, 4, 7, 10, 15, 20, 30, 40, 55, 70, 90, 120, 160, 220]
+        .into_iter()
+        .map(|ms| Moment::After(Duration::from_millis(ms)))
+        .collect();
+    moments.extend([Moment::AddressUp, Moment::FirstRule, Moment::AllRules]);
+    let mut rules_at_signal = Vec::new();
+    for moment in moments {
+        use std::os::unix::process::ExitStatusExt;
+        let mut server = exec_in(&ns, &config);
+        let reached = match moment {
+            Moment::After(delay) => {
+                std::thread::sleep(delay);
+                true
+            }
+            Moment::AddressUp => eventually(|| local_ip_count(&ns) > 0),
+            Moment::FirstRule => eventually(|| ns.our_rule_count() > 0),
+            Moment::AllRules => eventually(|| ns.our_rule_count() == 12),
+        };
+        assert!(reached, "{moment:?} never came: {}", server.report());
+        signal(&server, libc::SIGTERM);
+        let rules = ns.our_rule_count();
+        rules_at_signal.push((moment, rules));
+        let status = exit_status(&mut server, Duration::from_secs(25));
+        let what = format!("SIGTERM at {moment:?} ({rules} rules in)");
+        let printed = std::fs::read_to_string(server.output.path()).unwrap_or_default();
+        let before_main = status.signal() == Some(libc::SIGTERM) && printed.is_empty();
+        if before_main {
+            // Between exec and the first line of `run` (the dynamic loader, the runtime's
+            // set-up) no handler can exist yet; nothing of ours has been done either.
+            assert!(
+                matches!(moment, Moment::After(_)),
+                "{what}: killed though start-up had begun: {}",
+                server.report()
+            );
+        } else {
+            assert_eq!(status.code(), Some(0), "{what}: {}", server.report());
+            assert!(
+                printed.contains("stopped on SIGTERM"),
+                "{what}: the log says why it stopped: {}",
+                server.report()
+            );
+        }
+        assert_as_found(&ns, link, &mut server, &what);
+    }
+    eprintln!("rules in place when the signal was sent: {rules_at_signal:?}");
+    assert!(
+        rules_at_signal.iter().any(|&(_, rules)| rules == 0)
+            && rules_at_signal.iter().any(|&(_, rules)| rules > 0),
+        "the moments span before and after the rules: {rules_at_signal:?}"
+    );
+}
+
+/// A second SIGTERM during a long lameduck ends the wait at once, and still tears down.
+#[test]
+fn a_second_sigterm_cuts_the_lameduck_short_and_still_tears_down() {
+    let Some(ns) = Netns::new("twice") else {
+        return;
+    };
+    let _upstream = dnsmasq_upstream(&ns);
+    let link = lifecycle_link(&ns);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write_config(dir.path(), &node_config(link, &run_extra("120s")));
+    let mut server = exec_in(&ns, &config);
+    assert_eq!(answering(&ns, &mut server, LOCAL_IP).0, 0);
+    assert!(eventually(|| ns.our_rule_count() == 12));
+    signal(&server, libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!server.has_exited(), "in lameduck: {}", server.report());
+    signal(&server, libc::SIGTERM);
+    // Far below the 120 s lameduck: only teardown is left to do.
+    let status = exit_status(&mut server, Duration::from_secs(25));
+    assert_eq!(status.code(), Some(0), "{}", server.report());
+    assert!(server.report().contains("lameduck cut short"));
+    assert_as_found(&ns, link, &mut server, "after the second SIGTERM");
+}
+
+/// SIGKILL (an OOM kill) leaves everything in place with nobody to remove it. The next start
+/// adopts what it finds: exactly one copy of each rule and of the address while it serves, and
+/// its SIGTERM removes them all, the killed one's link included.
+#[test]
+fn after_a_sigkill_the_next_start_adopts_the_rules_and_the_address() {
+    let Some(ns) = Netns::new("killed") else {
+        return;
+    };
+    let _upstream = dnsmasq_upstream(&ns);
+    let link = lifecycle_link(&ns);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write_config(dir.path(), &node_config(link, &run_extra("0s")));
+    let mut killed = exec_in(&ns, &config);
+    assert_eq!(answering(&ns, &mut killed, LOCAL_IP).0, 0);
+    assert!(eventually(|| ns.our_rule_count() == 12));
+    signal(&killed, libc::SIGKILL);
+    let status = exit_status(&mut killed, Duration::from_secs(5));
+    assert_eq!(status.code(), None, "killed, not exited");
+    assert_eq!(ns.our_rule_count(), 12, "a killed process removes nothing");
+    assert_eq!(local_ip_count(&ns), 1);
+
+    let mut next = exec_in(&ns, &config);
+    assert_eq!(answering(&ns, &mut next, LOCAL_IP).0, 0);
+    // Past the first periodic sync too (sync_interval 1s): still no duplicate.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(ns.our_rule_count(), 12, "one copy of each rule");
+    for rule in &expected_rules() {
+        assert!(ns.has_rule(rule), "missing {rule}");
+    }
+    assert_eq!(local_ip_count(&ns), 1, "one copy of the address");
+
+    signal(&next, libc::SIGTERM);
+    let status = exit_status(&mut next, Duration::from_secs(25));
+    assert_eq!(status.code(), Some(0), "{}", next.report());
+    assert_as_found(&ns, link, &mut next, "after the adopting instance's exit");
+}

@@ -164,3 +164,109 @@ async fn a_changed_config_is_applied_under_load_and_a_broken_one_is_refused() {
         "no query lost to a reload"
     );
 }
+
+/// A reload replaces the responder, and with it the upstream pools: the old config's pools
+/// and their connection tasks end as soon as its last query has, rather than living on until
+/// they idle out (here never: `idle_timeout` is a minute). 50 reloads under a steady stream
+/// of misses over pooled TCP: every query is answered, and afterwards one pool is left, with
+/// no more connection tasks than it may hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_reloads_under_load_leave_one_pool_and_lose_no_query() {
+    use nodelocal_dns::config::Config;
+    use nodelocal_dns::observe::Metrics;
+    use nodelocal_dns::responder::Responder;
+    use nodelocal_dns::server::Server;
+
+    let upstream = Authority::start(&[("example.", common::WILDCARD_ZONE)]).await;
+    let yaml = |version: u32| {
+        format!(
+            "listen: [\"127.0.0.1:0\"]\nworkers: 1\nserver:\n  loop_check: false\nzones:\n  - name: example\n    transport: tcp\n    unanswered_ttl: {version}s\n    pool:\n      max_connections: 2\n      idle_timeout: 60s\n    upstreams: [\"{}\"]\n",
+            upstream.addr
+        )
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("config.yaml");
+    // Whole files only: the watcher must never read half of one.
+    let write = |version: u32| {
+        let tmp = dir.path().join("config.tmp");
+        std::fs::write(&tmp, yaml(version)).expect("write config");
+        std::fs::rename(&tmp, &path).expect("replace config");
+    };
+    write(0);
+    let config = Config::load(&path).expect("valid config");
+    let metrics = Arc::new(Metrics::new());
+    let responder = Arc::new(Responder::new(&config, metrics.clone()));
+    let mut server = Server::start(&config, responder).expect("binds");
+    server.watch_config(
+        path.clone(),
+        Duration::from_millis(20),
+        config.clone(),
+        metrics.clone(),
+    );
+    let addr = server.local_addrs()[0];
+    let gauge = |name: &str, labels: &[(&str, &str)]| metric_value(&metrics.render(), name, labels);
+
+    let streaming = Arc::new(AtomicBool::new(true));
+    let (sent, answered) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let stream = tokio::spawn({
+        let (streaming, sent, answered) = (streaming.clone(), sent.clone(), answered.clone());
+        async move {
+            let mut n = 0;
+            while streaming.load(Ordering::Relaxed) {
+                n += 1;
+                sent.fetch_add(1, Ordering::Relaxed);
+                // A new name each time: a miss, asked upstream over the pool.
+                if rcode_of(addr, &format!("q{n}.example.")).await == Some(ResponseCode::NoError) {
+                    answered.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+    let reloads = || {
+        gauge(
+            "nodelocaldns_config_reloads_total",
+            &[("result", "success")],
+        )
+    };
+    for version in 1..=50 {
+        write(version);
+        assert!(
+            common::eventually_async(|| async { reloads() >= f64::from(version) }).await,
+            "reload {version} applied"
+        );
+    }
+    streaming.store(false, Ordering::Relaxed);
+    stream.await.expect("the stream ends");
+    let (sent, answered) = (
+        sent.load(Ordering::Relaxed),
+        answered.load(Ordering::Relaxed),
+    );
+    assert!(sent > 50, "a steady stream: {sent} queries");
+    assert_eq!(answered, sent, "every query answered NOERROR");
+    assert_eq!(
+        gauge(
+            "nodelocaldns_config_reloads_total",
+            &[("result", "failure")]
+        ),
+        0.0
+    );
+
+    let settled = common::eventually_async(|| async {
+        gauge("nodelocaldns_upstream_pools", &[]) == 1.0
+            && gauge("nodelocaldns_tasks", &[("kind", "connection")]) <= 2.0
+    })
+    .await;
+    assert!(
+        settled,
+        "one pool and at most its 2 connections are left: {} pools, {} connection tasks, {} closed as retired",
+        gauge("nodelocaldns_upstream_pools", &[]),
+        gauge("nodelocaldns_tasks", &[("kind", "connection")]),
+        gauge("nodelocaldns_pool_closed_total", &[("reason", "retired")]),
+    );
+    assert!(
+        gauge("nodelocaldns_pool_closed_total", &[("reason", "retired")]) >= 1.0,
+        "the old configs' connections closed as retired"
+    );
+    server.shutdown().await;
+}

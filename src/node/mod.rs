@@ -5,9 +5,15 @@
 //! Order, as node-cache: the link first (the listeners need the local IPs to bind), the rules
 //! only once the listeners are up (they steer traffic to us; a process that failed to bind must
 //! not black-hole DNS), teardown rules first and then the link. Teardown removes our rules (all
-//! copies, matched by their full spec and comment), the addresses this process added and the link
-//! if this process created it; an existing link (`lo`, or one made by a previous instance) keeps
-//! its other addresses and stays.
+//! copies, matched by their full spec and comment), the configured local IPs, and the link when
+//! it is a dummy left without addresses; a link with other addresses (`lo`, a veth) keeps them
+//! and stays.
+//!
+//! What a killed instance left is adopted, not duplicated: a start finds the rules (checked
+//! before each insert) and the address in place and adds no second copy, and its teardown
+//! removes them as its own. The local IPs are ours by config, whoever added them, as the
+//! `nodelocaldns` link is node-cache's: that is what lets the next instance, or
+//! `nodelocal-dns teardown`, clean up after a SIGKILL or an OOM kill.
 //!
 //! Config keys: [`crate::config::node`]. Metrics: `nodelocaldns_node_rules_restored_total`
 //! (anything a periodic sync found missing and put back) and
@@ -16,7 +22,6 @@
 pub mod interface;
 pub mod rules;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use thiserror::Error;
@@ -70,10 +75,6 @@ pub struct NodeSetup {
     config: NodeConfig,
     links: Option<Links>,
     rules: Vec<Rule>,
-    /// Whether this process created the link (then teardown deletes it).
-    link_created: bool,
-    /// The local IPs this process added to the link (teardown removes exactly these).
-    added_ips: Vec<IpAddr>,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -98,8 +99,6 @@ impl NodeSetup {
             config: config.clone(),
             links,
             rules: rules::node_cache_rules(&config.local_ips, config.dns_port, config.health_port),
-            link_created: false,
-            added_ips: Vec::new(),
             metrics,
         })
     }
@@ -124,7 +123,6 @@ impl NodeSetup {
                     .await
                     .map_err(NodeError::InterfaceAdd)?;
                 info!(interface = %name, "Added interface - {name}");
-                self.link_created = true;
                 repaired += 1;
                 link
             }
@@ -136,9 +134,6 @@ impl NodeSetup {
                 .map_err(NodeError::InterfaceAdd)?
             {
                 info!(interface = %name, %ip, "added local IP");
-                if !self.added_ips.contains(&ip) {
-                    self.added_ips.push(ip);
-                }
                 repaired += 1;
             }
         }
@@ -202,38 +197,11 @@ impl NodeSetup {
         errors
     }
 
-    /// Removes the rules, then the addresses this process added, then the link if this process
-    /// created it.
+    /// Removes the rules, then the local IPs, then the link when it is a dummy left with no
+    /// address: what this process set up, and what a killed one before it left (adopted).
+    /// The same for `nodelocal-dns teardown`, which set up nothing itself.
     pub async fn teardown(&mut self) -> Vec<NodeError> {
         info!("Tearing down");
-        let mut errors = self.remove_rules().await;
-        if let Some(links) = &self.links {
-            let name = &self.config.interface_name;
-            match links.find(name).await {
-                Ok(Some(link)) if self.link_created => {
-                    if let Err(err) = links.delete(link, name).await {
-                        errors.push(NodeError::InterfaceCheck(err));
-                    }
-                }
-                Ok(Some(link)) => {
-                    for &ip in &self.added_ips {
-                        if let Err(err) = links.remove_address(link, name, ip).await {
-                            errors.push(NodeError::InterfaceCheck(err));
-                        }
-                    }
-                }
-                Ok(None) => {}
-                Err(err) => errors.push(NodeError::InterfaceCheck(err)),
-            }
-        }
-        self.link_created = false;
-        self.added_ips.clear();
-        errors
-    }
-
-    /// Teardown by a process that did not do the setup (`nodelocal-dns teardown`): our rules,
-    /// the local IPs, and the link when it is a dummy left with no address.
-    pub async fn teardown_detached(&mut self) -> Vec<NodeError> {
         let mut errors = self.remove_rules().await;
         if let Some(links) = &self.links {
             let name = &self.config.interface_name;

@@ -29,7 +29,7 @@ use crate::cache::PLAIN_VIEW;
 use crate::config::Config;
 use crate::kube::index::PodPhase;
 use crate::kube::{ClientMatch, PodIndex};
-use crate::responder::Responder;
+use crate::responder::{CurrentResponder, Responder};
 use crate::wire::Name;
 
 /// What the debug endpoints read.
@@ -39,7 +39,9 @@ pub struct Inspector {
     zones: Vec<(String, Vec<String>)>,
     /// The zones with `autopath: true`.
     autopath_zones: Vec<String>,
-    responder: Option<Arc<Responder>>,
+    /// The responder answering now: after a reload, the reloaded one (holding the startup one
+    /// here would keep its upstream pools alive for ever).
+    responder: Option<CurrentResponder>,
     pods: Option<Arc<PodIndex>>,
 }
 
@@ -78,8 +80,13 @@ impl Inspector {
     }
 
     /// The responder whose cache `/debug/cache` shows.
-    pub fn with_responder(mut self, responder: Arc<Responder>) -> Inspector {
-        self.responder = Some(responder);
+    pub fn with_responder(self, responder: Arc<Responder>) -> Inspector {
+        self.with_current(Arc::new(arc_swap::ArcSwap::new(responder)))
+    }
+
+    /// The responder a server answers with now, whichever a reload made it.
+    pub fn with_current(mut self, current: CurrentResponder) -> Inspector {
+        self.responder = Some(current);
         self
     }
 
@@ -91,7 +98,7 @@ impl Inspector {
 
     /// `/debug/cache?name=N[&type=T]`.
     pub fn cache_report(&self, params: &HashMap<String, String>) -> Reply {
-        let Some(responder) = &self.responder else {
+        let Some(responder) = self.responder.as_ref().map(|r| r.load_full()) else {
             return (StatusCode::NOT_FOUND, "no cache to inspect\n".into());
         };
         let Some(name) = params.get("name") else {
@@ -242,7 +249,8 @@ impl Inspector {
             let Ok(qname) = Name::from_dotted(name) else {
                 return bad_request(&format!("{name:?} is not a domain name"));
             };
-            let walk = match (&verdict, self.responder.as_ref().and_then(|r| r.autopath())) {
+            let responder = self.responder.as_ref().map(|r| r.load_full());
+            let walk = match (&verdict, responder.as_ref().and_then(|r| r.autopath())) {
                 (ClientMatch::Pod(ns), Some(autopath)) => autopath.candidates(ns, &qname).ok(),
                 _ => None,
             };
@@ -302,7 +310,7 @@ impl Inspector {
             }
         }
         if let Some(responder) = &self.responder {
-            for pool in responder.pools() {
+            for pool in responder.load().pools() {
                 out.push_str(&pool.describe());
             }
         }

@@ -29,6 +29,8 @@
 //! | `nodelocaldns_kube_synced` | | 1 once the first full list of pods is in the index |
 //! | `nodelocaldns_kube_watch_restarts_total` | `reason` | pod watch restarts: `error` (reconnect with backoff), `relist` (full re-list, e.g. after 410 Gone) |
 //! | `nodelocaldns_kube_seconds_since_last_event` | | seconds since the pod watch last delivered an event (updated every second) |
+//! | `nodelocaldns_tasks` | `kind` | background tasks alive now: `refresh`, `connection` (pooled upstream TCP), `probe`, `loop_check` (see `crate::tasks`) |
+//! | `nodelocaldns_upstream_pools` | | upstream pools alive now: one per upstream address of the running config, plus an old config's until its last query ends |
 //! | `nodelocaldns_node_rules_restored_total` | | node rules, addresses or links found missing by a periodic sync and put back |
 //! | `coredns_nodecache_setup_errors_total` | `errortype` | node setup failures, node-cache's labels: `iptables`, `iptables_lock`, `interface_add`, `interface_check`, `configmap` |
 
@@ -65,6 +67,8 @@ pub struct Metrics {
     pub loop_detected: IntGaugeVec,
     pub unanswered_cached: IntCounterVec,
     pub config_reloads: IntCounterVec,
+    pub tasks: IntGaugeVec,
+    pub upstream_pools: IntGauge,
 }
 
 impl Metrics {
@@ -238,6 +242,26 @@ impl Metrics {
         registry
             .register(Box::new(loop_detected.clone()))
             .expect("each metric is registered once");
+        let tasks = registered(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "nodelocaldns_tasks",
+                    "Background tasks alive now, by kind (refresh, connection, probe, loop_check).",
+                ),
+                &["kind"],
+            ),
+        );
+        for kind in crate::tasks::TaskKind::ALL {
+            tasks.with_label_values(&[kind.label()]);
+        }
+        let upstream_pools = registered(
+            &registry,
+            IntGauge::new(
+                "nodelocaldns_upstream_pools",
+                "Upstream pools alive now (an old config's live on until its last query ends).",
+            ),
+        );
         Metrics {
             registry,
             dropped,
@@ -267,6 +291,8 @@ impl Metrics {
             loop_detected,
             unanswered_cached,
             config_reloads,
+            tasks,
+            upstream_pools,
         }
     }
 

@@ -27,10 +27,10 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use crate::config::{Config, ServerConfig};
-use crate::responder::{Pending, Rejected, Responder};
+use crate::responder::{CurrentResponder, Pending, Rejected, Responder};
 
 /// The responder the listeners use, replaceable while they run.
-pub(crate) type Current = Arc<ArcSwap<Responder>>;
+pub(crate) type Current = CurrentResponder;
 
 /// How long the queries abandoned at the end of a drain get to send their SERVFAIL and end.
 const ABANDON_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -85,7 +85,12 @@ pub struct Server {
 impl Server {
     /// Binds every listen address and starts serving with `responder`.
     pub fn start(config: &Config, responder: Arc<Responder>) -> Result<Server, BindError> {
-        let responder: Current = Arc::new(ArcSwap::new(responder));
+        Server::start_with(config, Arc::new(ArcSwap::new(responder)))
+    }
+
+    /// Binds every listen address and starts serving with whatever `responder` holds; a
+    /// reload ([`Server::watch_config`]) swaps it there, for every holder of it.
+    pub fn start_with(config: &Config, responder: Current) -> Result<Server, BindError> {
         let workers = config.worker_count();
         let lifecycle = Lifecycle {
             cancel: CancellationToken::new(),
@@ -169,15 +174,21 @@ impl Server {
 
     /// Stops listening and waits for the listener tasks to end.
     pub async fn shutdown(self) {
-        self.drain(std::time::Duration::ZERO).await;
+        self.drain(std::time::Duration::ZERO, std::future::pending())
+            .await;
     }
 
     /// Stops accepting queries and connections, then gives the queries already taken up to
     /// `deadline` to be answered (their answers go out on the sockets they came in on);
     /// returns how many were still unanswered then. Those are answered SERVFAIL (counted as
     /// rejected, `shutdown`), so that when this returns no task of ours still holds a
-    /// listening socket: [`served_by_another`] would take one for a successor's.
-    pub async fn drain(mut self, deadline: std::time::Duration) -> usize {
+    /// listening socket: [`served_by_another`] would take one for a successor's. `hurry`
+    /// (a second stop signal) ends the wait before `deadline`.
+    pub async fn drain(
+        mut self,
+        deadline: std::time::Duration,
+        hurry: impl std::future::Future<Output = ()>,
+    ) -> usize {
         let Lifecycle {
             cancel,
             inflight,
@@ -186,10 +197,11 @@ impl Server {
         cancel.cancel();
         while self.tasks.join_next().await.is_some() {}
         inflight.close();
-        if tokio::time::timeout(deadline, inflight.wait())
-            .await
-            .is_ok()
-        {
+        let answered = tokio::select! {
+            waited = tokio::time::timeout(deadline, inflight.wait()) => waited.is_ok(),
+            () = hurry => inflight.is_empty(),
+        };
+        if answered {
             return 0;
         }
         let unanswered = inflight.len();

@@ -32,6 +32,7 @@ use crate::Proto;
 use crate::config::{Policy, Transport, ZoneConfig};
 use crate::observe::Metrics;
 use crate::observe::ratelimit::LogLimiter;
+use crate::tasks::{TaskKind, Tasks};
 use crate::wire::query::{Question, UpstreamFlags};
 use crate::wire::{CLASS_IN, Name, rcode, rtype};
 
@@ -158,6 +159,8 @@ pub struct UpstreamGroup {
     metrics: Arc<Metrics>,
     /// Ends the health probes when the group is dropped.
     probes: CancellationToken,
+    /// Where the probes run (so that shutdown ends them too).
+    tasks: Tasks,
     /// Questions every upstream timed out on, until when they are not asked again.
     unanswered: Option<Unanswered>,
 }
@@ -249,6 +252,7 @@ impl UpstreamGroup {
             unanswered,
             metrics,
             probes: CancellationToken::new(),
+            tasks: pools.tasks().clone(),
         }
     }
 
@@ -400,15 +404,18 @@ impl UpstreamGroup {
                         suppressed, "upstream skipped after consecutive failures; probing it"
                     );
                 }
-                tokio::spawn(probe(
-                    upstream.clone(),
-                    self.zone.clone(),
-                    self.transport,
-                    self.health_check,
-                    self.try_timeout,
-                    self.udp_size,
-                    self.probes.child_token(),
-                ));
+                self.tasks.spawn(
+                    TaskKind::Probe,
+                    probe(
+                        upstream.clone(),
+                        self.zone.clone(),
+                        self.transport,
+                        self.health_check,
+                        self.try_timeout,
+                        self.udp_size,
+                        self.probes.child_token(),
+                    ),
+                );
             }
         }
     }

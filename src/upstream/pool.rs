@@ -9,6 +9,11 @@
 //! server closes or resets it: its outstanding queries then go once more over another
 //! connection if their deadline allows.
 //!
+//! Each connection is a task owned by the server's [`Tasks`], and the pools of one config end
+//! with it: when a reload replaces the config and the old config's last query has ended, its
+//! [`Pools`] are dropped, and each of its connections closes (`retired`) once what it still
+//! carries is answered, instead of living on until it idles out.
+//!
 //! The connection list lives under one mutex, touched briefly per query (pick and count); each
 //! connection is a task that owns its socket, writes the queries handed to it and matches the
 //! answers by ID and question.
@@ -26,30 +31,49 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
 
 use super::admission::{Admission, Overloaded, Slot};
 use super::{Answer, ExchangeError};
 use crate::config::pool::PoolConfig;
 use crate::observe::Metrics;
 use crate::observe::upstream::{CloseReason, UpstreamHandles};
+use crate::tasks::{TaskKind, Tasks};
 use crate::wire::answer::AnswerError;
 use crate::wire::query::{Question, UpstreamFlags, build_upstream, message_id};
 
 /// The pools of a server, one per upstream address: zones that forward to the same address
-/// (cluster.local, in-addr.arpa and ip6.arpa all go to kube-dns) share its bound.
-#[derive(Default)]
+/// (cluster.local, in-addr.arpa and ip6.arpa all go to kube-dns) share its bound. Dropping
+/// them (the config they belong to is gone) retires every pool's connections.
 pub struct Pools {
     by_addr: HashMap<SocketAddr, Arc<Pool>>,
+    tasks: Tasks,
+}
+
+impl Drop for Pools {
+    fn drop(&mut self) {
+        for pool in self.by_addr.values() {
+            pool.retired.cancel();
+        }
+    }
 }
 
 impl Pools {
+    /// No pools yet; their connections will run as `tasks`.
+    pub fn new(tasks: Tasks) -> Pools {
+        Pools {
+            by_addr: HashMap::new(),
+            tasks,
+        }
+    }
+
     /// The pool of `addr`, made with `config` the first time the address is named. A later
     /// zone naming it with a different `pool:` section shares the first one's (logged).
     pub fn get(&mut self, addr: SocketAddr, config: &PoolConfig, metrics: &Metrics) -> Arc<Pool> {
         let pool = self
             .by_addr
             .entry(addr)
-            .or_insert_with(|| Arc::new(Pool::new(addr, config.clone(), metrics)));
+            .or_insert_with(|| Arc::new(Pool::new(addr, config.clone(), metrics, &self.tasks)));
         if pool.config != *config {
             tracing::warn!(
                 upstream = %addr,
@@ -57,6 +81,11 @@ impl Pools {
             );
         }
         pool.clone()
+    }
+
+    /// Where the pools' connections and the groups' probes run.
+    pub fn tasks(&self) -> &Tasks {
+        &self.tasks
     }
 
     /// Every pool, in address order.
@@ -79,6 +108,18 @@ pub struct Pool {
     pub metrics: UpstreamHandles,
     /// Answers ignored for a wrong ID, question or source address.
     pub mismatched: IntCounter,
+    /// Where connection tasks run.
+    tasks: Tasks,
+    /// Cancelled when the config this pool belongs to is gone: connections drain and close.
+    retired: CancellationToken,
+    /// `nodelocaldns_upstream_pools`, one of which is this pool while it lives.
+    alive: prometheus::IntGauge,
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.alive.dec();
+    }
 }
 
 /// Why a query handed to a connection got no answer from it.
@@ -101,9 +142,13 @@ struct Request {
 }
 
 impl Pool {
-    fn new(addr: SocketAddr, config: PoolConfig, metrics: &Metrics) -> Pool {
+    fn new(addr: SocketAddr, config: PoolConfig, metrics: &Metrics, tasks: &Tasks) -> Pool {
         let label = addr.to_string();
+        metrics.upstream_pools.inc();
         Pool {
+            tasks: tasks.clone(),
+            retired: CancellationToken::new(),
+            alive: metrics.upstream_pools.clone(),
             addr,
             admission: Admission::new(config.slots(), config.queue.clone()),
             config,
@@ -193,7 +238,10 @@ impl Pool {
                 let (sender, receiver) = mpsc::unbounded_channel();
                 let id = connections.open(sender);
                 self.metrics.idle.inc();
-                tokio::spawn(run_connection(self.clone(), id, receiver));
+                self.tasks.spawn(
+                    TaskKind::Connection,
+                    run_connection(self.clone(), id, receiver),
+                );
                 connections.list.len() - 1
             }
             Pick::Wait => return false,
@@ -492,6 +540,10 @@ impl Live<'_> {
                 _ = sleep_until(retire_at.unwrap_or(never)), if retire_at.is_some() && retiring.is_none() => {
                     self.pool.stop_accepting(self.id);
                     retiring = Some(CloseReason::MaxAge);
+                }
+                () = self.pool.retired.cancelled(), if retiring.is_none() => {
+                    self.pool.stop_accepting(self.id);
+                    retiring = Some(CloseReason::Retired);
                 }
             }
             // Something ended or changed: close a drained retiring connection, or start the

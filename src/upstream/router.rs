@@ -10,6 +10,7 @@ use super::pool::Pools;
 use crate::cache::policy::CachePolicy;
 use crate::config::Config;
 use crate::observe::Metrics;
+use crate::tasks::Tasks;
 use crate::wire::Name;
 
 /// A routed zone.
@@ -36,8 +37,9 @@ pub struct ZoneRouter {
 pub struct RouteId(usize);
 
 impl ZoneRouter {
-    pub fn new(config: &Config, metrics: &Arc<Metrics>) -> ZoneRouter {
-        let mut pools = Pools::default();
+    /// The routes of `config`; their upstream connections and probes run as `tasks`.
+    pub fn new(config: &Config, metrics: &Arc<Metrics>, tasks: &Tasks) -> ZoneRouter {
+        let mut pools = Pools::new(tasks.clone());
         let mut routes: Vec<Route> = config
             .zones
             .iter()
@@ -92,7 +94,8 @@ mod tests {
             "t",
         )
         .unwrap();
-        let router = ZoneRouter::new(&config, &Arc::new(Metrics::new()));
+        let metrics = Arc::new(Metrics::new());
+        let router = ZoneRouter::new(&config, &metrics, &Tasks::new(&metrics));
         let zone_of = |name: &str| {
             router
                 .route(&Name::from_dotted(name).unwrap())
