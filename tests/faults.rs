@@ -222,3 +222,62 @@ async fn a_flood_of_misses_is_answered_fast_bounded_and_recovers() {
         "the queue drains"
     );
 }
+
+/// Under the same overload, names the cache holds expired are answered from the stale entry
+/// (RFC 8767 section 4), not SERVFAIL: the refresh finds every slot and the queue full and
+/// fails at once, and the client gets the last good answer, counted as served stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_overload_an_expired_name_is_answered_stale_not_servfail() {
+    let upstream = Programmable::start(
+        Duration::from_millis(300),
+        Arc::new(|name: &hickory_proto::rr::Name, _| {
+            Some((ResponseCode::NoError, vec![a(&name.to_string(), 1)], vec![]))
+        }),
+    )
+    .await;
+    let forwarder = Arc::new(
+        Forwarder::start(&format!(
+            "zones:\n  - name: example\n    upstreams: [\"{}\"]\n    timeout: 2s\n    deadline: 3s\n    pool:\n      max_connections: 1\n      max_inflight: 4\n      queue:\n        capacity: 16\n        timeout: 200ms\n",
+            upstream.addr
+        ))
+        .await,
+    );
+    let addr = forwarder.addr;
+    const STALE: usize = 4;
+    // One at a time: a name takes two of the four slots (its A and AAAA are fetched together).
+    for i in 0..STALE {
+        let answer = udp_query(addr, &query(&format!("s{i}.example."), RecordType::A, None)).await;
+        assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+    }
+    // Past the 1 s TTL: every one of them is expired now, kept for serve-stale.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let flood = tokio::spawn(async move { ask_all(addr, 1000, "f").await });
+    // The flood has filled the slots and the queue by then.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stale = ask_all(addr, STALE, "s").await;
+    let flood = flood.await.expect("the flood ends");
+
+    for (i, (answer, _)) in stale.iter().enumerate() {
+        assert_eq!(
+            answer.metadata.response_code,
+            ResponseCode::NoError,
+            "s{i}.example. is answered, not SERVFAIL"
+        );
+        assert_eq!(
+            addresses(answer),
+            vec![std::net::Ipv4Addr::new(192, 0, 2, 7)],
+            "s{i}: the cached address"
+        );
+    }
+    let servfail = flood
+        .iter()
+        .filter(|(m, _)| m.metadata.response_code == ResponseCode::ServFail)
+        .count();
+    assert!(servfail > 900, "the flood of new names is shed: {servfail}");
+    let served_stale = forwarder.metric("coredns_cache_served_stale_total", &[]);
+    assert!(
+        served_stale >= STALE as f64,
+        "each stale answer is counted: {served_stale}"
+    );
+}
