@@ -152,6 +152,7 @@ impl Server {
         running: Config,
         metrics: Arc<crate::observe::Metrics>,
     ) {
+        let baseline = reload::baseline(&path);
         self.tasks.spawn(reload::watch(
             path,
             interval,
@@ -159,6 +160,7 @@ impl Server {
             self.responder.clone(),
             metrics,
             self.lifecycle.cancel.clone(),
+            baseline,
         ));
     }
 

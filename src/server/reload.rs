@@ -21,6 +21,12 @@ use super::Current;
 use crate::config::Config;
 use crate::observe::Metrics;
 
+/// The file's bytes now: the baseline a change is seen against. Read when the watch is set
+/// up, not when its task first runs, so that a change in between is not taken as the baseline.
+pub(super) fn baseline(path: &std::path::Path) -> Option<Vec<u8>> {
+    std::fs::read(path).ok()
+}
+
 pub(super) async fn watch(
     path: PathBuf,
     interval: Duration,
@@ -28,9 +34,9 @@ pub(super) async fn watch(
     current: Current,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
+    mut last: Option<Vec<u8>>,
 ) {
     let reloads = |result: &str| metrics.config_reloads.with_label_values(&[result]).inc();
-    let mut last = std::fs::read(&path).ok();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
