@@ -29,7 +29,7 @@ use prometheus::IntCounter;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, oneshot};
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
@@ -40,7 +40,7 @@ use crate::observe::Metrics;
 use crate::observe::upstream::{CloseReason, UpstreamHandles};
 use crate::tasks::{TaskKind, Tasks};
 use crate::wire::answer::AnswerError;
-use crate::wire::query::{Question, UpstreamFlags, build_upstream, message_id};
+use crate::wire::query::{Question, UpstreamFlags, append_upstream, message_id};
 
 /// The pools of a server, one per upstream address: zones that forward to the same address
 /// (cluster.local, in-addr.arpa and ip6.arpa all go to kube-dns) share its bound. Dropping
@@ -133,10 +133,12 @@ enum Failure {
 
 type Reply = oneshot::Sender<Result<Answer, Failure>>;
 
-/// A query on its way to a connection; the connection sets the ID.
+/// A query on its way to a connection, which writes it (with an ID of its own) straight into
+/// its write batch: no message buffer per query.
 struct Request {
     question: Question,
-    message: Vec<u8>,
+    flags: UpstreamFlags,
+    udp_size: u16,
     deadline: Instant,
     reply: Reply,
 }
@@ -179,10 +181,9 @@ impl Pool {
         timeout: Duration,
     ) -> Result<Answer, ExchangeError> {
         let deadline = Instant::now() + timeout;
-        let message = build_upstream(0, question, flags, udp_size);
         let mut retried = false;
         loop {
-            let Some(answer) = self.submit(question, &message, deadline).await else {
+            let Some(answer) = self.submit(question, flags, udp_size, deadline).await else {
                 return Err(ExchangeError::Timeout(timeout));
             };
             let outcome = tokio::time::timeout_at(deadline, answer)
@@ -206,7 +207,8 @@ impl Pool {
     async fn submit(
         self: &Arc<Self>,
         question: &Question,
-        message: &[u8],
+        flags: UpstreamFlags,
+        udp_size: u16,
         deadline: Instant,
     ) -> Option<oneshot::Receiver<Result<Answer, Failure>>> {
         loop {
@@ -217,7 +219,8 @@ impl Pool {
             let (reply, answer) = oneshot::channel();
             let request = Request {
                 question: *question,
-                message: message.to_vec(),
+                flags,
+                udp_size,
                 deadline,
                 reply,
             };
@@ -496,8 +499,26 @@ impl Live<'_> {
         let mut retiring: Option<CloseReason> = None;
         let mut idle_at: Option<Instant> = None;
         let mut batch = Vec::new();
+        // One timer for every deadline of the connection (the earliest query expiry, the idle
+        // close, max_age), armed lazily: moved earlier when a sooner deadline appears, never
+        // later. When it fires early (the deadline it was set for has moved on, as the
+        // earliest expiry does with every answer) it is simply set again, so a busy connection
+        // re-arms it about once per query timeout rather than up to three timers per frame.
+        let timer = tokio::time::sleep_until(never);
+        tokio::pin!(timer);
+        let mut armed = never;
         loop {
             let next_expiry = self.expiries.peek().map(|Reverse((at, _))| *at);
+            let retire = retire_at.filter(|_| retiring.is_none());
+            let wake = [next_expiry, idle_at, retire]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(never);
+            if wake < armed {
+                timer.as_mut().reset(wake);
+                armed = wake;
+            }
             tokio::select! {
                 request = requests.recv() => {
                     // Every sender gone means the pool itself is gone.
@@ -525,21 +546,25 @@ impl Live<'_> {
                         }
                     }
                 },
-                _ = sleep_until(next_expiry.unwrap_or(never)), if next_expiry.is_some() => {
-                    if !self.expire(Instant::now()) {
+                () = &mut timer, if armed < never => {
+                    armed = never;
+                    let now = Instant::now();
+                    if retire.is_some_and(|at| at <= now) {
+                        self.pool.stop_accepting(self.id);
+                        retiring = Some(CloseReason::MaxAge);
+                    }
+                    let expired = next_expiry.is_some_and(|at| at <= now) && self.expire(now);
+                    if idle_at.is_some_and(|at| at <= now) {
+                        if self.pool.close_if_idle(self.id) {
+                            return CloseReason::Idle;
+                        }
+                        // A query is on its way in the channel: the next answer restarts it.
+                        idle_at = None;
                         continue;
                     }
-                }
-                _ = sleep_until(idle_at.unwrap_or(never)), if idle_at.is_some() => {
-                    if self.pool.close_if_idle(self.id) {
-                        return CloseReason::Idle;
+                    if !expired && retiring.is_none() {
+                        continue;
                     }
-                    idle_at = None;
-                    continue;
-                }
-                _ = sleep_until(retire_at.unwrap_or(never)), if retire_at.is_some() && retiring.is_none() => {
-                    self.pool.stop_accepting(self.id);
-                    retiring = Some(CloseReason::MaxAge);
                 }
                 () = self.pool.retired.cancelled(), if retiring.is_none() => {
                     self.pool.stop_accepting(self.id);
@@ -568,13 +593,17 @@ impl Live<'_> {
         }
         let Request {
             question,
-            mut message,
+            flags,
+            udp_size,
             deadline,
             reply,
         } = request;
-        message[..2].copy_from_slice(&id.to_be_bytes());
-        batch.extend_from_slice(&(message.len() as u16).to_be_bytes());
-        batch.extend_from_slice(&message);
+        let length_at = batch.len();
+        batch.extend_from_slice(&[0, 0]);
+        append_upstream(batch, id, &question, flags, udp_size);
+        // A question is at most 255 + 4 bytes: the frame always fits its u16 length.
+        let length = (batch.len() - length_at - 2) as u16;
+        batch[length_at..length_at + 2].copy_from_slice(&length.to_be_bytes());
         self.queries += 1;
         self.pool.metrics.forward_requests.inc();
         self.expiries.push(Reverse((deadline, id)));

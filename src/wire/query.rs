@@ -7,7 +7,6 @@
 use super::name::{self, Name};
 use super::{
     CLASS_IN, HEADER_LEN, Header, WireError, flag, get_u16, rcode, read_record, read_u16, rtype,
-    write_u16,
 };
 
 /// What a question asks: the name lowercased, with its type and class.
@@ -197,22 +196,32 @@ pub fn build_upstream(
     flags: UpstreamFlags,
     udp_size: u16,
 ) -> Vec<u8> {
-    let name = question.name.as_wire();
-    let mut msg = Vec::with_capacity(HEADER_LEN + name.len() + 4 + 11);
-    msg.extend_from_slice(&[0; HEADER_LEN]);
-    write_u16(&mut msg, 0, id);
+    let mut msg = Vec::with_capacity(HEADER_LEN + question.name.as_wire().len() + 4 + 11);
+    append_upstream(&mut msg, id, question, flags, udp_size);
+    msg
+}
+
+/// [`build_upstream`] appended to `out` (a pooled connection's write batch), without a
+/// buffer of its own.
+pub fn append_upstream(
+    out: &mut Vec<u8>,
+    id: u16,
+    question: &Question,
+    flags: UpstreamFlags,
+    udp_size: u16,
+) {
     let mut header_flags = flag::RD;
     if flags.checking_disabled {
         header_flags |= flag::CD;
     }
-    write_u16(&mut msg, 2, header_flags);
-    write_u16(&mut msg, 4, 1);
-    write_u16(&mut msg, 10, 1);
-    msg.extend_from_slice(name);
-    msg.extend_from_slice(&question.qtype.to_be_bytes());
-    msg.extend_from_slice(&question.qclass.to_be_bytes());
-    push_opt(&mut msg, udp_size, 0, flags.dnssec_ok);
-    msg
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&header_flags.to_be_bytes());
+    // One question, no answers or authority, one additional (the OPT).
+    out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 1]);
+    out.extend_from_slice(question.name.as_wire());
+    out.extend_from_slice(&question.qtype.to_be_bytes());
+    out.extend_from_slice(&question.qclass.to_be_bytes());
+    push_opt(out, udp_size, 0, flags.dnssec_ok);
 }
 
 /// Appends an OPT record (root owner, no options). `extended_rcode` is the upper 8 bits of a
