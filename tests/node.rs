@@ -683,6 +683,42 @@ fn link_exists(ns: &Netns, link: &str) -> bool {
     ns.run(&["ip", "link", "show", link]).status.success()
 }
 
+/// A namespace with a dnsmasq upstream and a config for `run` there: the world of one
+/// lifecycle test.
+struct LifecycleNode {
+    ns: Netns,
+    link: &'static str,
+    config: String,
+    _upstream: Running,
+    _dir: tempfile::TempDir,
+}
+
+impl LifecycleNode {
+    /// `None` (with a message) when not root.
+    fn new(tag: &str, lameduck: &str) -> Option<LifecycleNode> {
+        let ns = Netns::new(tag)?;
+        let upstream = dnsmasq_upstream(&ns);
+        let link = lifecycle_link(&ns);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = write_config(dir.path(), &node_config(link, &run_extra(lameduck)));
+        Some(LifecycleNode {
+            ns,
+            link,
+            config,
+            _upstream: upstream,
+            _dir: dir,
+        })
+    }
+
+    /// An instance answering on the local IP with all its rules in.
+    fn serving(&self) -> Running {
+        let mut server = exec_in(&self.ns, &self.config);
+        assert_eq!(answering(&self.ns, &mut server, LOCAL_IP).0, 0);
+        assert!(eventually(|| self.ns.our_rule_count() == 12));
+        server
+    }
+}
+
 /// The node is as the test found it: no rule of ours, no local IP, no link of ours.
 fn assert_as_found(ns: &Netns, link: &str, server: &mut Running, moment: &str) {
     assert_eq!(
@@ -726,13 +762,10 @@ enum Moment {
 /// signal between the rules and the handler killed the process with every rule in place.
 #[test]
 fn a_sigterm_at_any_moment_of_start_up_leaves_the_node_as_found() {
-    let Some(ns) = Netns::new("sigterm") else {
+    let Some(node) = LifecycleNode::new("sigterm", "0s") else {
         return;
     };
-    let _upstream = dnsmasq_upstream(&ns);
-    let link = lifecycle_link(&ns);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = write_config(dir.path(), &node_config(link, &run_extra("0s")));
+    let (ns, link, config) = (&node.ns, node.link, &node.config);
     let mut moments: Vec<Moment> = [0, 1, 2, 4, 7, 10, 15, 20, 30, 40, 55, 70, 90, 120, 160, 220]
         .into_iter()
         .map(|ms| Moment::After(Duration::from_millis(ms)))
@@ -741,13 +774,13 @@ fn a_sigterm_at_any_moment_of_start_up_leaves_the_node_as_found() {
     let mut rules_at_signal = Vec::new();
     for moment in moments {
         use std::os::unix::process::ExitStatusExt;
-        let mut server = exec_in(&ns, &config);
+        let mut server = exec_in(ns, config);
         let reached = match moment {
             Moment::After(delay) => {
                 std::thread::sleep(delay);
                 true
             }
-            Moment::AddressUp => eventually(|| local_ip_count(&ns) > 0),
+            Moment::AddressUp => eventually(|| local_ip_count(ns) > 0),
             Moment::FirstRule => eventually(|| ns.our_rule_count() > 0),
             Moment::AllRules => eventually(|| ns.our_rule_count() == 12),
         };
@@ -775,7 +808,7 @@ fn a_sigterm_at_any_moment_of_start_up_leaves_the_node_as_found() {
                 server.report()
             );
         }
-        assert_as_found(&ns, link, &mut server, &what);
+        assert_as_found(ns, link, &mut server, &what);
     }
     eprintln!("rules in place when the signal was sent: {rules_at_signal:?}");
     assert!(
@@ -788,16 +821,10 @@ fn a_sigterm_at_any_moment_of_start_up_leaves_the_node_as_found() {
 /// A second SIGTERM during a long lameduck ends the wait at once, and still tears down.
 #[test]
 fn a_second_sigterm_cuts_the_lameduck_short_and_still_tears_down() {
-    let Some(ns) = Netns::new("twice") else {
+    let Some(node) = LifecycleNode::new("twice", "120s") else {
         return;
     };
-    let _upstream = dnsmasq_upstream(&ns);
-    let link = lifecycle_link(&ns);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = write_config(dir.path(), &node_config(link, &run_extra("120s")));
-    let mut server = exec_in(&ns, &config);
-    assert_eq!(answering(&ns, &mut server, LOCAL_IP).0, 0);
-    assert!(eventually(|| ns.our_rule_count() == 12));
+    let mut server = node.serving();
     signal(&server, libc::SIGTERM);
     std::thread::sleep(Duration::from_millis(300));
     assert!(!server.has_exited(), "in lameduck: {}", server.report());
@@ -806,7 +833,7 @@ fn a_second_sigterm_cuts_the_lameduck_short_and_still_tears_down() {
     let status = exit_status(&mut server, Duration::from_secs(25));
     assert_eq!(status.code(), Some(0), "{}", server.report());
     assert!(server.report().contains("lameduck cut short"));
-    assert_as_found(&ns, link, &mut server, "after the second SIGTERM");
+    assert_as_found(&node.ns, node.link, &mut server, "after the second SIGTERM");
 }
 
 /// SIGKILL (an OOM kill) leaves everything in place with nobody to remove it. The next start
@@ -814,34 +841,33 @@ fn a_second_sigterm_cuts_the_lameduck_short_and_still_tears_down() {
 /// its SIGTERM removes them all, the killed one's link included.
 #[test]
 fn after_a_sigkill_the_next_start_adopts_the_rules_and_the_address() {
-    let Some(ns) = Netns::new("killed") else {
+    let Some(node) = LifecycleNode::new("killed", "0s") else {
         return;
     };
-    let _upstream = dnsmasq_upstream(&ns);
-    let link = lifecycle_link(&ns);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = write_config(dir.path(), &node_config(link, &run_extra("0s")));
-    let mut killed = exec_in(&ns, &config);
-    assert_eq!(answering(&ns, &mut killed, LOCAL_IP).0, 0);
-    assert!(eventually(|| ns.our_rule_count() == 12));
+    let ns = &node.ns;
+    let mut killed = node.serving();
     signal(&killed, libc::SIGKILL);
     let status = exit_status(&mut killed, Duration::from_secs(5));
     assert_eq!(status.code(), None, "killed, not exited");
     assert_eq!(ns.our_rule_count(), 12, "a killed process removes nothing");
-    assert_eq!(local_ip_count(&ns), 1);
+    assert_eq!(local_ip_count(ns), 1);
 
-    let mut next = exec_in(&ns, &config);
-    assert_eq!(answering(&ns, &mut next, LOCAL_IP).0, 0);
+    let mut next = node.serving();
     // Past the first periodic sync too (sync_interval 1s): still no duplicate.
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(ns.our_rule_count(), 12, "one copy of each rule");
     for rule in &expected_rules() {
         assert!(ns.has_rule(rule), "missing {rule}");
     }
-    assert_eq!(local_ip_count(&ns), 1, "one copy of the address");
+    assert_eq!(local_ip_count(ns), 1, "one copy of the address");
 
     signal(&next, libc::SIGTERM);
     let status = exit_status(&mut next, Duration::from_secs(25));
     assert_eq!(status.code(), Some(0), "{}", next.report());
-    assert_as_found(&ns, link, &mut next, "after the adopting instance's exit");
+    assert_as_found(
+        ns,
+        node.link,
+        &mut next,
+        "after the adopting instance's exit",
+    );
 }
