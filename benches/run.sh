@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks nodelocal-dns against its peers (issue 8; the miss stream is issue 3's). One command:
 #
-#   benches/run.sh [--smoke] [SCENARIO...]      SCENARIO: 1..5 or hot rate search miss memory (default all)
+#   benches/run.sh [--smoke] [SCENARIO...]      SCENARIO: 1..6 or hot rate search miss memory pair (default all)
 #
 # Installs what it needs (Debian: dnsperf knot unbound dnsdist dnsmasq-base), builds nodelocal-dns and
 # the load generator in release, starts knotd on 127.0.1.1 as the authoritative upstream with generated
@@ -16,11 +16,12 @@
 #   LATENCY_QPS [50000]            rate of the loadgen latency row in scenario 1
 #   ROUNDS [1]                     scenario 1 measures every server this many times, in turn, and
 #                                  reports each figure's median (max QPS and CPU with their range)
-#   FIXED_QPS [20000]              rate of scenario 2
+#   FIXED_QPS ["20000 2000"]       rates of scenario 2 (a node's cache runs at a few thousand QPS)
 #   MISS_RATES ["2000 5000 10000"] rates of scenario 4
 #   MISS_QTYPES ["A TXT"]          query types of scenario 4: A is fetched with its AAAA (two
 #                                  upstream queries per miss), TXT alone (one)
 #   MEM_STAGES ["100000 1000000", smoke "10000 50000"]  cached-name counts of scenario 5
+#   PAIR_RATE [10000]              client rate of scenario 6 (each name asked A, then AAAA)
 #   POOL_MAX_CONNECTIONS [8]      scenario 4's pool.max_connections (dnsmasq serves at most 20)
 #   POOL_MAX_QUERIES [0]           scenario 4's pool.max_queries_per_connection (dnsmasq closes after 100)
 #   POOL_CONFIG [auto]             1: scenario 4 config has the upstream `pool:` block; 0: omit it;
@@ -33,7 +34,7 @@ BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$BENCH_DIR")
 # The command as run, with the settings given in the environment, for the result files.
 COMMAND_LINE="benches/run.sh $*"
-for setting in ROUNDS MISS_RATES MISS_QTYPES MEM_STAGES LATENCY_QPS FIXED_QPS SERVERS POOL_CONFIG POOL_MAX_CONNECTIONS POOL_MAX_QUERIES; do
+for setting in ROUNDS PAIR_RATE MISS_RATES MISS_QTYPES MEM_STAGES LATENCY_QPS FIXED_QPS SERVERS POOL_CONFIG POOL_MAX_CONNECTIONS POOL_MAX_QUERIES; do
     [ -n "${!setting:-}" ] && COMMAND_LINE="$setting=\"${!setting}\" $COMMAND_LINE"
 done
 
@@ -51,10 +52,11 @@ for arg in "$@"; do
         3 | search) SCENARIOS+=(3) ;;
         4 | miss) SCENARIOS+=(4) ;;
         5 | memory) SCENARIOS+=(5) ;;
+        6 | pair) SCENARIOS+=(6) ;;
         *) echo "unknown argument: $arg" >&2; usage >&2; exit 2 ;;
     esac
 done
-[ "${#SCENARIOS[@]}" -gt 0 ] || SCENARIOS=(1 2 3 4 5)
+[ "${#SCENARIOS[@]}" -gt 0 ] || SCENARIOS=(1 2 3 4 5 6)
 
 if [ "$SMOKE" = 1 ]; then
     DURATION=${DURATION:-2}
@@ -64,7 +66,8 @@ DURATION=${DURATION:-10}
 MEM_STAGES=${MEM_STAGES:-"100000 1000000"}
 LATENCY_QPS=${LATENCY_QPS:-50000}
 ROUNDS=${ROUNDS:-1}
-FIXED_QPS=${FIXED_QPS:-20000}
+FIXED_QPS=${FIXED_QPS:-"20000 2000"}
+PAIR_RATE=${PAIR_RATE:-10000}
 MISS_RATES=${MISS_RATES:-"2000 5000 10000"}
 MISS_QTYPES=${MISS_QTYPES:-"A TXT"}
 POOL_CONFIG=${POOL_CONFIG:-auto}
@@ -269,7 +272,7 @@ start_server() {
     case "$name" in
         ours) start_ours "$dir" "$mode" "$upstream_ip" "$capacity" "$max_ttl" ;;
         unbound) start_unbound "$dir" "$upstream_ip" "$capacity" "$max_ttl" ;;
-        dnsdist) start_dnsdist "$dir" "$upstream_ip" "$capacity" "$max_ttl" ;;
+        dnsdist) start_dnsdist "$dir" "$upstream_ip" "$capacity" "$max_ttl" "$mode" ;;
         dnsmasq) start_dnsmasq "$dir" "$upstream_ip" "$capacity" "$max_ttl" "$mode" ;;
         nodecache) start_nodecache "$dir" "$mode" "$upstream_ip" "$capacity" "$max_ttl" ;;
         *) die "unknown server $name (known: ours unbound dnsdist dnsmasq nodecache)" ;;
@@ -292,7 +295,7 @@ zones:
     cache:
       success_ttl: ${max_ttl}s
 EOF
-    if [ "$mode" = tcp ]; then
+    if [ "$mode" = tcp ] || [ "$mode" = forward ]; then
         echo "    transport: tcp"
         if [ "$pool" = 1 ]; then
             cat <<EOF
@@ -371,8 +374,17 @@ EOF
 }
 
 start_dnsdist() {
-    local dir=$1 upstream_ip=$2 capacity=$3 max_ttl=$4
-    cat >"$dir/dnsdist.conf" <<EOF
+    local dir=$1 upstream_ip=$2 capacity=$3 max_ttl=$4 mode=$5
+    if [ "$mode" = forward ]; then
+        # Scenario 6: forwarding only, over TCP like ours, no packet cache.
+        cat >"$dir/dnsdist.conf" <<EOF
+setSecurityPollSuffix("")
+setLocal("$SUT_IP:$PORT")
+setACL({"127.0.0.0/8"})
+newServer({address="$upstream_ip:$PORT", tcpOnly=true, checkName="test.", checkType="SOA", checkInterval=5})
+EOF
+    else
+        cat >"$dir/dnsdist.conf" <<EOF
 setSecurityPollSuffix("")
 setLocal("$SUT_IP:$PORT")
 setACL({"127.0.0.0/8"})
@@ -380,6 +392,7 @@ newServer({address="$upstream_ip:$PORT", checkName="test.", checkType="SOA", che
 pc = newPacketCache($capacity, {maxTTL=$max_ttl, maxNegativeTTL=5})
 getPool(""):setCache(pc)
 EOF
+    fi
     start dnsdist "$SERVER_CPU" dnsdist --supervised --disable-syslog -C "$dir/dnsdist.conf"
 }
 
@@ -559,20 +572,22 @@ scenario_hot() {
 }
 
 scenario_rate() {
-    local s out=$WORK/s2
-    for s in "${SERVER_LIST[@]}"; do
-        log "2 fixed rate: $s"
-        cached_point "$s" "$WORK/hot.txt" "$out-$s.dp" -Q "$FIXED_QPS"
-        stop "$SUT_PID"
-        local cpu_pct
-        cpu_pct=$(awk -v t="$CPU_TICKS" -v hz="$CLK_TCK" -v d="$(awk '/Run time/ {print $4}' "$out-$s.dp")" \
-            'BEGIN {printf "%.0f %%", 100 * t / hz / d}')
-        row "$s" "$(dp_qps "$out-$s.dp")" "$(us_per_query "$CPU_TICKS" "$(dp_completed "$out-$s.dp")")" \
-            "$cpu_pct" "$(dp_avg_ms "$out-$s.dp")" "$(pct "$(dp_lost "$out-$s.dp")" "$(dp_sent "$out-$s.dp")")"
+    local s rate out=$WORK/s2
+    for rate in $FIXED_QPS; do
+        for s in "${SERVER_LIST[@]}"; do
+            log "2 fixed rate: $s at $rate QPS"
+            local dp=$out-$s-$rate.dp cpu_pct
+            cached_point "$s" "$WORK/hot.txt" "$dp" -Q "$rate"
+            stop "$SUT_PID"
+            cpu_pct=$(awk -v t="$CPU_TICKS" -v hz="$CLK_TCK" -v d="$(awk '/Run time/ {print $4}' "$dp")" \
+                'BEGIN {printf "%.0f %%", 100 * t / hz / d}')
+            row "$s" "$rate" "$(dp_qps "$dp")" "$(us_per_query "$CPU_TICKS" "$(dp_completed "$dp")")" \
+                "$cpu_pct" "$(dp_avg_ms "$dp")" "$(pct "$(dp_lost "$dp")" "$(dp_sent "$dp")")"
+        done
     done
-    report 2-fixed-rate "CPU per query at a fixed $FIXED_QPS QPS" \
-        "cache-hot set of scenario 1 offered at dnsperf -Q $FIXED_QPS: the CPU figure does not depend on the load generator's ceiling" \
-        server "achieved QPS" "CPU µs/query" "CPU of one core" "avg latency ms" lost
+    report 2-fixed-rate "CPU per query at fixed rates ($FIXED_QPS QPS)" \
+        "cache-hot set of scenario 1 offered at dnsperf -Q RATE: the CPU figure does not depend on the load generator's ceiling, and at a node's real rates it is mostly the price of each wake-up" \
+        server "offered QPS" "achieved QPS" "CPU µs/query" "CPU of one core" "avg latency ms" lost
 }
 
 scenario_search() {
@@ -653,6 +668,65 @@ scenario_miss() {
         server "query type" "offered QPS" "achieved QPS" lost SERVFAIL "avg latency ms" "peak upstream TCP conns" "server CPU s" "dnsmasq + knotd CPU s"
 }
 
+# Sum of coredns_forward_requests_total on our /metrics: the queries we sent upstream.
+ours_forwarded() {
+    python3 -c '
+import urllib.request
+text = urllib.request.urlopen("http://127.0.0.1:9253/metrics", timeout=5).read().decode()
+lines = [l for l in text.splitlines() if l.startswith("coredns_forward_requests_total")]
+print(int(sum(float(l.rsplit(" ", 1)[1]) for l in lines)))'
+}
+
+# pair_point SERVER MODE UPSTREAM-LABEL: one PAIR_RATE point of distinct names, each asked A and
+# then AAAA as a stub resolver does; one row.
+pair_point() {
+    local s=$1 mode=$2 upstream=$3 point=$WORK/s6-$1-$2
+    [ "$mode" = tcp ] && start_dnsmasq_upstream
+    start_server "$s" "$mode"
+    seq 1 $((PAIR_RATE * DURATION / 2)) |
+        awk -v p="$s-$mode-$RANDOM" '{print "p" $1 "-" p ".miss.test A"; print "p" $1 "-" p ".miss.test AAAA"}' >"$point.txt"
+    local before after forwarded0=0 forwarded1
+    [ "$s" = ours ] && forwarded0=$(ours_forwarded)
+    before=$(cpu_ticks "$SUT_PID")
+    dnsperf_run "$point.dp" -d "$point.txt" -n 1 -l "$DURATION" -Q "$PAIR_RATE" -c 8 -q 20000 -t 5
+    after=$(cpu_ticks "$SUT_PID")
+    local sent done
+    sent=$(dp_sent "$point.dp")
+    done=$(dp_completed "$point.dp")
+    # dnsdist forwards every query it answers (no cache here); ours counts what it sent.
+    forwarded1=$done
+    [ "$s" = ours ] && forwarded1=$(($(ours_forwarded) - forwarded0))
+    stop "$SUT_PID"
+    [ "$mode" = tcp ] && stop "$DNSMASQ_UP_PID"
+    row "$s" "$upstream" "$PAIR_RATE" "$(dp_qps "$point.dp")" "$(pct "$(dp_lost "$point.dp")" "$sent")" \
+        "$(pct "$(dp_rcode "$point.dp" SERVFAIL)" "$sent")" \
+        "$(awk -v f="$forwarded1" -v n="$done" 'BEGIN {if (n > 0) printf "%.2f", 2 * f / n; else print "-"}')" \
+        "$(cpu_seconds $((after - before)))" "$(us_per_query $((after - before)) "$forwarded1")"
+}
+
+scenario_pair() {
+    local s
+    decide_pool
+    for s in "${SERVER_LIST[@]}"; do
+        case "$s" in
+            ours)
+                log "6 pair stream: ours through dnsmasq over TCP"
+                pair_point ours tcp "dnsmasq (TCP) -> knotd"
+                log "6 pair stream: ours to knotd over TCP"
+                pair_point ours forward "knotd (TCP)"
+                ;;
+            dnsdist)
+                log "6 pair stream: dnsdist to knotd over TCP, no cache"
+                pair_point dnsdist forward "knotd (TCP)"
+                ;;
+            *) log "6 pair stream: skipping $s (ours and dnsdist only)" ;;
+        esac
+    done
+    report 6-pair-stream "distinct misses asked A then AAAA, as stub resolvers ask" \
+        "each name (*.miss.test: an A record, no AAAA) asked for A and then AAAA at dnsperf -Q $PAIR_RATE; ours fetches both halves in one resolution (the AAAA finds the pair in flight or cached), through Debian's dnsmasq over TCP (as in scenario 4) and straight to knotd over TCP, beside dnsdist forwarding over TCP without a cache; upstream queries per name from coredns_forward_requests_total (dnsdist: one per query it answered); CPU µs per upstream query = the server's CPU over the point / its upstream queries" \
+        server upstream "offered QPS" "achieved QPS" lost SERVFAIL "upstream queries per name" "server CPU s" "CPU µs per upstream query"
+}
+
 scenario_memory() {
     local s out=$WORK/s5 stages
     read -r -a stages <<<"$MEM_STAGES"
@@ -715,5 +789,6 @@ for scenario in "${SCENARIOS[@]}"; do
         3) scenario_search ;;
         4) scenario_miss ;;
         5) scenario_memory ;;
+        6) scenario_pair ;;
     esac
 done
