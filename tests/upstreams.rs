@@ -306,3 +306,36 @@ async fn a_question_that_timed_out_everywhere_is_not_asked_again_at_once() {
     );
     forwarder.stop().await;
 }
+
+/// Every UDP query goes out from a socket of its own, on a port the kernel picks at random
+/// (RFC 5452 section 9.2): an off-path attacker must guess the port as well as the ID, and no
+/// long-lived source port can meet a stale conntrack entry. 64 misses leave from 64 ports
+/// that do not follow one another.
+#[tokio::test]
+async fn each_udp_query_leaves_from_a_fresh_random_port() {
+    let upstream = answering(ResponseCode::NoError).await;
+    let forwarder = Forwarder::start(&sequential(&[upstream.addr], "")).await;
+    for i in 0..64 {
+        let name = format!("port{i}.example.");
+        let answer = udp_query(forwarder.addr, &query(&name, RecordType::A, None)).await;
+        assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+    }
+    let mut ports: Vec<u16> = upstream
+        .seen()
+        .iter()
+        .filter(|seen| seen.via == common::Via::Udp)
+        .map(|seen| seen.from.port())
+        .collect();
+    assert_eq!(ports.len(), 64, "one UDP query per miss");
+    let in_order = ports
+        .windows(2)
+        .filter(|w| w[1] == w[0].wrapping_add(1))
+        .count();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), 64, "a port of its own for every query");
+    assert!(
+        in_order < 8,
+        "ports follow one another {in_order} times in 63"
+    );
+}

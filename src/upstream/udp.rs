@@ -4,10 +4,11 @@
 //! only when it comes from the address we asked, with our ID and our question; anything else
 //! is counted and ignored while we keep waiting.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use prometheus::IntCounter;
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
@@ -18,6 +19,18 @@ use crate::wire::query::{Question, UpstreamFlags, build_upstream};
 /// Largest UDP answer we read; a larger datagram is cut by the kernel, fails to parse and is
 /// treated like a truncated answer (retried over TCP by the caller).
 const RECV_BUFFER: usize = 4096;
+
+/// A non-blocking UDP socket of `server`'s family, not bound: the first `sendto` binds it to
+/// a random ephemeral port (Linux picks UDP autobind ports at random, as it does for an
+/// explicit bind to port 0), which saves the `bind` call of every query.
+fn unbound_socket(server: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = Socket::new(
+        Domain::for_address(server),
+        Type::DGRAM.nonblocking().cloexec(),
+        Some(Protocol::UDP),
+    )?;
+    UdpSocket::from_std(socket.into())
+}
 
 /// Sends `question` to `server` over UDP and waits up to `timeout` for its answer.
 pub async fn exchange(
@@ -31,27 +44,23 @@ pub async fn exchange(
     let deadline = Instant::now() + timeout;
     let id = rand::random::<u16>();
     let query = build_upstream(id, question, flags, udp_size);
-    let local: SocketAddr = if server.is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let socket = UdpSocket::bind(local).await?;
+    let socket = unbound_socket(server)?;
     socket.send_to(&query, server).await?;
-    let mut buf = vec![0u8; RECV_BUFFER];
+    // Capacity, not length: the kernel writes the datagram into it, nothing is zeroed first.
+    let mut buf = Vec::with_capacity(RECV_BUFFER);
     loop {
-        let received = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await;
+        let received = tokio::time::timeout_at(deadline, socket.recv_buf_from(&mut buf)).await;
         let (len, from) = received.map_err(|_| ExchangeError::Timeout(timeout))??;
         if from != server {
             mismatched.inc();
+            buf.clear();
             continue;
         }
-        buf.truncate(len);
         match Answer::accept(buf, id, question) {
             Ok(answer) => return Ok(answer),
             Err(err) if err.is_mismatch() || err == AnswerError::NotResponse => {
                 mismatched.inc();
-                buf = vec![0u8; RECV_BUFFER];
+                buf = Vec::with_capacity(RECV_BUFFER);
             }
             // A datagram cut at our buffer size: ask again over TCP.
             Err(AnswerError::Malformed(_)) if len == RECV_BUFFER => {
