@@ -61,10 +61,14 @@ pub fn write_error(
 ) {
     out.clear();
     out.extend_from_slice(&id.to_be_bytes());
-    let flags = flag::QR
-        | (query_flags & (flag::OPCODE_MASK | flag::RD | flag::CD))
-        | flag::RA
-        | (rcode & flag::RCODE_MASK);
+    // An opcode we do not implement gets what BIND and Unbound send: the ID, the opcode and RD
+    // copied and nothing else. RA, AD and CD speak of a query served, which this one is not.
+    let (copied, available) = if rcode == super::rcode::NOTIMP {
+        (flag::OPCODE_MASK | flag::RD, 0)
+    } else {
+        (flag::OPCODE_MASK | flag::RD | flag::CD, flag::RA)
+    };
+    let flags = flag::QR | (query_flags & copied) | available | (rcode & flag::RCODE_MASK);
     out.extend_from_slice(&flags.to_be_bytes());
     out.extend_from_slice(&u16::from(question.is_some()).to_be_bytes());
     out.extend_from_slice(&[0, 0, 0, 0]);
@@ -79,8 +83,8 @@ pub fn write_error(
     }
 }
 
-/// Writes an upstream or cached `answer` for `query` into `out`: the client's ID, the client's
-/// letter case in the question (and so in every name compressed against it), an OPT when the
+/// Writes an upstream or cached `answer` for `query` into `out`: the client's ID and CD bit, the
+/// client's letter case in the question (and so in every name compressed against it), an OPT when the
 /// client used EDNS, and truncation (TC=1, question only) when larger than `max_size`.
 ///
 /// `answer` must answer `query.question` (checked when it was accepted) and carry no OPT unless
@@ -108,6 +112,9 @@ pub fn patch_answer(
     udp_size: u16,
 ) -> bool {
     write_u16(out, 0, query.id);
+    // RFC 4035 3.2.2: CD is the client's, copied from its query, whatever the upstream said.
+    let flags = (read_u16(out, 2) & !flag::CD) | (query.flags & flag::CD);
+    write_u16(out, 2, flags);
     let name = query.name_as_sent.as_wire();
     out[HEADER_LEN..HEADER_LEN + name.len()].copy_from_slice(name);
     let mut fits = true;
