@@ -7,110 +7,17 @@
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::netns::Netns;
 use nodelocal_dns::node::rules::{Rule, node_cache_rules};
 
 const BIN: &str = env!("CARGO_BIN_EXE_nodelocal-dns");
 const LOCAL_IP: &str = "169.254.20.10";
 const LOCAL_IP6: &str = "fd00:10::10";
-
-/// A network namespace, deleted (with everything in it) on drop.
-struct Netns(String);
-
-impl Netns {
-    /// `None` (with a message) when not root.
-    fn new(tag: &str) -> Option<Netns> {
-        if !is_root() {
-            eprintln!("skipped: network namespaces need root");
-            return None;
-        }
-        let name = format!("nldns-{tag}-{}", std::process::id());
-        // A namespace left by a killed earlier run of this process id.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
-        let created = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .expect("ip runs");
-        assert!(created.success(), "ip netns add {name}");
-        let ns = Netns(name);
-        ns.ok(&["ip", "link", "set", "lo", "up"]);
-        Some(ns)
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", &self.0]).args(args);
-        command
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("ip netns exec runs")
-    }
-
-    /// Runs `args` in the namespace; panics unless it succeeds; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn has_rule(&self, rule: &Rule) -> bool {
-        let binary = if rule.ipv6 { "ip6tables" } else { "iptables" };
-        let mut args = vec![binary, "-w", "5", "-t", rule.table, "-C", rule.chain];
-        args.extend(rule.args.iter().map(String::as_str));
-        self.run(&args).status.success()
-    }
-
-    /// Lines of `iptables-save` and `ip6tables-save` that are node-cache's rules.
-    fn our_rule_count(&self) -> usize {
-        ["iptables-save", "ip6tables-save"]
-            .iter()
-            .map(|save| {
-                self.ok(&[save])
-                    .lines()
-                    .filter(|l| l.contains("NodeLocal DNS Cache"))
-                    .count()
-            })
-            .sum()
-    }
-
-    fn addresses(&self, link: &str) -> String {
-        self.ok(&["ip", "-o", "addr", "show", "dev", link])
-    }
-
-    fn dummy_supported(&self) -> bool {
-        let added = self
-            .run(&["ip", "link", "add", "probe0", "type", "dummy"])
-            .status
-            .success();
-        if added {
-            self.ok(&["ip", "link", "del", "probe0"]);
-        }
-        added
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
 
 fn write_config(dir: &Path, text: &str) -> String {
     let path = dir.join("node.yaml");
@@ -624,7 +531,7 @@ fn eventually(mut condition: impl FnMut() -> bool) -> bool {
 fn exec_in(ns: &Netns, config: &str) -> Running {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
-    let netns = std::fs::File::open(format!("/var/run/netns/{}", ns.0)).expect("netns file");
+    let netns = ns.file();
     let fd = netns.as_raw_fd();
     let mut command = Command::new(BIN);
     command.args(["run", "--config", config]);
