@@ -13,6 +13,11 @@ need ip iproute2
 need iptables iptables
 need dnsmasq dnsmasq-base
 need python3 python3
+# tests/resolvers.rs: real stub resolvers in pod namespaces, built at run time: glibc's (cc),
+# musl's (musl-gcc) and Go's pure resolver (go).
+need cc gcc
+need musl-gcc musl-tools
+need go golang-go
 if [ "${#packages[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null

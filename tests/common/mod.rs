@@ -26,6 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 use nodelocal_dns::config::Config;
+use nodelocal_dns::kube::{PodIndex, PodWatch};
 use nodelocal_dns::observe::debug::Inspector;
 use nodelocal_dns::observe::{Endpoints, HttpServer, Metrics, Readiness};
 use nodelocal_dns::responder::Responder;
@@ -120,6 +121,29 @@ impl Forwarder {
         let readiness = Readiness::for_config(&config, &metrics, None);
         let inspector = Inspector::new(&config, metrics.clone()).with_responder(responder.clone());
         Forwarder::start_parts(&config, metrics, responder, readiness, inspector).await
+    }
+
+    /// Starts the forwarder from config YAML (with `kubernetes.enabled` and a `node_name`) and
+    /// the pod watch its autopath reads, through `client` (a [`fake_apiserver`]'s). Returns
+    /// once the first pod list is indexed; the watch runs while the returned handle lives.
+    pub async fn with_pods(yaml: &str, client: kube::Client) -> (Forwarder, PodWatch) {
+        let config = Config::from_yaml(yaml, "test config").expect("test config is valid");
+        let node = config.kubernetes.node().expect("the config names its node");
+        let metrics = Arc::new(Metrics::new());
+        let index = Arc::new(PodIndex::new(config.kubernetes.cluster_domain.0));
+        let watch = PodWatch::start(client, &node, index.clone(), &metrics);
+        tokio::time::timeout(Duration::from_secs(10), index.wait_synced())
+            .await
+            .expect("the pod index syncs");
+        let pods = Some(index.clone());
+        let responder = Arc::new(Responder::with_pods(&config, metrics.clone(), pods.clone()));
+        let readiness = Readiness::for_config(&config, &metrics, Some(&index));
+        let inspector = Inspector::new(&config, metrics.clone())
+            .with_responder(responder.clone())
+            .with_pods(pods);
+        let forwarder =
+            Forwarder::start_parts(&config, metrics, responder, readiness, inspector).await;
+        (forwarder, watch)
     }
 
     /// Starts the forwarder with one cached zone, `example`, forwarded to `upstream`.
