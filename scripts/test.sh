@@ -18,6 +18,8 @@ need python3 python3
 need cc gcc
 need musl-gcc musl-tools
 need go golang-go
+# tests/deploy.rs validates deploy/ with kubernetes-validate, installed below into a venv.
+python3 -c 'import ensurepip' 2>/dev/null || packages+=(python3-venv)
 if [ "${#packages[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
@@ -39,6 +41,16 @@ else
     echo "cargo deny: the RustSec advisory database cannot be fetched here; advisories NOT checked" >&2
     cargo deny --locked check bans licenses sources
 fi
+
+# tests/deploy.rs validates the manifests against the Kubernetes API's schemas with
+# kubernetes-validate (PyPI; the schemas ship inside it, so validation needs no network and no
+# cluster): installed once into a venv under target/, and named to the test here.
+validator=target/kubernetes-validate
+if ! [ -x "$validator/bin/kubernetes-validate" ]; then
+    python3 -m venv "$validator"
+    "$validator/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
+fi
+export KUBERNETES_VALIDATE="$PWD/$validator/bin/kubernetes-validate"
 
 # cargo prints one "test result:" line per test binary, the doc tests (often none) last; the line
 # after them adds them all up, so the run ends on the whole suite's count.

@@ -3,7 +3,8 @@
 //! overlay that changes nothing but the image.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Service, ServiceAccount};
@@ -356,4 +357,104 @@ fn the_image_has_iptables_and_node_caches_entrypoint() {
     assert!(runtime.contains("iptables"), "the node rules need iptables");
     assert!(runtime.contains("ENTRYPOINT [\"/node-cache\"]"));
     assert!(dockerfile.contains("cargo build --release --locked"));
+}
+
+/// The Kubernetes version the manifests are validated against: the API k8s-openapi is built
+/// for (its `v1_33` feature).
+const KUBERNETES_VERSION: &str = "1.33.0";
+
+/// The manifests kustomize applies, and the stock overlay's base.
+const MANIFESTS: [&str; 5] = [
+    "deploy/serviceaccount.yaml",
+    "deploy/configmap.yaml",
+    "deploy/service.yaml",
+    "deploy/daemonset.yaml",
+    "deploy/stock/nodelocaldns.yaml",
+];
+
+/// `kubernetes-validate` (PyPI; it bundles the Kubernetes API's JSON schemas, so it works
+/// offline): `$KUBERNETES_VALIDATE`, which scripts/test.sh sets to the one it installs, else
+/// one on PATH. `None` (with a message) outside CI when there is none; in CI a missing one
+/// fails.
+fn validator() -> Option<PathBuf> {
+    let found = std::env::var_os("KUBERNETES_VALIDATE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            Command::new("kubernetes-validate")
+                .arg("--version")
+                .output()
+                .is_ok()
+                .then(|| PathBuf::from("kubernetes-validate"))
+        });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI validates the manifests: scripts/test.sh installs kubernetes-validate"
+        );
+        eprintln!("skipped: kubernetes-validate is not installed (scripts/test.sh installs it)");
+    }
+    found
+}
+
+/// Validates `files` strictly (unknown fields are errors) against the Kubernetes API schemas:
+/// whether every object in them has a schema and matches it, and what the validator said.
+fn validates(validator: &Path, files: &[PathBuf]) -> (bool, String) {
+    let out = Command::new(validator)
+        .args(["--strict", "--kubernetes-version", KUBERNETES_VERSION])
+        .args(files)
+        .output()
+        .expect("kubernetes-validate runs");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let objects: usize = files
+        .iter()
+        .map(|f| documents(f.to_str().expect("a UTF-8 path")).len())
+        .sum();
+    // A kind or apiVersion it has no schema for is only a warning to it (CRDs); here it is
+    // a manifest the API server would reject.
+    let passed = said.matches(" passed for resource ").count();
+    (out.status.success() && passed == objects, said)
+}
+
+#[test]
+fn the_manifests_validate_against_the_kubernetes_api_schemas() {
+    let Some(validator) = validator() else {
+        return;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let files: Vec<PathBuf> = MANIFESTS.iter().map(|f| root.join(f)).collect();
+    let (valid, said) = validates(&validator, &files);
+    assert!(valid, "{said}");
+
+    // Each kind of mistake fails: a misspelled field, a wrong type, a wrong apiVersion.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broken = [
+        (
+            "deploy/daemonset.yaml",
+            "hostNetwork: true",
+            "hostNetwrok: true",
+        ),
+        ("deploy/service.yaml", "port: 53", "port: fifty-three"),
+        (
+            "deploy/serviceaccount.yaml",
+            "verbs: [\"list\", \"watch\"]",
+            "verbs: list",
+        ),
+        (
+            "deploy/daemonset.yaml",
+            "apiVersion: apps/v1",
+            "apiVersion: apps/v2",
+        ),
+    ];
+    for (i, (file, good, bad)) in broken.iter().enumerate() {
+        let text = read(file);
+        assert!(text.contains(good), "{file} has {good}");
+        let copy = dir.path().join(format!("broken-{i}.yaml"));
+        std::fs::write(&copy, text.replacen(good, bad, 1)).expect("write the broken copy");
+        let (valid, said) = validates(&validator, &[copy]);
+        assert!(!valid, "{file} with {bad:?} passed: {said}");
+    }
 }
