@@ -13,7 +13,9 @@ use hickory_proto::rr::{RData, RecordType};
 use tokio::net::{TcpSocket, UdpSocket};
 
 use common::fake_apiserver::{FakeApiServer, FakePod};
-use common::{Authority, CLIENT_TIMEOUT, metric_value, query, read_frame, write_frame};
+use common::{
+    Authority, CLIENT_TIMEOUT, EXAMPLE_COM, metric_value, query, read_frame, write_frame,
+};
 use nodelocal_dns::config::Config;
 use nodelocal_dns::kube::{PodIndex, PodWatch};
 use nodelocal_dns::observe::Metrics;
@@ -29,15 +31,6 @@ $TTL 30
 @       IN NS  ns.cluster.local.
 ns      IN A   127.0.0.1
 kubernetes.default.svc IN A 10.96.0.1
-"#;
-
-const EXAMPLE_COM: &str = r#"
-$TTL 60
-@       IN SOA ns.example.com. admin.example.com. 1 3600 600 86400 5
-@       IN NS  ns.example.com.
-ns      IN A   127.0.0.1
-api     IN A   192.0.2.10
-api     IN AAAA 2001:db8::10
 "#;
 
 /// The node's own search domain (the tail of every pod's search path).

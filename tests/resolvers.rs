@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use common::fake_apiserver::{FakeApiServer, FakePod};
 use common::netns::{Netns, is_root};
-use common::{Authority, Forwarder, Programmable, a_with, aaaa, name, soa};
+use common::{Authority, EXAMPLE_COM, Forwarder, Programmable, a_with, aaaa, name, soa, zone};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use nodelocal_dns::kube::PodWatch;
@@ -36,35 +36,15 @@ const NODE: &str = "node-a";
 /// The Kubernetes namespace of every resolver's pod.
 const POD_NAMESPACE: &str = "shop";
 
-const CLUSTER_ZONE: &str = r#"
-$TTL 30
-@       IN SOA ns.cluster.local. admin.cluster.local. 1 3600 600 86400 5
-@       IN NS  ns.cluster.local.
-ns      IN A   127.0.0.1
-cart.shop.svc   IN A 192.0.2.101
-cart.argo.svc   IN A 192.0.2.201
-db.team-b.svc   IN A 192.0.2.102
-"#;
-
-const EXAMPLE_COM: &str = r#"
-$TTL 60
-@       IN SOA ns.example.com. admin.example.com. 1 3600 600 86400 5
-@       IN NS  ns.example.com.
-ns      IN A   127.0.0.1
-api     IN A   192.0.2.80
-api     IN AAAA 2001:db8::80
-"#;
+/// The pods' cluster: a service of the pods' own namespace (and one of the same name in `argo`,
+/// the namespace of the Completed pods), and one of another namespace.
+const CLUSTER_RECORDS: &str = "cart.shop.svc IN A 192.0.2.101\n\
+                               cart.argo.svc IN A 192.0.2.201\n\
+                               db.team-b.svc IN A 192.0.2.102\n";
 
 /// The field case: the name is a CNAME to a target that has an A record and no AAAA, so the
 /// AAAA answer is NOERROR with only the CNAME.
-const EXAMPLE_NET: &str = r#"
-$TTL 60
-@       IN SOA ns.example.net. admin.example.net. 1 3600 600 86400 5
-@       IN NS  ns.example.net.
-ns      IN A   127.0.0.1
-api     IN CNAME edge
-edge    IN A   192.0.2.90
-"#;
+const EXAMPLE_NET_RECORDS: &str = "api IN CNAME edge\nedge IN A 192.0.2.90\n";
 
 /// The name under `example.org` whose A and AAAA TTLs trade places every second upstream.
 const FLIP: &str = "flip.example.org.";
@@ -378,10 +358,12 @@ struct World {
 
 impl World {
     async fn start(autopath: bool, pod_ips: &[String]) -> World {
+        let cluster = zone("cluster.local.", 30, CLUSTER_RECORDS);
+        let example_net = zone("example.net.", 60, EXAMPLE_NET_RECORDS);
         let authority = Authority::start(&[
-            ("cluster.local.", CLUSTER_ZONE),
+            ("cluster.local.", &cluster),
             ("example.com.", EXAMPLE_COM),
-            ("example.net.", EXAMPLE_NET),
+            ("example.net.", &example_net),
         ])
         .await;
         let flip = flipping_upstream().await;
@@ -577,7 +559,7 @@ fn external_names_resolve_and_autopath_answers_the_walk_in_one_query_per_type() 
         lab.with_world(autopath, |world| {
             for pod in &lab.pods {
                 let (lookup, asked) = world.lookup_counted(pod, "api.example.com");
-                found(&lookup, &["192.0.2.80", "2001:db8::80"]);
+                found(&lookup, &["192.0.2.10", "2001:db8::10"]);
                 assert_eq!(
                     asked,
                     (per_type, per_type),
@@ -657,7 +639,7 @@ fn a_pod_ip_a_completed_pod_once_held_gets_the_new_pods_namespace() {
     lab.with_world(true, |world| {
         for pod in &lab.pods {
             let (lookup, asked) = world.lookup_counted(pod, "api.example.com");
-            found(&lookup, &["192.0.2.80", "2001:db8::80"]);
+            found(&lookup, &["192.0.2.10", "2001:db8::10"]);
             assert_eq!(
                 asked,
                 (1.0, 1.0),

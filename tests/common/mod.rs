@@ -400,6 +400,25 @@ pub async fn read_frame(stream: &mut TcpStream) -> Option<Vec<u8>> {
     Some(message)
 }
 
+/// Zone-file text for `origin` (with its final dot): `$TTL ttl`, the SOA (MINIMUM 5, for
+/// negative answers) and NS every zone has, then `records`.
+pub fn zone(origin: &str, ttl: u32, records: &str) -> String {
+    format!(
+        "$TTL {ttl}\n@ IN SOA ns.{origin} admin.{origin} 1 3600 600 86400 5\n\
+         @ IN NS ns.{origin}\nns IN A 127.0.0.1\n{records}"
+    )
+}
+
+/// `example.com.`, where pods look up `api.example.com` (A and AAAA) through their search path.
+pub const EXAMPLE_COM: &str = r#"
+$TTL 60
+@       IN SOA ns.example.com. admin.example.com. 1 3600 600 86400 5
+@       IN NS  ns.example.com.
+ns      IN A   127.0.0.1
+api     IN A   192.0.2.10
+api     IN AAAA 2001:db8::10
+"#;
+
 /// A small zone with the record shapes the tests need: A, AAAA, a CNAME chain, a name with
 /// only A, a large TXT RRset, and an SOA with MINIMUM 5 for negative answers.
 pub const EXAMPLE_ZONE: &str = r#"
