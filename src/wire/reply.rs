@@ -192,6 +192,53 @@ mod tests {
     }
 
     #[test]
+    fn notimp_copies_only_the_id_the_opcode_and_rd() {
+        let asked = flag::RD | flag::CD | 0x0020 | (5 << 11); // RD, CD, AD, opcode UPDATE
+        let mut out = Vec::new();
+        write_error(&mut out, 7, asked, None, rcode::NOTIMP, None, 1232);
+        let header = Header::read(&out).unwrap();
+        assert_eq!(
+            header.flags,
+            flag::QR | (5 << 11) | flag::RD | rcode::NOTIMP
+        );
+
+        // Other errors answer a query we served: RA set, CD copied.
+        write_error(
+            &mut out,
+            7,
+            flag::RD | flag::CD,
+            None,
+            rcode::FORMERR,
+            None,
+            1232,
+        );
+        let flags = Header::read(&out).unwrap().flags;
+        assert_eq!(
+            flags,
+            flag::QR | flag::RD | flag::RA | flag::CD | rcode::FORMERR
+        );
+    }
+
+    #[test]
+    fn answers_carry_the_clients_cd_bit_not_the_upstreams() {
+        for client_cd in [false, true] {
+            let mut packet = client_query(true);
+            if client_cd {
+                write_u16(&mut packet, 2, flag::RD | flag::CD);
+            }
+            let query = parse(&packet).unwrap();
+            let mut answer = packet[..packet.len() - 11].to_vec();
+            write_u16(&mut answer, 10, 0);
+            let upstream_cd = if client_cd { 0 } else { flag::CD };
+            write_u16(&mut answer, 2, flag::QR | flag::RD | flag::RA | upstream_cd);
+            let mut out = Vec::new();
+            write_answer(&mut out, &answer, false, &query, 65535, 1232);
+            let flags = Header::read(&out).unwrap().flags;
+            assert_eq!(flags & flag::CD != 0, client_cd);
+        }
+    }
+
+    #[test]
     fn answer_is_truncated_to_the_client_limit() {
         let packet = client_query(false);
         let query = parse(&packet).unwrap();
