@@ -11,17 +11,19 @@
 //! programs are `tests/stubs/lookup.c` (built with cc for glibc and with musl-gcc for musl)
 //! and `tests/stubs/lookup.go` (pure Go), compiled at run time.
 //!
-//! Every lookup's wall time is printed (`--nocapture` shows them); one as slow as the
-//! resolver's first retry (it got no answer to a query) fails the test. Needs root: without
-//! it each test says so and passes vacuously; a resolver whose compiler is missing is skipped,
-//! saying so (`scripts/test.sh` installs musl-tools and golang-go).
+//! Every lookup's wall time is printed (`--nocapture` shows them), and each test ends with a
+//! summary per resolver on standard error, which a plain `cargo test` shows; a lookup as slow
+//! as the resolver's first retry (it got no answer to a query) fails the test. Needs root:
+//! without it each test says so and passes vacuously; a resolver whose compiler is missing is
+//! skipped, saying so (`scripts/test.sh` installs musl-tools and golang-go).
 
 mod common;
 
+use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::fake_apiserver::{FakeApiServer, FakePod};
@@ -164,6 +166,8 @@ struct Pod {
     resolver: Resolver,
     netns: Netns,
     ip: String,
+    /// Every lookup made in the lab, for its summary.
+    log: Arc<Mutex<Vec<Lookup>>>,
 }
 
 /// One lookup's outcome, as the stub printed it.
@@ -234,6 +238,10 @@ impl Pod {
                 }
             })
             .collect();
+        self.log
+            .lock()
+            .expect("not poisoned")
+            .extend(lookups.iter().cloned());
         for lookup in &lookups {
             println!(
                 "{:<28} {:<20} {:>9.1} ms  {} {}",
@@ -268,8 +276,42 @@ impl Pod {
 
 /// The node namespace and one pod per resolver, joined by veth pairs.
 struct Lab {
+    test: String,
     node: Netns,
     pods: Vec<Pod>,
+    log: Arc<Mutex<Vec<Lookup>>>,
+}
+
+/// The lab's lookup times, per resolver, written straight to the test's standard error (not
+/// captured, so a plain `cargo test` shows them too): count, median and slowest.
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+        let mut summary = String::new();
+        for pod in &self.pods {
+            let mut took: Vec<Duration> = log
+                .iter()
+                .filter(|l| l.resolver == pod.resolver.label)
+                .map(|l| l.took)
+                .collect();
+            if took.is_empty() {
+                continue;
+            }
+            took.sort();
+            summary.push_str(&format!(
+                "  {}: {} lookups, median {:.1} ms, slowest {:.1} ms\n",
+                pod.resolver.label,
+                took.len(),
+                took[took.len() / 2].as_secs_f64() * 1000.0,
+                took[took.len() - 1].as_secs_f64() * 1000.0
+            ));
+        }
+        let _ = write!(
+            std::io::stderr().lock(),
+            "{}: wall time per lookup\n{summary}",
+            self.test
+        );
+    }
 }
 
 impl Lab {
@@ -284,6 +326,7 @@ impl Lab {
         // every veth.
         node.ok(&["ip", "addr", "add", &format!("{LOCAL_IP}/32"), "dev", "lo"]);
         let mut pods = Vec::new();
+        let log: Arc<Mutex<Vec<Lookup>>> = Arc::default();
         for (i, resolver) in resolvers().into_iter().enumerate() {
             let ip = format!("192.0.2.{}", 11 + i);
             let netns = Netns::new(&format!("{tag}-pod{i}"))?;
@@ -322,9 +365,16 @@ impl Lab {
                 resolver,
                 netns,
                 ip,
+                log: log.clone(),
             });
         }
-        Some(Lab { node, pods })
+        Some(Lab {
+            // libtest names each test's thread after the test.
+            test: std::thread::current().name().unwrap_or(tag).to_string(),
+            node,
+            pods,
+            log,
+        })
     }
 
     /// Runs `body` against a forwarder in the node namespace, autopath on or off.
