@@ -133,6 +133,8 @@ pub struct Responder {
     pods: Option<Arc<PodIndex>>,
     metrics: Arc<Metrics>,
     max_udp_size: u16,
+    /// `server.nsid`: given to queries that ask for it (RFC 5001).
+    nsid: Option<Box<[u8]>>,
     autopath: Option<Autopath>,
     /// The zones with `autopath: true`.
     autopath_routes: Vec<RouteId>,
@@ -259,6 +261,7 @@ impl Responder {
             loops: LoopCheck::new(metrics.loop_detected.clone()),
             query_log: QueryLog::new(config.log.query_sample),
             max_udp_size: config.server.max_udp_size,
+            nsid: config.server.nsid.as_deref().map(|n| n.as_bytes().into()),
             autopath,
             autopath_routes,
             requests,
@@ -388,6 +391,7 @@ impl Responder {
             Lookup::Fresh(entry) => {
                 let max_size = self.max_size(&query, proto);
                 entry.write_for(&query, now, false, max_size, self.max_udp_size, out);
+                self.add_nsid(&query, max_size, out);
                 self.record((&tally, None), entry.rcode(), Source::Cache, out);
                 let prefetch = &policy.prefetch;
                 if entry.hit_wants_refresh(now, prefetch.min_hits, prefetch.percentage)
@@ -409,6 +413,13 @@ impl Responder {
     /// failed, or were slower than `serve_stale.client_timeout`, and the zone allows it; or
     /// SERVFAIL.
     pub async fn finish(self: &Arc<Self>, pending: Box<Pending>, out: &mut Vec<u8>) {
+        let (query, proto) = (pending.query, pending.proto);
+        self.answer_pending(pending, out).await;
+        self.add_nsid(&query, self.max_size(&query, proto), out);
+    }
+
+    /// [`Responder::finish`] without the NSID.
+    async fn answer_pending(self: &Arc<Self>, pending: Box<Pending>, out: &mut Vec<u8>) {
         let Pending {
             query,
             route: route_id,
@@ -692,6 +703,16 @@ impl Responder {
         match proto {
             Proto::Udp => reply::udp_limit(query.edns, self.max_udp_size),
             Proto::Tcp => u16::MAX as usize,
+        }
+    }
+
+    /// Our `server.nsid` in the answer in `out` (RFC 5001), when the query asked for it and the
+    /// answer stays within `max_size` with it. Answers were counted without it.
+    fn add_nsid(&self, query: &Query, max_size: usize, out: &mut Vec<u8>) {
+        if let Some(nsid) = &self.nsid
+            && query.edns.is_some_and(|e| e.nsid)
+        {
+            reply::add_nsid(out, nsid, max_size);
         }
     }
 

@@ -488,3 +488,51 @@ async fn cookies_and_unknown_options_do_not_split_the_cache() {
     );
     forwarder.stop().await;
 }
+
+/// RFC 5001 §2.2: with `server.nsid`, a query carrying an NSID option gets our identifier in
+/// the answer's OPT, forwarded or from the cache alike; §2.1: a query that does not ask gets
+/// none.
+#[tokio::test]
+async fn a_configured_nsid_is_given_to_queries_that_ask_for_it() {
+    let upstream = Scripted::start(Arc::new(|request: &Message, _| {
+        let owner = request.queries[0].name().to_string();
+        vec![(
+            Duration::ZERO,
+            reply(request, ResponseCode::NoError, vec![txt(&owner)]),
+        )]
+    }))
+    .await;
+    let forwarder = Forwarder::start(&format!(
+        "server:\n  nsid: node-a\nzones:\n  - name: example\n    upstreams: [\"{}\"]\n",
+        upstream.addr
+    ))
+    .await;
+    let asks = || Some(Opt::v0().option(NSID, &[]));
+    let cases = [
+        ("forwarded", asks(), true),
+        ("from the cache", asks(), true),
+        ("not asked", Some(Opt::v0()), false),
+        ("no EDNS", None, false),
+    ];
+    for (i, (what, opt, given)) in cases.into_iter().enumerate() {
+        let edns = opt.is_some();
+        let query = packet(i as u16, RD, "nsid.example.", 16, opt);
+        let bytes = udp_raw(forwarder.addr, &query, common::CLIENT_TIMEOUT)
+            .await
+            .expect("an answer");
+        let answer = Message::from_vec(&bytes).expect("decodes");
+        assert_eq!(
+            answer.metadata.response_code,
+            ResponseCode::NoError,
+            "{what}"
+        );
+        assert_eq!(answer.answers.len(), 1, "{what}");
+        assert_eq!(answer.edns.is_some(), edns, "{what}: an OPT");
+        assert_eq!(
+            bytes.ends_with(b"\x00\x03\x00\x06node-a"),
+            given,
+            "{what}: the NSID"
+        );
+    }
+    forwarder.stop().await;
+}

@@ -16,6 +16,7 @@
 //! | `server.max_tcp_pipelined` | `64` | queries in progress per TCP client connection |
 //! | `server.max_inflight` | `8192` | client queries waiting on upstreams at once, per listener |
 //! | `server.loop_check` | `true` | at start, send each zone a probe through our own listener; a zone whose upstreams send it back is answered REFUSED and logged |
+//! | `server.nsid` | none | the name server identifier (RFC 5001, 1-253 bytes) returned to queries that carry an NSID option, e.g. `${NODE_NAME}` |
 //! | `zones[].name` | required | zone routed; longest suffix wins, `.` is the default route |
 //! | `zones[].upstreams` | required | `IP`, `IP:PORT`, `[IPv6]:PORT`, or `resolv.conf` |
 //! | `zones[].transport` | `udp` | `udp`, `tcp` or `prefer_udp` (see [`Transport`]) |
@@ -345,6 +346,9 @@ impl Default for ServeStaleConfig {
     }
 }
 
+/// The longest `server.nsid`: a Kubernetes node name (a DNS subdomain) fits.
+pub const MAX_NSID_LEN: usize = 253;
+
 /// Limits of the client-facing listeners.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -357,6 +361,9 @@ pub struct ServerConfig {
     pub max_inflight: usize,
     /// Probe each zone for a forwarding loop at start ([`crate::upstream::loop_check`]).
     pub loop_check: bool,
+    /// The name server identifier (RFC 5001) given to queries that ask for one, so that an
+    /// answer tells which node's cache gave it (e.g. `${NODE_NAME}`); none by default.
+    pub nsid: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -368,6 +375,7 @@ impl Default for ServerConfig {
             max_tcp_pipelined: 64,
             max_inflight: 8192,
             loop_check: true,
+            nsid: None,
         }
     }
 }
@@ -620,6 +628,16 @@ impl Config {
             if value == 0 {
                 return Err((format!("server.{key}"), "must be at least 1".into()));
             }
+        }
+        if let Some(nsid) = &self.server.nsid
+            && !(1..=MAX_NSID_LEN).contains(&nsid.len())
+        {
+            return Err((
+                "server.nsid".into(),
+                format!(
+                    "must be 1 to {MAX_NSID_LEN} bytes (it rides in every answer asking for it)"
+                ),
+            ));
         }
         if self.server.tcp_idle_timeout.is_zero() {
             return Err(("server.tcp_idle_timeout".into(), "must be above 0".into()));
@@ -923,6 +941,20 @@ mod tests {
         assert_eq!(zone.transport, Transport::Udp);
         assert_eq!(zone.timeout, Duration::from_secs(2));
         assert_eq!(zone.deadline, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn nsid_is_one_to_253_bytes() {
+        let zones = "zones:\n  - name: example\n    upstreams: [10.0.0.1]\n";
+        let with = |nsid: &str| format!("server:\n  nsid: \"{nsid}\"\n{zones}");
+        let config = Config::from_yaml(&with("node-a"), "t").unwrap();
+        assert_eq!(config.server.nsid.as_deref(), Some("node-a"));
+        assert_eq!(Config::from_yaml(zones, "t").unwrap().server.nsid, None);
+        assert!(Config::from_yaml(&with(&"n".repeat(253)), "t").is_ok());
+        for bad in [String::new(), "n".repeat(254)] {
+            let err = error_of(&with(&bad));
+            assert!(err.contains("server.nsid: must be 1 to 253 bytes"), "{err}");
+        }
     }
 
     #[test]

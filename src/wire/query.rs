@@ -25,6 +25,8 @@ pub struct Edns {
     pub version: u8,
     /// The DO bit (RFC 3225): copied into the answer's OPT.
     pub dnssec_ok: bool,
+    /// The OPT carries an NSID option (RFC 5001): the answer gets our `server.nsid`, if any.
+    pub nsid: bool,
 }
 
 /// A validated client query.
@@ -173,11 +175,28 @@ fn read_edns(packet: &[u8], header: &Header, mut pos: usize) -> Result<Option<Ed
                 udp_size: record.class,
                 version: ((record.ttl >> 16) & 0xFF) as u8,
                 dnssec_ok: record.ttl & 0x8000 != 0,
+                nsid: has_option(&packet[record.rdata_start..record.rdata_end], OPTION_NSID),
             });
         }
         pos = record.rdata_end;
     }
     Ok(edns)
+}
+
+/// The EDNS option code of NSID (RFC 5001).
+pub const OPTION_NSID: u16 = 3;
+
+/// Whether the OPT RDATA `options` holds an option of `code`. Other options, and a malformed
+/// tail, are ignored (RFC 6891 6.1.2: unknown options are not an error).
+fn has_option(mut options: &[u8], code: u16) -> bool {
+    while options.len() >= 4 {
+        if read_u16(options, 0) == code {
+            return true;
+        }
+        let len = read_u16(options, 2) as usize;
+        options = options.get(4 + len..).unwrap_or_default();
+    }
+    false
 }
 
 /// Flags of a query we send upstream.
@@ -277,9 +296,30 @@ mod tests {
             Some(Edns {
                 udp_size: 1232,
                 version: 0,
-                dnssec_ok: true
+                dnssec_ok: true,
+                nsid: false,
             })
         );
+    }
+
+    #[test]
+    fn an_nsid_option_is_found_among_others() {
+        let with_options = |options: &[u8]| {
+            let mut msg = with_opt(query_bytes(b"\x01a\x00", 1, 1), 0);
+            let len = msg.len();
+            msg[len - 2..].copy_from_slice(&(options.len() as u16).to_be_bytes());
+            msg.extend_from_slice(options);
+            parse(&msg).unwrap().edns.unwrap().nsid
+        };
+        assert!(!with_options(&[]));
+        assert!(with_options(&[0, 3, 0, 0]));
+        // After a cookie; and not fooled by a cookie whose bytes look like an NSID option.
+        assert!(with_options(&[
+            0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 3, 0, 0
+        ]));
+        assert!(!with_options(&[0, 10, 0, 4, 0, 3, 0, 0]));
+        // A cut option list is no NSID, and no error.
+        assert!(!with_options(&[0, 10, 0, 9, 1]));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Writing answers to clients: error answers built from the query bytes, and forwarded (or
 //! cached) answers patched for the client that asked.
 
-use super::query::{Edns, Query, push_opt};
-use super::{HEADER_LEN, flag, read_u16, write_u16};
+use super::query::{Edns, OPTION_NSID, Query, push_opt};
+use super::{HEADER_LEN, Header, flag, name, read_record, read_u16, rtype, write_u16};
 
 /// The smallest UDP payload every DNS client accepts (RFC 1035 2.3.4).
 pub const MIN_UDP_PAYLOAD: u16 = 512;
@@ -146,6 +146,46 @@ pub fn patch_answer(
     false
 }
 
+/// Adds our name server identifier (RFC 5001 2.2) to the answer in `out`, whose last record
+/// must be its OPT (the one written for the client), when the answer still fits in
+/// `max_size`; otherwise leaves the answer as it is: the identifier is a courtesy, the answer
+/// is not. Returns whether it was added.
+pub fn add_nsid(out: &mut Vec<u8>, nsid: &[u8], max_size: usize) -> bool {
+    let added = 4 + nsid.len();
+    let Some(opt) = last_record(out) else {
+        return false;
+    };
+    let Ok(record) = read_record(out, opt) else {
+        return false;
+    };
+    let rdlen = record.rdata_end - record.rdata_start;
+    let fits = out.len() + added <= max_size && rdlen + added <= u16::MAX as usize;
+    if out[opt] != 0 || record.rtype != rtype::OPT || !fits {
+        return false;
+    }
+    write_u16(out, record.rdata_start - 2, (rdlen + added) as u16);
+    out.extend_from_slice(&OPTION_NSID.to_be_bytes());
+    out.extend_from_slice(&(nsid.len() as u16).to_be_bytes());
+    out.extend_from_slice(nsid);
+    true
+}
+
+/// Where the last record of `msg` starts, when `msg` is records to its very end.
+fn last_record(msg: &[u8]) -> Option<usize> {
+    let header = Header::read(msg)?;
+    let mut pos = HEADER_LEN;
+    for _ in 0..header.qdcount {
+        pos = name::skip(msg, pos).ok()? + 4;
+    }
+    let records = header.ancount as usize + header.nscount as usize + header.arcount as usize;
+    let mut last = None;
+    for _ in 0..records {
+        last = Some(pos);
+        pos = read_record(msg, pos).ok()?.rdata_end;
+    }
+    last.filter(|_| pos == msg.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +279,41 @@ mod tests {
     }
 
     #[test]
+    fn nsid_goes_into_the_answers_opt_when_it_fits() {
+        let packet = client_query(true);
+        let query = parse(&packet).unwrap();
+        let mut out = Vec::new();
+        write_error(
+            &mut out,
+            1,
+            query.flags,
+            None,
+            rcode::NXDOMAIN,
+            query.edns,
+            1232,
+        );
+        let without = out.clone();
+        assert!(
+            !add_nsid(&mut out, b"node-a", without.len() + 9),
+            "one byte short"
+        );
+        assert_eq!(out, without);
+        assert!(add_nsid(&mut out, b"node-a", without.len() + 10));
+        assert_eq!(
+            &out[without.len() - 2..without.len()],
+            &[0, 10],
+            "OPT RDLEN"
+        );
+        assert_eq!(&out[without.len()..], b"\x00\x03\x00\x06node-a");
+
+        // No OPT last (a client without EDNS): nothing is added.
+        write_error(&mut out, 1, query.flags, None, rcode::NXDOMAIN, None, 1232);
+        let plain = out.clone();
+        assert!(!add_nsid(&mut out, b"node-a", 65535));
+        assert_eq!(out, plain);
+    }
+
+    #[test]
     fn answer_is_truncated_to_the_client_limit() {
         let packet = client_query(false);
         let query = parse(&packet).unwrap();
@@ -288,6 +363,7 @@ mod tests {
                 udp_size,
                 version: 0,
                 dnssec_ok: false,
+                nsid: false,
             })
         };
         assert_eq!(udp_limit(None, 1232), 512);
