@@ -198,7 +198,7 @@ fn rows() -> Vec<Row> {
             },
         ),
         row(
-            "RFC 1035 §4.1.1, RFC 2136 §3.8: UPDATE, not ours to serve, is NOTIMP the same way",
+            "RFC 1035 §4.1.1, RFC 2136 §2.2: UPDATE, not ours to serve, is NOTIMP the same way",
             "update.example.",
             (5 << 11) | CD,
             Some(Opt::v0()),
@@ -283,7 +283,7 @@ fn rows() -> Vec<Row> {
             via: Via::Tcp,
             qtype: 16,
             ..row(
-                "RFC 6891 §7, RFC 7766 §6.2.2: EDNS over TCP is answered with an OPT, and an \
+                "RFC 6891 §6.2.3 and §7: EDNS over TCP is answered with an OPT, and an \
                  answer over the client's UDP size comes whole, without TC",
                 "big-tcp.example.",
                 RD,
@@ -344,7 +344,7 @@ fn rows() -> Vec<Row> {
             answered_with_a_bare_opt,
         ),
         row(
-            "RFC 5001 §2.1: an NSID request gets no NSID while none is configured",
+            "RFC 5001 §2.2: an NSID request gets no NSID while none is configured",
             "nsid.example.",
             RD,
             Some(Opt::v0().option(NSID, &[])),
@@ -490,8 +490,7 @@ async fn cookies_and_unknown_options_do_not_split_the_cache() {
 }
 
 /// RFC 5001 §2.2: with `server.nsid`, a query carrying an NSID option gets our identifier in
-/// the answer's OPT, forwarded or from the cache alike; §2.1: a query that does not ask gets
-/// none.
+/// the answer's OPT, forwarded or from the cache alike; a query that does not ask gets none.
 #[tokio::test]
 async fn a_configured_nsid_is_given_to_queries_that_ask_for_it() {
     let upstream = Scripted::start(Arc::new(|request: &Message, _| {
