@@ -30,7 +30,7 @@ use nodelocal_dns::cache::policy::TtlPolicy;
 use nodelocal_dns::cache::{Cache, Lookup, PLAIN_VIEW};
 use nodelocal_dns::config::ZoneCacheConfig;
 use nodelocal_dns::observe::Metrics;
-use nodelocal_dns::upstream::Answer;
+use nodelocal_dns::wire::answer::Answer;
 use nodelocal_dns::wire::answer::inspect;
 use nodelocal_dns::wire::query::{Question, UpstreamFlags, build_upstream, parse};
 use nodelocal_dns::wire::{CLASS_IN, Name, rtype};

@@ -1,5 +1,5 @@
 //! Upstream answers: `wire::answer::inspect` and `strip_trailing_opt` (together what
-//! `upstream::Answer::accept` does), checked against the question the message itself carries
+//! `wire::answer::Answer::accept` does), checked against the question the message itself carries
 //! so that the fuzzer gets past the question match.
 #![no_main]
 

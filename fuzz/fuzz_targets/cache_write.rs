@@ -9,7 +9,7 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use nodelocal_dns::cache::Entry;
 use nodelocal_dns::cache::policy::TtlPolicy;
-use nodelocal_dns::upstream::Answer;
+use nodelocal_dns::wire::answer::Answer;
 use nodelocal_dns::wire::answer::{inspect, strip_trailing_opt};
 use nodelocal_dns::wire::query::{Query, Question, parse};
 use nodelocal_dns::wire::reply::write_answer;

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use triomphe::ThinArc;
 
 use super::policy::{AnswerKind, TtlPolicy};
-use crate::upstream::Answer;
+use crate::wire::answer::Answer;
 use crate::wire::query::Query;
 use crate::wire::reply::patch_answer;
 use crate::wire::{HEADER_LEN, flag, rcode, read_u16, read_u32, rtype, write_u16};

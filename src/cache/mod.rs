@@ -40,7 +40,7 @@ use tracing::warn;
 
 use crate::observe::Metrics;
 use crate::observe::ratelimit::LogLimiter;
-use crate::upstream::Answer;
+use crate::wire::answer::Answer;
 use crate::wire::query::{Query, Question};
 use crate::wire::{Name, rtype};
 pub use entry::{Entry, Freshness, NotStored};

@@ -28,8 +28,8 @@ use tokio::time::Instant;
 use super::index::{ClientMatch, ClientNamespace, PodIndex};
 use crate::cache::{Entry, Fetched};
 use crate::observe::Metrics;
-use crate::upstream::Answer;
 use crate::wire::alias::{AliasError, alias_answer};
+use crate::wire::answer::Answer;
 use crate::wire::query::{Query, message_id};
 use crate::wire::{Name, Question, rcode};
 

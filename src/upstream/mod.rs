@@ -19,37 +19,11 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::wire::answer::{self, AnswerError, AnswerInfo};
-use crate::wire::query::Question;
+// The exchanges hand back the wire's accepted answer (`super::Answer` in the submodules).
+use crate::wire::answer::{Answer, AnswerError};
 
 pub use group::UpstreamGroup;
 pub use router::ZoneRouter;
-
-/// An accepted upstream answer: the bytes as received (still carrying our upstream ID), with
-/// the upstream's OPT removed when it was the last record.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub message: Vec<u8>,
-    pub info: AnswerInfo,
-}
-
-impl Answer {
-    /// Checks `message` against the query we sent and reads it.
-    pub(crate) fn accept(
-        mut message: Vec<u8>,
-        id: u16,
-        question: &Question,
-    ) -> Result<Answer, AnswerError> {
-        let mut info = answer::inspect(&message, id, question)?;
-        answer::strip_trailing_opt(&mut message, &mut info);
-        Ok(Answer { message, info })
-    }
-
-    /// Whether the message still carries an OPT record (one that was not last).
-    pub fn has_opt(&self) -> bool {
-        self.info.opt.is_some()
-    }
-}
 
 /// Why one exchange with one upstream produced no answer.
 #[derive(Debug, Error)]

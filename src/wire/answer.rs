@@ -1,5 +1,6 @@
 //! Upstream answers: accepted only when they answer the question we asked, and read once for
 //! what the forwarder needs (rcode, TTLs, the RFC 2308 negative TTL, where the OPT record is).
+//! [`Answer`] is what the upstream exchanges hand to the cache, autopath and the responder.
 
 use thiserror::Error;
 
@@ -22,6 +23,32 @@ pub struct AnswerInfo {
     pub ttl_offsets: Vec<u16>,
     /// Byte range of the OPT record.
     pub opt: Option<(usize, usize)>,
+}
+
+/// An accepted upstream answer: the bytes as received (still carrying our upstream ID), with
+/// the upstream's OPT removed when it was the last record.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub message: Vec<u8>,
+    pub info: AnswerInfo,
+}
+
+impl Answer {
+    /// Checks `message` against the query we sent and reads it.
+    pub(crate) fn accept(
+        mut message: Vec<u8>,
+        id: u16,
+        question: &Question,
+    ) -> Result<Answer, AnswerError> {
+        let mut info = inspect(&message, id, question)?;
+        strip_trailing_opt(&mut message, &mut info);
+        Ok(Answer { message, info })
+    }
+
+    /// Whether the message still carries an OPT record (one that was not last).
+    pub fn has_opt(&self) -> bool {
+        self.info.opt.is_some()
+    }
 }
 
 /// Why an upstream message is not the answer to our query.
