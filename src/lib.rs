@@ -1,9 +1,15 @@
 //! nodelocal-dns: a caching DNS forwarder for Kubernetes nodes.
 //!
-//! The request path (DESIGN.md): `server` (listeners) -> `responder` (validate, route, and later
-//! view and cache) -> `upstream` (zone groups, exchanges). `wire` reads and patches DNS bytes;
-//! `config` is the validated YAML model; `observe` holds the metrics.
+//! The request path (DESIGN.md): `server` (listeners) -> `responder` (validate, route,
+//! view, cache) -> `upstream` (zone groups, exchanges). `wire` reads and patches DNS bytes;
+//! `config` is the validated YAML model; `observe` holds the metrics and logs every module
+//! counts in; `admin` serves them over HTTP with readiness and the debug reports.
+//!
+//! Floors, each importing only from the ones below (README.md, "How a query flows"):
+//! `admin` > `server` > `responder` > `upstream`, `kube` > `cache`, `node` > `config` >
+//! `wire`, `observe`.
 
+pub mod admin;
 pub mod cache;
 pub mod config;
 pub mod instance;

@@ -32,7 +32,6 @@ use crate::config::Config;
 use crate::kube::autopath::{AutopathError, Plain};
 use crate::kube::{Autopath, ClientNamespace, PodIndex};
 use crate::observe::Metrics;
-use crate::observe::querylog::QueryLog;
 use crate::observe::requests::{RequestMetrics, SharedCollector, Source, Tally};
 use crate::tasks::{TaskKind, Tasks};
 use crate::upstream::ZoneRouter;
@@ -147,7 +146,6 @@ pub struct Responder {
     /// once: a flood of garbage must not cost a label lookup per packet.
     drops: Drops,
     loops: LoopCheck,
-    query_log: QueryLog,
     /// Refreshes, upstream connections and probes; shared with the responders reloads make.
     tasks: Tasks,
 }
@@ -156,10 +154,8 @@ pub struct Responder {
 struct Drops {
     short_header: IntCounter,
     response: IntCounter,
-    send_error: IntCounter,
     inflight: IntCounter,
     shutdown: IntCounter,
-    tcp_connections: IntCounter,
 }
 
 impl Drops {
@@ -169,10 +165,8 @@ impl Drops {
         Drops {
             short_header: dropped(DropReason::ShortHeader.as_str()),
             response: dropped(DropReason::Response.as_str()),
-            send_error: dropped("send_error"),
             inflight: rejected(Rejected::Inflight.as_str()),
             shutdown: rejected(Rejected::Shutdown.as_str()),
-            tcp_connections: rejected("tcp_connections"),
         }
     }
 }
@@ -260,7 +254,6 @@ impl Responder {
             metrics: metrics.clone(),
             drops: Drops::new(&metrics),
             loops: LoopCheck::new(metrics.loop_detected.clone()),
-            query_log: QueryLog::new(config.log.query_sample),
             max_udp_size: config.server.max_udp_size,
             nsid: config.server.nsid.as_deref().map(|n| n.as_bytes().into()),
             autopath,
@@ -275,6 +268,11 @@ impl Responder {
     /// made from it: [`Tasks::stop`] ends them all at shutdown.
     pub fn tasks(&self) -> &Tasks {
         &self.tasks
+    }
+
+    /// The metrics it counts in (the listeners count their sends in the same registry).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The answer cache (for `/debug/cache`).
@@ -636,22 +634,6 @@ impl Responder {
         self.write_query_error(&owed.query, rcode::SERVFAIL, out);
         let counted = (&owed.tally, Some(owed.arrived));
         self.record(counted, rcode::SERVFAIL, Source::Server, out);
-    }
-
-    /// Counts a TCP client turned away by `max_tcp_connections`.
-    pub fn count_rejected_connection(&self) {
-        self.drops.tcp_connections.inc();
-    }
-
-    /// Logs `answer`, sent to `client`, when the query log samples it.
-    #[inline]
-    pub fn log_answer(&self, client: SocketAddr, proto: Proto, answer: &[u8]) {
-        self.query_log.answered(client, proto, answer);
-    }
-
-    /// Counts a packet that was answered but whose answer could not be sent.
-    pub fn count_send_error(&self) {
-        self.drops.send_error.inc();
     }
 
     /// One question to the route's upstreams, with the client's CD and DO bits.

@@ -138,14 +138,14 @@ async fn ready_waits_for_every_condition() {
         &config,
         metrics.clone(),
     ));
-    let mut readiness = nodelocal_dns::observe::Readiness::for_config(&config, &metrics, None);
+    let mut readiness = nodelocal_dns::admin::Readiness::for_config(&config, &metrics, None);
     let synced = Arc::new(AtomicBool::new(false));
     let flag = synced.clone();
     readiness.require(move || match flag.load(Ordering::SeqCst) {
         true => Ok(()),
         false => Err("pods not synced".into()),
     });
-    let inspector = nodelocal_dns::observe::debug::Inspector::new(&config, metrics.clone());
+    let inspector = nodelocal_dns::admin::Inspector::new(&config, metrics.clone());
     let forwarder = Forwarder::start_parts(&config, metrics, responder, readiness, inspector).await;
 
     let (status, body) = forwarder.get("/ready").await;
@@ -590,9 +590,9 @@ async fn debug_endpoints_are_absent_unless_asked_for() {
 #[tokio::test]
 async fn ready_waits_for_pod_sync_and_debug_autopath_explains_the_match() {
     use common::fake_apiserver::{FakeApiServer, FakePod};
+    use nodelocal_dns::admin::{Inspector, Readiness};
     use nodelocal_dns::kube::{PodIndex, PodWatch};
-    use nodelocal_dns::observe::debug::Inspector;
-    use nodelocal_dns::observe::{Metrics, Readiness};
+    use nodelocal_dns::observe::Metrics;
     use nodelocal_dns::responder::Responder;
 
     const CLUSTER_ZONE: &str = "$TTL 30\n@ IN SOA ns.cluster.local. admin.cluster.local. 1 3600 600 86400 5\n@ IN NS ns.cluster.local.\nns IN A 127.0.0.1\nweb.default.svc IN A 10.96.0.7\n";

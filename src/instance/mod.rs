@@ -36,11 +36,11 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use tracing::{error, info, warn};
 
+use crate::admin::{Endpoints, HttpServer, Inspector, Readiness};
 use crate::config::Config;
 use crate::kube::{PodIndex, PodWatch};
 use crate::node::{NodeSetup, NodeSync};
-use crate::observe::debug::Inspector;
-use crate::observe::{Endpoints, HttpServer, Metrics, Readiness};
+use crate::observe::Metrics;
 use crate::responder::{CurrentResponder, Responder};
 use crate::server::{BindError, Server, served_by_another};
 use crate::tasks::{TaskKind, Tasks};

@@ -34,15 +34,6 @@ use crate::observe::Metrics;
 use interface::{InterfaceError, Link, Links};
 use rules::{Iptables, Rule, RuleError, RuleErrorKind};
 
-/// The `errortype` labels of `coredns_nodecache_setup_errors_total`, as node-cache has them.
-pub const SETUP_ERROR_TYPES: [&str; 5] = [
-    "iptables",
-    "iptables_lock",
-    "interface_add",
-    "interface_check",
-    "configmap",
-];
-
 /// A node setup step that failed.
 #[derive(Debug, Error)]
 pub enum NodeError {
@@ -59,7 +50,8 @@ pub enum NodeError {
 }
 
 impl NodeError {
-    /// The metric label node-cache uses for this failure.
+    /// The metric label node-cache uses for this failure: one of
+    /// [`crate::observe::metrics::SETUP_ERROR_TYPES`].
     pub fn errortype(&self) -> &'static str {
         match self {
             NodeError::InterfaceAdd(_) => "interface_add",

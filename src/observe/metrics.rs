@@ -37,6 +37,16 @@
 use super::upstream::UpstreamMetrics;
 use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
+/// The `errortype` labels of `coredns_nodecache_setup_errors_total`, as node-cache has them
+/// (`crate::node`'s errors name theirs from this set).
+pub const SETUP_ERROR_TYPES: [&str; 5] = [
+    "iptables",
+    "iptables_lock",
+    "interface_add",
+    "interface_check",
+    "configmap",
+];
+
 /// The forwarder's metrics.
 pub struct Metrics {
     pub registry: Registry,
@@ -214,7 +224,7 @@ impl Metrics {
             &["errortype"],
         );
         // node-cache shows every label from the start, so dashboards see zeros, not gaps.
-        for errortype in crate::node::SETUP_ERROR_TYPES {
+        for errortype in SETUP_ERROR_TYPES {
             setup_errors.with_label_values(&[errortype]);
         }
         let upstream = UpstreamMetrics::register(&registry);

@@ -11,8 +11,9 @@ use crate::Proto;
 use crate::wire::name::read_uncompressed;
 use crate::wire::rcode;
 
+/// One answered query in `every` logged; `every` changes with a reloaded config.
 pub struct QueryLog {
-    every: u64,
+    every: AtomicU64,
     seen: AtomicU64,
 }
 
@@ -20,19 +21,25 @@ impl QueryLog {
     /// Logs one answer in `every`; 0 logs none.
     pub fn new(every: u64) -> QueryLog {
         QueryLog {
-            every,
+            every: AtomicU64::new(every),
             seen: AtomicU64::new(0),
         }
+    }
+
+    /// Logs one answer in `every` from now on; 0 logs none.
+    pub fn set_every(&self, every: u64) {
+        self.every.store(every, Ordering::Relaxed);
     }
 
     /// Logs `answer` (the bytes sent to `client`) when it is the one in `every`.
     #[inline]
     pub fn answered(&self, client: SocketAddr, proto: Proto, answer: &[u8]) {
-        if self.every == 0
+        let every = self.every.load(Ordering::Relaxed);
+        if every == 0
             || !self
                 .seen
                 .fetch_add(1, Ordering::Relaxed)
-                .is_multiple_of(self.every)
+                .is_multiple_of(every)
         {
             return;
         }

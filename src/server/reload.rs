@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::Current;
+use super::delivery::Delivery;
 use crate::config::Config;
 use crate::observe::Metrics;
 
@@ -27,11 +28,18 @@ pub(super) fn baseline(path: &std::path::Path) -> Option<Vec<u8>> {
     std::fs::read(path).ok()
 }
 
+/// What a reload replaces: the responder behind the listeners, and the sample rate of their
+/// query log (`log.query_sample`, which the listeners own).
+pub(super) struct Replaced {
+    pub(super) current: Current,
+    pub(super) delivery: Arc<Delivery>,
+}
+
 pub(super) async fn watch(
     path: PathBuf,
     interval: Duration,
     mut running: Config,
-    current: Current,
+    Replaced { current, delivery }: Replaced,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
     mut last: Option<Vec<u8>>,
@@ -71,6 +79,7 @@ pub(super) async fn watch(
                 }
                 let next = current.load().reloaded(&config);
                 current.store(Arc::new(next));
+                delivery.set_query_sample(config.log.query_sample);
                 reloads("success");
                 info!(path = %path.display(), zones = config.zones.len(), "config reloaded");
                 running = config;

@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
 
+use super::delivery::Delivery;
 use super::framing::{frame, read_frame};
 use super::{Current, Lifecycle, Limits};
 use crate::Proto;
@@ -26,6 +27,7 @@ pub(super) async fn serve(
     index: usize,
     listener: TcpListener,
     current: Current,
+    delivery: Arc<Delivery>,
     limits: Limits,
     lifecycle: Lifecycle,
 ) {
@@ -49,15 +51,17 @@ pub(super) async fn serve(
         // Answers are written whole; waiting for more bytes would only add latency.
         let _ = stream.set_nodelay(true);
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            current.load().count_rejected_connection();
+            delivery.connection_rejected();
             drop(stream);
             continue;
         };
         let current = current.clone();
+        let delivery = delivery.clone();
         let limits = limits.clone();
         let connection_lifecycle = lifecycle.clone();
         lifecycle.inflight.spawn(async move {
-            connection(index, stream, client, current, limits, connection_lifecycle).await;
+            let lifecycle = connection_lifecycle;
+            connection(index, stream, client, current, delivery, limits, lifecycle).await;
             drop(permit);
         });
     }
@@ -68,18 +72,19 @@ async fn connection(
     stream: TcpStream,
     client: SocketAddr,
     current: Current,
+    delivery: Arc<Delivery>,
     limits: Limits,
     lifecycle: Lifecycle,
 ) {
     let (mut reader, mut writer) = stream.into_split();
     let (answers, mut to_write) = mpsc::channel::<Vec<u8>>(limits.max_tcp_pipelined);
-    let log = current.clone();
+    let log = delivery.clone();
     let writing = async move {
         while let Some(answer) = to_write.recv().await {
             if writer.write_all(&frame(&answer)).await.is_err() {
                 return;
             }
-            log.load().log_answer(client, Proto::Tcp, &answer);
+            log.sent(client, Proto::Tcp, &answer);
         }
         let _ = writer.shutdown().await;
     };
@@ -124,6 +129,7 @@ async fn connection(
                 Step::Forward(pending) => {
                     let answers = answers.clone();
                     let responder = responder.clone();
+                    let delivery = delivery.clone();
                     let query_lifecycle = lifecycle.clone();
                     lifecycle.inflight.spawn(async move {
                         let mut out = Vec::new();
@@ -131,7 +137,7 @@ async fn connection(
                         // The client may have gone; its answer then has nowhere to go, and
                         // is counted as a send error.
                         if answers.send(out).await.is_err() {
-                            responder.count_send_error();
+                            delivery.send_failed();
                         }
                         drop(permit);
                     });

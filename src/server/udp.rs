@@ -12,6 +12,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use super::batch::{Inbox, Outbox};
+use super::delivery::Delivery;
 use super::{Current, Lifecycle};
 use crate::Proto;
 use crate::observe::ratelimit::LogLimiter;
@@ -37,6 +38,7 @@ pub(super) async fn serve(
     listener: usize,
     socket: Arc<UdpSocket>,
     current: Current,
+    delivery: Arc<Delivery>,
     inflight: Arc<Semaphore>,
     lifecycle: Lifecycle,
 ) {
@@ -46,6 +48,7 @@ pub(super) async fn serve(
         inbox: Inbox::new(),
         outbox: Outbox::new(),
         socket,
+        delivery,
         inflight,
         lifecycle,
     };
@@ -102,6 +105,7 @@ struct Batch {
     inbox: Inbox,
     outbox: Outbox,
     socket: Arc<UdpSocket>,
+    delivery: Arc<Delivery>,
     inflight: Arc<Semaphore>,
     lifecycle: Lifecycle,
 }
@@ -125,11 +129,12 @@ impl Batch {
                     Ok(permit) => {
                         let socket = self.socket.clone();
                         let responder = responder.clone();
+                        let delivery = self.delivery.clone();
                         let lifecycle = self.lifecycle.clone();
                         self.lifecycle.inflight.spawn(async move {
                             let mut out = Vec::new();
                             lifecycle.finish(&responder, pending, &mut out).await;
-                            send(&socket, &out, client, &responder).await;
+                            send(&socket, &out, client, &delivery).await;
                             drop(permit);
                         });
                     }
@@ -142,10 +147,10 @@ impl Batch {
             }
         }
         for _ in 0..self.outbox.flush(&self.socket).await {
-            responder.count_send_error();
+            self.delivery.send_failed();
         }
         for (client, answer) in self.outbox.queued() {
-            responder.log_answer(client, Proto::Udp, answer);
+            self.delivery.sent(client, Proto::Udp, answer);
         }
         self.outbox.clear();
     }
@@ -182,9 +187,9 @@ async fn leave_reuseport_group(socket: &UdpSocket) {
 }
 
 /// Sends one answer, counting a failed send and offering it to the query log.
-async fn send(socket: &UdpSocket, answer: &[u8], client: SocketAddr, responder: &Responder) {
+async fn send(socket: &UdpSocket, answer: &[u8], client: SocketAddr, delivery: &Delivery) {
     if socket.send_to(answer, client).await.is_err() {
-        responder.count_send_error();
+        delivery.send_failed();
     }
-    responder.log_answer(client, Proto::Udp, answer);
+    delivery.sent(client, Proto::Udp, answer);
 }

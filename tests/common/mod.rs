@@ -25,10 +25,10 @@ use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
+use nodelocal_dns::admin::{Endpoints, HttpServer, Inspector, Readiness};
 use nodelocal_dns::config::Config;
 use nodelocal_dns::kube::{PodIndex, PodWatch};
-use nodelocal_dns::observe::debug::Inspector;
-use nodelocal_dns::observe::{Endpoints, HttpServer, Metrics, Readiness};
+use nodelocal_dns::observe::Metrics;
 use nodelocal_dns::responder::Responder;
 use nodelocal_dns::server::Server;
 

@@ -24,11 +24,11 @@ use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
 use tokio::time::Instant;
 
-use super::Metrics;
 use crate::cache::PLAIN_VIEW;
 use crate::config::Config;
 use crate::kube::index::PodPhase;
 use crate::kube::{ClientMatch, PodIndex};
+use crate::observe::Metrics;
 use crate::responder::{CurrentResponder, Responder};
 use crate::wire::Name;
 

@@ -20,10 +20,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::Metrics;
 use super::debug::{self, Inspector};
 use super::readiness::Readiness;
 use crate::config::MetricsConfig;
+use crate::observe::Metrics;
 
 /// How long shutdown waits for open HTTP connections (a scrape in progress) to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
