@@ -27,12 +27,13 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 
 use nodelocal_dns::cache::policy::TtlPolicy;
-use nodelocal_dns::cache::{Cache, Lookup, PLAIN_VIEW};
+use nodelocal_dns::cache::{Cache, Lookup, PLAIN_VIEW, Served};
 use nodelocal_dns::config::ZoneCacheConfig;
 use nodelocal_dns::observe::Metrics;
 use nodelocal_dns::wire::answer::Answer;
 use nodelocal_dns::wire::answer::inspect;
 use nodelocal_dns::wire::query::{Question, UpstreamFlags, build_upstream, parse};
+use nodelocal_dns::wire::reply::ReplyLimits;
 use nodelocal_dns::wire::{CLASS_IN, Name, rtype};
 
 /// The system allocator, counting live bytes and glibc chunk bytes.
@@ -167,12 +168,12 @@ fn upstream_answer(id: u16, question: &Question, shape: Shape, zone_labels: usiz
     push_u16(&mut msg, u16::from(record.is_none()));
     push_u16(&mut msg, 1);
     msg.extend_from_slice(name);
-    push_u16(&mut msg, question.qtype);
+    push_u16(&mut msg, question.qtype.0);
     push_u16(&mut msg, CLASS_IN);
     match record {
         Some(qtype) => {
             push_u16(&mut msg, 0xC00C);
-            push_u16(&mut msg, qtype);
+            push_u16(&mut msg, qtype.0);
             push_u16(&mut msg, CLASS_IN);
             push_u32(&mut msg, 3600);
             if qtype == rtype::A {
@@ -195,7 +196,7 @@ fn upstream_answer(id: u16, question: &Question, shape: Shape, zone_labels: usiz
             }
             let zone = 0xC000 | (12 + at) as u16;
             push_u16(&mut msg, zone);
-            push_u16(&mut msg, rtype::SOA);
+            push_u16(&mut msg, rtype::SOA.0);
             push_u16(&mut msg, CLASS_IN);
             push_u32(&mut msg, 300);
             let rdata_len = (1 + 2 + 2) + (1 + 10 + 2) + 20;
@@ -211,7 +212,7 @@ fn upstream_answer(id: u16, question: &Question, shape: Shape, zone_labels: usiz
     }
     // OPT: root owner, UDP size 1232, no options.
     msg.push(0);
-    push_u16(&mut msg, rtype::OPT);
+    push_u16(&mut msg, rtype::OPT.0);
     push_u16(&mut msg, 1232);
     push_u32(&mut msg, 0);
     push_u16(&mut msg, 0);
@@ -302,6 +303,11 @@ fn main() {
     // (cache misses in the CPU's caches, as a big cache has), and over a hot 4096.
     let mut out = Vec::with_capacity(1232);
     let stale_window = Duration::from_secs(0);
+    // A UDP client that advertised 1232 bytes, our default maximum.
+    let limits = ReplyLimits {
+        max_size: 1232,
+        udp_size: 1232,
+    };
     let mut time_hits = |indices: &mut dyn Iterator<Item = usize>, count: usize| {
         let start = Instant::now();
         let now = tokio::time::Instant::now();
@@ -309,7 +315,7 @@ fn main() {
             let query = &queries[i];
             match cache.lookup(query, PLAIN_VIEW, now, stale_window) {
                 Lookup::Fresh(entry) => {
-                    entry.write_for(query, now, false, 1232, 1232, &mut out);
+                    entry.write_for(query, now, Served::Fresh, limits, &mut out);
                     black_box(out.len())
                 }
                 // Evicted while filling (a few in a thousand): a miss costs less than a hit,

@@ -27,20 +27,20 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::Proto;
-use crate::cache::{Cache, Entry, Fetched, Lookup, PLAIN_VIEW, RefreshSlot};
+use crate::cache::{Cache, Entry, Fetched, Lookup, PLAIN_VIEW, RefreshSlot, Served};
 use crate::config::Config;
 use crate::kube::autopath::{AutopathError, Plain};
 use crate::kube::{Autopath, ClientNamespace, PodIndex};
 use crate::observe::Metrics;
-use crate::observe::requests::{RequestMetrics, SharedCollector, Source, Tally};
+use crate::observe::requests::{Arrival, RequestMetrics, Response, SharedCollector, Source, Tally};
 use crate::tasks::{TaskKind, Tasks};
 use crate::upstream::ZoneRouter;
 use crate::upstream::loop_check::LoopCheck;
 use crate::upstream::router::{Route, RouteId};
 use crate::wire::answer::Answer;
 use crate::wire::query::{self, DropReason, Query, Rejection, UpstreamFlags};
-use crate::wire::rcode;
-use crate::wire::reply::{self, EchoedQuestion, write_answer, write_error};
+use crate::wire::reply::{self, EchoedQuestion, ReplyLimits, write_answer, write_error};
+use crate::wire::{RType, Rcode, rcode};
 
 /// A query's request-metrics series, and when it arrived if it was not answered synchronously.
 type Counted<'a> = (&'a Tally, Option<std::time::Instant>);
@@ -310,11 +310,13 @@ impl Responder {
         client: IpAddr,
         out: &mut Vec<u8>,
     ) -> Step {
-        let tally = |zone, qtype, dnssec_ok| {
-            let len = packet.len();
-            let requests = &self.requests;
-            requests.tally(listener, zone, proto, client, qtype, dnssec_ok, len)
+        let arrival = Arrival {
+            listener,
+            proto,
+            client,
+            request_len: packet.len(),
         };
+        let tally = |zone, qtype, dnssec_ok| self.requests.tally(&arrival, zone, qtype, dnssec_ok);
         let query = match query::parse(packet) {
             Ok(query) => query,
             Err(Rejection::Drop(reason)) => {
@@ -340,7 +342,8 @@ impl Responder {
                     edns,
                     self.max_udp_size,
                 );
-                let qtype = question.map_or(0, |q| q.qtype);
+                // Type 0 (reserved) for an answer without a question: counted as `other`.
+                let qtype = question.map_or(RType(0), |q| q.qtype);
                 let dnssec_ok = edns.is_some_and(|e| e.dnssec_ok);
                 let tally = tally(self.requests.dropped_zone(), qtype, dnssec_ok);
                 self.record((&tally, None), rcode, Source::Server, out);
@@ -388,9 +391,9 @@ impl Responder {
         let now = Instant::now();
         match self.cache.lookup(&query, view, now, policy.stale_window) {
             Lookup::Fresh(entry) => {
-                let max_size = self.max_size(&query, proto);
-                entry.write_for(&query, now, false, max_size, self.max_udp_size, out);
-                self.add_nsid(&query, max_size, out);
+                let limits = self.limits(&query, proto);
+                entry.write_for(&query, now, Served::Fresh, limits, out);
+                self.add_nsid(&query, limits, out);
                 self.record((&tally, None), entry.rcode(), Source::Cache, out);
                 let prefetch = &policy.prefetch;
                 if entry.hit_wants_refresh(now, prefetch.min_hits, prefetch.percentage)
@@ -414,7 +417,7 @@ impl Responder {
     pub async fn finish(self: &Arc<Self>, pending: Box<Pending>, out: &mut Vec<u8>) {
         let (query, proto) = (pending.query, pending.proto);
         self.answer_pending(pending, out).await;
-        self.add_nsid(&query, self.max_size(&query, proto), out);
+        self.add_nsid(&query, self.limits(&query, proto), out);
     }
 
     /// [`Responder::finish`] without the NSID.
@@ -429,11 +432,11 @@ impl Responder {
         } = *pending;
         let arrived = Some(arrived);
         let route = self.router.get(route_id);
-        let max_size = self.max_size(&query, proto);
+        let limits = self.limits(&query, proto);
         let Some(policy) = &route.cache else {
             let answer = self.resolve(route_id, query, proto, autopath).await;
             let answer = answer.answer_for(query.question.qtype);
-            self.write_upstream_answer(&query, (&tally, arrived), answer, max_size, out);
+            self.write_upstream_answer(&query, (&tally, arrived), answer, limits, out);
             return;
         };
         let view = autopath.as_ref().map_or(PLAIN_VIEW, |ns| ns.view);
@@ -453,21 +456,14 @@ impl Responder {
                     Ok(Ok(Some(fetched))) => fetched,
                     // Slow, failed, or cancelled by a shutdown: the stale answer is better.
                     Ok(Ok(None) | Err(_)) | Err(_) => {
-                        self.write_stale(entry, &query, (&tally, arrived), max_size, out);
+                        self.write_stale(entry, &query, (&tally, arrived), limits, out);
                         return;
                     }
                 }
             }
         };
         if let Some(entry) = fetched.entry() {
-            entry.write_for(
-                &query,
-                Instant::now(),
-                false,
-                max_size,
-                self.max_udp_size,
-                out,
-            );
+            entry.write_for(&query, Instant::now(), Served::Fresh, limits, out);
             self.record((&tally, arrived), entry.rcode(), Source::Forward, out);
             return;
         }
@@ -476,9 +472,9 @@ impl Responder {
             answer.is_none_or(|a| matches!(a.info.rcode, rcode::SERVFAIL | rcode::REFUSED));
         match stale {
             Some(entry) if failed => {
-                self.write_stale(&entry, &query, (&tally, arrived), max_size, out)
+                self.write_stale(&entry, &query, (&tally, arrived), limits, out)
             }
-            _ => self.write_upstream_answer(&query, (&tally, arrived), answer, max_size, out),
+            _ => self.write_upstream_answer(&query, (&tally, arrived), answer, limits, out),
         }
     }
 
@@ -610,17 +606,10 @@ impl Responder {
         entry: &Entry,
         query: &Query,
         tally: Counted,
-        max_size: usize,
+        limits: ReplyLimits,
         out: &mut Vec<u8>,
     ) {
-        entry.write_for(
-            query,
-            Instant::now(),
-            true,
-            max_size,
-            self.max_udp_size,
-            out,
-        );
+        entry.write_for(query, Instant::now(), Served::Stale, limits, out);
         self.cache.count_served_stale();
         self.record(tally, entry.rcode(), Source::Cache, out);
     }
@@ -660,19 +649,12 @@ impl Responder {
         query: &Query,
         tally: Counted,
         answer: Option<&Answer>,
-        max_size: usize,
+        limits: ReplyLimits,
         out: &mut Vec<u8>,
     ) {
         match answer {
             Some(answer) => {
-                write_answer(
-                    out,
-                    &answer.message,
-                    answer.has_opt(),
-                    query,
-                    max_size,
-                    self.max_udp_size,
-                );
+                write_answer(out, &answer.message, answer.has_opt(), query, limits);
                 self.record(tally, answer.info.rcode, Source::Forward, out);
             }
             None => {
@@ -682,25 +664,26 @@ impl Responder {
         }
     }
 
-    fn max_size(&self, query: &Query, proto: Proto) -> usize {
+    /// How large the answer to `query` may be, and what our OPT advertises.
+    fn limits(&self, query: &Query, proto: Proto) -> ReplyLimits {
         match proto {
-            Proto::Udp => reply::udp_limit(query.edns, self.max_udp_size),
-            Proto::Tcp => u16::MAX as usize,
+            Proto::Udp => ReplyLimits::udp(query.edns, self.max_udp_size),
+            Proto::Tcp => ReplyLimits::tcp(self.max_udp_size),
         }
     }
 
     /// Our `server.nsid` in the answer in `out` (RFC 5001), when the query asked for it and the
-    /// answer stays within `max_size` with it. Answers were counted without it.
-    fn add_nsid(&self, query: &Query, max_size: usize, out: &mut Vec<u8>) {
+    /// answer stays within `limits` with it. Answers were counted without it.
+    fn add_nsid(&self, query: &Query, limits: ReplyLimits, out: &mut Vec<u8>) {
         if let Some(nsid) = &self.nsid
             && query.edns.is_some_and(|e| e.nsid)
         {
-            reply::add_nsid(out, nsid, max_size);
+            reply::add_nsid(out, nsid, limits.max_size);
         }
     }
 
     /// An error answer to a parsed query.
-    fn write_query_error(&self, query: &Query, rcode: u16, out: &mut Vec<u8>) {
+    fn write_query_error(&self, query: &Query, rcode: Rcode, out: &mut Vec<u8>) {
         let question = Some(EchoedQuestion::of_query(query));
         write_error(
             out,
@@ -714,9 +697,14 @@ impl Responder {
     }
 
     /// Counts an answer written into `out` in the request metrics.
-    fn record(&self, (tally, arrived): Counted, rcode: u16, source: Source, out: &[u8]) {
-        self.requests
-            .record(tally, rcode, source, out.len(), arrived);
+    fn record(&self, (tally, arrived): Counted, rcode: Rcode, source: Source, out: &[u8]) {
+        let response = Response {
+            rcode,
+            source,
+            len: out.len(),
+            arrived,
+        };
+        self.requests.record(tally, response);
     }
 
     /// The request metrics' index of a route's zone.

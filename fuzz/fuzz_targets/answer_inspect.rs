@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use nodelocal_dns::wire::answer::{inspect, strip_trailing_opt};
 use nodelocal_dns::wire::name::read_uncompressed;
-use nodelocal_dns::wire::{HEADER_LEN, Header, Question};
+use nodelocal_dns::wire::{HEADER_LEN, Header, Question, RType};
 
 fuzz_target!(|msg: &[u8]| {
     let Some(header) = Header::read(msg) else {
@@ -20,7 +20,7 @@ fuzz_target!(|msg: &[u8]| {
     }
     let question = Question {
         name: name.to_lowercase(),
-        qtype: u16::from_be_bytes([msg[end], msg[end + 1]]),
+        qtype: RType(u16::from_be_bytes([msg[end], msg[end + 1]])),
         qclass: u16::from_be_bytes([msg[end + 2], msg[end + 3]]),
     };
     let Ok(mut info) = inspect(msg, header.id, &question) else {

@@ -7,12 +7,12 @@
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use nodelocal_dns::cache::Entry;
+use nodelocal_dns::cache::{Entry, Served};
 use nodelocal_dns::cache::policy::TtlPolicy;
 use nodelocal_dns::wire::answer::Answer;
 use nodelocal_dns::wire::answer::{inspect, strip_trailing_opt};
 use nodelocal_dns::wire::query::{Query, Question, parse};
-use nodelocal_dns::wire::reply::write_answer;
+use nodelocal_dns::wire::reply::{ReplyLimits, write_answer};
 use nodelocal_dns::wire::{HEADER_LEN, Header, rtype};
 use tokio::time::Instant;
 
@@ -75,16 +75,13 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut out = Vec::new();
+    let limits = ReplyLimits {
+        max_size,
+        udp_size: 1232,
+    };
 
     // A forwarded answer.
-    write_answer(
-        &mut out,
-        &first.message,
-        first.has_opt(),
-        &query,
-        max_size,
-        1232,
-    );
+    write_answer(&mut out, &first.message, first.has_opt(), &query, limits);
     check(&out, &query, max_size);
 
     // A cache hit, some seconds after the store, fresh or stale.
@@ -98,7 +95,11 @@ fuzz_target!(|data: &[u8]| {
     let entry = match query.question.qtype {
         rtype::A | rtype::AAAA => {
             let other = Question {
-                qtype: rtype::A + rtype::AAAA - query.question.qtype,
+                qtype: if query.question.qtype == rtype::A {
+                    rtype::AAAA
+                } else {
+                    rtype::A
+                },
                 ..query.question
             };
             let Some(second) = answer(&other, body) else {
@@ -116,7 +117,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let later = stored + Duration::from_secs(u64::from(control >> 3) * 97);
-    let stale = control & 4 != 0;
-    entry.write_for(&query, later, stale, max_size, 1232, &mut out);
+    let served = if control & 4 != 0 {
+        Served::Stale
+    } else {
+        Served::Fresh
+    };
+    entry.write_for(&query, later, served, limits, &mut out);
     check(&out, &query, max_size);
 });

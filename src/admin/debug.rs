@@ -30,7 +30,7 @@ use crate::kube::index::PodPhase;
 use crate::kube::{ClientMatch, PodIndex};
 use crate::observe::Metrics;
 use crate::responder::{CurrentResponder, Responder};
-use crate::wire::Name;
+use crate::wire::{Name, RType, Rcode};
 
 /// What the debug endpoints read.
 pub struct Inspector {
@@ -128,7 +128,9 @@ impl Inspector {
             RecordType::A | RecordType::AAAA => "A+AAAA pair".to_string(),
             other => other.to_string(),
         };
-        let found = responder.cache().inspect(&parsed, u16::from(qtype), &views);
+        let found = responder
+            .cache()
+            .inspect(&parsed, RType(u16::from(qtype)), &views);
         let dotted = parsed.to_dotted();
         if found.is_empty() {
             return (
@@ -168,7 +170,7 @@ impl Inspector {
                 out,
                 "  {} {}, {lifetime}, {} hits",
                 entry.kind().as_str(),
-                crate::wire::rcode::name(entry.rcode()),
+                entry.rcode().name(),
                 entry.hits()
             );
             let wires = entry.wires();
@@ -353,7 +355,7 @@ fn describe_half(out: &mut String, half: &str, wire: &[u8]) {
             let _ = writeln!(
                 out,
                 "  {label}half: {}, {} answers, {} authority",
-                crate::wire::rcode::name(u16::from(message.metadata.response_code)),
+                Rcode(u16::from(message.metadata.response_code)).name(),
                 message.answers.len(),
                 message.authorities.len()
             );

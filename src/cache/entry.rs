@@ -18,8 +18,8 @@ use triomphe::ThinArc;
 use super::policy::{AnswerKind, TtlPolicy};
 use crate::wire::answer::Answer;
 use crate::wire::query::Query;
-use crate::wire::reply::patch_answer;
-use crate::wire::{HEADER_LEN, flag, rcode, read_u16, read_u32, rtype, write_u16};
+use crate::wire::reply::{ReplyLimits, patch_answer};
+use crate::wire::{HEADER_LEN, RType, Rcode, flag, rcode, read_u16, read_u32, rtype, write_u16};
 
 /// TTL of answers served stale (RFC 8767 section 4 suggests 30 seconds).
 pub const STALE_TTL: u32 = 30;
@@ -79,6 +79,14 @@ impl std::fmt::Debug for Entry {
     }
 }
 
+/// How an answer from an entry is written: TTLs counted down to what remains, or, for an
+/// expired entry served because upstreams failed (RFC 8767), [`STALE_TTL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    Fresh,
+    Stale,
+}
+
 /// Whether an entry may still be served as fresh or stale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Freshness {
@@ -132,7 +140,7 @@ impl Entry {
     /// Packs `answers` (one, or A and AAAA) with their TTL offsets behind the fields.
     fn new(
         answers: &[&Answer],
-        rcode: u16,
+        rcode: Rcode,
         kind: AnswerKind,
         ttl: Duration,
         now: Instant,
@@ -146,7 +154,7 @@ impl Entry {
             [first, second] => {
                 let len = question_len(&second.message);
                 let qtype_at = HEADER_LEN + len.saturating_sub(4);
-                let aaaa = len > 0 && read_u16(&second.message, qtype_at) == rtype::AAAA;
+                let aaaa = len > 0 && RType(read_u16(&second.message, qtype_at)) == rtype::AAAA;
                 if aaaa && question_len(&first.message) == len {
                     len
                 } else {
@@ -179,7 +187,7 @@ impl Entry {
             wires_end: (wires - second_question_len) as u32,
             first_offsets: first.info.ttl_offsets.len() as u16,
             second_question_len: second_question_len as u16,
-            rcode: (rcode & 0xF) as u8,
+            rcode: rcode.header_bits() as u8,
             kind,
             pair: answers.len() == 2,
             refreshing: AtomicBool::new(false),
@@ -209,8 +217,8 @@ impl Entry {
         (wire, offsets)
     }
 
-    pub fn rcode(&self) -> u16 {
-        self.fields().rcode.into()
+    pub fn rcode(&self) -> Rcode {
+        Rcode(self.fields().rcode.into())
     }
 
     pub fn kind(&self) -> AnswerKind {
@@ -311,14 +319,13 @@ impl Entry {
     }
 
     /// Writes the answer to `query` (an A or AAAA query for a pair) into `out`, TTLs counted
-    /// down to what remains of the entry, or [`STALE_TTL`] when `stale`.
+    /// down to what remains of the entry, or [`STALE_TTL`] when served stale.
     pub fn write_for(
         &self,
         query: &Query,
         now: Instant,
-        stale: bool,
-        max_size: usize,
-        udp_size: u16,
+        served: Served,
+        limits: ReplyLimits,
         out: &mut Vec<u8>,
     ) {
         let second = self.fields().pair && query.question.qtype == rtype::AAAA;
@@ -329,7 +336,7 @@ impl Entry {
             out.clear();
             out.extend_from_slice(wire);
         }
-        let truncated = patch_answer(out, false, query, max_size, udp_size);
+        let truncated = patch_answer(out, false, query, limits);
         // A cached answer is not authoritative, whatever the upstream said.
         let flags = read_u16(out, 2) & !flag::AA;
         write_u16(out, 2, flags);
@@ -339,12 +346,13 @@ impl Entry {
         let elapsed = now.saturating_duration_since(self.stored_at()).as_secs();
         let remaining = self.expires_at().saturating_duration_since(now).as_secs();
         for offset in offsets {
-            let ttl = if stale {
-                STALE_TTL
-            } else {
-                // Still as stored: patching touched the header, question and OPT only.
-                let original = u64::from(read_u32(out, offset));
-                original.saturating_sub(elapsed).min(remaining) as u32
+            let ttl = match served {
+                Served::Stale => STALE_TTL,
+                Served::Fresh => {
+                    // Still as stored: patching touched the header, question and OPT only.
+                    let original = u64::from(read_u32(out, offset));
+                    original.saturating_sub(elapsed).min(remaining) as u32
+                }
             };
             out[offset..offset + 4].copy_from_slice(&ttl.to_be_bytes());
         }
@@ -372,8 +380,13 @@ mod tests {
     use std::str::FromStr;
 
     const NAME: &str = "api.twilio.com.default.svc.cluster.local.";
+    /// A UDP client that advertised 1232 bytes, with our default maximum.
+    const LIMITS: ReplyLimits = ReplyLimits {
+        max_size: 1232,
+        udp_size: 1232,
+    };
 
-    fn question(qtype: u16) -> Question {
+    fn question(qtype: RType) -> Question {
         Question {
             name: Name::from_dotted(NAME).unwrap(),
             qtype,
@@ -383,10 +396,10 @@ mod tests {
 
     /// An upstream answer for `qtype` with `code`, the given answer records and, for negative
     /// answers, an SOA with TTL 60 and MINIMUM 5.
-    fn answer(qtype: u16, code: ResponseCode, records: Vec<Record>) -> Answer {
+    fn answer(qtype: RType, code: ResponseCode, records: Vec<Record>) -> Answer {
         let mut msg = Message::new(99, MessageType::Response, OpCode::Query);
         msg.metadata.response_code = code;
-        let rtype = hickory_proto::rr::RecordType::from(qtype);
+        let rtype = hickory_proto::rr::RecordType::from(u16::from(qtype));
         msg.add_query(hickory_proto::op::Query::query(
             HName::from_str(NAME).unwrap(),
             rtype,
@@ -422,7 +435,7 @@ mod tests {
         TtlPolicy::new(&ZoneCacheConfig::default())
     }
 
-    fn client_query(qtype: u16) -> Query {
+    fn client_query(qtype: RType) -> Query {
         let msg = crate::wire::query::build_upstream(7, &question(qtype), Default::default(), 1232);
         crate::wire::query::parse(&msg).unwrap()
     }
@@ -461,11 +474,11 @@ mod tests {
         let entry = Entry::address_pair(&a, &aaaa, &policy(), now).unwrap();
         for qtype in [rtype::A, rtype::AAAA] {
             let mut out = Vec::new();
-            entry.write_for(&client_query(qtype), now, false, 1232, 1232, &mut out);
+            entry.write_for(&client_query(qtype), now, Served::Fresh, LIMITS, &mut out);
             let header = Header::read(&out).unwrap();
             assert_eq!(header.rcode(), rcode::NXDOMAIN);
             let msg = Message::from_vec(&out).unwrap();
-            assert_eq!(u16::from(msg.queries[0].query_type()), qtype);
+            assert_eq!(u16::from(msg.queries[0].query_type()), u16::from(qtype));
         }
     }
 
@@ -498,20 +511,18 @@ mod tests {
                 &upstream.message,
                 false,
                 &query,
-                1232,
-                1232,
+                LIMITS,
             );
             let flags = read_u16(&expected, 2) & !flag::AA;
             write_u16(&mut expected, 2, flags);
             let mut out = Vec::new();
-            entry.write_for(&query, now, false, 1232, 1232, &mut out);
+            entry.write_for(&query, now, Served::Fresh, LIMITS, &mut out);
             assert_eq!(out, expected, "qtype {qtype}");
             entry.write_for(
                 &query,
                 now + Duration::from_secs(10),
-                false,
-                1232,
-                1232,
+                Served::Fresh,
+                LIMITS,
                 &mut out,
             );
             let msg = Message::from_vec(&out).unwrap();
@@ -542,16 +553,16 @@ mod tests {
         let a = answer(rtype::A, ResponseCode::NoError, vec![a_record(300)]);
         let entry = Entry::single(&a, &policy(), now).unwrap();
         assert_eq!(entry.ttl(), Duration::from_secs(30));
-        let ttl_after = |elapsed: u64, stale: bool| {
+        let ttl_after = |elapsed: u64, served: Served| {
             let mut out = Vec::new();
             let at = now + Duration::from_secs(elapsed);
-            entry.write_for(&client_query(rtype::A), at, stale, 1232, 1232, &mut out);
+            entry.write_for(&client_query(rtype::A), at, served, LIMITS, &mut out);
             Message::from_vec(&out).unwrap().answers[0].ttl
         };
-        assert_eq!(ttl_after(0, false), 30);
-        assert_eq!(ttl_after(10, false), 20);
-        assert_eq!(ttl_after(29, false), 1);
-        assert_eq!(ttl_after(100, true), STALE_TTL);
+        assert_eq!(ttl_after(0, Served::Fresh), 30);
+        assert_eq!(ttl_after(10, Served::Fresh), 20);
+        assert_eq!(ttl_after(29, Served::Fresh), 1);
+        assert_eq!(ttl_after(100, Served::Stale), STALE_TTL);
         assert_eq!(
             entry.freshness(now + Duration::from_secs(31), Duration::ZERO),
             Freshness::Expired

@@ -42,8 +42,8 @@ use crate::observe::Metrics;
 use crate::observe::ratelimit::LogLimiter;
 use crate::wire::answer::Answer;
 use crate::wire::query::{Query, Question};
-use crate::wire::{Name, rtype};
-pub use entry::{Entry, Freshness, NotStored};
+use crate::wire::{Name, RType, rtype};
+pub use entry::{Entry, Freshness, NotStored, Served};
 use flight::SingleFlight;
 use policy::{AnswerKind, TtlPolicy};
 
@@ -55,13 +55,13 @@ static SPLIT_ANSWERS: LogLimiter = LogLimiter::new(10, Duration::from_secs(60));
 pub type ViewId = u32;
 pub const PLAIN_VIEW: ViewId = 0;
 
-/// The key's qtype for an A+AAAA pair.
-const ADDRESS_PAIR: u16 = 0;
+/// The key's qtype for an A+AAAA pair (type 0 is reserved: no question asks it).
+const ADDRESS_PAIR: RType = RType(0);
 
 /// What a query is cached under, apart from its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct KeyParts {
-    qtype: u16,
+    qtype: RType,
     view: ViewId,
     bits: u8,
 }
@@ -145,7 +145,7 @@ enum Answers {
 
 impl Fetched {
     /// The answer of a fetch that bypassed the cache.
-    pub fn uncached(qtype: u16, answer: Option<Answer>) -> Fetched {
+    pub fn uncached(qtype: RType, answer: Option<Answer>) -> Fetched {
         let answers = match qtype {
             rtype::A => Answers::Pair {
                 a: answer,
@@ -169,7 +169,7 @@ impl Fetched {
     }
 
     /// The upstream's answer for `qtype`, if one came.
-    pub fn answer_for(&self, qtype: u16) -> Option<&Answer> {
+    pub fn answer_for(&self, qtype: RType) -> Option<&Answer> {
         match &self.answers {
             Answers::Pair { a, aaaa } => {
                 if qtype == rtype::AAAA {
@@ -436,7 +436,7 @@ impl Cache {
     /// Every entry stored for `name` asked as `qtype` (A and AAAA find the same pair) in any
     /// of `views`, under any DO/CD bits, for inspection: counts no lookup and leaves the
     /// eviction order alone.
-    pub fn inspect(&self, name: &Name, qtype: u16, views: &[ViewId]) -> Vec<Inspected> {
+    pub fn inspect(&self, name: &Name, qtype: RType, views: &[ViewId]) -> Vec<Inspected> {
         let qtype = match qtype {
             rtype::A | rtype::AAAA => ADDRESS_PAIR,
             other => other,

@@ -100,7 +100,7 @@ mod tests {
 
     fn info(rcode: u16, answers: u16, min_ttl: Option<u32>, negative: Option<u32>) -> AnswerInfo {
         AnswerInfo {
-            rcode,
+            rcode: crate::wire::Rcode(rcode),
             answer_count: answers,
             min_answer_ttl: min_ttl,
             negative_ttl: negative,

@@ -26,12 +26,13 @@ use thiserror::Error;
 use tokio::time::Instant;
 
 use super::index::{ClientMatch, ClientNamespace, PodIndex};
-use crate::cache::{Entry, Fetched};
+use crate::cache::{Entry, Fetched, Served};
 use crate::observe::Metrics;
 use crate::wire::alias::{AliasError, alias_answer};
 use crate::wire::answer::Answer;
 use crate::wire::query::{Query, message_id};
-use crate::wire::{Name, Question, rcode};
+use crate::wire::reply::ReplyLimits;
+use crate::wire::{Name, Question, RType, Rcode, rcode};
 
 /// Why an autopath answer could not be made (the client gets SERVFAIL, or stale data).
 #[derive(Debug, Clone, Error)]
@@ -58,7 +59,7 @@ pub enum Plain {
 impl Plain {
     /// The rcode that decides the walk: the entry's (one for both halves of a pair), else the
     /// upstream answer's for `qtype`; `None` when there was no answer.
-    fn rcode(&self, qtype: u16) -> Option<u16> {
+    fn rcode(&self, qtype: RType) -> Option<Rcode> {
         match self {
             Plain::Entry(entry) => Some(entry.rcode()),
             Plain::Fetched(fetched) => match fetched.entry() {
@@ -76,7 +77,8 @@ impl Plain {
         };
         if let Some(entry) = entry {
             let mut out = Vec::new();
-            entry.write_for(query, Instant::now(), false, u16::MAX as usize, 0, &mut out);
+            let limits = ReplyLimits::UNTRUNCATED;
+            entry.write_for(query, Instant::now(), Served::Fresh, limits, &mut out);
             return Some(out);
         }
         match self {

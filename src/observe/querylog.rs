@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tracing::info;
 
 use crate::Proto;
+use crate::wire::Rcode;
 use crate::wire::name::read_uncompressed;
-use crate::wire::rcode;
 
 /// One answered query in `every` logged; `every` changes with a reloaded config.
 pub struct QueryLog {
@@ -54,7 +54,7 @@ fn log(client: SocketAddr, proto: Proto, answer: &[u8]) {
         Proto::Tcp => "tcp",
     };
     // Our own answers: a header, then the question, unless it was an error without one.
-    let code = answer.get(3).map_or(0, |flags| u16::from(flags & 0x0f));
+    let code = Rcode(answer.get(3).map_or(0, |flags| u16::from(flags & 0x0f)));
     let question = read_uncompressed(answer, 12).ok().and_then(|(name, end)| {
         let qtype = answer.get(end..end + 2)?;
         Some((name.to_dotted(), u16::from_be_bytes([qtype[0], qtype[1]])))
@@ -62,7 +62,7 @@ fn log(client: SocketAddr, proto: Proto, answer: &[u8]) {
     let (name, qtype) = question.unwrap_or_else(|| ("-".into(), 0));
     info!(
         target: "query",
-        %client, proto, %name, qtype, rcode = rcode::name(code), bytes = answer.len(),
+        %client, proto, %name, qtype, rcode = code.name(), bytes = answer.len(),
         "query"
     );
 }

@@ -42,27 +42,28 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 
 use crate::Proto;
+use crate::wire::{RType, Rcode};
 
 /// CoreDNS's monitored query types (plugin/metrics/vars), then `other`.
-const QTYPES: [(u16, &str); 18] = [
-    (1, "A"),
-    (28, "AAAA"),
-    (5, "CNAME"),
-    (48, "DNSKEY"),
-    (43, "DS"),
-    (15, "MX"),
-    (50, "NSEC3"),
-    (47, "NSEC"),
-    (2, "NS"),
-    (12, "PTR"),
-    (46, "RRSIG"),
-    (6, "SOA"),
-    (33, "SRV"),
-    (16, "TXT"),
-    (65, "HTTPS"),
-    (251, "IXFR"),
-    (252, "AXFR"),
-    (255, "ANY"),
+const QTYPES: [(RType, &str); 18] = [
+    (RType(1), "A"),
+    (RType(28), "AAAA"),
+    (RType(5), "CNAME"),
+    (RType(48), "DNSKEY"),
+    (RType(43), "DS"),
+    (RType(15), "MX"),
+    (RType(50), "NSEC3"),
+    (RType(47), "NSEC"),
+    (RType(2), "NS"),
+    (RType(12), "PTR"),
+    (RType(46), "RRSIG"),
+    (RType(6), "SOA"),
+    (RType(33), "SRV"),
+    (RType(16), "TXT"),
+    (RType(65), "HTTPS"),
+    (RType(251), "IXFR"),
+    (RType(252), "AXFR"),
+    (RType(255), "ANY"),
 ];
 const QTYPE_SLOTS: usize = QTYPES.len() + 1;
 
@@ -161,6 +162,27 @@ impl Layout {
     }
 }
 
+/// Where a query came in: the listener (its index in `config.listen`, the `server` label),
+/// the transport, the client (for `family`) and the request's size.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival {
+    pub listener: usize,
+    pub proto: Proto,
+    pub client: IpAddr,
+    pub request_len: usize,
+}
+
+/// The answer a query got, as the response metrics count it.
+#[derive(Debug, Clone, Copy)]
+pub struct Response {
+    pub rcode: Rcode,
+    pub source: Source,
+    pub len: usize,
+    /// When a forwarded query arrived (its duration runs until now); `None` for one answered
+    /// synchronously (see the module documentation).
+    pub arrived: Option<Instant>,
+}
+
 /// What is known about a query when it arrives: which series it counts in. Built in
 /// `Responder::begin`, carried with a forwarded query, and recorded with the answer.
 #[derive(Debug, Clone, Copy)]
@@ -234,21 +256,16 @@ impl RequestMetrics {
         self.zones.len() - 1
     }
 
-    /// The series of a query from `client` over `proto` on listener `server`, routed to zone
-    /// index `zone`, asking `qtype`. Out-of-range indexes count under the last server or zone
-    /// rather than panic.
-    #[allow(clippy::too_many_arguments)]
-    pub fn tally(
-        &self,
-        server: usize,
-        zone: usize,
-        proto: Proto,
-        client: IpAddr,
-        qtype: u16,
-        dnssec_ok: bool,
-        request_len: usize,
-    ) -> Tally {
-        let server = server.min(self.servers.len() - 1);
+    /// The series of a query that came in as `arrival`, routed to zone index `zone`, asking
+    /// `qtype`. Out-of-range indexes count under the last server or zone rather than panic.
+    pub fn tally(&self, arrival: &Arrival, zone: usize, qtype: RType, dnssec_ok: bool) -> Tally {
+        let Arrival {
+            listener,
+            proto,
+            client,
+            request_len,
+        } = *arrival;
+        let server = listener.min(self.servers.len() - 1);
         let zone = zone.min(self.zones.len() - 1);
         Tally {
             series: (server * self.layout.zones + zone) as u32,
@@ -260,17 +277,8 @@ impl RequestMetrics {
         }
     }
 
-    /// Counts an answered query: the request, the response and their sizes, and its duration:
-    /// the time since `arrived` for a forwarded query, 0 for one answered synchronously
-    /// (`None`; see the module documentation).
-    pub fn record(
-        &self,
-        tally: &Tally,
-        rcode: u16,
-        source: Source,
-        response_len: usize,
-        arrived: Option<Instant>,
-    ) {
+    /// Counts an answered query: the request, the response and their sizes, and its duration.
+    pub fn record(&self, tally: &Tally, response: Response) {
         let number = thread_number();
         match self.owned.get(number) {
             Some(shard) => {
@@ -279,30 +287,32 @@ impl RequestMetrics {
                 let add = |cell: &AtomicU64, n: u64| {
                     cell.store(cell.load(Ordering::Relaxed) + n, Ordering::Relaxed)
                 };
-                self.add_all(cells, add, tally, rcode, source, response_len, arrived);
+                self.add_all(cells, add, tally, response);
             }
             None => {
                 let add = |cell: &AtomicU64, n: u64| {
                     cell.fetch_add(n, Ordering::Relaxed);
                 };
                 let shared = &self.shared;
-                self.add_all(shared, add, tally, rcode, source, response_len, arrived);
+                self.add_all(shared, add, tally, response);
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn add_all(
         &self,
         cells: &[AtomicU64],
         add: impl Fn(&AtomicU64, u64),
         tally: &Tally,
-        rcode: u16,
-        source: Source,
-        response_len: usize,
-        arrived: Option<Instant>,
+        response: Response,
     ) {
+        let Response {
+            rcode,
+            source,
+            len: response_len,
+            arrived,
+        } = response;
         let layout = &self.layout;
         let series = tally.series as usize;
         let (proto, family, qtype) = (
@@ -322,7 +332,7 @@ impl RequestMetrics {
         if tally.dnssec_ok {
             add(layout.do_requests + series, 1);
         }
-        let rcode = (rcode as usize).min(RCODES.len() - 1);
+        let rcode = usize::from(rcode.0).min(RCODES.len() - 1);
         add(
             layout.responses + (series * RCODES.len() + rcode) * SOURCES.len() + source as usize,
             1,
@@ -410,7 +420,7 @@ const FAMILY_INFO: [(&str, &str, &[&str]); 6] = [
 ];
 
 /// The slot of a qtype in [`QTYPES`], or the `other` slot.
-fn qtype_slot(qtype: u16) -> u8 {
+fn qtype_slot(qtype: RType) -> u8 {
     QTYPES
         .iter()
         .position(|(t, _)| *t == qtype)
@@ -642,16 +652,32 @@ mod tests {
             .unwrap();
         let v4: IpAddr = "10.0.0.1".parse().unwrap();
         let v6: IpAddr = "fd00::1".parse().unwrap();
-        let a = collector.tally(0, 0, Proto::Udp, v4, 1, false, 40);
-        collector.record(&a, 0, Source::Cache, 120, None);
-        collector.record(&a, 0, Source::Cache, 120, None);
-        let srv = collector.tally(0, 1, Proto::Tcp, v6, 33, true, 700);
+        let tally = |listener, zone, proto, client, qtype, dnssec_ok, request_len| {
+            let arrival = Arrival {
+                listener,
+                proto,
+                client,
+                request_len,
+            };
+            collector.tally(&arrival, zone, RType(qtype), dnssec_ok)
+        };
+        let response = |rcode, source, len, arrived| Response {
+            rcode: Rcode(rcode),
+            source,
+            len,
+            arrived,
+        };
+        let a = tally(0, 0, Proto::Udp, v4, 1, false, 40);
+        collector.record(&a, response(0, Source::Cache, 120, None));
+        collector.record(&a, response(0, Source::Cache, 120, None));
+        let srv = tally(0, 1, Proto::Tcp, v6, 33, true, 700);
         let arrived = Instant::now() - std::time::Duration::from_millis(3);
-        collector.record(&srv, 3, Source::Forward, 90, Some(arrived));
-        let dropped = collector.tally(7, 99, Proto::Udp, v4, 4242, false, 12);
+        collector.record(&srv, response(3, Source::Forward, 90, Some(arrived)));
+        let dropped = tally(7, 99, Proto::Udp, v4, 4242, false, 12);
         // Another thread: its own shard, summed in at scrape time.
+        let answered = response(5, Source::Server, 12, None);
         std::thread::scope(|scope| {
-            scope.spawn(|| collector.record(&dropped, 5, Source::Server, 12, None));
+            scope.spawn(|| collector.record(&dropped, answered));
         });
 
         let text = prometheus::TextEncoder::new()

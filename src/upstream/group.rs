@@ -83,7 +83,7 @@ impl Upstream {
             let seconds = started.elapsed().as_secs_f64();
             self.pool
                 .metrics
-                .answered(rcode::name(answer.info.rcode), seconds);
+                .answered(answer.info.rcode.name(), seconds);
         }
         result.map_err(Attempt::Failed)
     }
@@ -314,7 +314,7 @@ impl UpstreamGroup {
                     }
                     self.metrics
                         .upstream_servfail
-                        .with_label_values(&[&self.zone, &upstream.label, rcode::name(code)])
+                        .with_label_values(&[&self.zone, &upstream.label, code.name()])
                         .inc();
                     last_answer = Some(answer);
                 }

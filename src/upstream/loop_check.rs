@@ -19,10 +19,10 @@ use tracing::error;
 
 use super::router::Route;
 use crate::wire::query::{Question, UpstreamFlags, build_upstream};
-use crate::wire::{CLASS_IN, Name};
+use crate::wire::{CLASS_IN, Name, RType};
 
 /// HINFO, as CoreDNS's probe asks: no real name has it under our zones.
-const PROBE_TYPE: u16 = 13;
+const PROBE_TYPE: RType = RType(13);
 
 /// The probes out at the moment and the zones found looping.
 pub struct LoopCheck {

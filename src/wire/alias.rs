@@ -45,7 +45,7 @@ pub fn alias_answer(
             })
         })
         .unwrap_or(0);
-    let mut query = HQuery::query(owner.clone(), RecordType::from(question.qtype));
+    let mut query = HQuery::query(owner.clone(), RecordType::from(u16::from(question.qtype)));
     query.set_query_class(DNSClass::from(question.qclass));
     msg.queries = vec![query];
     msg.answers.insert(
@@ -70,7 +70,7 @@ mod tests {
     fn question(name: &str, qtype: u16) -> Question {
         Question {
             name: Name::from_dotted(name).unwrap(),
-            qtype,
+            qtype: crate::wire::RType(qtype),
             qclass: CLASS_IN,
         }
     }

@@ -6,13 +6,13 @@ use thiserror::Error;
 
 use super::name;
 use super::query::Question;
-use super::{HEADER_LEN, Header, WireError, read_u16, read_u32, rtype, write_u16};
+use super::{HEADER_LEN, Header, RType, Rcode, WireError, read_u16, read_u32, rtype, write_u16};
 
 /// What an accepted upstream answer says, read from its bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AnswerInfo {
     /// The 4-bit rcode of the header.
-    pub rcode: u16,
+    pub rcode: Rcode,
     pub truncated: bool,
     pub answer_count: u16,
     /// The smallest TTL in the answer section.
@@ -92,7 +92,7 @@ pub fn inspect(msg: &[u8], id: u16, question: &Question) -> Result<AnswerInfo, A
         return Err(WireError::Truncated.into());
     }
     if name.to_lowercase() != question.name
-        || read_u16(msg, after_name) != question.qtype
+        || RType(read_u16(msg, after_name)) != question.qtype
         || read_u16(msg, after_name + 2) != question.qclass
     {
         return Err(AnswerError::QuestionMismatch);
@@ -209,7 +209,7 @@ mod tests {
     #[test]
     fn reads_rcode_and_negative_ttl_from_soa() {
         let info = inspect(&nxdomain(9), 9, &question()).unwrap();
-        assert_eq!(info.rcode, 3);
+        assert_eq!(info.rcode, super::super::rcode::NXDOMAIN);
         assert_eq!(info.negative_ttl, Some(5));
         assert_eq!(info.min_answer_ttl, None);
         assert_eq!(info.ttl_offsets.len(), 1);

@@ -20,41 +20,111 @@ use thiserror::Error;
 /// Length of the fixed DNS header.
 pub const HEADER_LEN: usize = 12;
 
+/// A resource record type (a question's QTYPE, a record's TYPE), as on the wire. A newtype
+/// over the 16 bits, so that a type cannot be passed where an rcode, a class or a length is
+/// meant; it costs nothing at run time.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[repr(transparent)]
+pub struct RType(pub u16);
+
+impl RType {
+    /// A or AAAA: the types the cache keeps together, as one coherent pair.
+    pub fn is_address(self) -> bool {
+        self == rtype::A || self == rtype::AAAA
+    }
+
+    pub fn to_be_bytes(self) -> [u8; 2] {
+        self.0.to_be_bytes()
+    }
+}
+
+impl std::fmt::Debug for RType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RType({})", self.0)
+    }
+}
+
+impl std::fmt::Display for RType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<RType> for u16 {
+    fn from(rtype: RType) -> u16 {
+        rtype.0
+    }
+}
+
 /// Resource record types the forwarder treats specially.
 pub mod rtype {
-    pub const A: u16 = 1;
-    pub const NS: u16 = 2;
-    pub const CNAME: u16 = 5;
-    pub const SOA: u16 = 6;
-    pub const AAAA: u16 = 28;
-    pub const OPT: u16 = 41;
-    pub const IXFR: u16 = 251;
-    pub const AXFR: u16 = 252;
+    use super::RType;
+
+    pub const A: RType = RType(1);
+    pub const NS: RType = RType(2);
+    pub const CNAME: RType = RType(5);
+    pub const SOA: RType = RType(6);
+    pub const AAAA: RType = RType(28);
+    pub const OPT: RType = RType(41);
+    pub const IXFR: RType = RType(251);
+    pub const AXFR: RType = RType(252);
+}
+
+/// A response code: the header's four bits, widened by the OPT record's extended bits
+/// (RFC 6891: BADVERS is 16). A newtype for the same reason as [`RType`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[repr(transparent)]
+pub struct Rcode(pub u16);
+
+impl Rcode {
+    /// The conventional upper-case name, for logs and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            rcode::NOERROR => "NOERROR",
+            rcode::FORMERR => "FORMERR",
+            rcode::SERVFAIL => "SERVFAIL",
+            rcode::NXDOMAIN => "NXDOMAIN",
+            rcode::NOTIMP => "NOTIMP",
+            rcode::REFUSED => "REFUSED",
+            rcode::BADVERS => "BADVERS",
+            _ => "OTHER",
+        }
+    }
+
+    /// The four bits that go in the header.
+    pub fn header_bits(self) -> u16 {
+        self.0 & flag::RCODE_MASK
+    }
+
+    /// The upper eight bits of the twelve, carried in the OPT record.
+    pub fn extended_bits(self) -> u8 {
+        (self.0 >> 4) as u8
+    }
+}
+
+impl std::fmt::Debug for Rcode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Rcode({} {})", self.0, self.name())
+    }
+}
+
+impl From<Rcode> for u16 {
+    fn from(rcode: Rcode) -> u16 {
+        rcode.0
+    }
 }
 
 /// Response codes (the low four bits, and BADVERS which needs the OPT extended bits).
 pub mod rcode {
-    pub const NOERROR: u16 = 0;
-    pub const FORMERR: u16 = 1;
-    pub const SERVFAIL: u16 = 2;
-    pub const NXDOMAIN: u16 = 3;
-    pub const NOTIMP: u16 = 4;
-    pub const REFUSED: u16 = 5;
-    pub const BADVERS: u16 = 16;
+    use super::Rcode;
 
-    /// The conventional upper-case name, for logs and metric labels.
-    pub fn name(rcode: u16) -> &'static str {
-        match rcode {
-            NOERROR => "NOERROR",
-            FORMERR => "FORMERR",
-            SERVFAIL => "SERVFAIL",
-            NXDOMAIN => "NXDOMAIN",
-            NOTIMP => "NOTIMP",
-            REFUSED => "REFUSED",
-            BADVERS => "BADVERS",
-            _ => "OTHER",
-        }
-    }
+    pub const NOERROR: Rcode = Rcode(0);
+    pub const FORMERR: Rcode = Rcode(1);
+    pub const SERVFAIL: Rcode = Rcode(2);
+    pub const NXDOMAIN: Rcode = Rcode(3);
+    pub const NOTIMP: Rcode = Rcode(4);
+    pub const REFUSED: Rcode = Rcode(5);
+    pub const BADVERS: Rcode = Rcode(16);
 }
 
 pub const CLASS_IN: u16 = 1;
@@ -129,8 +199,9 @@ impl Header {
         ((self.flags & flag::OPCODE_MASK) >> 11) as u8
     }
 
-    pub fn rcode(&self) -> u16 {
-        self.flags & flag::RCODE_MASK
+    /// The header's four rcode bits (an OPT record may extend them).
+    pub fn rcode(&self) -> Rcode {
+        Rcode(self.flags & flag::RCODE_MASK)
     }
 
     pub fn is_truncated(&self) -> bool {
@@ -161,7 +232,7 @@ pub(crate) fn get_u16(msg: &[u8], pos: usize) -> Result<u16, WireError> {
 /// The fixed part of a resource record after its owner name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordHead {
-    pub rtype: u16,
+    pub rtype: RType,
     pub class: u16,
     /// Offset of the 32-bit TTL field in the message.
     pub ttl_offset: usize,
@@ -184,7 +255,7 @@ pub(crate) fn read_record(msg: &[u8], pos: usize) -> Result<RecordHead, WireErro
         return Err(WireError::Truncated);
     }
     Ok(RecordHead {
-        rtype: read_u16(msg, after_name),
+        rtype: RType(read_u16(msg, after_name)),
         class: read_u16(msg, after_name + 2),
         ttl_offset: after_name + 4,
         ttl: read_u32(msg, after_name + 4),

@@ -6,14 +6,15 @@
 
 use super::name::{self, Name};
 use super::{
-    CLASS_IN, HEADER_LEN, Header, WireError, flag, get_u16, rcode, read_record, read_u16, rtype,
+    CLASS_IN, HEADER_LEN, Header, RType, Rcode, WireError, flag, get_u16, rcode, read_record,
+    read_u16, rtype,
 };
 
 /// What a question asks: the name lowercased, with its type and class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Question {
     pub name: Name,
-    pub qtype: u16,
+    pub qtype: RType,
     pub qclass: u16,
 }
 
@@ -81,7 +82,7 @@ pub enum Rejection {
     /// `edns` when the client's OPT could be read (the answer then carries an OPT too).
     Answer {
         header: Header,
-        rcode: u16,
+        rcode: Rcode,
         question_end: Option<usize>,
         edns: Option<Edns>,
     },
@@ -90,7 +91,7 @@ pub enum Rejection {
 impl Rejection {
     fn answer(
         header: Header,
-        rcode: u16,
+        rcode: Rcode,
         question_end: Option<usize>,
         edns: Option<Edns>,
     ) -> Rejection {
@@ -146,9 +147,9 @@ pub fn parse(packet: &[u8]) -> Result<Query, Rejection> {
 }
 
 /// Reads the question at the start of a message: name as sent, (type, class), end offset.
-fn read_question(packet: &[u8]) -> Result<(Name, (u16, u16), usize), WireError> {
+fn read_question(packet: &[u8]) -> Result<(Name, (RType, u16), usize), WireError> {
     let (name, after_name) = name::read_uncompressed(packet, HEADER_LEN)?;
-    let qtype = get_u16(packet, after_name)?;
+    let qtype = RType(get_u16(packet, after_name)?);
     let qclass = get_u16(packet, after_name + 2)?;
     Ok((name, (qtype, qclass), after_name + 4))
 }

@@ -2,7 +2,9 @@
 //! cached) answers patched for the client that asked.
 
 use super::query::{Edns, OPTION_NSID, Query, push_opt};
-use super::{HEADER_LEN, Header, flag, name, read_record, read_u16, rtype, write_u16};
+use super::{
+    HEADER_LEN, Header, RType, Rcode, flag, name, read_record, read_u16, rtype, write_u16,
+};
 
 /// The smallest UDP payload every DNS client accepts (RFC 1035 2.3.4).
 pub const MIN_UDP_PAYLOAD: u16 = 512;
@@ -20,11 +22,46 @@ pub fn udp_limit(edns: Option<Edns>, max_udp_size: u16) -> usize {
     size as usize
 }
 
+/// How large an answer may be for the client it goes to, and the UDP payload size the OPT
+/// record we add advertises (`server.max_udp_size`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyLimits {
+    /// Beyond this many bytes the answer is truncated (TC=1, question only).
+    pub max_size: usize,
+    /// The payload size of our OPT record.
+    pub udp_size: u16,
+}
+
+impl ReplyLimits {
+    /// An answer that is never truncated and gets no OPT of ours that matters: one built for
+    /// ourselves (autopath's expansions) rather than for a client.
+    pub const UNTRUNCATED: ReplyLimits = ReplyLimits {
+        max_size: u16::MAX as usize,
+        udp_size: 0,
+    };
+
+    /// A UDP client's: [`udp_limit`] of what it advertised and our maximum.
+    pub fn udp(edns: Option<Edns>, max_udp_size: u16) -> ReplyLimits {
+        ReplyLimits {
+            max_size: udp_limit(edns, max_udp_size),
+            udp_size: max_udp_size,
+        }
+    }
+
+    /// A TCP client's: any DNS message fits the 16-bit length prefix.
+    pub fn tcp(max_udp_size: u16) -> ReplyLimits {
+        ReplyLimits {
+            max_size: u16::MAX as usize,
+            udp_size: max_udp_size,
+        }
+    }
+}
+
 /// The question of an error answer, as the client wrote it.
 #[derive(Debug, Clone, Copy)]
 pub struct EchoedQuestion<'a> {
     pub name: &'a [u8],
-    pub qtype: u16,
+    pub qtype: RType,
     pub qclass: u16,
 }
 
@@ -33,7 +70,7 @@ impl<'a> EchoedQuestion<'a> {
     pub fn from_packet(packet: &'a [u8], question_end: usize) -> EchoedQuestion<'a> {
         EchoedQuestion {
             name: &packet[HEADER_LEN..question_end - 4],
-            qtype: read_u16(packet, question_end - 4),
+            qtype: RType(read_u16(packet, question_end - 4)),
             qclass: read_u16(packet, question_end - 2),
         }
     }
@@ -55,7 +92,7 @@ pub fn write_error(
     id: u16,
     query_flags: u16,
     question: Option<EchoedQuestion<'_>>,
-    rcode: u16,
+    rcode: Rcode,
     edns: Option<Edns>,
     udp_size: u16,
 ) {
@@ -68,7 +105,7 @@ pub fn write_error(
     } else {
         (flag::OPCODE_MASK | flag::RD | flag::CD, flag::RA)
     };
-    let flags = flag::QR | (query_flags & copied) | available | (rcode & flag::RCODE_MASK);
+    let flags = flag::QR | (query_flags & copied) | available | rcode.header_bits();
     out.extend_from_slice(&flags.to_be_bytes());
     out.extend_from_slice(&u16::from(question.is_some()).to_be_bytes());
     out.extend_from_slice(&[0, 0, 0, 0]);
@@ -79,13 +116,14 @@ pub fn write_error(
         out.extend_from_slice(&question.qclass.to_be_bytes());
     }
     if let Some(edns) = edns {
-        push_opt(out, udp_size, (rcode >> 4) as u8, edns.dnssec_ok);
+        push_opt(out, udp_size, rcode.extended_bits(), edns.dnssec_ok);
     }
 }
 
 /// Writes an upstream or cached `answer` for `query` into `out`: the client's ID and CD bit, the
-/// client's letter case in the question (and so in every name compressed against it), an OPT when the
-/// client used EDNS, and truncation (TC=1, question only) when larger than `max_size`.
+/// client's letter case in the question (and so in every name compressed against it), an OPT
+/// when the client used EDNS, and truncation (TC=1, question only) when larger than `limits`
+/// allow.
 ///
 /// `answer` must answer `query.question` (checked when it was accepted) and carry no OPT unless
 /// `answer_has_opt`. Returns whether the answer was truncated.
@@ -94,12 +132,11 @@ pub fn write_answer(
     answer: &[u8],
     answer_has_opt: bool,
     query: &Query,
-    max_size: usize,
-    udp_size: u16,
+    limits: ReplyLimits,
 ) -> bool {
     out.clear();
     out.extend_from_slice(answer);
-    patch_answer(out, answer_has_opt, query, max_size, udp_size)
+    patch_answer(out, answer_has_opt, query, limits)
 }
 
 /// [`write_answer`] for an answer already copied into `out` (the cache puts a stored answer
@@ -108,9 +145,9 @@ pub fn patch_answer(
     out: &mut Vec<u8>,
     answer_has_opt: bool,
     query: &Query,
-    max_size: usize,
-    udp_size: u16,
+    limits: ReplyLimits,
 ) -> bool {
+    let ReplyLimits { max_size, udp_size } = limits;
     write_u16(out, 0, query.id);
     // RFC 4035 3.2.2: CD is the client's, copied from its query, whatever the upstream said.
     let flags = (read_u16(out, 2) & !flag::CD) | (query.flags & flag::CD);
@@ -195,7 +232,7 @@ mod tests {
     fn client_query(edns: bool) -> Vec<u8> {
         let question = Question {
             name: Name::from_dotted("a.example").unwrap(),
-            qtype: 1,
+            qtype: crate::wire::rtype::A,
             qclass: 1,
         };
         let mut msg = build_upstream(0x4242, &question, UpstreamFlags::default(), 1232);
@@ -225,7 +262,7 @@ mod tests {
         let header = Header::read(&out).unwrap();
         assert!(header.is_response());
         assert_eq!(header.id, 0x4242);
-        assert_eq!(header.rcode(), 0);
+        assert_eq!(header.rcode(), rcode::NOERROR);
         assert_eq!((header.qdcount, header.arcount), (1, 1));
         // Extended rcode byte of the OPT: BADVERS = 16 = 1 << 4.
         assert_eq!(out[out.len() - 6], 1);
@@ -239,7 +276,7 @@ mod tests {
         let header = Header::read(&out).unwrap();
         assert_eq!(
             header.flags,
-            flag::QR | (5 << 11) | flag::RD | rcode::NOTIMP
+            flag::QR | (5 << 11) | flag::RD | rcode::NOTIMP.header_bits()
         );
 
         // Other errors answer a query we served: RA set, CD copied.
@@ -255,7 +292,7 @@ mod tests {
         let flags = Header::read(&out).unwrap().flags;
         assert_eq!(
             flags,
-            flag::QR | flag::RD | flag::RA | flag::CD | rcode::FORMERR
+            flag::QR | flag::RD | flag::RA | flag::CD | rcode::FORMERR.header_bits()
         );
     }
 
@@ -272,7 +309,7 @@ mod tests {
             let upstream_cd = if client_cd { 0 } else { flag::CD };
             write_u16(&mut answer, 2, flag::QR | flag::RD | flag::RA | upstream_cd);
             let mut out = Vec::new();
-            write_answer(&mut out, &answer, false, &query, 65535, 1232);
+            write_answer(&mut out, &answer, false, &query, ReplyLimits::tcp(1232));
             let flags = Header::read(&out).unwrap().flags;
             assert_eq!(flags & flag::CD != 0, client_cd);
         }
@@ -325,14 +362,18 @@ mod tests {
         answer.extend_from_slice(&[0xC0, 12, 0, 16, 0, 1, 0, 0, 0, 60, 2, 0]);
         answer.extend_from_slice(&[b'x'; 512]);
         let mut out = Vec::new();
-        write_answer(&mut out, &answer, false, &query, 512, 1232);
+        let limits = |max_size| ReplyLimits {
+            max_size,
+            udp_size: 1232,
+        };
+        write_answer(&mut out, &answer, false, &query, limits(512));
         let header = Header::read(&out).unwrap();
         assert!(header.is_truncated());
         assert_eq!(header.id, 0x4242);
         assert_eq!((header.ancount, header.arcount), (0, 0));
         assert_eq!(out[HEADER_LEN + 1], b'A', "client's letter case is echoed");
 
-        write_answer(&mut out, &answer, false, &query, 65535, 1232);
+        write_answer(&mut out, &answer, false, &query, limits(65535));
         assert_eq!(out.len(), answer.len());
         assert!(!Header::read(&out).unwrap().is_truncated());
     }
@@ -349,7 +390,8 @@ mod tests {
         write_u16(&mut answer, 2, flag::QR | flag::TC | flag::RD);
         write_u16(&mut answer, 10, u16::MAX);
         let mut out = Vec::new();
-        assert!(write_answer(&mut out, &answer, false, &query, 65535, 1232));
+        let limits = ReplyLimits::tcp(1232);
+        assert!(write_answer(&mut out, &answer, false, &query, limits));
         let header = Header::read(&out).unwrap();
         assert!(header.is_truncated());
         assert_eq!((header.qdcount, header.ancount, header.arcount), (1, 0, 1));
