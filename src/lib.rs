@@ -3,11 +3,12 @@
 //! The request path (DESIGN.md): `server` (listeners) -> `responder` (validate, route,
 //! view, cache) -> `upstream` (zone groups, exchanges). `wire` reads and patches DNS bytes;
 //! `config` is the validated YAML model; `observe` holds the metrics and logs every module
-//! counts in; `admin` serves them over HTTP with readiness and the debug reports.
+//! counts in; `admin` serves them over HTTP with readiness and the debug reports; `instance`
+//! starts and stops the parts in order; `tasks` owns the background tasks.
 //!
 //! Floors, each importing only from the ones below (README.md, "How a query flows"):
-//! `admin` > `server` > `responder` > `upstream`, `kube` > `cache`, `node` > `config` >
-//! `wire`, `observe`.
+//! `instance` > `admin` > `server` > `responder` > `upstream`, `kube` > `cache`, `node`,
+//! `tasks` > `config` > `wire`, `observe`.
 
 pub mod admin;
 pub mod cache;

@@ -125,3 +125,14 @@ impl Tasks {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_task_kind_is_shown_from_the_start() {
+        let labels = TaskKind::ALL.map(TaskKind::label);
+        assert_eq!(labels, crate::observe::metrics::TASK_KINDS);
+    }
+}
