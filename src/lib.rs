@@ -16,6 +16,7 @@ pub mod config;
 pub mod instance;
 pub mod kube;
 pub mod node;
+pub mod nodecache;
 pub mod observe;
 pub mod responder;
 pub mod server;

@@ -7,10 +7,10 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use nodelocal_dns::config::Config;
-use nodelocal_dns::config::corefile;
-use nodelocal_dns::config::nodecache::{self, NodeCacheArgs};
 use nodelocal_dns::instance::{self, Options, StopRequests};
 use nodelocal_dns::node::NodeSetup;
+use nodelocal_dns::nodecache;
+use nodelocal_dns::nodecache::{self as corefile, NodeCacheArgs};
 
 /// A caching DNS forwarder for Kubernetes nodes, and a drop-in for NodeLocal DNSCache.
 ///

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nodelocal_dns::config::corefile::{TranslateOptions, parse, translate};
+use nodelocal_dns::nodecache::{TranslateOptions, parse, translate};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -54,14 +54,12 @@
 //! | `metrics.debug` | `false` | serve `/debug/cache`, `/debug/autopath`, `/debug/pool` on `metrics.listen`; refused on a non-loopback address unless `debug_remote` |
 //! | `metrics.debug_remote` | `false` | allow `debug` on a non-loopback `listen`: the endpoints show cached names and pod names to whoever reaches the port |
 //!
-//! A node-cache Corefile is translated into this model by [`corefile`]; node-cache's flags are
-//! read by [`nodecache`].
+//! A node-cache command line and Corefile are translated into this model by
+//! [`crate::nodecache`], which stands on this module.
 
-pub mod corefile;
 pub mod duration;
 pub mod env;
 pub mod node;
-pub mod nodecache;
 pub mod pool;
 pub mod resolv;
 

@@ -14,7 +14,7 @@
 //! | `-syncinterval` | `60` | `node.sync_interval` (integer seconds, or a duration such as `30s`) |
 //! | `-skipteardown` | `false` | `node.skip_teardown` |
 //! | `-health-port` | `8080` | `node.health_port` |
-//! | `-basecorefile` | `/etc/coredns/Corefile.base` | the template rendered ([`super::corefile::render`]) |
+//! | `-basecorefile` | `/etc/coredns/Corefile.base` | the template rendered ([`super::render()`]) |
 //! | `-corefile`, `-conf` | `/etc/Corefile` | where the rendered Corefile is written (for people who read it) |
 //! | `-kubednscm` | `/etc/kube-dns` when it exists | the kube-dns ConfigMap directory |
 //! | `-upstreamsvc` | `kube-dns` | `$<SVC>_SERVICE_HOST` is `__PILLAR__CLUSTER__DNS__` |
@@ -30,8 +30,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use super::Config;
-use super::corefile::{self, CorefileError, KubeDnsConfig, RenderParams, TranslateOptions};
+use super::{self as corefile, CorefileError, KubeDnsConfig, RenderParams, TranslateOptions};
+use crate::config::Config;
 
 /// The kube-dns ConfigMap mount node-cache uses when `-kubednscm` is empty.
 const DEFAULT_KUBE_DNS_DIR: &str = "/etc/kube-dns";

@@ -1,0 +1,89 @@
+//! node-cache compatibility: what NodeLocal DNSCache (`node-cache`) is started with, turned
+//! into one native [`Config`](crate::config::Config). A cluster switches to us by changing the
+//! image of its `node-local-dns` DaemonSet, so we read what node-cache reads, in four stages,
+//! one file each:
+//!
+//! - [`args`]: node-cache's command line (`-localip`, `-basecorefile`, `-upstreamsvc`, ...);
+//! - [`render`]: its Corefile template, filled as node-cache's `updateCorefile` does from the
+//!   `kube-dns` ConfigMap directory (`stubDomains`, `upstreamNameservers`) and the
+//!   `$<SVC>_SERVICE_HOST` variable of the upstream Service;
+//! - [`lex`] and [`parse`]: the rendered Corefile's words, then its server blocks;
+//! - [`translate`]: the blocks' directives into zones of one native config.
+//!
+//! It stands on [`crate::config`] (the model it produces) and [`crate::wire`] (zone names),
+//! and nothing but the command line (`main.rs`) imports it.
+//!
+//! | directive | translation |
+//! |---|---|
+//! | `ZONE[:PORT] [ZONE...] {` | one native zone per name; listen on every `bind` IP at PORT (default `-dns.port`, 53) |
+//! | `bind IP...` | `listen` (the union over blocks: every zone is answered on every listen address) |
+//! | `forward FROM TO... { ... }` | `zones[].upstreams`; FROM must be `.` or the block's zone; TO is `IP`, `IP:PORT`, `[IPv6]:PORT`, `dns://...` or a resolv.conf path |
+//! | `  force_tcp` / `prefer_udp` | `transport: tcp` / `prefer_udp` (else `udp`) |
+//! | `  policy random\|round_robin\|sequential` | `policy` |
+//! | `  health_check D`, `max_fails N` | `health_check`, `max_fails` (CoreDNS defaults 500ms and 2) |
+//! | `  max_concurrent N` | `server.max_inflight` (smallest over blocks; over the limit we answer SERVFAIL where CoreDNS answers REFUSED) |
+//! | `  expire D` | `pool.idle_timeout` (closed exactly then, where CoreDNS sweeps every D) |
+//! | `cache [TTL]` | `cache.success_ttl` = `cache.denial_ttl` = TTL (CoreDNS: 3600s / 1800s without TTL) |
+//! | `cache { success N [TTL [MINTTL]]; denial N [TTL [MINTTL]]; prefetch N [D] [P%]; serve_stale [D [MODE]]; servfail D }` | `success_ttl`, `denial_ttl`, `min_ttl`, `prefetch`, `serve_stale.max_age`, `servfail_ttl`; capacities add up into `cache.capacity` |
+//! | no `cache` | `zones[].cache.enabled: false` |
+//! | `health [ADDR]` | `metrics.health_listen` (`/health` and `/ready` there; `:PORT` is `0.0.0.0:PORT`) |
+//! | `prometheus [ADDR]` | `metrics.listen`; without it `metrics.enabled: false`, as CoreDNS serves no metrics then |
+//! | `log` | `log.query_sample: 1` (every query logged, target `query`) |
+//! | `loop` | `server.loop_check: true` (the default: a start-up probe per zone) |
+//! | `errors`, `reload` | `errors` is implied (errors are always logged); `reload` is ignored with a warning |
+//! | anything else | an error naming file and line |
+//!
+//! Where CoreDNS and our defaults differ, the translation keeps CoreDNS's numbers (2 s per
+//! upstream, 5 s per query, SERVFAIL cached 5 s, minimum TTL 5 s) except that prefetch and
+//! serve-stale stay on with our defaults unless the Corefile sets them: that is what users
+//! asked node-cache for (kubernetes/dns #652), and it only ever answers where CoreDNS fails.
+
+pub mod args;
+pub mod lex;
+pub mod parse;
+pub mod render;
+pub mod target;
+pub mod translate;
+
+use std::path::Path;
+
+use thiserror::Error;
+
+pub use args::{NodeCacheArgs, NodeCacheConfig, NodeCacheError, is_node_cache_command_line};
+pub use lex::Token;
+pub use parse::{Directive, ServerBlock, parse};
+pub use render::{DEFAULT_RESOLV_CONF, KubeDnsConfig, RenderParams, render, service_host_env};
+pub use target::{ForwardTarget, parse_forward_target};
+pub use translate::{TranslateOptions, Translation, translate};
+
+/// A Corefile (or its inputs) that cannot be used: where and why.
+#[derive(Debug, Error)]
+pub enum CorefileError {
+    #[error("{file}: cannot read: {error}")]
+    Read { file: String, error: std::io::Error },
+    #[error("{file}:{line}: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        message: String,
+    },
+    /// An error that is not tied to one line (a missing variable, a bad kube-dns ConfigMap).
+    #[error("{0}")]
+    Input(String),
+    /// The translation is not a valid native config.
+    #[error("{file}: the translation is not a valid config: {error}")]
+    Native {
+        file: String,
+        error: crate::config::ConfigError,
+    },
+}
+
+/// Reads, parses and translates a Corefile file.
+pub fn load(path: &Path, options: &TranslateOptions) -> Result<Translation, CorefileError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|error| CorefileError::Read {
+        file: file.clone(),
+        error,
+    })?;
+    translate(&text, &file, options)
+}

@@ -1,0 +1,688 @@
+//! The last stage: a parsed Corefile's server blocks into one native config, directive by
+//! directive (the table in the module documentation of [`super`]). `forward` and `cache`, the
+//! two directives with options, have a file each.
+
+mod cache;
+mod forward;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::parse::{Directive, ServerBlock, parse};
+use super::render::DEFAULT_RESOLV_CONF;
+use super::{CorefileError, Token};
+use crate::config::pool::PoolConfig;
+use crate::config::{
+    CacheConfig, Config, KubernetesConfig, LogConfig, MetricsConfig, ServerConfig, ZoneCacheConfig,
+    ZoneConfig, ZoneName,
+};
+use crate::wire::Name;
+use forward::Forward;
+
+/// A translated Corefile: the native config, the HTTP endpoints it asked for, and what was
+/// ignored.
+#[derive(Debug, Clone)]
+pub struct Translation {
+    pub config: Config,
+    /// `health [ADDR]` (default `:8080`), as written after rendering.
+    pub health: Option<String>,
+    /// `prometheus [ADDR]` (default `localhost:9153`).
+    pub metrics: Option<String>,
+    /// `file:line: ...` for every directive or option that was ignored.
+    pub warnings: Vec<String>,
+}
+
+impl Translation {
+    /// The native YAML with the endpoints and warnings as comments on top.
+    pub fn to_yaml(&self, source: &str) -> String {
+        let mut out = format!("# translated from {source}\n");
+        if let Some(health) = &self.health {
+            out.push_str(&format!("# health endpoint (GET /health): {health}\n"));
+        }
+        if let Some(metrics) = &self.metrics {
+            out.push_str(&format!("# metrics endpoint (GET /metrics): {metrics}\n"));
+        }
+        for warning in &self.warnings {
+            out.push_str(&format!("# warning: {warning}\n"));
+        }
+        out.push_str(&self.config.to_yaml());
+        out
+    }
+}
+
+/// How `translate` reads the Corefile's environment.
+#[derive(Debug, Clone)]
+pub struct TranslateOptions {
+    /// The port of server blocks that name none (CoreDNS `-dns.port`, 53).
+    pub default_port: u16,
+}
+
+impl Default for TranslateOptions {
+    fn default() -> Self {
+        TranslateOptions { default_port: 53 }
+    }
+}
+
+/// A Go listen address as CoreDNS's `health` and `prometheus` take it: `:PORT` is every
+/// address (0.0.0.0 here), `localhost:PORT` is loopback, otherwise `IP:PORT`.
+fn endpoint_addr(text: &str) -> Option<SocketAddr> {
+    if let Some(port) = text.strip_prefix(':') {
+        return Some(SocketAddr::from(([0, 0, 0, 0], port.parse().ok()?)));
+    }
+    if let Some(port) = text.strip_prefix("localhost:") {
+        return Some(SocketAddr::from(([127, 0, 0, 1], port.parse().ok()?)));
+    }
+    text.parse().ok()
+}
+
+/// The HTTP listeners a Corefile asks for: `prometheus` serves every endpoint, `health` gets
+/// its own listener (node-cache's liveness probe targets it) unless it is the same address.
+fn metrics_config(prometheus: Option<&str>, health: Option<&str>) -> MetricsConfig {
+    let defaults = MetricsConfig::default();
+    let listen = prometheus.and_then(endpoint_addr);
+    let health = health
+        .and_then(endpoint_addr)
+        .filter(|addr| Some(*addr) != listen);
+    MetricsConfig {
+        enabled: listen.is_some(),
+        listen: listen.unwrap_or(defaults.listen),
+        health_listen: health,
+        ..defaults
+    }
+}
+
+/// CoreDNS `forward` defaults (plugin/forward, v1.13).
+const FORWARD_MAX_FAILS: u32 = 2;
+const FORWARD_HEALTH_CHECK: Duration = Duration::from_millis(500);
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
+const FORWARD_DEADLINE: Duration = Duration::from_secs(5);
+/// Parses and translates Corefile `text` into a validated native config.
+pub fn translate(
+    text: &str,
+    file: &str,
+    options: &TranslateOptions,
+) -> Result<Translation, CorefileError> {
+    let blocks = parse(text, file)?;
+    let mut t = Translator {
+        file,
+        listen: Vec::new(),
+        zones: Vec::new(),
+        zone_lines: Vec::new(),
+        capacity: 0,
+        max_inflight: None,
+        resolv_conf: None,
+        health: None,
+        metrics: None,
+        query_log: false,
+        warnings: Vec::new(),
+    };
+    for block in &blocks {
+        t.block(block, options)?;
+    }
+    if t.zones.is_empty() {
+        return Err(CorefileError::Invalid {
+            file: file.into(),
+            line: 1,
+            message: "no server block".into(),
+        });
+    }
+    let mut server = ServerConfig::default();
+    if let Some(n) = t.max_inflight {
+        server.max_inflight = n;
+    }
+    let config = Config {
+        listen: t.listen,
+        workers: 0,
+        resolv_conf: t
+            .resolv_conf
+            .map_or_else(|| PathBuf::from(DEFAULT_RESOLV_CONF), |(p, _)| p),
+        server,
+        cache: CacheConfig {
+            capacity: t.capacity.max(1),
+        },
+        kubernetes: KubernetesConfig::default(),
+        node: Default::default(),
+        metrics: metrics_config(t.metrics.as_deref(), t.health.as_deref()),
+        log: LogConfig {
+            query_sample: u64::from(t.query_log),
+            ..LogConfig::default()
+        },
+        shutdown: Default::default(),
+        zones: t.zones,
+    };
+    // Through the YAML once: the same validation and resolv.conf expansion as a native file.
+    let config =
+        Config::from_yaml(&config.to_yaml(), file).map_err(|error| CorefileError::Native {
+            file: file.into(),
+            error,
+        })?;
+    Ok(Translation {
+        config,
+        health: t.health,
+        metrics: t.metrics,
+        warnings: t.warnings,
+    })
+}
+
+struct Translator<'a> {
+    file: &'a str,
+    listen: Vec<SocketAddr>,
+    zones: Vec<ZoneConfig>,
+    /// The line each zone was defined on, for duplicate errors.
+    zone_lines: Vec<usize>,
+    capacity: usize,
+    max_inflight: Option<usize>,
+    /// The resolv.conf path forward reads, and the line that named it.
+    resolv_conf: Option<(PathBuf, usize)>,
+    health: Option<String>,
+    metrics: Option<String>,
+    /// A block had `log`: CoreDNS logs every query there.
+    query_log: bool,
+    warnings: Vec<String>,
+}
+
+/// What one server block's directives say.
+struct BlockSettings {
+    bind: Vec<IpAddr>,
+    forward: Option<Forward>,
+    cache: Option<ZoneCacheConfig>,
+}
+
+impl Translator<'_> {
+    fn err(&self, line: usize, message: impl Into<String>) -> CorefileError {
+        CorefileError::Invalid {
+            file: self.file.to_string(),
+            line,
+            message: message.into(),
+        }
+    }
+
+    fn warn(&mut self, line: usize, message: impl AsRef<str>) {
+        self.warnings
+            .push(format!("{}:{line}: {}", self.file, message.as_ref()));
+    }
+
+    /// One server block: its zones, each with the block's forward and cache settings, and
+    /// its `bind` addresses added to the listen addresses.
+    fn block(
+        &mut self,
+        block: &ServerBlock,
+        options: &TranslateOptions,
+    ) -> Result<(), CorefileError> {
+        let (names, port) = self.zone_names(block, options)?;
+        let settings = self.directives(block)?;
+        let line = block.keys[0].line;
+        self.listen_on(&settings.bind, port, line);
+        let Some(forward) = &settings.forward else {
+            return Err(self.err(
+                line,
+                "server block without `forward`: every zone needs upstreams",
+            ));
+        };
+        for (name, name_line) in names {
+            self.add_zone(&name, name_line, forward, settings.cache.as_ref())?;
+        }
+        Ok(())
+    }
+
+    /// The block's zone names with their lines, and the one port they share.
+    fn zone_names(
+        &self,
+        block: &ServerBlock,
+        options: &TranslateOptions,
+    ) -> Result<(Vec<(String, usize)>, u16), CorefileError> {
+        let mut names = Vec::new();
+        let mut port = None;
+        for key in &block.keys {
+            let (name, key_port) = self.zone_key(key, options.default_port)?;
+            if port.is_some_and(|p| p != key_port) {
+                return Err(self.err(
+                    key.line,
+                    "zones of one server block on different ports are not supported",
+                ));
+            }
+            port = Some(key_port);
+            names.push((name, key.line));
+        }
+        Ok((names, port.unwrap_or(options.default_port)))
+    }
+
+    /// Listens on every `bind` address (all of IPv4 without one) at `port`.
+    fn listen_on(&mut self, bind: &[IpAddr], port: u16, line: usize) {
+        let every = [IpAddr::from([0, 0, 0, 0])];
+        let binds = if bind.is_empty() { &every[..] } else { bind };
+        for &ip in binds {
+            let addr = SocketAddr::new(ip, port);
+            if !self.listen.contains(&addr) {
+                if !self.listen.is_empty() && !self.zones.is_empty() {
+                    self.warn(
+                        line,
+                        format!(
+                            "{addr}: every zone is answered on every listen address, not only \
+                             this block's"
+                        ),
+                    );
+                }
+                self.listen.push(addr);
+            }
+        }
+    }
+
+    /// The native zone `name` (on `name_line`), forwarded and cached as its block says.
+    fn add_zone(
+        &mut self,
+        name: &str,
+        name_line: usize,
+        forward: &Forward,
+        cache: Option<&ZoneCacheConfig>,
+    ) -> Result<(), CorefileError> {
+        if forward.from != "." && normalize_zone(&forward.from) != normalize_zone(name) {
+            return Err(self.err(
+                forward.line,
+                format!(
+                    "forward FROM {} differs from the block's zone {name}: write a server \
+                     block for {} instead",
+                    forward.from, forward.from
+                ),
+            ));
+        }
+        let zone = ZoneName(
+            Name::from_dotted(&name.to_lowercase())
+                .map_err(|e| self.err(name_line, format!("invalid zone {name:?}: {e}")))?,
+        );
+        if let Some(j) = self.zones.iter().position(|z| z.name == zone) {
+            return Err(self.err(
+                name_line,
+                format!(
+                    "zone {name} is also defined on line {}; one zone is routed one way",
+                    self.zone_lines[j]
+                ),
+            ));
+        }
+        self.zones.push(ZoneConfig {
+            name: zone,
+            upstreams: forward.upstreams.clone(),
+            transport: forward.transport,
+            policy: forward.policy,
+            timeout: FORWARD_TIMEOUT,
+            deadline: FORWARD_DEADLINE,
+            max_fails: forward.max_fails,
+            health_check: forward.health_check,
+            unanswered_ttl: crate::config::default_unanswered_ttl(),
+            cache: cache.cloned().unwrap_or(ZoneCacheConfig {
+                enabled: false,
+                ..ZoneCacheConfig::default()
+            }),
+            autopath: false,
+            pool: PoolConfig {
+                idle_timeout: forward
+                    .idle_timeout
+                    .unwrap_or(PoolConfig::default().idle_timeout),
+                ..PoolConfig::default()
+            },
+        });
+        self.zone_lines.push(name_line);
+        Ok(())
+    }
+
+    /// `[dns://]zone[:port]`.
+    fn zone_key(&self, key: &Token, default_port: u16) -> Result<(String, u16), CorefileError> {
+        let mut text = key.text.as_str();
+        if let Some((scheme, rest)) = text.split_once("://") {
+            if scheme != "dns" {
+                return Err(self.err(
+                    key.line,
+                    format!("{scheme}:// server blocks are not supported; only plain DNS"),
+                ));
+            }
+            text = rest;
+        }
+        let (zone, port) = match text.rsplit_once(':') {
+            Some((zone, port)) => {
+                let port = port.parse::<u16>().map_err(|_| {
+                    self.err(key.line, format!("invalid port {port:?} in {:?}", key.text))
+                })?;
+                (zone, port)
+            }
+            None => (text, default_port),
+        };
+        if zone.is_empty() {
+            return Err(self.err(key.line, format!("no zone in {:?}", key.text)));
+        }
+        if zone.contains('/') {
+            return Err(self.err(
+                key.line,
+                format!("{zone}: CIDR zones are not supported; write the in-addr.arpa zone"),
+            ));
+        }
+        Ok((zone.to_string(), port))
+    }
+
+    fn directives(&mut self, block: &ServerBlock) -> Result<BlockSettings, CorefileError> {
+        let mut settings = BlockSettings {
+            bind: Vec::new(),
+            forward: None,
+            cache: None,
+        };
+        for d in &block.directives {
+            let line = d.name.line;
+            match d.name.text.as_str() {
+                "bind" => {
+                    if !d.block.is_empty() {
+                        return Err(self.err(line, "bind { except ... } is not supported"));
+                    }
+                    if d.args.is_empty() {
+                        return Err(self.err(line, "bind needs at least one address"));
+                    }
+                    for arg in &d.args {
+                        let ip: IpAddr = arg.text.parse().map_err(|_| {
+                            self.err(
+                                arg.line,
+                                format!(
+                                    "bind {}: not an IP address (interface names are not \
+                                     supported; write the interface's addresses)",
+                                    arg.text
+                                ),
+                            )
+                        })?;
+                        if !settings.bind.contains(&ip) {
+                            settings.bind.push(ip);
+                        }
+                    }
+                }
+                "forward" => {
+                    if settings.forward.is_some() {
+                        return Err(self.err(line, "a second forward in one server block"));
+                    }
+                    settings.forward = Some(self.forward(d)?);
+                }
+                "cache" => {
+                    if settings.cache.is_some() {
+                        return Err(self.err(line, "a second cache in one server block"));
+                    }
+                    settings.cache = Some(self.cache(d)?);
+                }
+                "health" => {
+                    self.no_block(d)?;
+                    let addr = self.optional_addr(d, ":8080")?;
+                    self.listen_addr(line, "health", &addr)?;
+                    self.endpoint(line, "health", addr, |t| &mut t.health);
+                }
+                "prometheus" => {
+                    self.no_block(d)?;
+                    let addr = self.optional_addr(d, "localhost:9153")?;
+                    self.listen_addr(line, "prometheus", &addr)?;
+                    self.endpoint(line, "prometheus", addr, |t| &mut t.metrics);
+                }
+                "errors" => {}
+                // Every query, as CoreDNS's `log` does (for all zones: one query log).
+                "log" => self.query_log = true,
+                "reload" => self.warn(
+                    line,
+                    "`reload` ignored: the config is read at start (restart the pod to apply changes)",
+                ),
+                // server.loop_check is on by default.
+                "loop" => {}
+                other => {
+                    return Err(self.err(
+                        line,
+                        format!(
+                            "unsupported directive `{other}` (supported: bind, cache, forward, \
+                             health, prometheus, errors, log, reload, loop)"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(settings)
+    }
+
+    fn no_block(&self, d: &Directive) -> Result<(), CorefileError> {
+        match d.block.first() {
+            // `health { lameduck D }`: accepted and ignored below would hide a drain the user
+            // expects; say so instead.
+            Some(line) => Err(self.err(
+                line[0].line,
+                format!(
+                    "{} {{ {} ... }}: options are not supported",
+                    d.name.text, line[0].text
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn optional_addr(&self, d: &Directive, default: &str) -> Result<String, CorefileError> {
+        match d.args.as_slice() {
+            [] => Ok(default.to_string()),
+            [addr] => Ok(addr.text.clone()),
+            [_, extra, ..] => Err(self.err(
+                extra.line,
+                format!("{} takes at most one address", d.name.text),
+            )),
+        }
+    }
+
+    /// Checks that an endpoint address is one we can listen on.
+    fn listen_addr(&self, line: usize, what: &str, addr: &str) -> Result<(), CorefileError> {
+        match endpoint_addr(addr) {
+            Some(_) => Ok(()),
+            None => Err(self.err(
+                line,
+                format!("{what} {addr}: expected IP:PORT, :PORT or localhost:PORT"),
+            )),
+        }
+    }
+
+    fn endpoint(
+        &mut self,
+        line: usize,
+        what: &str,
+        addr: String,
+        slot: fn(&mut Self) -> &mut Option<String>,
+    ) {
+        match slot(self).clone() {
+            Some(previous) if previous != addr => self.warn(
+                line,
+                format!("{what} {addr} differs from the first one ({previous}); using the first"),
+            ),
+            Some(_) => {}
+            None => *slot(self) = Some(addr),
+        }
+    }
+
+    fn seconds(&self, t: &Token) -> Result<Duration, CorefileError> {
+        t.text
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| self.err(t.line, format!("{:?}: want a TTL in seconds", t.text)))
+    }
+
+    fn count(&self, t: &Token) -> Result<usize, CorefileError> {
+        t.text
+            .parse::<usize>()
+            .map_err(|_| self.err(t.line, format!("{:?}: want a number", t.text)))
+    }
+
+    /// Go durations (`10s`, `500ms`, `1m30s`).
+    fn duration(&self, t: &Token) -> Result<Duration, CorefileError> {
+        humantime::parse_duration(&t.text)
+            .map_err(|e| self.err(t.line, format!("{:?}: invalid duration ({e})", t.text)))
+    }
+}
+
+fn normalize_zone(zone: &str) -> String {
+    let zone = zone.to_lowercase();
+    let zone = zone.trim_end_matches('.');
+    if zone.is_empty() {
+        ".".into()
+    } else {
+        zone.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cache::CACHE_CAPACITY;
+    use super::*;
+    use crate::nodecache::lex::tokenize;
+    use crate::nodecache::{
+        ForwardTarget, KubeDnsConfig, RenderParams, parse_forward_target, render, service_host_env,
+    };
+
+    fn translate_text(text: &str) -> Result<Translation, CorefileError> {
+        translate(text, "Corefile", &TranslateOptions::default())
+    }
+
+    /// Fuzzing regression (corefile target): a zone name with a control byte translated into
+    /// a config that did not read back (its escape was read as four bytes).
+    #[test]
+    fn a_zone_name_with_a_control_byte_reads_back() {
+        let translation = translate_text("a\u{1}b:53 {\n  forward . 1.1.1.1\n}\n").unwrap();
+        let yaml = translation.config.to_yaml();
+        assert!(yaml.contains("a\\001b."), "{yaml}");
+        let again = Config::from_yaml(&yaml, "again").unwrap();
+        assert_eq!(again, translation.config);
+    }
+
+    #[test]
+    fn tokens_know_their_lines_and_quotes() {
+        let tokens = tokenize("a \"b c\" # x\n{ }\n", "f").unwrap();
+        let words: Vec<(&str, usize)> = tokens.iter().map(|t| (t.text.as_str(), t.line)).collect();
+        assert_eq!(words, [("a", 1), ("b c", 1), ("{", 2), ("}", 2)]);
+    }
+
+    #[test]
+    fn directives_with_blocks_parse() {
+        let blocks = parse(
+            ".:53 example:53 {\n  forward . 1.1.1.1 {\n    force_tcp\n    policy sequential\n  }\n  errors\n}\n",
+            "f",
+        )
+        .unwrap();
+        assert_eq!(blocks.len(), 1);
+        let block = &blocks[0];
+        assert_eq!(block.keys.len(), 2);
+        assert_eq!(block.directives.len(), 2);
+        assert_eq!(block.directives[0].block.len(), 2);
+        assert_eq!(block.directives[1].name.line, 6);
+    }
+
+    #[test]
+    fn unsupported_directive_names_file_and_line() {
+        let err = translate_text(".:53 {\n  forward . 1.1.1.1\n  rewrite name a b\n}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("Corefile:3: unsupported directive `rewrite`"),
+            "{err}"
+        );
+        let err = translate_text(".:53 {\n  forward . 1.1.1.1 {\n    tls_servername x\n  }\n}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("Corefile:3: unsupported forward option"),
+            "{err}"
+        );
+        let err = translate_text(".:53 {\n  forward . tls://1.1.1.1\n}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("Corefile:2: forward: tls://1.1.1.1"),
+            "{err}"
+        );
+        let err = translate_text(".:53 {\n  forward . 1.1.1.1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("Corefile:1: server block is not closed"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn plain_cache_caps_both_ttls_like_coredns() {
+        let t = translate_text(".:5353 {\n  bind 127.0.0.1\n  cache 30\n  forward . 10.0.0.1\n}\n")
+            .unwrap();
+        let zone = &t.config.zones[0];
+        assert_eq!(zone.cache.success_ttl, Duration::from_secs(30));
+        assert_eq!(zone.cache.denial_ttl, Duration::from_secs(30));
+        assert_eq!(zone.cache.min_ttl, Duration::from_secs(5));
+        assert_eq!(zone.cache.servfail_ttl, Duration::from_secs(5));
+        assert_eq!(t.config.listen, ["127.0.0.1:5353".parse().unwrap()]);
+        assert_eq!(t.config.cache.capacity, 2 * CACHE_CAPACITY);
+    }
+
+    #[test]
+    fn no_cache_directive_turns_the_zone_cache_off() {
+        let t = translate_text(".:53 {\n  bind 127.0.0.1\n  forward . 10.0.0.1\n}\n").unwrap();
+        assert!(!t.config.zones[0].cache.enabled);
+    }
+
+    #[test]
+    fn render_fails_clearly_without_the_upstream_service_variable() {
+        let params = RenderParams {
+            local_ips: vec!["169.254.20.10".parse().unwrap()],
+            cluster_dns: None,
+            cluster_dns_env: service_host_env("kube-dns-upstream"),
+            prometheus_endpoint: ":9253".into(),
+            dns_port: 53,
+            kube_dns: KubeDnsConfig::default(),
+        };
+        let err = render(
+            "cluster.local:53 {\n forward . __PILLAR__CLUSTER__DNS__\n}\n",
+            &params,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("$KUBE_DNS_UPSTREAM_SERVICE_HOST is not set"),
+            "{err}"
+        );
+        // A template without the placeholder (IPVS mode) does not need it.
+        assert!(render(".:53 {\n forward . 1.1.1.1\n}\n", &params).is_ok());
+    }
+
+    #[test]
+    fn health_and_prometheus_become_the_http_listeners() {
+        let t = translate_text(
+            ".:53 {\n    bind 169.254.20.10\n    forward . 10.0.0.10\n    health 169.254.20.10:8080\n    prometheus :9253\n}\n",
+        )
+        .unwrap();
+        let metrics = &t.config.metrics;
+        assert!(metrics.enabled);
+        assert_eq!(metrics.listen, "0.0.0.0:9253".parse().unwrap());
+        assert_eq!(
+            metrics.health_listen,
+            Some("169.254.20.10:8080".parse().unwrap())
+        );
+        assert!(!metrics.debug);
+
+        let t = translate_text(".:53 {\n    forward . 10.0.0.10\n    prometheus\n}\n").unwrap();
+        assert_eq!(t.config.metrics.listen, "127.0.0.1:9153".parse().unwrap());
+        assert_eq!(t.config.metrics.health_listen, None);
+        let t = translate_text(".:53 {\n    forward . 10.0.0.10\n}\n").unwrap();
+        assert!(!t.config.metrics.enabled);
+
+        let err = translate_text(".:53 {\n    forward . 10.0.0.10\n    health node-a:8080\n}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(":3: health node-a:8080: expected IP:PORT"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn forward_targets() {
+        assert_eq!(
+            parse_forward_target("[2001:db8::2]:10053"),
+            Ok(ForwardTarget::Addr("[2001:db8::2]:10053".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_forward_target("dns://8.8.8.8"),
+            Ok(ForwardTarget::Addr("8.8.8.8:53".parse().unwrap()))
+        );
+        assert!(parse_forward_target("dns.google").is_err());
+    }
+}
