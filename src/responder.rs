@@ -16,6 +16,13 @@
 //! ```
 //! Splitting at `begin`/`finish` keeps everything that can be answered without waiting off the
 //! async machinery: that is where the fast path lives.
+//!
+//! It stands on `upstream`, `kube`, `cache`, `tasks`, `observe` and `wire`; the listeners
+//! (`server`) stand on it. Config keys: `server.max_udp_size`, `zones[].autopath`, and
+//! `cache.capacity` (a reload keeps the cache when it is unchanged); the modules it builds
+//! read the rest and list them in their docs. Metrics: CoreDNS's request families (`coredns_dns_*`, [`crate::observe::requests`])
+//! and `nodelocaldns_dropped_total{reason}` for `short_header` and `response`,
+//! `nodelocaldns_rejected_total{reason}` for `inflight` and `shutdown`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -14,6 +14,12 @@
 //! Expired entries stay in the store (until evicted by capacity) so they can be served stale;
 //! freshness is decided at lookup.
 //!
+//! Config keys (defaults in [`crate::config`]): `cache.capacity` (`100000` entries, all zones
+//! together, a pair counting once) and per zone `zones[].cache.enabled` (`true`),
+//! `success_ttl` (`30s`), `denial_ttl` (`5s`), `min_ttl` (`0s`), `servfail_ttl` (`0s`),
+//! `prefetch.min_hits` (`2`), `prefetch.percentage` (`10`), `serve_stale.max_age` (`1h`) and
+//! `serve_stale.client_timeout` (`1800ms`), read by [`policy`].
+//!
 //! Metrics (CoreDNS names, so its dashboards work): `coredns_cache_entries{server,type}`,
 //! `coredns_cache_hits_total{server,type}`, `coredns_cache_misses_total{server}`,
 //! `coredns_cache_prefetch_total{server}`, `coredns_cache_served_stale_total{server}`,

@@ -4,11 +4,11 @@
 //! one file each:
 //!
 //! - [`args`]: node-cache's command line (`-localip`, `-basecorefile`, `-upstreamsvc`, ...);
-//! - [`render`]: its Corefile template, filled as node-cache's `updateCorefile` does from the
+//! - [`render`](mod@render): its Corefile template, filled as node-cache's `updateCorefile` does from the
 //!   `kube-dns` ConfigMap directory (`stubDomains`, `upstreamNameservers`) and the
 //!   `$<SVC>_SERVICE_HOST` variable of the upstream Service;
-//! - [`lex`] and [`parse`]: the rendered Corefile's words, then its server blocks;
-//! - [`translate`]: the blocks' directives into zones of one native config.
+//! - [`lex`] and [`parse`](mod@parse): the rendered Corefile's words, then its server blocks;
+//! - [`translate`](mod@translate): the blocks' directives into zones of one native config.
 //!
 //! It stands on [`crate::config`] (the model it produces) and [`crate::wire`] (zone names),
 //! and nothing but the command line (`main.rs`) imports it.

@@ -3,7 +3,30 @@
 //!
 //! Each listen address gets `workers` UDP sockets bound with SO_REUSEPORT (the kernel spreads
 //! clients across them, one receive loop each) and one TCP listener on the same port. The
-//! [`Server`] owns every task it starts; [`Server::shutdown`] ends them.
+//! [`Server`] owns every task it starts; [`Server::shutdown`] ends them. The listeners count
+//! and log what they send themselves (`delivery.rs`); what a query is answered is the
+//! responder's ([`crate::responder`], the floor below).
+//!
+//! Config keys (defaults in [`crate::config`]):
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `listen` | `["127.0.0.1:5300"]` | addresses answered on, UDP and TCP on each |
+//! | `workers` | `0` (one per core) | UDP sockets per listen address (SO_REUSEPORT) |
+//! | `server.max_udp_size` | `1232` | largest UDP answer, whatever the client advertises |
+//! | `server.tcp_idle_timeout` | `10s` | a TCP client connection idle this long is closed |
+//! | `server.max_tcp_connections` | `1024` | TCP client connections at once, per listen address |
+//! | `server.max_tcp_pipelined` | `64` | queries in progress per TCP client connection |
+//! | `server.max_inflight` | `8192` | queries waiting on upstreams at once, per listen address |
+//! | `log.query_sample` | `0` | one answer in N logged (target `query`); a reload changes it |
+//!
+//! A changed config file is reloaded (`reload.rs`); `listen`, `workers` and `server.*` take
+//! effect only after a restart.
+//!
+//! Metrics: `nodelocaldns_dropped_total{reason="send_error"}` (an answer that could not be
+//! sent), `nodelocaldns_rejected_total{reason}` for `inflight` (over `max_inflight`, answered
+//! SERVFAIL), `shutdown` (the drain ran out) and `tcp_connections` (closed at once), and
+//! `nodelocaldns_config_reloads_total{result}`.
 
 mod batch;
 mod bind;

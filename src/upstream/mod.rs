@@ -5,7 +5,36 @@
 //! health and fails over within the zone's deadline, `pool` bounds what goes to each upstream
 //! address (`admission`: slots and queue) and keeps its TCP connections, `udp` performs one
 //! UDP exchange, `health` decides when an upstream is skipped, and `loop_check` finds zones
-//! whose upstreams send our queries back to us.
+//! whose upstreams send our queries back to us. The bounds are failure 1 of docs/design.md;
+//! the UDP exchange's fresh port and ID per query are failure 4's.
+//!
+//! It stands on [`crate::cache`] (a route carries its zone's cache policy), [`crate::tasks`]
+//! (pooled connections and health probes are owned tasks), [`crate::config`],
+//! [`crate::observe`] and [`crate::wire`] (its exchanges hand back a
+//! [`wire::answer::Answer`](crate::wire::answer::Answer)).
+//!
+//! Config keys (defaults in [`crate::config`] and [`crate::config::pool`]):
+//!
+//! | key | default | read by |
+//! |---|---|---|
+//! | `zones[].name` | required | [`router`]: longest suffix wins, `.` is the default route |
+//! | `zones[].upstreams` | required | [`group`]: `IP`, `IP:PORT`, `[IPv6]:PORT`, or `resolv.conf` (with `resolv_conf`) |
+//! | `zones[].transport` | `udp` | [`group`]: `udp`, `tcp` or `prefer_udp` |
+//! | `zones[].policy` | `random` | [`group`]: `random`, `round_robin` or `sequential` |
+//! | `zones[].timeout`, `zones[].deadline` | `2s`, `5s` | [`group`]: one upstream's wait, the whole query's |
+//! | `zones[].max_fails`, `zones[].health_check` | `3`, `500ms` | [`health`]: when an upstream is skipped, how often it is probed then |
+//! | `zones[].unanswered_ttl` | `2s` | [`group`]: a question that timed out everywhere is not asked again for this long |
+//! | `zones[].pool.*` | see [`crate::config::pool`] | [`pool`] and [`admission`]: connections, in-flight queries, queue capacity and timeout |
+//! | `server.loop_check` | `true` | [`loop_check`]: the start-up probe per zone |
+//!
+//! Metrics: `nodelocaldns_upstream_failures_total{zone,upstream,reason}`,
+//! `nodelocaldns_upstream_mismatched_total{upstream}`,
+//! `nodelocaldns_upstream_servfail_total{zone,upstream,rcode}`,
+//! `nodelocaldns_upstream_healthy{zone,upstream}`, `nodelocaldns_unanswered_cached_total{zone}`,
+//! `nodelocaldns_loop_detected{zone}`, `nodelocaldns_upstream_pools`; per upstream address the
+//! queue, pool and `coredns_forward_*` families of [`crate::observe::upstream`]
+//! (`nodelocaldns_upstream_inflight`, `nodelocaldns_queue_*`, `nodelocaldns_pool_*`,
+//! `nodelocaldns_upstream_retries_total`, `coredns_forward_*`, `coredns_proxy_*`).
 
 pub mod admission;
 pub mod group;

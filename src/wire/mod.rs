@@ -5,6 +5,11 @@
 //! query is validated and keyed without allocating, and answers are forwarded (and later served
 //! from cache) as the bytes the upstream sent, with only the ID, the question's letter case,
 //! TTLs and the OPT record rewritten.
+//!
+//! The ground floor with [`crate::observe`]: it imports nothing of the forwarder. Values with a
+//! meaning have a type ([`Rcode`], [`RType`], [`reply::ReplyLimits`]) that costs nothing at run
+//! time. Config keys: none (`server.max_udp_size` reaches it as a [`reply::ReplyLimits`]).
+//! Metrics: none.
 
 pub mod alias;
 pub mod answer;
