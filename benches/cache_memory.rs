@@ -1,4 +1,4 @@
-//! Memory per cached name (issue 8: at most 300 bytes at 1 000 000 names), measured in-process
+//! Memory per cached name (the target of docs/design.md: at most 300 bytes at 1 000 000 names), measured in-process
 //! and in seconds rather than through `run.sh`'s scenario 5 (knotd + dnsperf, minutes): fills
 //! a [`Cache`] through its real insert path (`Cache::resolve`, single flight, coherent A+AAAA
 //! pairs) with upstream answers shaped as real upstreams send them, then reports

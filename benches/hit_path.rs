@@ -1,6 +1,6 @@
 //! Micro-benchmark of the cache-hit path: `Responder::begin` on a query whose answer is cached
 //! (parse and validate, route, cache lookup, copy and patch ID/case/TTLs, count). This is the
-//! work every cache hit costs before the socket calls; issue 8's budget is 4 µs of CPU per
+//! work every cache hit costs before the socket calls; the target (docs/design.md) is 4 µs of CPU per
 //! query for all of it, syscalls included.
 //!
 //! Run: `cargo bench --bench hit_path`

@@ -1,6 +1,6 @@
 //! A fixed-rate DNS load generator over UDP that reports latency percentiles.
 //!
-//! dnsperf offers a rate (`-Q`) but reports only the average latency; issue 8's target is a
+//! dnsperf offers a rate (`-Q`) but reports only the average latency; the target (docs/design.md) is a
 //! p99 at 50 000 QPS, so `benches/run.sh` uses this for its latency row. The load is open-loop:
 //! query `i` is due at `i / rate` seconds whatever the answers do, so a slow server shows up as
 //! latency and lost queries instead of silently lowering the offered rate. If the generator

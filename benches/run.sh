@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks nodelocal-dns against its peers (issue 8; the miss stream is issue 3's). One command:
+# Benchmarks nodelocal-dns against its peers (the targets of docs/design.md). One command:
 #
 #   benches/run.sh [--smoke] [SCENARIO...]      SCENARIO: 1..6 or hot rate search miss memory pair (default all)
 #
@@ -242,7 +242,7 @@ EOF
     wait_ready knot "$KNOT_IP" "$KNOT_PID"
 }
 
-# The kube-dns stand-in of issue 3: Debian's dnsmasq with kube-dns's flags, forwarding to knotd.
+# The kube-dns stand-in of failure 1 (docs/design.md): Debian's dnsmasq with kube-dns's flags, forwarding to knotd.
 # It serves at most 20 TCP connections (compiled in), one query at a time each.
 start_dnsmasq_upstream() {
     start dnsmasq-upstream - dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the cargo-fuzz (libFuzzer) targets of fuzz/ (issue 9), each for a given time.
+# Runs the cargo-fuzz (libFuzzer) targets of fuzz/ (docs/design.md, targets), each for a given time.
 #
 #   scripts/fuzz.sh TARGET|all SECONDS [LIBFUZZER_ARGS...]
 #   scripts/fuzz.sh list

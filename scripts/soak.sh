@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Soak test (issue 9; not run by CI): DURATION seconds of mixed load against nodelocal-dns while
+# Soak test (docs/design.md, targets; not run by CI): DURATION seconds of mixed load against nodelocal-dns while
 # its upstreams fail at random, then a report: queries sent, answered (by rcode), unanswered with
 # a counted reason, and the server's RSS at start and end.
 #

@@ -1,6 +1,6 @@
 //! nodelocal-dns: a caching DNS forwarder for Kubernetes nodes.
 //!
-//! The request path (DESIGN.md): `server` (listeners) -> `responder` (validate, route,
+//! The request path (docs/design.md): `server` (listeners) -> `responder` (validate, route,
 //! view, cache) -> `upstream` (zone groups, exchanges). `wire` reads and patches DNS bytes;
 //! `config` is the validated YAML model; `observe` holds the metrics and logs every module
 //! counts in; `admin` serves them over HTTP with readiness and the debug reports; `instance`

@@ -1,4 +1,4 @@
-//! Autopath end to end (issue 5, DESIGN.md failures 3 and 5): the real kube client and
+//! Autopath end to end (docs/design.md, failures 3 and 5): the real kube client and
 //! kube-runtime watcher against a fake API server speaking list/watch over HTTP, our forwarder
 //! over real sockets, and clients bound to 127.0.0.0/8 addresses that the API server reports as
 //! pod IPs, so the forwarder sees each "pod" as the packet's source.

@@ -1,4 +1,4 @@
-//! Packets that are not queries we serve (issue 2): each gets the answer the RFCs give it, or
+//! Packets that are not queries we serve: each gets the answer the RFCs give it, or
 //! none, and is counted; nothing a client sends stops the forwarder from serving.
 
 mod common;
@@ -142,7 +142,7 @@ fn cases() -> Vec<Case> {
             rcode: Some(ResponseCode::BADVERS),
             echoes_question: true,
         },
-        // Issue 9: the rest of the hostile-input table.
+        // The rest of the hostile-input table.
         Case {
             what: "a NOTIFY response (QR=1 whatever the opcode)",
             packet: with(0x6001, 0x8000 | 4 << 11, [1, 0, 0, 0], &[question(6, 1)]),

@@ -1,4 +1,4 @@
-//! The cache's rules (issue 4), over real sockets, against an upstream the test changes while
+//! The cache's rules (docs/design.md, "Coherence"), over real sockets, against an upstream the test changes while
 //! it runs.
 
 mod common;
@@ -29,7 +29,7 @@ fn ttls(msg: &Message) -> Vec<u32> {
 
 const REPORTED: &str = "api.twilio.com.default.svc.cluster.local.";
 
-/// DESIGN.md failure 2, as reported: A through a CNAME with TTL 7, AAAA a CNAME (TTL 20) to a
+/// Failure 2 of docs/design.md, as reported: A through a CNAME with TTL 7, AAAA a CNAME (TTL 20) to a
 /// name without AAAA; the upstream flips between "exists" and NXDOMAIN while clients ask both
 /// types at once. Every pair answered from the cache agrees in rcode, and its two halves show
 /// the same remaining TTL: one entry, one expiry.

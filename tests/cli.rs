@@ -1,4 +1,4 @@
-//! The built `nodelocal-dns` binary (issue 2): `check-config` errors name file, line and
+//! The built `nodelocal-dns` binary: `check-config` errors name file, line and
 //! field; the effective config it prints is itself valid; `--version` and `--help`; `run`
 //! serves a config over UDP and TCP and exits cleanly on SIGTERM.
 
@@ -117,7 +117,7 @@ fn check_config_prints_the_effective_config() {
     );
 }
 
-/// Issue 9: what runs without a config listens on loopback only, for DNS and for HTTP, and
+/// What runs without a config listens on loopback only, for DNS and for HTTP, and
 /// so does a config that names no `listen`: an open resolver needs an address written out.
 #[test]
 fn the_defaults_listen_on_loopback_only() {
@@ -243,7 +243,7 @@ async fn start_run(dir: &Path, zones: &str, drain: &str, probe: &[u8]) -> (Runni
     panic!("`run` never answered");
 }
 
-/// The set-up of issue 2's "done when": `cluster.local` over TCP, `.` over UDP, asked over
+/// A node's set-up: `cluster.local` over TCP, `.` over UDP, asked over
 /// UDP and TCP; then SIGTERM ends it with status 0.
 #[tokio::test]
 async fn run_serves_a_config_and_exits_cleanly_on_sigterm() {

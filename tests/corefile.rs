@@ -1,4 +1,4 @@
-//! node-cache compatibility through the binary (issue 6): the Corefile of the stock
+//! node-cache compatibility through the binary (src/nodecache/): the Corefile of the stock
 //! nodelocaldns.yaml, rendered as node-cache renders it with a kube-dns ConfigMap's
 //! stubDomains and upstreamNameservers, translates to the native config we expect; an
 //! unsupported directive is an error naming the file and line.

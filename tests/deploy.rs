@@ -1,4 +1,4 @@
-//! The manifests in `deploy/` (issue 6), parsed into typed Kubernetes objects: the invariants a
+//! The manifests in `deploy/`, parsed into typed Kubernetes objects: the invariants a
 //! node DNS cache's DaemonSet must keep, a ConfigMap our config reader accepts, and a stock
 //! overlay that changes nothing but the image.
 

@@ -1,4 +1,4 @@
-//! Upstream faults and overload (issue 9): a TCP upstream that accepts and never answers, one
+//! Upstream faults and overload (docs/design.md, "Bounded everything"): a TCP upstream that accepts and never answers, one
 //! that resets the connection halfway through an answer, and a flood of misses far beyond what
 //! a slow upstream can take. Every client query gets an answer; the bounds hold while the flood
 //! lasts, and service comes back by itself when it ends.

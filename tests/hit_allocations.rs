@@ -1,4 +1,4 @@
-//! Issue 8: "no allocation on the hit path". A cache hit, from the query's bytes to the
+//! "No allocation on the hit path" (docs/design.md, targets and invariants). A cache hit, from the query's bytes to the
 //! answer's bytes (parse and validate, route, look up, copy and patch, count in the metrics),
 //! allocates nothing once the answer is cached and its metric series exist.
 //!

@@ -1,4 +1,4 @@
-//! Hostile TCP clients (issue 9): byte streams that break the framing, a client that trickles
+//! Hostile TCP clients (docs/design.md, "Bounded everything"): byte streams that break the framing, a client that trickles
 //! one byte at a time, and ten thousand connections opened at once. The packet rows of the
 //! same table (bad headers, names, pointers, OPT records) are in tests/bad_input.rs. After
 //! each row the forwarder still answers a normal query.

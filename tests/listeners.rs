@@ -1,4 +1,4 @@
-//! The client-facing listeners (issue 2): RFC 7766 TCP (pipelining answered out of order, idle
+//! The client-facing listeners: RFC 7766 TCP (pipelining answered out of order, idle
 //! timeout, a bound on connections) and EDNS0 truncation, over real sockets.
 
 mod common;

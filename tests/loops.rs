@@ -1,4 +1,4 @@
-//! Forwarding-loop detection (issue 10): a zone whose upstream sends our queries back to us
+//! Forwarding-loop detection: a zone whose upstream sends our queries back to us
 //! is found by the start-up probe and answered REFUSED, while the other zones keep working.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Node setup in network namespaces the tests create (issue 6): the local IPs on a link, node-
+//! Node setup in network namespaces the tests create: the local IPs on a link, node-
 //! cache's NOTRACK/ACCEPT rules read back with iptables, a deleted rule restored by the next
 //! sync, teardown removing only what setup added, the missing-dummy-driver error and its
 //! fallback, and queries to the local IP answered inside the namespace from a real dnsmasq.
@@ -328,7 +328,7 @@ fn answering(ns: &Netns, instance: &mut Running, server: &str) -> (u8, Option<St
     }
 }
 
-/// A rolling update on one node (issue 10): a second instance starts on the same address
+/// A rolling update on one node: a second instance starts on the same address
 /// (SO_REUSEPORT) while the first serves, the first gets SIGTERM under a steady stream of
 /// queries, serves its lameduck, drains and exits leaving the rules and the address to the
 /// second; not one query of the stream goes unanswered. The second's exit tears down.
@@ -394,7 +394,7 @@ print(sent, answered)
     assert_eq!(ns.our_rule_count(), 0, "the last instance tears down");
 }
 
-/// IPv4 and IPv6 local IPs in one process (issue 10; node-cache needs one per family): both
+/// IPv4 and IPv6 local IPs in one process (node-cache needs one per family): both
 /// addresses on the link, node-cache's rules through iptables and ip6tables, and answers on
 /// both addresses; the exit removes both families' rules.
 #[test]

@@ -1,4 +1,4 @@
-//! The bounded upstream pool (issue 3, DESIGN.md failure 1), against an upstream that behaves
+//! The bounded upstream pool (docs/design.md, failure 1), against an upstream that behaves
 //! like dnsmasq over TCP: at most 20 connections, one query at a time per connection, and
 //! optionally a close after K queries.
 

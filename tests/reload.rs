@@ -1,4 +1,4 @@
-//! Config reload through the binary (issue 6): the config file is a ConfigMap volume (a
+//! Config reload through the binary: the config file is a ConfigMap volume (a
 //! `..data` symlink swapped atomically); a changed config is applied under a steady stream of
 //! queries without one going unanswered, and an invalid one is counted while the running
 //! config keeps serving.

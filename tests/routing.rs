@@ -1,4 +1,4 @@
-//! Zone routing (issue 2): each query goes to the upstreams of the longest zone that contains
+//! Zone routing: each query goes to the upstreams of the longest zone that contains
 //! its name, `.` catching the rest; a zone's transport picks UDP or TCP towards it.
 
 mod common;
@@ -81,7 +81,7 @@ async fn the_longest_matching_zone_wins() {
     forwarder.stop().await;
 }
 
-/// `cluster.local` over TCP and `.` over UDP (the set-up of issue 2's "done when"): each
+/// `cluster.local` over TCP and `.` over UDP (the set-up of a node: kube-dns over TCP, the node's resolvers over UDP): each
 /// upstream sees the transport its zone asks for, whatever the client used; a UDP zone is
 /// still asked over TCP for a TCP client.
 #[tokio::test]

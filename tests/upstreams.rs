@@ -1,4 +1,4 @@
-//! The upstream exchange (issue 2): failover past a dead upstream and past SERVFAIL/REFUSED
+//! The upstream exchange: failover past a dead upstream and past SERVFAIL/REFUSED
 //! answers, skipping an upstream after `max_fails`, and forged answers being ignored.
 
 mod common;

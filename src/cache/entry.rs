@@ -1,13 +1,13 @@
 //! Cache entries. For addresses an entry is a coherent pair: the A and the AAAA answer of one
 //! name, from one resolution, with one rcode and one expiry. The only way to build one is
 //! [`Entry::address_pair`], which takes both halves, so an entry with one half missing, or with
-//! NXDOMAIN on one side and NOERROR on the other, cannot exist (DESIGN.md, failure 2).
+//! NXDOMAIN on one side and NOERROR on the other, cannot exist (docs/design.md, failure 2).
 //!
 //! Halves are kept as the upstream's wire bytes (without OPT) plus the offsets of their TTL
 //! fields; answering copies the bytes and patches ID, letter case and TTLs. The entry's fields
 //! and those bytes share one reference-counted allocation (a `triomphe::ThinArc`: count, fields,
 //! length, bytes), so a cached name costs one allocation of about 56 bytes plus its answers,
-//! which is what keeps it within issue 8's memory budget.
+//! which is what keeps it within the memory target of docs/design.md (300 bytes per name).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! The answer cache: coherent A+AAAA pairs, negative caching, single flight, prefetch and
-//! serve-stale (issue 4, DESIGN.md failure 2).
+//! serve-stale (docs/design.md, failure 2 and the coherence invariant).
 //!
 //! Key: (qname lowercased, view, DO and CD bits, and the qtype unless it is A or AAAA). A and
 //! AAAA share one key, so one entry holds both halves and a miss for either fetches both, in
@@ -8,7 +8,7 @@
 //! (other classes are REFUSED before it).
 //!
 //! Storage is `quick_cache` (S3-FIFO eviction keeps popular names; ~30 ns per hit where moka
-//! measured ~740 ns, see CRATES.md), keyed by a hash of the name (a hit allocates nothing, and
+//! measured ~740 ns when the store was chosen), keyed by a hash of the name (a hit allocates nothing, and
 //! a cached name costs one allocation, its [`Entry`], and no other: about 250 bytes with the
 //! store's share at 1 000 000 names, by `cargo bench --bench cache_memory`).
 //! Expired entries stay in the store (until evicted by capacity) so they can be served stale;

@@ -1,5 +1,5 @@
 //! Autopath: the pod's search-path walk, answered server-side (CoreDNS `autopath @kubernetes`,
-//! DESIGN.md failure 5), only for clients that are exactly one Running pod (failure 3).
+//! docs/design.md, failure 5), only for clients that are exactly one Running pod (failure 3).
 //!
 //! A pod in namespace NS has the search path
 //! `[NS.svc.ZONE, svc.ZONE, ZONE, <search domains of the node's resolv.conf>..., ""]` and, with

@@ -6,7 +6,7 @@
 //! task for exactly the IPs an event touched, behind an `RwLock` read on the hot path (no
 //! await, no allocation: one hash lookup and an `Arc` clone).
 //!
-//! The rules (DESIGN.md failure 3, "autopath is all-or-nothing per client"):
+//! The rules (docs/design.md, failure 3: "autopath is all-or-nothing per client"):
 //! - only a pod in phase `Running` that is not `hostNetwork` claims its IPs (all of
 //!   `status.podIPs`, IPv4 and IPv6); a terminating Running pod keeps them until it is deleted;
 //! - a Succeeded/Failed/Pending/Unknown pod that holds (or held) an IP never matches, however

@@ -1,5 +1,5 @@
 //! Kubernetes: a watch of this node's pods, the IP -> Running pod index built from it, and
-//! autopath on top of that index (issue 5; DESIGN.md failures 3 and 5).
+//! autopath on top of that index (docs/design.md, failures 3 and 5).
 //!
 //! ```text
 //! watch (kube-runtime watcher, spec.nodeName=NODE) -> PodTable (every pod, owned by the task)

@@ -1,7 +1,7 @@
 //! The bound in front of one upstream: at most `slots` queries outstanding at once (UDP and
 //! TCP alike), and a bounded FIFO of queries waiting for a slot, each for at most
 //! `queue.timeout` or its own deadline. Beyond that a query is turned away at once, so the
-//! caller answers stale or SERVFAIL instead of letting work pile up (DESIGN.md, failure 1).
+//! caller answers stale or SERVFAIL instead of letting work pile up (docs/design.md, failure 1).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

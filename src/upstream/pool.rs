@@ -1,5 +1,5 @@
 //! Everything we send to one upstream address: the admission bound (slots and queue, for UDP
-//! and TCP alike) and a bounded pool of pipelined TCP connections (DESIGN.md, failure 1).
+//! and TCP alike) and a bounded pool of pipelined TCP connections (docs/design.md, failure 1).
 //!
 //! At most `max_connections` connections, each with up to `max_inflight` queries outstanding
 //! under IDs unique on that connection. A query goes to the least loaded connection; a new

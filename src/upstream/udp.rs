@@ -1,4 +1,4 @@
-//! One query over UDP, the way DESIGN.md failure 4 asks: a fresh socket per query, so a fresh
+//! One query over UDP, as failure 4 of docs/design.md asks: a fresh socket per query, so a fresh
 //! source port (Linux picks ephemeral UDP ports at random) and our random ID (RFC 5452), and
 //! never a long-lived `connect`ed socket whose conntrack entry can go stale. An answer counts
 //! only when it comes from the address we asked, with our ID and our question; anything else

@@ -1,4 +1,4 @@
-//! A TCP upstream that behaves like dnsmasq (the kube-dns of DESIGN.md, failure 1): it accepts
+//! A TCP upstream that behaves like dnsmasq (the kube-dns of failure 1 in docs/design.md): it accepts
 //! at most `max_connections` connections at a time (more wait in the listen backlog), serves
 //! each connection one query at a time, and may close a connection after `close_after`
 //! queries, dropping whatever was pipelined behind them. The answers come from a real
