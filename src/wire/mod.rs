@@ -28,24 +28,13 @@ pub const HEADER_LEN: usize = 12;
 /// A resource record type (a question's QTYPE, a record's TYPE), as on the wire. A newtype
 /// over the 16 bits, so that a type cannot be passed where an rcode, a class or a length is
 /// meant; it costs nothing at run time.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 #[repr(transparent)]
 pub struct RType(pub u16);
 
 impl RType {
-    /// A or AAAA: the types the cache keeps together, as one coherent pair.
-    pub fn is_address(self) -> bool {
-        self == rtype::A || self == rtype::AAAA
-    }
-
     pub fn to_be_bytes(self) -> [u8; 2] {
         self.0.to_be_bytes()
-    }
-}
-
-impl std::fmt::Debug for RType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RType({})", self.0)
     }
 }
 
@@ -110,12 +99,6 @@ impl Rcode {
 impl std::fmt::Debug for Rcode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Rcode({} {})", self.0, self.name())
-    }
-}
-
-impl From<Rcode> for u16 {
-    fn from(rcode: Rcode) -> u16 {
-        rcode.0
     }
 }
 
