@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nodelocal_dns::upstream::tcp::{frame, read_frame};
+use nodelocal_dns::server::framing::{frame, read_frame};
 use nodelocal_dns::wire::query::parse;
 
 fuzz_target!(|stream: &[u8]| {

@@ -23,10 +23,11 @@
 //! A changed config file is reloaded (`reload.rs`); `listen`, `workers` and `server.*` take
 //! effect only after a restart.
 //!
-//! Metrics: `nodelocaldns_dropped_total{reason="send_error"}` (an answer that could not be
-//! sent), `nodelocaldns_rejected_total{reason}` for `inflight` (over `max_inflight`, answered
-//! SERVFAIL), `shutdown` (the drain ran out) and `tcp_connections` (closed at once), and
-//! `nodelocaldns_config_reloads_total{result}`.
+//! Metrics it counts: `nodelocaldns_dropped_total{reason="send_error"}` (an answer that could
+//! not be sent), `nodelocaldns_rejected_total{reason="tcp_connections"}` (a client closed at
+//! once) and `nodelocaldns_config_reloads_total{result}`. A query turned away by its other
+//! bounds (`inflight`, `shutdown`) is still owed a SERVFAIL, so the responder's `reject`
+//! answers and counts it.
 
 mod batch;
 mod bind;
