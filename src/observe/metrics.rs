@@ -96,6 +96,9 @@ impl Metrics {
                 .expect("each metric is registered once");
             vec
         };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            registered(&registry, IntGaugeVec::new(Opts::new(name, help), labels))
+        };
         let dropped = counter(
             "nodelocaldns_dropped_total",
             "Packets that got no answer, by reason.",
@@ -121,28 +124,16 @@ impl Metrics {
             "SERVFAIL or REFUSED upstream answers that caused a failover.",
             &["zone", "upstream", "rcode"],
         );
-        let upstream_healthy = IntGaugeVec::new(
-            Opts::new(
-                "nodelocaldns_upstream_healthy",
-                "1 while the upstream is used, 0 while it is skipped after max_fails failures.",
-            ),
+        let upstream_healthy = gauge_vec(
+            "nodelocaldns_upstream_healthy",
+            "1 while the upstream is used, 0 while it is skipped after max_fails failures.",
             &["zone", "upstream"],
-        )
-        .expect("metric names and labels are static and valid");
-        registry
-            .register(Box::new(upstream_healthy.clone()))
-            .expect("each metric is registered once");
-        let cache_entries = IntGaugeVec::new(
-            Opts::new(
-                "coredns_cache_entries",
-                "Entries in the cache, by answer type.",
-            ),
+        );
+        let cache_entries = gauge_vec(
+            "coredns_cache_entries",
+            "Entries in the cache, by answer type.",
             &["server", "type"],
-        )
-        .expect("metric names and labels are static and valid");
-        registry
-            .register(Box::new(cache_entries.clone()))
-            .expect("each metric is registered once");
+        );
         let cache_hits = counter(
             "coredns_cache_hits_total",
             "Queries answered from a fresh cache entry.",
@@ -245,26 +236,15 @@ impl Metrics {
             "Queries answered without asking upstreams because the same question timed out on every upstream within unanswered_ttl.",
             &["zone"],
         );
-        let loop_detected = IntGaugeVec::new(
-            Opts::new(
-                "nodelocaldns_loop_detected",
-                "1 when the zone's upstreams sent our loop probe back to us (zone answered REFUSED).",
-            ),
+        let loop_detected = gauge_vec(
+            "nodelocaldns_loop_detected",
+            "1 when the zone's upstreams sent our loop probe back to us (zone answered REFUSED).",
             &["zone"],
-        )
-        .expect("metric names and labels are static and valid");
-        registry
-            .register(Box::new(loop_detected.clone()))
-            .expect("each metric is registered once");
-        let tasks = registered(
-            &registry,
-            IntGaugeVec::new(
-                Opts::new(
-                    "nodelocaldns_tasks",
-                    "Background tasks alive now, by kind (refresh, connection, probe, loop_check).",
-                ),
-                &["kind"],
-            ),
+        );
+        let tasks = gauge_vec(
+            "nodelocaldns_tasks",
+            "Background tasks alive now, by kind (refresh, connection, probe, loop_check).",
+            &["kind"],
         );
         for kind in TASK_KINDS {
             tasks.with_label_values(&[kind]);
