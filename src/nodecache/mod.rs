@@ -4,14 +4,15 @@
 //! one file each:
 //!
 //! - [`args`]: node-cache's command line (`-localip`, `-basecorefile`, `-upstreamsvc`, ...);
-//! - [`render`](mod@render): its Corefile template, filled as node-cache's `updateCorefile` does from the
-//!   `kube-dns` ConfigMap directory (`stubDomains`, `upstreamNameservers`) and the
-//!   `$<SVC>_SERVICE_HOST` variable of the upstream Service;
+//! - [`render`](mod@render): its Corefile template, filled as node-cache's `updateCorefile`
+//!   does from the `kube-dns` ConfigMap directory (`stubDomains`, `upstreamNameservers`) and
+//!   the `$<SVC>_SERVICE_HOST` variable of the upstream Service;
 //! - [`lex`] and [`parse`](mod@parse): the rendered Corefile's words, then its server blocks;
 //! - [`translate`](mod@translate): the blocks' directives into zones of one native config.
 //!
 //! It stands on [`crate::config`] (the model it produces) and [`crate::wire`] (zone names),
-//! and nothing but the command line (`main.rs`) imports it.
+//! and nothing but the command line (`main.rs`) imports it. Config keys: none read; it writes
+//! them, as the table below says ([`args`] has the flags'). Metrics: none of its own.
 //!
 //! | directive | translation |
 //! |---|---|
