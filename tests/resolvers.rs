@@ -1,4 +1,4 @@
-//! Real stub resolvers end to end, as pods run them (DESIGN.md failures 2, 3 and 5): glibc's
+//! Real stub resolvers end to end, as pods run them (docs/design.md, failures 2, 3 and 5): glibc's
 //! getaddrinfo (plain, `single-request-reopen`, `use-vc`), musl's, and Go's pure resolver,
 //! each in a "pod" network namespace whose `/etc/resolv.conf` is a pod's
 //! (`search NS.svc.cluster.local svc.cluster.local cluster.local`, `options ndots:5`), asking
