@@ -778,3 +778,49 @@ fn after_a_sigkill_the_next_start_adopts_the_rules_and_the_address() {
         "after the adopting instance's exit",
     );
 }
+
+/// A SIGKILL at any moment of start-up (an OOM kill, a node drain's force) leaves whatever
+/// part of the setup was done, with nobody to remove it. The next start adopts that part,
+/// whatever it is: it serves with exactly one copy of each rule and of the address, and its
+/// exit leaves the node as it was before either ran.
+#[test]
+fn a_sigkill_at_any_moment_of_start_up_is_adopted_by_the_next_start() {
+    let Some(node) = LifecycleNode::new("killstart", "0s") else {
+        return;
+    };
+    let ns = &node.ns;
+    let mut left_behind = Vec::new();
+    for ms in [3, 8, 15, 25, 40, 60, 90] {
+        let mut killed = exec_in(ns, &node.config);
+        std::thread::sleep(Duration::from_millis(ms));
+        signal(&killed, libc::SIGKILL);
+        exit_status(&mut killed, Duration::from_secs(5));
+        left_behind.push((ms, ns.our_rule_count(), local_ip_count(ns)));
+
+        let mut next = node.serving();
+        assert_eq!(
+            ns.our_rule_count(),
+            12,
+            "after a SIGKILL at {ms} ms: one copy of each rule"
+        );
+        assert_eq!(
+            local_ip_count(ns),
+            1,
+            "after a SIGKILL at {ms} ms: one address"
+        );
+        signal(&next, libc::SIGTERM);
+        let status = exit_status(&mut next, Duration::from_secs(25));
+        assert_eq!(status.code(), Some(0), "{}", next.report());
+        assert_as_found(
+            ns,
+            node.link,
+            &mut next,
+            &format!("after a SIGKILL at {ms} ms"),
+        );
+    }
+    eprintln!("(ms, rules, addresses) a SIGKILL left: {left_behind:?}");
+    assert!(
+        left_behind.iter().any(|&(_, rules, _)| rules > 0),
+        "some SIGKILL left rules behind to adopt: {left_behind:?}"
+    );
+}
