@@ -309,8 +309,10 @@ async fn a_question_that_timed_out_everywhere_is_not_asked_again_at_once() {
 
 /// Every UDP query goes out from a socket of its own, on a port the kernel picks at random
 /// (RFC 5452 section 9.2): an off-path attacker must guess the port as well as the ID, and no
-/// long-lived source port can meet a stale conntrack entry. 64 misses leave from 64 ports
-/// that do not follow one another.
+/// long-lived source port can meet a stale conntrack entry. 64 misses leave from ports that
+/// neither repeat nor follow one another. Random ports may meet by chance (64 draws from the
+/// ~28 000 ephemeral ports repeat one about 7 % of the time), so the bound is what chance
+/// never reaches: a reused socket would show 1 distinct port, a counter 63 successors.
 #[tokio::test]
 async fn each_udp_query_leaves_from_a_fresh_random_port() {
     let upstream = answering(ResponseCode::NoError).await;
@@ -333,7 +335,11 @@ async fn each_udp_query_leaves_from_a_fresh_random_port() {
         .count();
     ports.sort_unstable();
     ports.dedup();
-    assert_eq!(ports.len(), 64, "a port of its own for every query");
+    assert!(
+        ports.len() >= 60,
+        "a port of its own for every query: only {} distinct in 64",
+        ports.len()
+    );
     assert!(
         in_order < 8,
         "ports follow one another {in_order} times in 63"
