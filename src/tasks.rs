@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use prometheus::IntGaugeVec;
 use tokio::task::JoinHandle;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::observe::Metrics;
@@ -97,21 +97,6 @@ impl Tasks {
                 () = cancel.cancelled() => None,
             }
         })
-    }
-
-    /// Resolves once [`Tasks::stop`] has begun: for a task that ends itself more gracefully
-    /// than by being dropped.
-    pub fn stopping(&self) -> WaitForCancellationFuture<'_> {
-        self.cancel.cancelled()
-    }
-
-    /// The tasks alive now.
-    pub fn len(&self) -> usize {
-        self.tracker.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tracker.is_empty()
     }
 
     /// Cancels every task and waits up to `bound` for them to end; returns how many had not.

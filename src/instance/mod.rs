@@ -117,9 +117,8 @@ struct Instance {
     readiness: Option<Arc<Readiness>>,
     tasks: Option<Tasks>,
     http: Option<HttpServer>,
+    /// The DNS listeners, once bound (only then does lameduck apply).
     server: Option<Server>,
-    /// Whether the DNS listeners took queries (then lameduck applies).
-    serving: bool,
     pidfile_written: bool,
 }
 
@@ -145,7 +144,6 @@ impl Instance {
             tasks: None,
             http: None,
             server: None,
-            serving: false,
             pidfile_written: false,
         }
     }
@@ -206,7 +204,6 @@ impl Instance {
         let server = self
             .server
             .insert(Server::start_with(config, current.clone()).map_err(bind_hint)?);
-        self.serving = true;
         readiness.set_listening(true);
         if let Some(path) = &self.options.reload_from {
             server.watch_config(
@@ -250,7 +247,7 @@ impl Instance {
         let shutdown = &self.config.shutdown;
         if let Some(server) = self.server.take() {
             let lameduck = shutdown.lameduck;
-            if self.serving && !lameduck.is_zero() {
+            if !lameduck.is_zero() {
                 info!(?lameduck, "lameduck: answering while not ready");
                 tokio::select! {
                     () = tokio::time::sleep(lameduck) => {}

@@ -173,7 +173,9 @@ impl Server {
         running: Config,
         metrics: Arc<crate::observe::Metrics>,
     ) {
-        let baseline = reload::baseline(&path);
+        // The baseline a change is seen against, read now rather than when the task first
+        // runs: a change written in between would otherwise become the baseline, unapplied.
+        let baseline = std::fs::read(&path).ok();
         self.tasks.spawn(reload::watch(
             path,
             interval,

@@ -22,12 +22,6 @@ use super::delivery::Delivery;
 use crate::config::Config;
 use crate::observe::Metrics;
 
-/// The file's bytes now: the baseline a change is seen against. Read when the watch is set
-/// up, not when its task first runs, so that a change in between is not taken as the baseline.
-pub(super) fn baseline(path: &std::path::Path) -> Option<Vec<u8>> {
-    std::fs::read(path).ok()
-}
-
 /// What a reload replaces: the responder behind the listeners, and the sample rate of their
 /// query log (`log.query_sample`, which the listeners own).
 pub(super) struct Replaced {
