@@ -132,30 +132,38 @@ async fn a_tcp_upstream_that_resets_mid_answer_fails_over() {
     );
 }
 
+/// An upstream that answers every A with 192.0.2.7 (TTL `ttl` seconds) after 300 ms, and a
+/// forwarder for zone `example` in front of it with 4 slots (one connection, 4 queries in
+/// flight) and a queue of 16 that waits 200 ms: far less than a flood needs. `cache` is the
+/// zone's cache block, if any.
+async fn slow_upstream_behind_four_slots(ttl: u32, cache: &str) -> (Programmable, Arc<Forwarder>) {
+    let upstream = Programmable::start(
+        Duration::from_millis(300),
+        Arc::new(move |name: &hickory_proto::rr::Name, _| {
+            Some((
+                ResponseCode::NoError,
+                vec![a(&name.to_string(), ttl)],
+                vec![],
+            ))
+        }),
+    )
+    .await;
+    let forwarder = Forwarder::start(&format!(
+        "zones:\n  - name: example\n    upstreams: [\"{}\"]\n{cache}    timeout: 2s\n    deadline: 3s\n    pool:\n      max_connections: 1\n      max_inflight: 4\n      queue:\n        capacity: 16\n        timeout: 200ms\n",
+        upstream.addr
+    ))
+    .await;
+    (upstream, Arc::new(forwarder))
+}
+
 /// 1000 distinct misses at once at an upstream that takes 300 ms per answer, through 4 slots
 /// and a queue of 16: every query is answered (almost all SERVFAIL, at once), the queue and
 /// the slots never hold more than their bounds while the flood lasts, and once it is over a
 /// new query is answered from the upstream again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_misses_is_answered_fast_bounded_and_recovers() {
-    let upstream = Programmable::start(
-        Duration::from_millis(300),
-        Arc::new(|name: &hickory_proto::rr::Name, _| {
-            Some((
-                ResponseCode::NoError,
-                vec![a(&name.to_string(), 60)],
-                vec![],
-            ))
-        }),
-    )
-    .await;
-    let forwarder = Arc::new(
-        Forwarder::start(&format!(
-            "zones:\n  - name: example\n    upstreams: [\"{}\"]\n    cache:\n      enabled: false\n    timeout: 2s\n    deadline: 3s\n    pool:\n      max_connections: 1\n      max_inflight: 4\n      queue:\n        capacity: 16\n        timeout: 200ms\n",
-            upstream.addr
-        ))
-        .await,
-    );
+    let (upstream, forwarder) =
+        slow_upstream_behind_four_slots(60, "    cache:\n      enabled: false\n").await;
     let label = upstream.addr.to_string();
 
     // Samples the bounded gauges while the flood lasts.
@@ -228,20 +236,7 @@ async fn a_flood_of_misses_is_answered_fast_bounded_and_recovers() {
 /// fails at once, and the client gets the last good answer, counted as served stale.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_overload_an_expired_name_is_answered_stale_not_servfail() {
-    let upstream = Programmable::start(
-        Duration::from_millis(300),
-        Arc::new(|name: &hickory_proto::rr::Name, _| {
-            Some((ResponseCode::NoError, vec![a(&name.to_string(), 1)], vec![]))
-        }),
-    )
-    .await;
-    let forwarder = Arc::new(
-        Forwarder::start(&format!(
-            "zones:\n  - name: example\n    upstreams: [\"{}\"]\n    timeout: 2s\n    deadline: 3s\n    pool:\n      max_connections: 1\n      max_inflight: 4\n      queue:\n        capacity: 16\n        timeout: 200ms\n",
-            upstream.addr
-        ))
-        .await,
-    );
+    let (_upstream, forwarder) = slow_upstream_behind_four_slots(1, "").await;
     let addr = forwarder.addr;
     const STALE: usize = 4;
     // One at a time: a name takes two of the four slots (its A and AAAA are fetched together).

@@ -294,21 +294,9 @@ fn instance(ns: &Netns, config: &str) -> Running {
 
 /// SIGTERM, then waits up to `bound` for a clean exit.
 fn stop(server: &mut Running, bound: Duration) {
-    let pid = server.child.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status();
-    assert!(killed.expect("kill runs").success());
-    let deadline = Instant::now() + bound;
-    loop {
-        if let Some(status) = server.child.try_wait().expect("status") {
-            assert!(status.success(), "{}", server.report());
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "exits within {bound:?} of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    signal(server, libc::SIGTERM);
+    let status = exit_status(server, bound);
+    assert!(status.success(), "{}", server.report());
 }
 
 /// Waits until `instance` answers a svc.test name on `server`.
@@ -735,10 +723,8 @@ fn a_second_sigterm_cuts_the_lameduck_short_and_still_tears_down() {
     signal(&server, libc::SIGTERM);
     std::thread::sleep(Duration::from_millis(300));
     assert!(!server.has_exited(), "in lameduck: {}", server.report());
-    signal(&server, libc::SIGTERM);
     // Far below the 120 s lameduck: only teardown is left to do.
-    let status = exit_status(&mut server, Duration::from_secs(25));
-    assert_eq!(status.code(), Some(0), "{}", server.report());
+    stop(&mut server, Duration::from_secs(25));
     assert!(server.report().contains("lameduck cut short"));
     assert_as_found(&node.ns, node.link, &mut server, "after the second SIGTERM");
 }
@@ -768,9 +754,7 @@ fn after_a_sigkill_the_next_start_adopts_the_rules_and_the_address() {
     }
     assert_eq!(local_ip_count(ns), 1, "one copy of the address");
 
-    signal(&next, libc::SIGTERM);
-    let status = exit_status(&mut next, Duration::from_secs(25));
-    assert_eq!(status.code(), Some(0), "{}", next.report());
+    stop(&mut next, Duration::from_secs(25));
     assert_as_found(
         ns,
         node.link,
@@ -808,9 +792,7 @@ fn a_sigkill_at_any_moment_of_start_up_is_adopted_by_the_next_start() {
             1,
             "after a SIGKILL at {ms} ms: one address"
         );
-        signal(&next, libc::SIGTERM);
-        let status = exit_status(&mut next, Duration::from_secs(25));
-        assert_eq!(status.code(), Some(0), "{}", next.report());
+        stop(&mut next, Duration::from_secs(25));
         assert_as_found(
             ns,
             node.link,

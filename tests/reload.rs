@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{Authority, EXAMPLE_ZONE, http_get, metric_value, query, udp_raw};
@@ -40,6 +40,39 @@ fn publish(dir: &Path, version: u32, text: &str) {
     if version == 1 {
         std::os::unix::fs::symlink("..data/config.yaml", dir.join("config.yaml"))
             .expect("config.yaml link");
+    }
+}
+
+/// A steady stream of distinct names under `example.` (cache misses: each is asked upstream),
+/// one after another with `pause` between them, until [`MissStream::stop`].
+struct MissStream {
+    running: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<Option<ResponseCode>>>,
+}
+
+impl MissStream {
+    /// Names are `{prefix}{n}.example.`.
+    fn start(server: std::net::SocketAddr, prefix: &'static str, pause: Duration) -> MissStream {
+        let running = Arc::new(AtomicBool::new(true));
+        let task = tokio::spawn({
+            let running = running.clone();
+            async move {
+                let mut rcodes = Vec::new();
+                while running.load(Ordering::SeqCst) {
+                    let name = format!("{prefix}{}.example.", rcodes.len() + 1);
+                    rcodes.push(rcode_of(server, &name).await);
+                    tokio::time::sleep(pause).await;
+                }
+                rcodes
+            }
+        });
+        MissStream { running, task }
+    }
+
+    /// Ends the stream; the rcode of each query in order (`None`: no answer within 2 s).
+    async fn stop(self) -> Vec<Option<ResponseCode>> {
+        self.running.store(false, Ordering::SeqCst);
+        self.task.await.expect("the stream ends")
     }
 }
 
@@ -89,23 +122,7 @@ async fn a_changed_config_is_applied_under_load_and_a_broken_one_is_refused() {
     );
 
     // A steady stream of distinct names (cache misses) for the whole test.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (sent, unanswered) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let stream = tokio::spawn({
-        let (stop, sent, unanswered) = (stop.clone(), sent.clone(), unanswered.clone());
-        async move {
-            let mut i = 0;
-            while !stop.load(Ordering::SeqCst) {
-                i += 1;
-                let name = format!("n{i}.example.");
-                sent.fetch_add(1, Ordering::SeqCst);
-                if rcode_of(addr, &name).await.is_none() {
-                    unanswered.fetch_add(1, Ordering::SeqCst);
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        }
-    });
+    let stream = MissStream::start(addr, "n", Duration::from_millis(2));
 
     let with_other = format!(
         "{base}  - name: other.test\n    upstreams: [\"{}\"]\n",
@@ -152,14 +169,10 @@ async fn a_changed_config_is_applied_under_load_and_a_broken_one_is_refused() {
         1.0
     );
 
-    stop.store(true, Ordering::SeqCst);
-    stream.await.expect("stream task");
-    assert!(
-        sent.load(Ordering::SeqCst) > 50,
-        "the stream ran through both reloads"
-    );
+    let rcodes = stream.stop().await;
+    assert!(rcodes.len() > 50, "the stream ran through both reloads");
     assert_eq!(
-        unanswered.load(Ordering::SeqCst),
+        rcodes.iter().filter(|rcode| rcode.is_none()).count(),
         0,
         "no query lost to a reload"
     );
@@ -206,23 +219,8 @@ async fn fifty_reloads_under_load_leave_one_pool_and_lose_no_query() {
     let addr = server.local_addrs()[0];
     let gauge = |name: &str, labels: &[(&str, &str)]| metric_value(&metrics.render(), name, labels);
 
-    let streaming = Arc::new(AtomicBool::new(true));
-    let (sent, answered) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let stream = tokio::spawn({
-        let (streaming, sent, answered) = (streaming.clone(), sent.clone(), answered.clone());
-        async move {
-            let mut n = 0;
-            while streaming.load(Ordering::Relaxed) {
-                n += 1;
-                sent.fetch_add(1, Ordering::Relaxed);
-                // A new name each time: a miss, asked upstream over the pool.
-                if rcode_of(addr, &format!("q{n}.example.")).await == Some(ResponseCode::NoError) {
-                    answered.fetch_add(1, Ordering::Relaxed);
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-    });
+    // A new name each time: a miss, asked upstream over the pool.
+    let stream = MissStream::start(addr, "q", Duration::from_millis(5));
     let reloads = || {
         gauge(
             "nodelocaldns_config_reloads_total",
@@ -236,11 +234,13 @@ async fn fifty_reloads_under_load_leave_one_pool_and_lose_no_query() {
             "reload {version} applied"
         );
     }
-    streaming.store(false, Ordering::Relaxed);
-    stream.await.expect("the stream ends");
+    let rcodes = stream.stop().await;
     let (sent, answered) = (
-        sent.load(Ordering::Relaxed),
-        answered.load(Ordering::Relaxed),
+        rcodes.len(),
+        rcodes
+            .iter()
+            .filter(|rcode| **rcode == Some(ResponseCode::NoError))
+            .count(),
     );
     assert!(sent > 50, "a steady stream: {sent} queries");
     assert_eq!(answered, sent, "every query answered NOERROR");
