@@ -3,14 +3,60 @@
 //! errors). Under load the socket holds many queries whenever the loop comes back to it, and
 //! the system call, file lookup and readiness bookkeeping are then paid once per batch instead
 //! of twice per query; at a low rate a batch is one query and costs what `recvfrom` did.
+//!
+//! A batch shorter than [`BATCH`] means `recvmmsg` found the socket empty, so the receive loop
+//! tells the reactor so itself ([`Inbox::receive`]) instead of paying one more `recvmmsg` that
+//! returns `EAGAIN`: at a node's rates, where every query is a wake-up of its own, that is one
+//! system call in four.
+//!
+//! The sockets are registered for readability only. Registered for writability too, the
+//! reactor would be told of every datagram that leaves (the kernel reports the freed send
+//! buffer as a new write edge), which costs one more `epoll_wait` return per answer. A UDP send
+//! buffer is full only while the device queue is backed up, so a send that would block is
+//! retried after a pause instead ([`send_patiently`]).
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
 
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
 use tokio::io::Interest;
-use tokio::net::UdpSocket;
+use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
+
+/// The pause before a send that found the send buffer full is tried again.
+const SEND_RETRY: Duration = Duration::from_millis(1);
+/// Pauses before such a send gives up (and the answer counts as not sent).
+const SEND_RETRIES: u32 = 50;
+
+/// A listening UDP socket, registered with the reactor. `AsyncFd` rather than tokio's
+/// `UdpSocket` because only its readiness guard can be cleared without a failing read.
+pub(super) type ListenSocket = AsyncFd<std::net::UdpSocket>;
+
+/// The reactor's word that a listening socket is readable.
+pub(super) type Readable<'a> = AsyncFdReadyGuard<'a, std::net::UdpSocket>;
+
+/// Registers a bound, non-blocking UDP socket with the reactor, for readability only.
+pub(super) fn register(socket: std::net::UdpSocket) -> io::Result<ListenSocket> {
+    // SAFETY: the std socket owns its descriptor, and `AsyncFd` owns the socket from here on:
+    // nothing else can close or replace the descriptor while it is registered.
+    Ok(unsafe { ListenSocket::register_with_interest(socket, Interest::READABLE) }?)
+}
+
+/// Runs `send` until it does not report a full send buffer, pausing [`SEND_RETRY`] between
+/// tries, at most [`SEND_RETRIES`] times; then its `WouldBlock` is the result.
+pub(super) async fn send_patiently<R>(mut send: impl FnMut() -> io::Result<R>) -> io::Result<R> {
+    let mut retries = 0;
+    loop {
+        match send() {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock && retries < SEND_RETRIES => {
+                retries += 1;
+                tokio::time::sleep(SEND_RETRY).await;
+            }
+            result => return result,
+        }
+    }
+}
 
 /// Datagrams per system call. Past 32 the saving per query is small and a batch's answers
 /// wait longer for the last query of the batch to be answered.
@@ -58,12 +104,29 @@ impl Inbox {
         }
     }
 
-    /// Reads the datagrams queued on `socket`, at most [`BATCH`], without waiting: `WouldBlock`
-    /// when there are none (and the socket's readiness is cleared).
-    pub(super) fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
-        let fd = socket.as_raw_fd();
-        self.count = socket.try_io(Interest::READABLE, || self.receive_from(fd))?;
-        Ok(self.count)
+    /// Reads the datagrams queued on the socket `ready` was given for, at most [`BATCH`],
+    /// without waiting: `WouldBlock` when there are none. Either way, and after a batch short
+    /// of [`BATCH`] (the kernel stopped because the queue was empty), the readiness is cleared,
+    /// so the next [`AsyncFd::readable`] waits for a datagram that arrives after this read. One
+    /// that arrived in between was either read here or made a readiness event of its own,
+    /// which clearing leaves in place (tokio clears only the event `ready` came from).
+    pub(super) fn receive(&mut self, ready: &mut Readable<'_>) -> io::Result<usize> {
+        let fd = ready.get_inner().as_raw_fd();
+        self.count = 0;
+        let count = match ready.try_io(|_| self.receive_from(fd)) {
+            Ok(received) => received?,
+            Err(_would_block) => return Err(io::ErrorKind::WouldBlock.into()),
+        };
+        if count < BATCH {
+            ready.clear_ready();
+        }
+        self.count = count;
+        Ok(count)
+    }
+
+    /// Whether the last batch filled the inbox, so the socket may hold more.
+    pub(super) fn was_full(&self) -> bool {
+        self.count == BATCH
     }
 
     fn receive_from(&mut self, fd: RawFd) -> io::Result<usize> {
@@ -137,16 +200,14 @@ impl Outbox {
             .map(|(&client, answer)| (client, answer.as_slice()))
     }
 
-    /// Sends every queued answer, waiting while the socket's send buffer is full, and returns
-    /// how many could not be sent (an answer the kernel refuses is skipped, not retried).
-    pub(super) async fn flush(&mut self, socket: &UdpSocket) -> usize {
+    /// Sends every queued answer, waiting a while when the socket's send buffer is full, and
+    /// returns how many could not be sent (an answer the kernel refuses is skipped, not
+    /// retried).
+    pub(super) async fn flush(&mut self, socket: &ListenSocket) -> usize {
         let fd = socket.as_raw_fd();
         let (mut sent, mut failed) = (0, 0);
         while sent < self.len {
-            match socket
-                .async_io(Interest::WRITABLE, || self.send_from(fd, sent))
-                .await
-            {
+            match send_patiently(|| self.send_from(fd, sent)).await {
                 Ok(count) => sent += count.max(1),
                 Err(_) => {
                     // sendmmsg reports an error only for the first message it tried.
@@ -189,4 +250,53 @@ fn std_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
     }
     addr.as_sockaddr_in6()
         .map(|v6| SocketAddr::V6((*v6).into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn would_block() -> io::Error {
+        io::ErrorKind::WouldBlock.into()
+    }
+
+    #[tokio::test]
+    async fn a_send_that_finds_the_buffer_full_is_tried_again_until_it_goes() {
+        let mut calls = 0;
+        let sent = send_patiently(|| {
+            calls += 1;
+            if calls <= 3 {
+                Err(would_block())
+            } else {
+                Ok(7)
+            }
+        })
+        .await;
+        assert_eq!(sent.unwrap(), 7);
+        assert_eq!(calls, 4);
+    }
+
+    #[tokio::test]
+    async fn a_send_that_stays_blocked_gives_up_with_would_block() {
+        let mut calls = 0;
+        let sent: io::Result<()> = send_patiently(|| {
+            calls += 1;
+            Err(would_block())
+        })
+        .await;
+        assert_eq!(sent.unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(calls, SEND_RETRIES + 1);
+    }
+
+    #[tokio::test]
+    async fn any_other_send_error_is_the_result_at_once() {
+        let mut calls = 0;
+        let sent: io::Result<()> = send_patiently(|| {
+            calls += 1;
+            Err(io::ErrorKind::ConnectionRefused.into())
+        })
+        .await;
+        assert_eq!(sent.unwrap_err().kind(), io::ErrorKind::ConnectionRefused);
+        assert_eq!(calls, 1);
+    }
 }

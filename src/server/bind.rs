@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
+
+use super::batch::ListenSocket;
 
 /// Receive buffer of each UDP socket: room for bursts while workers are busy.
 const UDP_RECV_BUFFER: usize = 4 << 20;
@@ -28,7 +30,7 @@ pub struct BindError {
 pub(super) fn bind_pair(
     addr: SocketAddr,
     workers: usize,
-) -> Result<(Vec<UdpSocket>, TcpListener), BindError> {
+) -> Result<(Vec<ListenSocket>, TcpListener), BindError> {
     let udp_error = |addr, error| BindError {
         addr,
         proto: "udp",
@@ -47,7 +49,10 @@ pub(super) fn bind_pair(
     let mut last_error = None;
     for _ in 0..attempts {
         let first = bind_udp(addr).map_err(|e| udp_error(addr, e))?;
-        let bound = first.local_addr().map_err(|e| udp_error(addr, e))?;
+        let bound = first
+            .get_ref()
+            .local_addr()
+            .map_err(|e| udp_error(addr, e))?;
         let tcp = match bind_tcp(bound, addr.port() != 0) {
             Ok(tcp) => tcp,
             Err(error) if addr.port() == 0 && error.kind() == io::ErrorKind::AddrInUse => {
@@ -65,7 +70,7 @@ pub(super) fn bind_pair(
     Err(last_error.unwrap_or_else(|| tcp_error(addr, io::ErrorKind::AddrInUse.into())))
 }
 
-fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+fn bind_udp(addr: SocketAddr) -> io::Result<ListenSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
@@ -75,7 +80,7 @@ fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     let _ = socket.set_recv_buffer_size(UDP_RECV_BUFFER);
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    super::batch::register(socket.into())
 }
 
 /// A TCP listener; with `reuse_port` a second instance (a rolling update's new pod) can bind

@@ -7,11 +7,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
-use super::batch::{Inbox, Outbox};
+use super::batch::{Inbox, ListenSocket, Outbox, send_patiently};
 use super::delivery::Delivery;
 use super::{Current, Lifecycle};
 use crate::Proto;
@@ -36,7 +35,7 @@ const BATCHES_PER_WAKE: usize = 8;
 /// Serves one socket of the listen address with index `listener` in the config.
 pub(super) async fn serve(
     listener: usize,
-    socket: Arc<UdpSocket>,
+    socket: Arc<ListenSocket>,
     current: Current,
     delivery: Arc<Delivery>,
     inflight: Arc<Semaphore>,
@@ -47,7 +46,7 @@ pub(super) async fn serve(
         listener,
         inbox: Inbox::new(),
         outbox: Outbox::new(),
-        socket,
+        socket: socket.clone(),
         delivery,
         inflight,
         lifecycle,
@@ -73,16 +72,19 @@ pub(super) async fn serve(
                 continue;
             }
             _ = tokio::time::sleep(DRAIN_POLL), if draining.is_some() => continue,
-            ready = batch.socket.readable() => ready,
+            ready = socket.readable() => ready,
         };
-        if let Err(err) = ready {
-            receive_failed(&err);
-            continue;
-        }
+        let mut ready = match ready {
+            Ok(ready) => ready,
+            Err(err) => {
+                receive_failed(&err);
+                continue;
+            }
+        };
         // Read until the socket is empty (which also clears its readiness), a bounded number
         // of batches at a time.
         for _ in 0..BATCHES_PER_WAKE {
-            match batch.inbox.receive(&batch.socket) {
+            match batch.inbox.receive(&mut ready) {
                 Ok(_) => {}
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                 Err(err) => {
@@ -95,6 +97,9 @@ pub(super) async fn serve(
             }
             // Per batch: a reload swaps it between two batches, never during one.
             batch.answer(&current.load_full()).await;
+            if !batch.inbox.was_full() {
+                break;
+            }
         }
     }
 }
@@ -104,7 +109,7 @@ struct Batch {
     listener: usize,
     inbox: Inbox,
     outbox: Outbox,
-    socket: Arc<UdpSocket>,
+    socket: Arc<ListenSocket>,
     delivery: Arc<Delivery>,
     inflight: Arc<Semaphore>,
     lifecycle: Lifecycle,
@@ -176,19 +181,21 @@ struct Drain {
 /// address (a peer that never sends) the kernel steers new queries to the rest of the group,
 /// while the datagrams already queued here stay readable and answers still go out with send_to.
 /// Where that fails the socket stays in the group, and the drain ends at its deadline.
-async fn leave_reuseport_group(socket: &UdpSocket) {
-    let left = match socket.local_addr() {
-        Ok(local) => socket.connect(local).await,
-        Err(err) => Err(err),
-    };
+async fn leave_reuseport_group(socket: &ListenSocket) {
+    let socket = socket.get_ref();
+    // A UDP connect only sets the peer: it never waits.
+    let left = socket.local_addr().and_then(|local| socket.connect(local));
     if let Err(err) = left {
         debug!(%err, "a draining UDP socket stays in the SO_REUSEPORT group");
     }
 }
 
 /// Sends one answer, counting a failed send and offering it to the query log.
-async fn send(socket: &UdpSocket, answer: &[u8], client: SocketAddr, delivery: &Delivery) {
-    if socket.send_to(answer, client).await.is_err() {
+async fn send(socket: &ListenSocket, answer: &[u8], client: SocketAddr, delivery: &Delivery) {
+    if send_patiently(|| socket.get_ref().send_to(answer, client))
+        .await
+        .is_err()
+    {
         delivery.send_failed();
     }
     delivery.sent(client, Proto::Udp, answer);
