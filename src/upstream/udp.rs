@@ -4,12 +4,14 @@
 //! only when it comes from the address we asked, with our ID and our question; anything else
 //! is counted and ignored while we keep waiting.
 
+use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use prometheus::IntCounter;
-use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::UdpSocket;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
 
 use super::{Answer, ExchangeError};
@@ -23,13 +25,34 @@ const RECV_BUFFER: usize = 4096;
 /// A non-blocking UDP socket of `server`'s family, not bound: the first `sendto` binds it to
 /// a random ephemeral port (Linux picks UDP autobind ports at random, as it does for an
 /// explicit bind to port 0), which saves the `bind` call of every query.
-fn unbound_socket(server: SocketAddr) -> std::io::Result<UdpSocket> {
+///
+/// It is registered with the reactor for readability only: registered for writability, the
+/// datagram leaving would be reported as one more event, an `epoll_wait` return per query
+/// for a send that never waits (a fresh socket's send buffer is empty).
+fn unbound_socket(server: SocketAddr) -> io::Result<AsyncFd<Socket>> {
     let socket = Socket::new(
         Domain::for_address(server),
         Type::DGRAM.nonblocking().cloexec(),
         Some(Protocol::UDP),
     )?;
-    UdpSocket::from_std(socket.into())
+    // SAFETY: the socket owns its descriptor, and `AsyncFd` owns the socket from here on:
+    // nothing else can close or replace the descriptor while it is registered.
+    Ok(unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }?)
+}
+
+/// Waits for the next datagram on `socket` and appends it to the empty `buf` (its capacity is
+/// the most read; nothing is zeroed first). Returns its length and source.
+async fn receive(socket: &AsyncFd<Socket>, buf: &mut Vec<u8>) -> io::Result<(usize, SockAddr)> {
+    loop {
+        let mut ready = socket.readable().await?;
+        let received = ready.try_io(|socket| socket.get_ref().recv_from(buf.spare_capacity_mut()));
+        if let Ok(result) = received {
+            let (len, from) = result?;
+            // SAFETY: the kernel wrote `len` bytes at the start of the spare capacity.
+            unsafe { buf.set_len(len) };
+            return Ok((len, from));
+        }
+    }
 }
 
 /// Sends `question` to `server` over UDP and waits up to `timeout` for its answer.
@@ -45,13 +68,13 @@ pub async fn exchange(
     let id = rand::random::<u16>();
     let query = build_upstream(id, question, flags, udp_size);
     let socket = unbound_socket(server)?;
-    socket.send_to(&query, server).await?;
+    socket.get_ref().send_to(&query, &server.into())?;
     // Capacity, not length: the kernel writes the datagram into it, nothing is zeroed first.
     let mut buf = Vec::with_capacity(RECV_BUFFER);
     loop {
-        let received = tokio::time::timeout_at(deadline, socket.recv_buf_from(&mut buf)).await;
+        let received = tokio::time::timeout_at(deadline, receive(&socket, &mut buf)).await;
         let (len, from) = received.map_err(|_| ExchangeError::Timeout(timeout))??;
-        if from != server {
+        if from.as_socket() != Some(server) {
             mismatched.inc();
             buf.clear();
             continue;
