@@ -10,6 +10,7 @@ Zones (served by knotd):
 
 Query files (dnsperf format, `name TYPE` per line, shuffled with a fixed seed):
   hot.txt        every service, host and cdn name, A and AAAA: the cache-hot set.
+  positive.txt   the hot set's hosts that have both an A and an AAAA.
   search.txt     the ndots:5 search-path walk of a pod: for each name, the three search-list
                  expansions (NXDOMAIN) and then the name itself, for A and then AAAA.
 """
@@ -81,6 +82,9 @@ def main():
     hot = [f"{n} {t}" for n in services + hosts + cdns for t in ("A", "AAAA")]
     rng.shuffle(hot)
     write(os.path.join(args.out_dir, "hot.txt"), hot)
+    # The hot set's names whose A and AAAA both exist: no NODATA half caps their pair at 5 s.
+    both = {f"host-{i:04d}.test" for i in range(0, args.hosts, 2)}
+    write(os.path.join(args.out_dir, "positive.txt"), [q for q in hot if q.split()[0] in both])
 
     # A pod in namespace ns-P with ndots:5 tries every name with fewer than 5 dots against its
     # search list first; all three expansions are NXDOMAIN, then the name itself answers.

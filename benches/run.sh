@@ -14,9 +14,10 @@
 #   SERVERS ["ours unbound dnsdist dnsmasq", plus nodecache when NODECACHE is set]
 #   NODECACHE                      path to a node-cache binary (k8s-dns-node-cache) to include
 #   LATENCY_QPS [50000]            rate of the loadgen latency row in scenario 1
-#   ROUNDS [1]                     scenario 1 measures every server this many times, in turn, and
-#                                  reports each figure's median (max QPS and CPU with their range)
+#   ROUNDS [1]                     scenarios 1 and 2 measure every server this many times, in turn,
+#                                  and report each figure's median (CPU with its range)
 #   FIXED_QPS ["20000 2000"]       rates of scenario 2 (a node's cache runs at a few thousand QPS)
+#   FLOORS ["blocking reactor"]    scenario 2's no-op servers (benches/floor.rs): the cost of a wake-up
 #   MISS_RATES ["2000 5000 10000"] rates of scenario 4
 #   MISS_QTYPES ["A TXT"]          query types of scenario 4: A is fetched with its AAAA (two
 #                                  upstream queries per miss), TXT alone (one)
@@ -34,7 +35,7 @@ BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$BENCH_DIR")
 # The command as run, with the settings given in the environment, for the result files.
 COMMAND_LINE="benches/run.sh $*"
-for setting in ROUNDS PAIR_RATE MISS_RATES MISS_QTYPES MEM_STAGES LATENCY_QPS FIXED_QPS SERVERS POOL_CONFIG POOL_MAX_CONNECTIONS POOL_MAX_QUERIES; do
+for setting in ROUNDS PAIR_RATE MISS_RATES MISS_QTYPES MEM_STAGES LATENCY_QPS FIXED_QPS FLOORS SERVERS POOL_CONFIG POOL_MAX_CONNECTIONS POOL_MAX_QUERIES; do
     [ -n "${!setting:-}" ] && COMMAND_LINE="$setting=\"${!setting}\" $COMMAND_LINE"
 done
 
@@ -67,6 +68,7 @@ MEM_STAGES=${MEM_STAGES:-"100000 1000000"}
 LATENCY_QPS=${LATENCY_QPS:-50000}
 ROUNDS=${ROUNDS:-1}
 FIXED_QPS=${FIXED_QPS:-"20000 2000"}
+FLOORS=${FLOORS-"blocking reactor"}
 PAIR_RATE=${PAIR_RATE:-10000}
 MISS_RATES=${MISS_RATES:-"2000 5000 10000"}
 MISS_QTYPES=${MISS_QTYPES:-"A TXT"}
@@ -124,12 +126,18 @@ build() {
     loadgen=$(cd "$REPO" && cargo bench --locked --bench loadgen --no-run 2>&1 |
         sed -n 's/.*Executable benches\/loadgen.rs (\(.*\))/\1/p' | tail -1)
     [ -x "$loadgen" ] || die "cargo bench --bench loadgen --no-run printed no executable"
+    local floor
+    floor=$(cd "$REPO" && cargo bench --locked --bench floor --no-run 2>&1 |
+        sed -n 's/.*Executable benches\/floor.rs (\(.*\))/\1/p' | tail -1)
+    [ -x "$floor" ] || die "cargo bench --bench floor --no-run printed no executable"
     # Copies: another build on a shared target directory must not swap binaries mid-run.
     mkdir -p "$WORK/bin"
     cp "$target/release/nodelocal-dns" "$WORK/bin/nodelocal-dns"
     cp "$loadgen" "$WORK/bin/loadgen"
+    cp "$floor" "$WORK/bin/floor"
     OURS="$WORK/bin/nodelocal-dns"
     LOADGEN="$WORK/bin/loadgen"
+    FLOOR="$WORK/bin/floor"
 }
 
 # ---------------------------------------------------------------- processes
@@ -204,6 +212,9 @@ cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 # The same, with the children it has waited for (dnsmasq forks one per TCP connection).
 cpu_ticks_with_children() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13 + $14 + $15}'; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+# Times the process's threads went to sleep and were woken (voluntary context switches), all
+# threads alive now: a deterministic count where CPU time is at the mercy of the hypervisor.
+wakeups() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt_switches:/ {n += $2} END {print n + 0}'; }
 
 # ---------------------------------------------------------------- upstreams
 
@@ -211,7 +222,7 @@ start_knot() {
     local dir=$WORK/knot
     mkdir -p "$dir/db"
     python3 "$BENCH_DIR/gen_zones.py" "$dir"
-    cp "$dir/hot.txt" "$dir/search.txt" "$WORK/"
+    cp "$dir/hot.txt" "$dir/positive.txt" "$dir/search.txt" "$WORK/"
     cat >"$dir/knot.conf" <<EOF
 server:
     listen: $KNOT_IP@$PORT
@@ -275,6 +286,7 @@ start_server() {
         dnsdist) start_dnsdist "$dir" "$upstream_ip" "$capacity" "$max_ttl" "$mode" ;;
         dnsmasq) start_dnsmasq "$dir" "$upstream_ip" "$capacity" "$max_ttl" "$mode" ;;
         nodecache) start_nodecache "$dir" "$mode" "$upstream_ip" "$capacity" "$max_ttl" ;;
+        floor-*) start floor "$SERVER_CPU" "$FLOOR" --listen "$SUT_IP:$PORT" --loop "${name#floor-}" ;;
         *) die "unknown server $name (known: ours unbound dnsdist dnsmasq nodecache)" ;;
     esac
     SUT_PID=$PID
@@ -476,7 +488,8 @@ warm() { dnsperf_run "$WORK/warm.out" -d "$1" -n 1 -c 4 -q 200; }
 
 # cached_point SERVER NAMES OUT [DNSPERF_ARG...]: starts SERVER in cache mode, warms it with the
 # NAMES file, asks NAMES for DURATION (dnsperf -c 8 -q 500 plus the arguments given, output in
-# OUT), and sets CPU_TICKS to the server's CPU time during that run. The server keeps running
+# OUT), and sets CPU_TICKS to the server's CPU time during that run and WAKEUPS to its threads'
+# wake-ups (see wakeups). The server keeps running
 # (SUT_PID) for what the caller measures next.
 cached_point() {
     local server=$1 names=$2 out=$3 t0
@@ -484,8 +497,11 @@ cached_point() {
     start_server "$server" cache
     warm "$names"
     t0=$(cpu_ticks "$SUT_PID")
+    local w0
+    w0=$(wakeups "$SUT_PID")
     dnsperf_run "$out" -d "$names" -l "$DURATION" -c 8 -q 500 "$@"
     CPU_TICKS=$(($(cpu_ticks "$SUT_PID") - t0))
+    WAKEUPS=$(($(wakeups "$SUT_PID") - w0))
 }
 
 # ---------------------------------------------------------------- report
@@ -497,6 +513,7 @@ version_of() {
         dnsdist) dnsdist --version | head -1 | cut -d' ' -f1,2 ;;
         dnsmasq) dnsmasq --version | head -1 | awk '{print "dnsmasq", $3}' ;;
         nodecache) echo "node-cache ($NODECACHE)" ;;
+        floor-*) echo "$1 (benches/floor.rs)" ;;
     esac
 }
 
@@ -571,23 +588,52 @@ scenario_hot() {
         server "max QPS" "CPU µs/query" RSS "p50 µs @${LATENCY_QPS}" "p99 µs" "p99.9 µs" lost "loadgen max lag µs" "steal s"
 }
 
+# Scenario 2 asks two sets: the cache-hot set (most of its names have a NODATA half, which holds
+# the coherent pair for 5 s, so both halves are fetched again every few seconds) and its positive
+# pairs (A and AAAA both present, 30 s), where a server does little but answer from its cache.
+# The floors answer without a cache; they run on the first set only, whose names they never read.
 scenario_rate() {
-    local s rate out=$WORK/s2
-    for rate in $FIXED_QPS; do
-        for s in "${SERVER_LIST[@]}"; do
-            log "2 fixed rate: $s at $rate QPS"
-            local dp=$out-$s-$rate.dp cpu_pct
-            cached_point "$s" "$WORK/hot.txt" "$dp" -Q "$rate"
-            stop "$SUT_PID"
-            cpu_pct=$(awk -v t="$CPU_TICKS" -v hz="$CLK_TCK" -v d="$(awk '/Run time/ {print $4}' "$dp")" \
-                'BEGIN {printf "%.0f %%", 100 * t / hz / d}')
-            row "$s" "$rate" "$(dp_qps "$dp")" "$(us_per_query "$CPU_TICKS" "$(dp_completed "$dp")")" \
-                "$cpu_pct" "$(dp_avg_ms "$dp")" "$(pct "$(dp_lost "$dp")" "$(dp_sent "$dp")")"
+    local s r rate set out=$WORK/s2
+    local -A us=() wake=() qps=() avg=() lost=()
+    local floors=() name
+    for name in $FLOORS; do floors+=("floor-$name"); done
+    for ((r = 1; r <= ROUNDS; r++)); do
+        for rate in $FIXED_QPS; do
+            for set in hot positive; do
+                for s in "${SERVER_LIST[@]}" "${floors[@]}"; do
+                    [ "$set" = positive ] && [ "${s#floor-}" != "$s" ] && continue
+                    log "2 fixed rate: $s, $set set at $rate QPS (round $r of $ROUNDS)"
+                    local dp=$out-$s-$set-$rate.dp key="$s|$set|$rate"
+                    cached_point "$s" "$WORK/$set.txt" "$dp" -Q "$rate"
+                    stop "$SUT_PID"
+                    local done
+                    done=$(dp_completed "$dp")
+                    us[$key]+="$(us_per_query "$CPU_TICKS" "$done") "
+                    wake[$key]+="$(awk -v w="$WAKEUPS" -v q="$done" 'BEGIN {if (q > 0) printf "%.2f", w / q; else print "-"}') "
+                    qps[$key]+="$(dp_qps "$dp") "
+                    avg[$key]+="$(dp_avg_ms "$dp") "
+                    lost[$key]+="$(pct "$(dp_lost "$dp")" "$(dp_sent "$dp")" | cut -d' ' -f1) "
+                done
+            done
         done
     done
+    for rate in $FIXED_QPS; do
+        for set in hot positive; do
+            for s in "${SERVER_LIST[@]}" "${floors[@]}"; do
+                local key="$s|$set|$rate"
+                [ -n "${us[$key]:-}" ] || continue
+                # Word splitting of the per-round lists is intended.
+                # shellcheck disable=SC2086
+                row "$s" "$set" "$rate" "$(median ${qps[$key]})" "$(figure ${us[$key]})" \
+                    "$(median ${wake[$key]})" "$(median ${avg[$key]})" "$(median ${lost[$key]}) %"
+            done
+        done
+    done
+    local rounds_note=""
+    [ "$ROUNDS" -gt 1 ] && rounds_note="; $ROUNDS rounds, the servers in turn: each figure is the median of the rounds, CPU with its range"
     report 2-fixed-rate "CPU per query at fixed rates ($FIXED_QPS QPS)" \
-        "cache-hot set of scenario 1 offered at dnsperf -Q RATE: the CPU figure does not depend on the load generator's ceiling, and at a node's real rates it is mostly the price of each wake-up" \
-        server "offered QPS" "achieved QPS" "CPU µs/query" "CPU of one core" "avg latency ms" lost
+        "dnsperf -Q RATE over the cache-hot set of scenario 1 (hot) and over its names that have both an A and an AAAA (positive); CPU from /proc/PID/stat, wake-ups are the server threads' voluntary context switches per query; floor-* answer every query with itself and no cache (benches/floor.rs): at a node's real rates a query costs mostly its wake-up, and no server woken once per query costs less than the floor$rounds_note" \
+        server set "offered QPS" "achieved QPS" "CPU µs/query" "wake-ups/query" "avg latency ms" lost
 }
 
 scenario_search() {
