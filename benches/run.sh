@@ -213,7 +213,8 @@ cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 cpu_ticks_with_children() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13 + $14 + $15}'; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 # Times the process's threads went to sleep and were woken (voluntary context switches), all
-# threads alive now: a deterministic count where CPU time is at the mercy of the hypervisor.
+# threads alive now: a count, not a time, so steal does not inflate it (how the queries bunch
+# on arrival still moves it).
 wakeups() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt_switches:/ {n += $2} END {print n + 0}'; }
 
 # ---------------------------------------------------------------- upstreams
