@@ -91,7 +91,8 @@ fn blocking(socket: &UdpSocket) -> Result<()> {
 
 /// The listener's loop without the DNS: readiness from tokio's reactor (readability only, so a
 /// datagram leaving is no event), `recvmmsg` of up to [`BATCH`], readiness cleared by a short
-/// batch rather than a read that finds the socket empty, one `sendmmsg` for the answers.
+/// batch rather than a read that finds the socket empty, one `sendmmsg` for the answers. Like
+/// the listener it allocates nothing per batch.
 fn reactor(socket: UdpSocket) -> Result<()> {
     socket.set_nonblocking(true)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -103,15 +104,15 @@ fn reactor(socket: UdpSocket) -> Result<()> {
         let fd = socket.get_ref().as_raw_fd();
         let mut received: MultiHeaders<SockaddrStorage> = MultiHeaders::preallocate(BATCH, None);
         let mut sending: MultiHeaders<SockaddrStorage> = MultiHeaders::preallocate(BATCH, None);
-        let mut buffers = vec![[0u8; MAX_QUERY]; BATCH];
-        let mut batch: Vec<(usize, Option<SockaddrStorage>)> = Vec::with_capacity(BATCH);
+        let mut buffers = Box::new([[0u8; MAX_QUERY]; BATCH]);
+        let mut lengths = [0usize; BATCH];
+        let mut clients: [Option<SockaddrStorage>; BATCH] = [None; BATCH];
         loop {
             let mut ready = socket.readable().await?;
             loop {
-                batch.clear();
+                let mut count = 0;
                 let read = {
-                    let mut slices: Vec<[IoSliceMut; 1]> =
-                        buffers.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
+                    let mut slices = buffers.each_mut().map(|b| [IoSliceMut::new(b)]);
                     recvmmsg(
                         fd,
                         &mut received,
@@ -119,7 +120,15 @@ fn reactor(socket: UdpSocket) -> Result<()> {
                         MsgFlags::MSG_DONTWAIT,
                         None,
                     )
-                    .map(|messages| batch.extend(messages.map(|m| (m.bytes, m.address))))
+                    .map(|messages| {
+                        for (message, (length, client)) in
+                            messages.zip(lengths.iter_mut().zip(clients.iter_mut()))
+                        {
+                            *length = message.bytes;
+                            *client = message.address;
+                            count += 1;
+                        }
+                    })
                 };
                 match read {
                     Ok(()) => {}
@@ -129,25 +138,21 @@ fn reactor(socket: UdpSocket) -> Result<()> {
                     }
                     Err(err) => return Err(anyhow::Error::from(err).context("recvmmsg")),
                 }
-                for (buffer, (len, _)) in buffers.iter_mut().zip(&batch) {
-                    turn_around(&mut buffer[..*len]);
+                for (buffer, &length) in buffers.iter_mut().zip(&lengths[..count]) {
+                    turn_around(&mut buffer[..length]);
                 }
-                let answers: Vec<[IoSlice; 1]> = buffers
-                    .iter()
-                    .zip(&batch)
-                    .map(|(buffer, (len, _))| [IoSlice::new(&buffer[..*len])])
-                    .collect();
-                let clients: Vec<Option<SockaddrStorage>> = batch.iter().map(|b| b.1).collect();
+                let answers: [[IoSlice; 1]; BATCH] =
+                    std::array::from_fn(|i| [IoSlice::new(&buffers[i][..lengths[i]])]);
                 // As in `blocking`: an answer the kernel refuses is lost.
                 let _ = sendmmsg(
                     fd,
                     &mut sending,
-                    &answers,
-                    &clients,
+                    &answers[..count],
+                    &clients[..count],
                     [],
                     MsgFlags::MSG_DONTWAIT,
                 );
-                if batch.len() < BATCH {
+                if count < BATCH {
                     ready.clear_ready();
                     break;
                 }
