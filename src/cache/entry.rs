@@ -371,11 +371,10 @@ fn question_len(message: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ZoneCacheConfig;
-    use crate::wire::query::Question;
-    use crate::wire::{CLASS_IN, Header, Name};
-    use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-    use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA};
+    use crate::cache::fixtures::{self, policy};
+    use crate::wire::{Header, Name};
+    use hickory_proto::op::{Message, ResponseCode};
+    use hickory_proto::rr::rdata::{AAAA, CNAME};
     use hickory_proto::rr::{Name as HName, RData, Record};
     use std::str::FromStr;
 
@@ -386,40 +385,14 @@ mod tests {
         udp_size: 1232,
     };
 
-    fn question(qtype: RType) -> Question {
-        Question {
-            name: Name::from_dotted(NAME).unwrap(),
-            qtype,
-            qclass: CLASS_IN,
-        }
-    }
-
     /// An upstream answer for `qtype` with `code`, the given answer records and, for negative
     /// answers, an SOA with TTL 60 and MINIMUM 5.
     fn answer(qtype: RType, code: ResponseCode, records: Vec<Record>) -> Answer {
-        let mut msg = Message::new(99, MessageType::Response, OpCode::Query);
-        msg.metadata.response_code = code;
-        let rtype = hickory_proto::rr::RecordType::from(u16::from(qtype));
-        msg.add_query(hickory_proto::op::Query::query(
-            HName::from_str(NAME).unwrap(),
-            rtype,
-        ));
-        let negative = records.is_empty();
-        msg.add_answers(records);
-        if negative {
-            let zone = HName::from_str("cluster.local.").unwrap();
-            let soa = SOA::new(zone.clone(), zone.clone(), 1, 2, 3, 4, 5);
-            msg.add_authority(Record::from_rdata(zone, 60, RData::SOA(soa)));
-        }
-        Answer::accept(msg.to_vec().unwrap(), 99, &question(qtype)).unwrap()
+        fixtures::answer(NAME, qtype, code, records)
     }
 
     fn a_record(ttl: u32) -> Record {
-        Record::from_rdata(
-            HName::from_str(NAME).unwrap(),
-            ttl,
-            RData::A(A::new(192, 0, 2, 1)),
-        )
+        fixtures::a_record(NAME, ttl)
     }
 
     fn cname_record(ttl: u32) -> Record {
@@ -431,13 +404,8 @@ mod tests {
         )
     }
 
-    fn policy() -> TtlPolicy {
-        TtlPolicy::new(&ZoneCacheConfig::default())
-    }
-
     fn client_query(qtype: RType) -> Query {
-        let msg = crate::wire::query::build_upstream(7, &question(qtype), Default::default(), 1232);
-        crate::wire::query::parse(&msg).unwrap()
+        fixtures::client_query(NAME, qtype)
     }
 
     #[test]

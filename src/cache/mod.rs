@@ -29,6 +29,8 @@
 //! [`MAX_REFRESHING`] ran.
 
 pub mod entry;
+#[cfg(test)]
+mod fixtures;
 pub mod flight;
 pub mod policy;
 
@@ -123,11 +125,18 @@ struct EvictionCounter {
     entries: ByKind<IntGauge>,
 }
 
-impl Lifecycle<StoreKey, Entry> for EvictionCounter {
-    type RequestState = ();
+/// The key an insert stores under, if the request is an insert. The store reports the entry
+/// an insert replaces through the same hook as one evicted for capacity; only the latter is
+/// an eviction.
+type Inserting = Option<StoreKey>;
 
-    fn on_evict(&self, _: &mut (), _: StoreKey, entry: Entry) {
-        self.evictions.get(entry.kind()).inc();
+impl Lifecycle<StoreKey, Entry> for EvictionCounter {
+    type RequestState = Inserting;
+
+    fn on_evict(&self, inserting: &mut Inserting, key: StoreKey, entry: Entry) {
+        if *inserting != Some(key) {
+            self.evictions.get(entry.kind()).inc();
+        }
         self.entries.get(entry.kind()).dec();
     }
 }
@@ -416,11 +425,12 @@ impl Cache {
     }
 
     fn insert(&self, key: StoreKey, entry: Entry) -> Entry {
-        if let Some(old) = self.store.peek(&key) {
-            self.entries.get(old.kind()).dec();
-        }
         self.entries.get(entry.kind()).inc();
-        self.store.insert(key, entry.clone());
+        // The entry this one replaces, if any, leaves through the lifecycle, which tells it
+        // from an eviction by the key.
+        let mut inserting = Some(key);
+        self.store
+            .insert_with_lifecycle(key, entry.clone(), &mut inserting);
         entry
     }
 
@@ -498,5 +508,75 @@ impl Cache {
 
     pub fn is_empty(&self) -> bool {
         self.store.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use hickory_proto::op::ResponseCode;
+
+    use super::fixtures::{a_record, answer, client_query, policy};
+    use super::*;
+
+    /// A cache of `capacity` and the exchange every test fetches through: it counts upstream
+    /// questions and answers A with one record and AAAA with NODATA.
+    fn cache(capacity: usize) -> (Cache, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new());
+        (Cache::new(capacity, "dns://test", metrics.clone()), metrics)
+    }
+
+    async fn fetch(cache: &Cache, query: &Query, asked: &AtomicUsize) -> Arc<Fetched> {
+        let name = query.question.name.to_string();
+        cache
+            .resolve(query, PLAIN_VIEW, &policy(), "test", |question| {
+                asked.fetch_add(1, Ordering::SeqCst);
+                let records = match question.qtype {
+                    rtype::A => vec![a_record(&name, 300)],
+                    _ => Vec::new(),
+                };
+                let answer = answer(&name, question.qtype, ResponseCode::NoError, records);
+                async move { Ok::<_, ()>(answer) }
+            })
+            .await
+    }
+
+    fn gauge(metrics: &Metrics, kind: &str) -> i64 {
+        metrics
+            .cache_entries
+            .with_label_values(&["dns://test", kind])
+            .get()
+    }
+
+    fn evictions(metrics: &Metrics) -> u64 {
+        metrics
+            .cache_evictions
+            .with_label_values(&["dns://test", "success"])
+            .get()
+    }
+
+    /// The store reports an entry an insert replaces as it reports one evicted for capacity:
+    /// only the second counts as an eviction, and the gauge counts each held entry once.
+    #[tokio::test]
+    async fn a_replaced_entry_is_not_an_eviction_and_the_gauge_counts_what_is_held() {
+        let (cache, metrics) = cache(64);
+        let asked = AtomicUsize::new(0);
+        let query = client_query("web.default.svc.cluster.local.", rtype::A);
+        for _ in 0..5 {
+            fetch(&cache, &query, &asked).await;
+        }
+        assert_eq!(asked.load(Ordering::SeqCst), 10);
+        assert_eq!(gauge(&metrics, "success"), 1);
+        assert_eq!(evictions(&metrics), 0);
+
+        for i in 0..500 {
+            let query = client_query(&format!("n{i}.default.svc.cluster.local."), rtype::A);
+            fetch(&cache, &query, &asked).await;
+        }
+        let held = cache.len() as u64;
+        assert!(held < 501, "the capacity bound evicted: {held} held");
+        assert_eq!(gauge(&metrics, "success") as u64, held);
+        assert_eq!(evictions(&metrics), 501 - held);
     }
 }
