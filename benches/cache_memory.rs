@@ -274,9 +274,14 @@ fn main() {
         for (i, query) in queries.iter().enumerate() {
             let shape = shape_of(i, bench_shape);
             cache
-                .resolve(query, PLAIN_VIEW, &policy, "bench", |q| async move {
-                    Ok::<_, ()>(upstream_answer(7, &q, shape, zone_labels))
-                })
+                .resolve(
+                    query,
+                    PLAIN_VIEW,
+                    tokio::time::Instant::now(),
+                    &policy,
+                    "bench",
+                    |q| async move { Ok::<_, ()>(upstream_answer(7, &q, shape, zone_labels)) },
+                )
                 .await;
         }
     });

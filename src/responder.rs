@@ -112,7 +112,8 @@ pub struct Pending {
     autopath: Option<Arc<ClientNamespace>>,
     /// The request metrics' series, counted when the answer is written.
     tally: Tally,
-    /// When the query arrived, for its duration.
+    /// When the query arrived, for its duration; for a cached zone also the moment its lookup
+    /// found no fresh entry.
     arrived: std::time::Instant,
 }
 
@@ -437,11 +438,14 @@ impl Responder {
             tally,
             arrived,
         } = *pending;
+        let missed_at = Instant::from_std(arrived);
         let arrived = Some(arrived);
         let route = self.router.get(route_id);
         let limits = self.limits(&query, proto);
         let Some(policy) = &route.cache else {
-            let answer = self.resolve(route_id, query, proto, autopath).await;
+            let answer = self
+                .resolve(route_id, query, proto, autopath, missed_at)
+                .await;
             let answer = answer.answer_for(query.question.qtype);
             self.write_upstream_answer(&query, (&tally, arrived), answer, limits, out);
             return;
@@ -451,13 +455,18 @@ impl Responder {
             .cache
             .stale(&query, view, Instant::now(), policy.stale_window);
         let fetched = match &stale {
-            None => self.resolve(route_id, query, proto, autopath).await,
+            None => {
+                self.resolve(route_id, query, proto, autopath, missed_at)
+                    .await
+            }
             Some(entry) => {
                 // The refresh runs as its own task so that it completes, and refreshes the
                 // cache, even when the client is answered stale before it is done.
                 let responder = self.clone();
                 let refresh = self.tasks.spawn(TaskKind::Refresh, async move {
-                    responder.resolve(route_id, query, proto, autopath).await
+                    responder
+                        .resolve(route_id, query, proto, autopath, missed_at)
+                        .await
                 });
                 match tokio::time::timeout(policy.stale_client_timeout, refresh).await {
                     Ok(Ok(Some(fetched))) => fetched,
@@ -497,29 +506,36 @@ impl Responder {
                 proto,
                 autopath,
                 tally: _,
-                arrived: _,
+                arrived,
             } = *pending;
             responder.cache.count_prefetch();
-            responder.resolve(route, query, proto, autopath).await;
+            let looked_up = Instant::from_std(arrived);
+            responder
+                .resolve(route, query, proto, autopath, looked_up)
+                .await;
         });
     }
 
     /// Fetches `query` for a client: through autopath in the namespace's view when it applies,
-    /// else through the plain view.
+    /// else through the plain view. `missed_at` is when the caller's lookup found no fresh
+    /// entry (see [`Cache::resolve`]).
     async fn resolve(
         &self,
         route_id: RouteId,
         query: Query,
         proto: Proto,
         autopath: Option<Arc<ClientNamespace>>,
+        missed_at: Instant,
     ) -> Arc<Fetched> {
         match (&self.autopath, autopath) {
             // Boxed: the walk nests a plain resolve inside the namespace's, several kilobytes
             // of state that every plain miss's task would otherwise carry and copy on spawn.
             (Some(autopath), Some(namespace)) => {
-                Box::pin(self.resolve_autopath(autopath, &namespace, route_id, query, proto)).await
+                let walk =
+                    self.resolve_autopath(autopath, &namespace, route_id, query, proto, missed_at);
+                Box::pin(walk).await
             }
-            _ => self.resolve_plain(route_id, query, proto).await,
+            _ => self.resolve_plain(route_id, query, proto, missed_at).await,
         }
     }
 
@@ -532,6 +548,7 @@ impl Responder {
         route_id: RouteId,
         query: Query,
         proto: Proto,
+        missed_at: Instant,
     ) -> Arc<Fetched> {
         let query = &query;
         let walk = || autopath.walk(namespace, query, |q| self.plain_step(q, proto));
@@ -552,6 +569,7 @@ impl Responder {
             .resolve(
                 query,
                 namespace.view,
+                missed_at,
                 &policy.ttl,
                 &route.label,
                 |question| async move {
@@ -586,12 +604,18 @@ impl Responder {
             }
         }
         Some(Plain::Fetched(
-            self.resolve_plain(route_id, query, proto).await,
+            self.resolve_plain(route_id, query, proto, now).await,
         ))
     }
 
     /// Fetches through the cache (single flight, coherent pairs) from the route's upstreams.
-    async fn resolve_plain(&self, route_id: RouteId, query: Query, proto: Proto) -> Arc<Fetched> {
+    async fn resolve_plain(
+        &self,
+        route_id: RouteId,
+        query: Query,
+        proto: Proto,
+        missed_at: Instant,
+    ) -> Arc<Fetched> {
         let route = self.router.get(route_id);
         let Some(policy) = &route.cache else {
             // Callers check the zone is cached; an uncached zone has nothing to share.
@@ -602,9 +626,14 @@ impl Responder {
             return Arc::new(Fetched::uncached(query.question.qtype, answer));
         };
         self.cache
-            .resolve(&query, PLAIN_VIEW, &policy.ttl, &route.label, |question| {
-                self.exchange(route, &query, proto, question)
-            })
+            .resolve(
+                &query,
+                PLAIN_VIEW,
+                missed_at,
+                &policy.ttl,
+                &route.label,
+                |question| self.exchange(route, &query, proto, question),
+            )
             .await
     }
 

@@ -268,7 +268,8 @@ impl Entry {
         out.extend_from_slice(&second[HEADER_LEN..]);
     }
 
-    fn stored_at(&self) -> Instant {
+    /// When the entry was stored.
+    pub fn stored_at(&self) -> Instant {
         self.expires_at() - self.ttl()
     }
 

@@ -178,6 +178,14 @@ impl Fetched {
         }
     }
 
+    /// An entry another fetch stored, answering for this one.
+    fn stored(entry: Entry) -> Fetched {
+        Fetched {
+            entry: Some(entry),
+            answers: Answers::Single(None),
+        }
+    }
+
     /// The stored entry: answering from it gives clients the cache's TTLs.
     pub fn entry(&self) -> Option<&Entry> {
         self.entry.as_ref()
@@ -336,10 +344,16 @@ impl Cache {
     /// with the same key, and stores what may be stored. A and AAAA are fetched together.
     /// `exchange`'s error is the caller's (an upstream failure, or a failed autopath walk):
     /// the cache only needs to know there is no answer.
+    ///
+    /// `missed_at` is when the caller's lookup found no fresh entry. An entry stored since
+    /// then answers instead of a fetch: a stub's AAAA looked up while the fetch its A started
+    /// was still out, and reached here just after that fetch ended. A refresh passes the time
+    /// of the hit that asked for it, so the entry it renews is older and is fetched again.
     pub async fn resolve<F, Fut, E>(
         &self,
         query: &Query,
         view: ViewId,
+        missed_at: Instant,
         policy: &TtlPolicy,
         zone: &str,
         exchange: F,
@@ -354,6 +368,9 @@ impl Cache {
             parts: key.parts,
         };
         let fetch = || async {
+            if let Some(entry) = self.stored_since(key, &query.question, missed_at) {
+                return Arc::new(Fetched::stored(entry));
+            }
             let fetched = if key.parts.qtype == ADDRESS_PAIR {
                 self.fetch_pair(key, &query.question, policy, zone, &exchange)
                     .await
@@ -422,6 +439,16 @@ impl Cache {
                 answers: Answers::Pair { a, aaaa },
             };
         }
+    }
+
+    /// A fresh entry for `question` under `key` stored after `since`, without counting a
+    /// lookup.
+    fn stored_since(&self, key: StoreKey, question: &Question, since: Instant) -> Option<Entry> {
+        let entry = self.store.peek(&key)?;
+        let usable = entry.stored_at() > since
+            && entry.answers_name(question.name.as_wire())
+            && entry.freshness(Instant::now(), Duration::ZERO) == Freshness::Fresh;
+        usable.then_some(entry)
     }
 
     fn insert(&self, key: StoreKey, entry: Entry) -> Entry {
@@ -527,18 +554,30 @@ mod tests {
         (Cache::new(capacity, "dns://test", metrics.clone()), metrics)
     }
 
-    async fn fetch(cache: &Cache, query: &Query, asked: &AtomicUsize) -> Arc<Fetched> {
+    async fn fetch(
+        cache: &Cache,
+        query: &Query,
+        missed_at: Instant,
+        asked: &AtomicUsize,
+    ) -> Arc<Fetched> {
         let name = query.question.name.to_string();
         cache
-            .resolve(query, PLAIN_VIEW, &policy(), "test", |question| {
-                asked.fetch_add(1, Ordering::SeqCst);
-                let records = match question.qtype {
-                    rtype::A => vec![a_record(&name, 300)],
-                    _ => Vec::new(),
-                };
-                let answer = answer(&name, question.qtype, ResponseCode::NoError, records);
-                async move { Ok::<_, ()>(answer) }
-            })
+            .resolve(
+                query,
+                PLAIN_VIEW,
+                missed_at,
+                &policy(),
+                "test",
+                |question| {
+                    asked.fetch_add(1, Ordering::SeqCst);
+                    let records = match question.qtype {
+                        rtype::A => vec![a_record(&name, 300)],
+                        _ => Vec::new(),
+                    };
+                    let answer = answer(&name, question.qtype, ResponseCode::NoError, records);
+                    async move { Ok::<_, ()>(answer) }
+                },
+            )
             .await
     }
 
@@ -556,6 +595,46 @@ mod tests {
             .get()
     }
 
+    /// A stub asks A and AAAA back to back: the AAAA's lookup misses while the A's fetch is
+    /// out, and its own fetch starts only after that one stored the pair. It is answered from
+    /// the pair, not asked upstream again; a refresh of that pair (its hit came later) is.
+    #[tokio::test]
+    async fn a_pair_stored_after_the_miss_answers_it_without_a_second_fetch() {
+        let (cache, _) = cache(1000);
+        let asked = AtomicUsize::new(0);
+        let name = "web.default.svc.cluster.local.";
+        let (a, aaaa) = (
+            client_query(name, rtype::A),
+            client_query(name, rtype::AAAA),
+        );
+
+        let missed_at = Instant::now();
+        assert!(matches!(
+            cache.lookup(&aaaa, PLAIN_VIEW, missed_at, Duration::ZERO),
+            Lookup::Miss
+        ));
+        let first = fetch(&cache, &a, missed_at, &asked).await;
+        assert!(first.entry().is_some());
+        assert_eq!(
+            asked.load(Ordering::SeqCst),
+            2,
+            "one fetch asks both halves"
+        );
+
+        let second = fetch(&cache, &aaaa, missed_at, &asked).await;
+        assert_eq!(
+            asked.load(Ordering::SeqCst),
+            2,
+            "the stored pair answered the AAAA"
+        );
+        let entry = second.entry().expect("answered from the stored pair");
+        assert_eq!(entry.stored_at(), first.entry().unwrap().stored_at());
+
+        let refresh = fetch(&cache, &a, Instant::now(), &asked).await;
+        assert_eq!(asked.load(Ordering::SeqCst), 4, "a refresh fetches again");
+        assert!(refresh.entry().unwrap().stored_at() > entry.stored_at());
+    }
+
     /// The store reports an entry an insert replaces as it reports one evicted for capacity:
     /// only the second counts as an eviction, and the gauge counts each held entry once.
     #[tokio::test]
@@ -564,7 +643,7 @@ mod tests {
         let asked = AtomicUsize::new(0);
         let query = client_query("web.default.svc.cluster.local.", rtype::A);
         for _ in 0..5 {
-            fetch(&cache, &query, &asked).await;
+            fetch(&cache, &query, Instant::now(), &asked).await;
         }
         assert_eq!(asked.load(Ordering::SeqCst), 10);
         assert_eq!(gauge(&metrics, "success"), 1);
@@ -572,7 +651,7 @@ mod tests {
 
         for i in 0..500 {
             let query = client_query(&format!("n{i}.default.svc.cluster.local."), rtype::A);
-            fetch(&cache, &query, &asked).await;
+            fetch(&cache, &query, Instant::now(), &asked).await;
         }
         let held = cache.len() as u64;
         assert!(held < 501, "the capacity bound evicted: {held} held");
