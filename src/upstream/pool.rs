@@ -385,8 +385,9 @@ impl Connections {
             .min_by_key(|(_, c)| c.inflight);
         match least_loaded {
             Some((index, c)) if c.inflight == 0 => Pick::Use(index),
-            // Spread over more connections before pipelining deeper: servers like dnsmasq
-            // answer one query at a time per connection.
+            // Spread over more connections before pipelining deeper: dnsmasq and CoreDNS
+            // (miekg/dns reads the next query only after serving the last) answer one query
+            // at a time per connection, so a query pipelined behind another waits for it.
             _ if self.list.len() < max_connections => Pick::Open,
             Some((index, _)) => Pick::Use(index),
             None => Pick::Wait,
