@@ -228,7 +228,8 @@ async fn concurrent_identical_misses_share_one_upstream_fetch() {
 }
 
 /// Prefetch: a popular entry is refreshed before it expires; clients never see a miss after
-/// the first query.
+/// the first query. A refresh replaces the entry: the gauge still counts one, and nothing was
+/// evicted.
 #[tokio::test]
 async fn popular_entries_are_refreshed_before_they_expire() {
     let upstream = Programmable::start(
@@ -257,6 +258,9 @@ async fn popular_entries_are_refreshed_before_they_expire() {
         "only the first query missed"
     );
     assert!(forwarder.metric("coredns_cache_prefetch_total", &[]) >= 2.0);
+    let success = [("type", "success")];
+    assert_eq!(forwarder.metric("coredns_cache_entries", &success), 1.0);
+    assert_eq!(forwarder.metric("coredns_cache_evictions_total", &[]), 0.0);
     forwarder.stop().await;
 }
 
