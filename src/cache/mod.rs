@@ -547,13 +547,14 @@ mod tests {
     use super::fixtures::{a_record, answer, client_query, policy};
     use super::*;
 
-    /// A cache of `capacity` and the exchange every test fetches through: it counts upstream
-    /// questions and answers A with one record and AAAA with NODATA.
+    /// A cache of `capacity` entries, and the metrics it counts in.
     fn cache(capacity: usize) -> (Cache, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::new());
         (Cache::new(capacity, "dns://test", metrics.clone()), metrics)
     }
 
+    /// Resolves `query` through an exchange that counts the upstream questions in `asked` and
+    /// answers A with one record and AAAA with NODATA.
     async fn fetch(
         cache: &Cache,
         query: &Query,
