@@ -7,7 +7,10 @@
 //! itself falls behind its schedule it says so (`max_lag_us`), which makes its figures suspect.
 //!
 //! Input is a dnsperf data file (`name [TYPE]` per line, TYPE defaulting to A), cycled as often as
-//! the rate and duration need. Each of `--sockets` sockets has its own 16-bit ID space; an answer
+//! the rate and duration need. With `--burst N` every N consecutive lines are due at the same
+//! moment and go out back to back on one socket: `--burst 2` over lines `name A` and `name AAAA`
+//! is how glibc, musl and Go ask for a host's addresses (both queries at once, from one socket),
+//! where dnsperf spaces them `1 / rate` apart. Each of `--sockets` sockets has its own 16-bit ID space; an answer
 //! is matched by socket, ID and question bytes, so a late answer to a reused ID is not credited to
 //! its successor. Output is one line of `key=value` pairs for scripts.
 //!
@@ -57,6 +60,10 @@ struct Args {
     /// Client sockets (each has its own ID space and receiver thread).
     #[arg(long, default_value_t = 4)]
     sockets: usize,
+    /// Consecutive lines sent together, back to back on one socket (the rate still counts
+    /// queries).
+    #[arg(long, default_value_t = 1)]
+    burst: u64,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -91,8 +98,13 @@ fn main() -> Result<()> {
     if !server.ip().is_loopback() {
         bail!("--server {server}: benchmarks send traffic to loopback addresses only");
     }
-    if args.rate == 0 || args.duration <= 0.0 || args.sockets == 0 || args.timeout <= 0.0 {
-        bail!("--rate, --duration, --timeout and --sockets must be positive");
+    if args.rate == 0
+        || args.duration <= 0.0
+        || args.sockets == 0
+        || args.timeout <= 0.0
+        || args.burst == 0
+    {
+        bail!("--rate, --duration, --timeout, --sockets and --burst must be positive");
     }
     if args.duration + args.timeout > ((1u64 << TIME_BITS) as f64) / 1e9 {
         bail!("--duration plus --timeout must stay under 1000 s");
@@ -278,17 +290,22 @@ fn send(
     let mut packets: Vec<Vec<u8>> = queries.iter().map(|q| q.wire.clone()).collect();
     let (mut sent, mut errors, mut max_lag) = (0u64, 0u64, Duration::ZERO);
     let ns_per_query = 1e9 / args.rate as f64;
+    let (burst, count) = (args.burst, sockets.len() as u64);
     let mut i = 0u64;
     while i < total {
         let now = start.elapsed();
-        let due = ((now.as_nanos() as f64 / ns_per_query) as u64 + 1).min(total);
+        // Whole bursts: a burst is due when its first query is.
+        let due_queries = (now.as_nanos() as f64 / ns_per_query) as u64 + 1;
+        let due = due_queries.div_ceil(burst).saturating_mul(burst).min(total);
         if i < due {
             let scheduled = Duration::from_nanos((i as f64 * ns_per_query) as u64);
             max_lag = max_lag.max(now.saturating_sub(scheduled));
         }
         while i < due {
-            let socket = (i % sockets.len() as u64) as usize;
-            let id = ((i / sockets.len() as u64) & 0xffff) as u16;
+            // A burst goes to one socket, its queries numbered on from that socket's last.
+            let (nth_burst, in_burst) = (i / burst, i % burst);
+            let socket = (nth_burst % count) as usize;
+            let id = (((nth_burst / count) * burst + in_burst) & 0xffff) as u16;
             let index = (i % queries.len() as u64) as usize;
             let packet = &mut packets[index];
             packet[..2].copy_from_slice(&id.to_be_bytes());

@@ -22,7 +22,7 @@
 #   MISS_QTYPES ["A TXT"]          query types of scenario 4: A is fetched with its AAAA (two
 #                                  upstream queries per miss), TXT alone (one)
 #   MEM_STAGES ["100000 1000000", smoke "10000 50000"]  cached-name counts of scenario 5
-#   PAIR_RATE [10000]              client rate of scenario 6 (each name asked A, then AAAA)
+#   PAIR_RATE [10000]              client rate of scenario 6 (each name asked A, then AAAA: paced, and together)
 #   POOL_MAX_CONNECTIONS [8]      scenario 4's pool.max_connections (dnsmasq serves at most 20)
 #   POOL_MAX_QUERIES [0]           scenario 4's pool.max_queries_per_connection (dnsmasq closes after 100)
 #   POOL_CONFIG [auto]             1: scenario 4 config has the upstream `pool:` block; 0: omit it;
@@ -724,29 +724,42 @@ lines = [l for l in text.splitlines() if l.startswith("coredns_forward_requests_
 print(int(sum(float(l.rsplit(" ", 1)[1]) for l in lines)))'
 }
 
-# pair_point SERVER MODE UPSTREAM-LABEL: one PAIR_RATE point of distinct names, each asked A and
-# then AAAA as a stub resolver does; one row.
+# pair_point SERVER MODE UPSTREAM-LABEL LOAD: one PAIR_RATE point of distinct names, each asked A
+# and then AAAA as a stub resolver does; one row. LOAD `paced` is dnsperf, which spaces the AAAA
+# 1 / rate after its A; `together` is benches/loadgen.rs --burst 2, which sends both back to back
+# from one socket, as glibc, musl and Go do.
 pair_point() {
-    local s=$1 mode=$2 upstream=$3 point=$WORK/s6-$1-$2
+    local s=$1 mode=$2 upstream=$3 load=$4 point=$WORK/s6-$1-$2-$4
     [ "$mode" = tcp ] && start_dnsmasq_upstream
     start_server "$s" "$mode"
     seq 1 $((PAIR_RATE * DURATION / 2)) |
-        awk -v p="$s-$mode-$RANDOM" '{print "p" $1 "-" p ".miss.test A"; print "p" $1 "-" p ".miss.test AAAA"}' >"$point.txt"
-    local before after forwarded0=0 forwarded1
+        awk -v p="$s-$mode-$load-$RANDOM" '{print "p" $1 "-" p ".miss.test A"; print "p" $1 "-" p ".miss.test AAAA"}' >"$point.txt"
+    local before after forwarded0=0 forwarded1 sent done qps lost servfail
     [ "$s" = ours ] && forwarded0=$(ours_forwarded)
     before=$(cpu_ticks "$SUT_PID")
-    dnsperf_run "$point.dp" -d "$point.txt" -n 1 -l "$DURATION" -Q "$PAIR_RATE" -c 8 -q 20000 -t 5
+    if [ "$load" = paced ]; then
+        dnsperf_run "$point.dp" -d "$point.txt" -n 1 -l "$DURATION" -Q "$PAIR_RATE" -c 8 -q 20000 -t 5
+        sent=$(dp_sent "$point.dp")
+        done=$(dp_completed "$point.dp")
+        qps=$(dp_qps "$point.dp")
+        lost=$(dp_lost "$point.dp")
+        servfail=$(dp_rcode "$point.dp" SERVFAIL)
+    else
+        loadgen_run "$point.lg" --names "$point.txt" --rate "$PAIR_RATE" --duration "$DURATION" \
+            --burst 2 --sockets 8 --timeout 5
+        sent=$(lg "$point.lg" sent)
+        done=$(lg "$point.lg" answered)
+        qps=$(lg "$point.lg" achieved_qps)
+        lost=$(lg "$point.lg" lost)
+        servfail=$(lg "$point.lg" servfail)
+    fi
     after=$(cpu_ticks "$SUT_PID")
-    local sent done
-    sent=$(dp_sent "$point.dp")
-    done=$(dp_completed "$point.dp")
     # dnsdist forwards every query it answers (no cache here); ours counts what it sent.
     forwarded1=$done
     [ "$s" = ours ] && forwarded1=$(($(ours_forwarded) - forwarded0))
     stop "$SUT_PID"
     [ "$mode" = tcp ] && stop "$DNSMASQ_UP_PID"
-    row "$s" "$upstream" "$PAIR_RATE" "$(dp_qps "$point.dp")" "$(pct "$(dp_lost "$point.dp")" "$sent")" \
-        "$(pct "$(dp_rcode "$point.dp" SERVFAIL)" "$sent")" \
+    row "$s" "$upstream" "$load" "$PAIR_RATE" "$qps" "$(pct "$lost" "$sent")" "$(pct "$servfail" "$sent")" \
         "$(awk -v f="$forwarded1" -v n="$done" 'BEGIN {if (n > 0) printf "%.2f", 2 * f / n; else print "-"}')" \
         "$(cpu_seconds $((after - before)))" "$(us_per_query $((after - before)) "$forwarded1")"
 }
@@ -758,20 +771,24 @@ scenario_pair() {
         case "$s" in
             ours)
                 log "6 pair stream: ours through dnsmasq over TCP"
-                pair_point ours tcp "dnsmasq (TCP) -> knotd"
+                pair_point ours tcp "dnsmasq (TCP) -> knotd" paced
                 log "6 pair stream: ours to knotd over TCP"
-                pair_point ours forward "knotd (TCP)"
+                pair_point ours forward "knotd (TCP)" paced
+                log "6 pair stream: ours to knotd over TCP, each pair sent together"
+                pair_point ours forward "knotd (TCP)" together
                 ;;
             dnsdist)
                 log "6 pair stream: dnsdist to knotd over TCP, no cache"
-                pair_point dnsdist forward "knotd (TCP)"
+                pair_point dnsdist forward "knotd (TCP)" paced
+                log "6 pair stream: dnsdist to knotd over TCP, no cache, each pair sent together"
+                pair_point dnsdist forward "knotd (TCP)" together
                 ;;
             *) log "6 pair stream: skipping $s (ours and dnsdist only)" ;;
         esac
     done
     report 6-pair-stream "distinct misses asked A then AAAA, as stub resolvers ask" \
-        "each name (*.miss.test: an A record, no AAAA) asked for A and then AAAA at dnsperf -Q $PAIR_RATE; ours fetches both halves in one resolution (the AAAA finds the pair in flight or cached), through Debian's dnsmasq over TCP (as in scenario 4) and straight to knotd over TCP, beside dnsdist forwarding over TCP without a cache; upstream queries per name from coredns_forward_requests_total (dnsdist: one per query it answered); CPU µs per upstream query = the server's CPU over the point / its upstream queries" \
-        server upstream "offered QPS" "achieved QPS" lost SERVFAIL "upstream queries per name" "server CPU s" "CPU µs per upstream query"
+        "each name (*.miss.test: an A record, no AAAA) asked for A and then AAAA at $PAIR_RATE queries a second, paced (dnsperf -Q: the AAAA 1 / rate after its A) or together (benches/loadgen.rs --burst 2: both back to back from one socket, as glibc, musl and Go ask); ours fetches both halves in one resolution (the AAAA finds the pair in flight or cached), through Debian's dnsmasq over TCP (as in scenario 4) and straight to knotd over TCP, beside dnsdist forwarding over TCP without a cache; upstream queries per name from coredns_forward_requests_total (dnsdist: one per query it answered); CPU µs per upstream query = the server's CPU over the point / its upstream queries" \
+        server upstream load "offered QPS" "achieved QPS" lost SERVFAIL "upstream queries per name" "server CPU s" "CPU µs per upstream query"
 }
 
 scenario_memory() {
