@@ -509,9 +509,9 @@ impl Responder {
                 arrived,
             } = *pending;
             responder.cache.count_prefetch();
-            let looked_up = Instant::from_std(arrived);
+            let missed_at = Instant::from_std(arrived);
             responder
-                .resolve(route, query, proto, autopath, looked_up)
+                .resolve(route, query, proto, autopath, missed_at)
                 .await;
         });
     }

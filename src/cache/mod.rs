@@ -368,7 +368,7 @@ impl Cache {
             parts: key.parts,
         };
         let fetch = || async {
-            if let Some(entry) = self.stored_since(key, &query.question, missed_at) {
+            if let Some(entry) = self.stored_since(key, &query.question.name, missed_at) {
                 return Arc::new(Fetched::stored(entry));
             }
             let fetched = if key.parts.qtype == ADDRESS_PAIR {
@@ -441,12 +441,17 @@ impl Cache {
         }
     }
 
-    /// A fresh entry for `question` under `key` stored after `since`, without counting a
-    /// lookup.
-    fn stored_since(&self, key: StoreKey, question: &Question, since: Instant) -> Option<Entry> {
-        let entry = self.store.peek(&key)?;
+    /// The entry under `key` if it answers `name`, without counting a lookup or moving it in
+    /// the eviction order.
+    fn peek(&self, key: &StoreKey, name: &Name) -> Option<Entry> {
+        let entry = self.store.peek(key)?;
+        entry.answers_name(name.as_wire()).then_some(entry)
+    }
+
+    /// A fresh entry for `name` under `key` stored after `since`, without counting a lookup.
+    fn stored_since(&self, key: StoreKey, name: &Name, since: Instant) -> Option<Entry> {
+        let entry = self.peek(&key, name)?;
         let usable = entry.stored_at() > since
-            && entry.answers_name(question.name.as_wire())
             && entry.freshness(Instant::now(), Duration::ZERO) == Freshness::Fresh;
         usable.then_some(entry)
     }
@@ -470,10 +475,8 @@ impl Cache {
         now: Instant,
         stale_window: Duration,
     ) -> Option<Entry> {
-        let entry = self.store.peek(&self.store_key(query, view))?;
-        let usable = entry.answers_name(query.question.name.as_wire())
-            && entry.freshness(now, stale_window) == Freshness::Stale;
-        usable.then_some(entry)
+        let entry = self.peek(&self.store_key(query, view), &query.question.name)?;
+        (entry.freshness(now, stale_window) == Freshness::Stale).then_some(entry)
     }
 
     /// Every entry stored for `name` asked as `qtype` (A and AAAA find the same pair) in any
@@ -492,9 +495,7 @@ impl Cache {
                     name_hash,
                     parts: KeyParts { qtype, view, bits },
                 };
-                if let Some(entry) = self.store.peek(&key)
-                    && entry.answers_name(name.as_wire())
-                {
+                if let Some(entry) = self.peek(&key, name) {
                     found.push(Inspected {
                         view,
                         dnssec_ok: bits & 1 != 0,
