@@ -10,9 +10,9 @@
 //! the rate and duration need. With `--burst N` every N consecutive lines are due at the same
 //! moment and go out back to back on one socket: `--burst 2` over lines `name A` and `name AAAA`
 //! is how glibc, musl and Go ask for a host's addresses (both queries at once, from one socket),
-//! where dnsperf spaces them `1 / rate` apart. Each of `--sockets` sockets has its own 16-bit ID space; an answer
-//! is matched by socket, ID and question bytes, so a late answer to a reused ID is not credited to
-//! its successor. Output is one line of `key=value` pairs for scripts.
+//! where dnsperf spaces them `1 / rate` apart. Each of `--sockets` sockets has its own 16-bit ID
+//! space; an answer is matched by socket, ID and question bytes, so a late answer to a reused ID
+//! is not credited to its successor. Output is one line of `key=value` pairs for scripts.
 //!
 //! It is a `harness = false` bench target so it shares the crate's compiled dependencies and is
 //! built in release by `cargo bench --bench loadgen --no-run`. `cargo bench` runs every bench
