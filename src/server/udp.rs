@@ -143,7 +143,7 @@ impl Batch {
                         let delivery = self.delivery.clone();
                         let lifecycle = self.lifecycle.clone();
                         self.lifecycle.inflight.spawn(async move {
-                            let mut out = Vec::new();
+                            let mut out = gathered.buffer();
                             lifecycle.finish(&responder, pending, &mut out).await;
                             gathered.send(&socket, client, out, &delivery).await;
                             drop(permit);
@@ -178,10 +178,20 @@ async fn deliver(outbox: &mut Outbox, socket: &ListenSocket, delivery: &Delivery
 /// finds none waiting sends: it first lets the tasks already queued run (those woken by the
 /// same fetch among them), so their answers join its batch. An answer is never left without
 /// a sender: one that arrives after the batch was taken starts the next.
+///
+/// The buffers sent come back as spares for the next forwarded queries to write into, so a
+/// forwarded answer costs no allocation of its own once the socket has served a few.
 pub(super) struct Gathered {
-    waiting: Mutex<Vec<(SocketAddr, Vec<u8>)>>,
+    queues: Mutex<Queues>,
     /// The sender's buffers; a sender that finds the previous one still sending waits for it.
     sending: tokio::sync::Mutex<Sending>,
+}
+
+struct Queues {
+    /// Answers waiting for a sender, with their clients.
+    waiting: Vec<(SocketAddr, Vec<u8>)>,
+    /// Empty buffers, at most [`MAX_SPARE`].
+    spare: Vec<Vec<u8>>,
 }
 
 struct Sending {
@@ -189,15 +199,34 @@ struct Sending {
     taken: Vec<(SocketAddr, Vec<u8>)>,
 }
 
+/// Spare answer buffers kept per socket: about as many as forwarded queries finish at once
+/// under load. Beyond that, a task's buffer is allocated (and freed after its send).
+const MAX_SPARE: usize = 256;
+/// A new buffer's capacity: an EDNS answer at the default UDP size fits without growing.
+const ANSWER_CAPACITY: usize = 1232;
+/// A buffer that grew past this (a large answer) is freed rather than kept.
+const MAX_SPARE_CAPACITY: usize = 4096;
+
 impl Gathered {
     pub(super) fn new() -> Gathered {
         Gathered {
-            waiting: Mutex::new(Vec::new()),
+            queues: Mutex::new(Queues {
+                waiting: Vec::new(),
+                spare: Vec::new(),
+            }),
             sending: tokio::sync::Mutex::new(Sending {
                 outbox: Outbox::new(),
                 taken: Vec::new(),
             }),
         }
+    }
+
+    /// An empty buffer for a forwarded query's answer: a spare one when there is one.
+    pub(super) fn buffer(&self) -> Vec<u8> {
+        self.queues()
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(ANSWER_CAPACITY))
     }
 
     /// Sends `answer` to `client`, with the answers gathered meanwhile or as one of theirs.
@@ -210,9 +239,9 @@ impl Gathered {
         delivery: &Delivery,
     ) -> usize {
         let leads = {
-            let mut waiting = self.waiting();
-            waiting.push((client, answer));
-            waiting.len() == 1
+            let mut queues = self.queues();
+            queues.waiting.push((client, answer));
+            queues.waiting.len() == 1
         };
         if !leads {
             return 0;
@@ -220,23 +249,30 @@ impl Gathered {
         run_queued_tasks_first().await;
         let mut sending = self.sending.lock().await;
         let Sending { outbox, taken } = &mut *sending;
-        std::mem::swap(&mut *self.waiting(), taken);
+        std::mem::swap(&mut self.queues().waiting, taken);
         let count = taken.len();
         for chunk in taken.chunks_mut(BATCH) {
             for (client, answer) in chunk {
-                // The task's buffer goes out as it is: no copy.
+                // The task's buffer goes out as it is: no copy. The outbox's buffer it
+                // replaces comes back here, to be kept as a spare.
                 std::mem::swap(outbox.next_buffer(), answer);
                 outbox.commit(*client);
             }
             deliver(outbox, socket, delivery).await;
         }
-        taken.clear();
+        let mut queues = self.queues();
+        for (_, mut buffer) in taken.drain(..) {
+            if queues.spare.len() < MAX_SPARE && buffer.capacity() <= MAX_SPARE_CAPACITY {
+                buffer.clear();
+                queues.spare.push(buffer);
+            }
+        }
         count
     }
 
-    fn waiting(&self) -> MutexGuard<'_, Vec<(SocketAddr, Vec<u8>)>> {
-        // A list of owned buffers: a panic while it was held cannot leave it inconsistent.
-        self.waiting
+    fn queues(&self) -> MutexGuard<'_, Queues> {
+        // Lists of owned buffers: a panic while they were held cannot leave them inconsistent.
+        self.queues
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
