@@ -8,12 +8,19 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::OnceCell;
 
-/// Fetches in progress, by key.
-pub struct SingleFlight<K, V> {
-    inflight: Mutex<HashMap<K, Arc<OnceCell<V>>>>,
+/// Fetches in progress, by key. A key may be a hash of what is fetched (cheap to hold and
+/// compare); each flight carries the whole `identity` too, and only a caller with the same
+/// identity joins it, so two fetches whose keys collide are never merged.
+pub struct SingleFlight<K, I, V> {
+    inflight: Mutex<HashMap<K, Arc<Flight<I, V>>>>,
 }
 
-impl<K: Hash + Eq + Clone, V: Clone> SingleFlight<K, V> {
+struct Flight<I, V> {
+    identity: I,
+    outcome: OnceCell<V>,
+}
+
+impl<K: Hash + Eq + Copy, I: Eq, V: Clone> SingleFlight<K, I, V> {
     pub fn new() -> Self {
         SingleFlight {
             inflight: Mutex::new(HashMap::new()),
@@ -21,20 +28,36 @@ impl<K: Hash + Eq + Clone, V: Clone> SingleFlight<K, V> {
     }
 
     /// Runs `fetch` for `key` unless a fetch for it is already running, in which case waits
-    /// for that one. If the running fetch is cancelled, a waiter takes over.
-    pub async fn run<F, Fut>(&self, key: K, fetch: F) -> V
+    /// for that one. If the running fetch is cancelled, a waiter takes over. A caller whose
+    /// key is taken by a flight of another identity fetches on its own, unshared.
+    ///
+    /// Joining allocates nothing; leading allocates the flight.
+    pub async fn run<F, Fut>(&self, key: K, identity: I, fetch: F) -> V
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V>,
     {
-        let cell = self
-            .lock()
-            .entry(key.clone())
-            .or_insert_with(|| Arc::new(OnceCell::new()))
-            .clone();
-        let value = cell.get_or_init(fetch).await.clone();
+        let flight = {
+            let mut inflight = self.lock();
+            match inflight.get(&key) {
+                Some(flight) if flight.identity == identity => Some(flight.clone()),
+                Some(_) => None,
+                None => {
+                    let flight = Arc::new(Flight {
+                        identity,
+                        outcome: OnceCell::new(),
+                    });
+                    inflight.insert(key, flight.clone());
+                    Some(flight)
+                }
+            }
+        };
+        let Some(flight) = flight else {
+            return fetch().await;
+        };
+        let value = flight.outcome.get_or_init(fetch).await.clone();
         let mut inflight = self.lock();
-        if inflight.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+        if inflight.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
             inflight.remove(&key);
         }
         value
@@ -49,7 +72,7 @@ impl<K: Hash + Eq + Clone, V: Clone> SingleFlight<K, V> {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Arc<OnceCell<V>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Arc<Flight<I, V>>>> {
         // The map holds no invariant a panicking holder could break halfway.
         self.inflight
             .lock()
@@ -57,7 +80,7 @@ impl<K: Hash + Eq + Clone, V: Clone> SingleFlight<K, V> {
     }
 }
 
-impl<K: Hash + Eq + Clone, V: Clone> Default for SingleFlight<K, V> {
+impl<K: Hash + Eq + Copy, I: Eq, V: Clone> Default for SingleFlight<K, I, V> {
     fn default() -> Self {
         Self::new()
     }
@@ -71,14 +94,14 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_callers_share_one_fetch() {
-        let flight = Arc::new(SingleFlight::<u32, u32>::new());
+        let flight = Arc::new(SingleFlight::<u32, u32, u32>::new());
         let calls = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
         for _ in 0..50 {
             let (flight, calls) = (flight.clone(), calls.clone());
             tasks.push(tokio::spawn(async move {
                 flight
-                    .run(7, || async {
+                    .run(7, 0, || async {
                         calls.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         42
@@ -95,8 +118,32 @@ mod tests {
 
     #[tokio::test]
     async fn a_finished_fetch_is_not_reused() {
-        let flight = SingleFlight::<u32, u32>::new();
-        assert_eq!(flight.run(1, || async { 1 }).await, 1);
-        assert_eq!(flight.run(1, || async { 2 }).await, 2);
+        let flight = SingleFlight::<u32, u32, u32>::new();
+        assert_eq!(flight.run(1, 0, || async { 1 }).await, 1);
+        assert_eq!(flight.run(1, 0, || async { 2 }).await, 2);
+    }
+
+    /// Two identities under one key (a hash collision) each fetch, and neither gets the
+    /// other's outcome.
+    #[tokio::test]
+    async fn a_colliding_key_of_another_identity_fetches_unshared() {
+        let flight = SingleFlight::<u32, &str, &str>::new();
+        let (started, release) = (tokio::sync::Notify::new(), tokio::sync::Notify::new());
+        let first = flight.run(9, "a.example", || async {
+            started.notify_one();
+            release.notified().await;
+            "answer for a"
+        });
+        let second = async {
+            started.notified().await;
+            let value = flight
+                .run(9, "b.example", || async { "answer for b" })
+                .await;
+            release.notify_one();
+            value
+        };
+        let (first, second) = tokio::join!(first, second);
+        assert_eq!((first, second), ("answer for a", "answer for b"));
+        assert!(flight.is_empty());
     }
 }

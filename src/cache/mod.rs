@@ -97,14 +97,6 @@ struct StoreKey {
     parts: KeyParts,
 }
 
-/// The single-flight key: the whole name, so that fetches for different names are never
-/// merged, whatever their hashes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct FlightKey {
-    name: Box<[u8]>,
-    parts: KeyParts,
-}
-
 /// Counters kept per answer kind, indexed by [`kind_index`].
 #[derive(Clone)]
 struct ByKind<T>([T; 2]);
@@ -227,7 +219,10 @@ pub struct Cache {
     store: Store<StoreKey, Entry, UnitWeighter, DefaultHashBuilder, EvictionCounter>,
     /// Hashes names for [`StoreKey`]; one seed for the cache's lifetime.
     name_hasher: DefaultHashBuilder,
-    flights: SingleFlight<FlightKey, Arc<Fetched>>,
+    /// Keyed like the store, by the seeded hash of the name, so a flight costs no copy of the
+    /// name beyond its own. It is joined only for the same name: two names whose hashes
+    /// collide are fetched apart, never merged.
+    flights: SingleFlight<StoreKey, Name, Arc<Fetched>>,
     hits: ByKind<IntCounter>,
     misses: IntCounter,
     entries: ByKind<IntGauge>,
@@ -363,10 +358,6 @@ impl Cache {
         Fut: Future<Output = Result<Answer, E>>,
     {
         let key = self.store_key(query, view);
-        let flight = FlightKey {
-            name: query.question.name.as_wire().into(),
-            parts: key.parts,
-        };
         let fetch = || async {
             if let Some(entry) = self.stored_since(key, &query.question.name, missed_at) {
                 return Arc::new(Fetched::stored(entry));
@@ -387,7 +378,7 @@ impl Cache {
             };
             Arc::new(fetched)
         };
-        self.flights.run(flight, fetch).await
+        self.flights.run(key, query.question.name, fetch).await
     }
 
     /// Both halves at once; halves that disagree (NXDOMAIN vs NOERROR) are asked again once.
