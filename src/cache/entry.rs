@@ -12,6 +12,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
+use smallvec::SmallVec;
 use tokio::time::Instant;
 use triomphe::ThinArc;
 
@@ -23,6 +24,10 @@ use crate::wire::{HEADER_LEN, RType, Rcode, flag, rcode, read_u16, read_u32, rty
 
 /// TTL of answers served stale (RFC 8767 section 4 suggests 30 seconds).
 pub const STALE_TTL: u32 = 30;
+
+/// An entry's bytes up to this size are put together on the stack before they are copied
+/// behind its fields (a typical pair is a few hundred bytes).
+const ASSEMBLED_ON_STACK: usize = 1024;
 
 /// Why answers were not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,7 +168,9 @@ impl Entry {
             }
             _ => 0,
         };
-        let mut bytes = Vec::with_capacity(wires + 2 * offsets);
+        // Assembled on the stack when it fits: the entry's one allocation is the ThinArc.
+        let mut bytes: SmallVec<[u8; ASSEMBLED_ON_STACK]> =
+            SmallVec::with_capacity(wires + 2 * offsets);
         bytes.extend_from_slice(&answers[0].message);
         if let [_, second] = answers {
             bytes.extend_from_slice(&second.message[..HEADER_LEN]);

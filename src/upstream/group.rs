@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use prometheus::{IntCounter, IntGauge};
 use rand::seq::SliceRandom;
+use smallvec::{SmallVec, smallvec};
 use thiserror::Error;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +38,10 @@ use crate::wire::query::{Question, UpstreamFlags};
 use crate::wire::{CLASS_IN, Name, rcode, rtype};
 
 /// Failures repeat per query when an upstream is down; the counters carry the rate.
+/// A zone's upstreams held inline when ordering them for a query (CoreDNS's forward takes
+/// at most 15); more are ordered in an allocated list.
+const INLINE_UPSTREAMS: usize = 16;
+
 static UPSTREAM_ERRORS: LogLimiter = LogLimiter::new(10, std::time::Duration::from_secs(60));
 
 static HEALTH_CHANGES: LogLimiter = LogLimiter::new(10, std::time::Duration::from_secs(60));
@@ -273,7 +278,7 @@ impl UpstreamGroup {
         let deadline = Instant::now() + self.deadline;
         let use_tcp = self.uses_tcp(client_proto);
         let order = self.order();
-        let mut passed_over = vec![false; order.len()];
+        let mut passed_over: SmallVec<[bool; INLINE_UPSTREAMS]> = smallvec![false; order.len()];
         let mut last_answer = None;
         let mut last_error = None;
         let mut overloaded = None;
@@ -286,7 +291,7 @@ impl UpstreamGroup {
             if passed_over[index] {
                 continue;
             }
-            let upstream = &order[index];
+            let upstream = &self.upstreams[order[index]];
             if deadline <= Instant::now() {
                 break;
             }
@@ -369,10 +374,11 @@ impl UpstreamGroup {
         }
     }
 
-    /// The upstreams in the order to try them: policy order, healthy ones only; all of them
-    /// when none is healthy (trying beats answering SERVFAIL without asking).
-    fn order(&self) -> Vec<Arc<Upstream>> {
-        let mut order: Vec<Arc<Upstream>> = self.upstreams.clone();
+    /// The upstreams in the order to try them (indices into `upstreams`): policy order,
+    /// healthy ones only; all of them when none is healthy (trying beats answering SERVFAIL
+    /// without asking). Held inline for up to [`INLINE_UPSTREAMS`]: no allocation per query.
+    fn order(&self) -> SmallVec<[usize; INLINE_UPSTREAMS]> {
+        let mut order: SmallVec<[usize; INLINE_UPSTREAMS]> = (0..self.upstreams.len()).collect();
         match self.policy {
             Policy::Random => order.shuffle(&mut rand::rng()),
             Policy::RoundRobin => {
@@ -381,8 +387,9 @@ impl UpstreamGroup {
             }
             Policy::Sequential => {}
         }
-        if order.iter().any(|u| u.health.is_up()) {
-            order.retain(|u| u.health.is_up());
+        let is_up = |index: &usize| self.upstreams[*index].health.is_up();
+        if order.iter().any(is_up) {
+            order.retain(|index| is_up(index));
         }
         order
     }

@@ -2,11 +2,16 @@
 //! what the forwarder needs (rcode, TTLs, the RFC 2308 negative TTL, where the OPT record is).
 //! [`Answer`] is what the upstream exchanges hand to the cache, autopath and the responder.
 
+use smallvec::SmallVec;
 use thiserror::Error;
 
 use super::name;
 use super::query::Question;
 use super::{HEADER_LEN, Header, RType, Rcode, WireError, read_u16, read_u32, rtype, write_u16};
+
+/// Records whose TTL offsets an [`AnswerInfo`] holds without allocating: an address answer
+/// with a CNAME chain, or a negative answer's SOA, fits.
+pub const INLINE_RECORDS: usize = 8;
 
 /// What an accepted upstream answer says, read from its bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -20,7 +25,8 @@ pub struct AnswerInfo {
     /// RFC 2308 section 5: min(SOA TTL, SOA MINIMUM) of the SOA in the authority section.
     pub negative_ttl: Option<u32>,
     /// Offsets of the TTL fields of every record but OPT, so a stored copy can count down.
-    pub ttl_offsets: Vec<u16>,
+    /// Inline up to [`INLINE_RECORDS`] records: reading a typical answer allocates nothing.
+    pub ttl_offsets: SmallVec<[u16; INLINE_RECORDS]>,
     /// Byte range of the OPT record.
     pub opt: Option<(usize, usize)>,
 }
