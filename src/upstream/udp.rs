@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::{Answer, ExchangeError};
 use crate::wire::answer::AnswerError;
-use crate::wire::query::{Question, UpstreamFlags, build_upstream};
+use crate::wire::query::{Question, UpstreamFlags, append_upstream};
 
 /// Largest UDP answer we read; a larger datagram is cut by the kernel, fails to parse and is
 /// treated like a truncated answer (retried over TCP by the caller).
@@ -66,11 +66,13 @@ pub async fn exchange(
 ) -> Result<Answer, ExchangeError> {
     let deadline = Instant::now() + timeout;
     let id = rand::random::<u16>();
-    let query = build_upstream(id, question, flags, udp_size);
     let socket = unbound_socket(server)?;
-    socket.get_ref().send_to(&query, &server.into())?;
-    // Capacity, not length: the kernel writes the datagram into it, nothing is zeroed first.
+    // One buffer for the query and then its answer. Capacity, not length: the kernel writes
+    // the datagram into it, nothing is zeroed first.
     let mut buf = Vec::with_capacity(RECV_BUFFER);
+    append_upstream(&mut buf, id, question, flags, udp_size);
+    socket.get_ref().send_to(&buf, &server.into())?;
+    buf.clear();
     loop {
         let received = tokio::time::timeout_at(deadline, receive(&socket, &mut buf)).await;
         let (len, from) = received.map_err(|_| ExchangeError::Timeout(timeout))??;

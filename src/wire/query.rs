@@ -221,8 +221,8 @@ pub fn build_upstream(
     msg
 }
 
-/// [`build_upstream`] appended to `out` (a pooled connection's write batch), without a
-/// buffer of its own.
+/// [`build_upstream`] appended to `out`, without a buffer of its own: a pooled connection's
+/// write batch, or the buffer a UDP exchange then receives its answer into.
 pub fn append_upstream(
     out: &mut Vec<u8>,
     id: u16,
