@@ -74,7 +74,7 @@ fn hit_path(c: &mut Criterion) {
     let mut out = Vec::with_capacity(1232);
     runtime.block_on(async {
         match responder.begin(0, &packet, Proto::Udp, CLIENT, &mut out) {
-            Step::Forward(pending) => responder.finish(pending, &mut out).await,
+            Step::Forward(pending) => responder.finish(&pending, &mut out).await,
             other => panic!("first query must miss, got {other:?}"),
         }
     });

@@ -422,75 +422,79 @@ impl Responder {
     /// answer for the client into `out`: the upstream's answer; a stale one when upstreams
     /// failed, or were slower than `serve_stale.client_timeout`, and the zone allows it; or
     /// SERVFAIL.
-    pub async fn finish(self: &Arc<Self>, pending: Box<Pending>, out: &mut Vec<u8>) {
-        let (query, proto) = (pending.query, pending.proto);
+    ///
+    /// `pending` is borrowed, not taken: the caller's task holds the one copy of the query,
+    /// and every future below refers to it (a task's future is copied whole when it is
+    /// spawned and when it ends).
+    pub async fn finish(self: &Arc<Self>, pending: &Pending, out: &mut Vec<u8>) {
         self.answer_pending(pending, out).await;
-        self.add_nsid(&query, self.limits(&query, proto), out);
+        let query = &pending.query;
+        self.add_nsid(query, self.limits(query, pending.proto), out);
     }
 
     /// [`Responder::finish`] without the NSID.
-    async fn answer_pending(self: &Arc<Self>, pending: Box<Pending>, out: &mut Vec<u8>) {
+    async fn answer_pending(self: &Arc<Self>, pending: &Pending, out: &mut Vec<u8>) {
         let Pending {
-            query,
+            ref query,
             route: route_id,
             proto,
-            autopath,
-            tally,
+            ref autopath,
+            ref tally,
             arrived,
         } = *pending;
         let missed_at = Instant::from_std(arrived);
         let arrived = Some(arrived);
         let route = self.router.get(route_id);
-        let limits = self.limits(&query, proto);
+        let limits = self.limits(query, proto);
         let Some(policy) = &route.cache else {
             let answer = self
-                .resolve(route_id, query, proto, autopath, missed_at)
+                .resolve(route_id, query, proto, autopath.as_deref(), missed_at)
                 .await;
             let answer = answer.answer_for(query.question.qtype);
-            self.write_upstream_answer(&query, (&tally, arrived), answer, limits, out);
+            self.write_upstream_answer(query, (tally, arrived), answer, limits, out);
             return;
         };
         let view = autopath.as_ref().map_or(PLAIN_VIEW, |ns| ns.view);
         let stale = self
             .cache
-            .stale(&query, view, Instant::now(), policy.stale_window);
+            .stale(query, view, Instant::now(), policy.stale_window);
         let fetched = match &stale {
             None => {
-                self.resolve(route_id, query, proto, autopath, missed_at)
+                self.resolve(route_id, query, proto, autopath.as_deref(), missed_at)
                     .await
             }
             Some(entry) => {
                 // The refresh runs as its own task so that it completes, and refreshes the
-                // cache, even when the client is answered stale before it is done.
-                let responder = self.clone();
+                // cache, even when the client is answered stale before it is done. It owns its
+                // copy of the query, since it may outlive this one.
+                let (responder, refreshed, autopath) = (self.clone(), *query, autopath.clone());
                 let refresh = self.tasks.spawn(TaskKind::Refresh, async move {
+                    let autopath = autopath.as_deref();
                     responder
-                        .resolve(route_id, query, proto, autopath, missed_at)
+                        .resolve(route_id, &refreshed, proto, autopath, missed_at)
                         .await
                 });
                 match tokio::time::timeout(policy.stale_client_timeout, refresh).await {
                     Ok(Ok(Some(fetched))) => fetched,
                     // Slow, failed, or cancelled by a shutdown: the stale answer is better.
                     Ok(Ok(None) | Err(_)) | Err(_) => {
-                        self.write_stale(entry, &query, (&tally, arrived), limits, out);
+                        self.write_stale(entry, query, (tally, arrived), limits, out);
                         return;
                     }
                 }
             }
         };
         if let Some(entry) = fetched.entry() {
-            entry.write_for(&query, Instant::now(), Served::Fresh, limits, out);
-            self.record((&tally, arrived), entry.rcode(), Source::Forward, out);
+            entry.write_for(query, Instant::now(), Served::Fresh, limits, out);
+            self.record((tally, arrived), entry.rcode(), Source::Forward, out);
             return;
         }
         let answer = fetched.answer_for(query.question.qtype);
         let failed =
             answer.is_none_or(|a| matches!(a.info.rcode, rcode::SERVFAIL | rcode::REFUSED));
         match stale {
-            Some(entry) if failed => {
-                self.write_stale(&entry, &query, (&tally, arrived), limits, out)
-            }
-            _ => self.write_upstream_answer(&query, (&tally, arrived), answer, limits, out),
+            Some(entry) if failed => self.write_stale(&entry, query, (tally, arrived), limits, out),
+            _ => self.write_upstream_answer(query, (tally, arrived), answer, limits, out),
         }
     }
 
@@ -511,7 +515,7 @@ impl Responder {
             responder.cache.count_prefetch();
             let missed_at = Instant::from_std(arrived);
             responder
-                .resolve(route, query, proto, autopath, missed_at)
+                .resolve(route, &query, proto, autopath.as_deref(), missed_at)
                 .await;
         });
     }
@@ -522,9 +526,9 @@ impl Responder {
     async fn resolve(
         &self,
         route_id: RouteId,
-        query: Query,
+        query: &Query,
         proto: Proto,
-        autopath: Option<Arc<ClientNamespace>>,
+        autopath: Option<&ClientNamespace>,
         missed_at: Instant,
     ) -> Arc<Fetched> {
         match (&self.autopath, autopath) {
@@ -532,7 +536,7 @@ impl Responder {
             // of state that every plain miss's task would otherwise carry and copy on spawn.
             (Some(autopath), Some(namespace)) => {
                 let walk =
-                    self.resolve_autopath(autopath, &namespace, route_id, query, proto, missed_at);
+                    self.resolve_autopath(autopath, namespace, route_id, query, proto, missed_at);
                 Box::pin(walk).await
             }
             _ => self.resolve_plain(route_id, query, proto, missed_at).await,
@@ -546,11 +550,10 @@ impl Responder {
         autopath: &Autopath,
         namespace: &ClientNamespace,
         route_id: RouteId,
-        query: Query,
+        query: &Query,
         proto: Proto,
         missed_at: Instant,
     ) -> Arc<Fetched> {
-        let query = &query;
         let walk = || autopath.walk(namespace, query, |q| self.plain_step(q, proto));
         let route = self.router.get(route_id);
         let Some(policy) = &route.cache else {
@@ -604,7 +607,7 @@ impl Responder {
             }
         }
         Some(Plain::Fetched(
-            self.resolve_plain(route_id, query, proto, now).await,
+            self.resolve_plain(route_id, &query, proto, now).await,
         ))
     }
 
@@ -612,27 +615,27 @@ impl Responder {
     async fn resolve_plain(
         &self,
         route_id: RouteId,
-        query: Query,
+        query: &Query,
         proto: Proto,
         missed_at: Instant,
     ) -> Arc<Fetched> {
         let route = self.router.get(route_id);
         let Some(policy) = &route.cache else {
-            // Callers check the zone is cached; an uncached zone has nothing to share.
-            let answer = self
-                .exchange(route, &query, proto, query.question)
+            // Callers check the zone is cached; an uncached zone has nothing to share. Boxed:
+            // the exchange is kilobytes of state a cached zone's miss need not carry.
+            let answer = Box::pin(self.exchange(route, query, proto, query.question))
                 .await
                 .ok();
             return Arc::new(Fetched::uncached(query.question.qtype, answer));
         };
         self.cache
             .resolve(
-                &query,
+                query,
                 PLAIN_VIEW,
                 missed_at,
                 &policy.ttl,
                 &route.label,
-                |question| self.exchange(route, &query, proto, question),
+                |question| self.exchange(route, query, proto, question),
             )
             .await
     }

@@ -67,7 +67,7 @@ async fn a_cache_hit_allocates_nothing() {
     let mut out = Vec::with_capacity(1232);
     // The miss that fills the entry (A and AAAA together).
     match responder.begin(0, &packet(RecordType::A), Proto::Udp, CLIENT, &mut out) {
-        Step::Forward(pending) => responder.finish(pending, &mut out).await,
+        Step::Forward(pending) => responder.finish(&pending, &mut out).await,
         other => panic!("the first query misses: {other:?}"),
     }
     let first = Message::from_vec(&out).expect("the answer parses");

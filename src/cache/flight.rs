@@ -31,7 +31,10 @@ impl<K: Hash + Eq + Copy, I: Eq, V: Clone> SingleFlight<K, I, V> {
     /// for that one. If the running fetch is cancelled, a waiter takes over. A caller whose
     /// key is taken by a flight of another identity fetches on its own, unshared.
     ///
-    /// Joining allocates nothing; leading allocates the flight.
+    /// Joining allocates nothing; leading allocates the flight and the fetch. The fetch (an
+    /// upstream exchange: kilobytes of state) is boxed so that it is not part of every
+    /// caller's future: a caller's task is copied whole when it is spawned and when it ends,
+    /// and most callers never run a fetch.
     pub async fn run<F, Fut>(&self, key: K, identity: I, fetch: F) -> V
     where
         F: FnOnce() -> Fut,
@@ -53,9 +56,13 @@ impl<K: Hash + Eq + Copy, I: Eq, V: Clone> SingleFlight<K, I, V> {
             }
         };
         let Some(flight) = flight else {
-            return fetch().await;
+            return Box::pin(fetch()).await;
         };
-        let value = flight.outcome.get_or_init(fetch).await.clone();
+        let value = flight
+            .outcome
+            .get_or_init(|| Box::pin(fetch()))
+            .await
+            .clone();
         let mut inflight = self.lock();
         if inflight.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
             inflight.remove(&key);

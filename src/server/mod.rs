@@ -77,10 +77,11 @@ impl Lifecycle {
     /// client gets an answer and the task ends, and with it its hold on the socket the query
     /// came in on, so no socket of ours outlives [`Server::drain`].
     async fn finish(&self, responder: &Arc<Responder>, pending: Box<Pending>, out: &mut Vec<u8>) {
-        let owed = pending.owed();
         tokio::select! {
-            () = responder.finish(pending, out) => {}
-            () = self.abandon.cancelled() => responder.reject(owed, Rejected::Shutdown, out),
+            () = responder.finish(&pending, out) => {}
+            () = self.abandon.cancelled() => {
+                responder.reject(pending.owed(), Rejected::Shutdown, out)
+            }
         }
     }
 }
