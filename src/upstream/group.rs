@@ -37,11 +37,11 @@ use crate::tasks::{TaskKind, Tasks};
 use crate::wire::query::{Question, UpstreamFlags};
 use crate::wire::{CLASS_IN, Name, rcode, rtype};
 
-/// Failures repeat per query when an upstream is down; the counters carry the rate.
 /// A zone's upstreams held inline when ordering them for a query (CoreDNS's forward takes
 /// at most 15); more are ordered in an allocated list.
 const INLINE_UPSTREAMS: usize = 16;
 
+/// Failures repeat per query when an upstream is down; the counters carry the rate.
 static UPSTREAM_ERRORS: LogLimiter = LogLimiter::new(10, std::time::Duration::from_secs(60));
 
 static HEALTH_CHANGES: LogLimiter = LogLimiter::new(10, std::time::Duration::from_secs(60));
