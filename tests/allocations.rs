@@ -250,16 +250,9 @@ fn ask_pairs(server: SocketAddr, prefix: &str, count: usize) -> usize {
     answered
 }
 
-/// Every name under `example.` has an A and an AAAA record: each name is a distinct miss whose
-/// pair is stored.
-const PAIRS_ZONE: &str = r#"
-$TTL 300
-@       IN SOA  ns.example. admin.example. 1 3600 600 86400 5
-@       IN NS   ns.example.
-ns      IN A    127.0.0.1
-*       IN A    192.0.2.7
-*       IN AAAA 2001:db8::7
-"#;
+/// Records under `example.` by which every name has an A and an AAAA record: each name is a
+/// distinct miss whose pair is stored.
+const PAIRS: &str = "* IN A 192.0.2.7\n* IN AAAA 2001:db8::7\n";
 
 /// The upstream on a thread and runtime of its own, so its allocations are not counted.
 struct UpstreamThread {
@@ -278,7 +271,8 @@ impl UpstreamThread {
                 .build()
                 .expect("upstream runtime");
             runtime.block_on(async move {
-                let authority = Authority::start(&[("example.", PAIRS_ZONE)]).await;
+                let zone = common::zone("example.", 300, PAIRS);
+                let authority = Authority::start(&[("example.", &zone)]).await;
                 addr_tx
                     .send(authority.addr)
                     .expect("test waits for the address");
