@@ -2,6 +2,7 @@
 //! its outcome, failures included (so a failing upstream is asked once, not once per waiter).
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
@@ -40,20 +41,17 @@ impl<K: Hash + Eq + Copy, I: Eq, V: Clone> SingleFlight<K, I, V> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = V>,
     {
-        let flight = {
-            let mut inflight = self.lock();
-            match inflight.get(&key) {
-                Some(flight) if flight.identity == identity => Some(flight.clone()),
-                Some(_) => None,
-                None => {
-                    let flight = Arc::new(Flight {
-                        identity,
-                        outcome: OnceCell::new(),
-                    });
-                    inflight.insert(key, flight.clone());
-                    Some(flight)
-                }
-            }
+        // The lock is held for this statement only, never across the fetch.
+        let flight = match self.lock().entry(key) {
+            Entry::Occupied(taken) if taken.get().identity == identity => Some(taken.get().clone()),
+            Entry::Occupied(_) => None,
+            Entry::Vacant(free) => Some(
+                free.insert(Arc::new(Flight {
+                    identity,
+                    outcome: OnceCell::new(),
+                }))
+                .clone(),
+            ),
         };
         let Some(flight) = flight else {
             return Box::pin(fetch()).await;
