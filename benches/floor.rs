@@ -11,6 +11,13 @@
 //! No server can spend less than `blocking` per query while it is woken once per query, so at a
 //! fixed rate the interesting figure of a server is its distance from this floor.
 //!
+//! A third shape is the floor under a miss (scenario 6): `forward` relays every query, its ID
+//! swapped for a slot number, to one TCP connection to `--upstream`, and every answer back to
+//! its client. It keeps no cache and reads nothing but the ID and the frame lengths, and writes
+//! all the queries of one `recvmmsg` in one `write` and all the answers of one `read` in one
+//! `sendmmsg`: what the kernel charges a forwarder over TCP on this machine, with no DNS server
+//! around it.
+//!
 //! It is a `harness = false` bench target so `cargo bench --bench floor --no-run` builds it in
 //! release beside the load generator. `cargo bench` runs every bench target with `--bench`:
 //! without `--listen` this one prints a note and exits.
@@ -27,6 +34,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
+use tokio::net::TcpStream;
 
 #[derive(Parser, Debug)]
 #[command(about = "Answer every UDP query with itself, QR set: the cost floor of a wake-up")]
@@ -37,6 +45,9 @@ struct Args {
     /// The shape of the receive loop.
     #[arg(long = "loop", value_enum, default_value_t = Loop::Blocking)]
     receive_loop: Loop,
+    /// Where `--loop forward` sends the queries, over TCP.
+    #[arg(long, required_if_eq("receive_loop", "forward"))]
+    upstream: Option<SocketAddr>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -46,6 +57,7 @@ struct Args {
 enum Loop {
     Blocking,
     Reactor,
+    Forward,
 }
 
 /// Largest datagram read.
@@ -60,9 +72,11 @@ fn main() -> Result<()> {
         return Ok(());
     };
     let socket = UdpSocket::bind(listen).with_context(|| format!("cannot bind {listen}"))?;
-    match args.receive_loop {
-        Loop::Blocking => blocking(&socket),
-        Loop::Reactor => reactor(socket),
+    match (args.receive_loop, args.upstream) {
+        (Loop::Blocking, _) => blocking(&socket),
+        (Loop::Reactor, _) => reactor(socket),
+        (Loop::Forward, Some(upstream)) => forward(socket, upstream),
+        (Loop::Forward, None) => anyhow::bail!("--loop forward needs --upstream"),
     }
 }
 
@@ -159,4 +173,189 @@ fn reactor(socket: UdpSocket) -> Result<()> {
             }
         }
     })
+}
+
+/// Bytes of answers buffered from the upstream connection: room for the largest frame twice.
+const STREAM_BUFFER: usize = 2 * (2 + u16::MAX as usize);
+
+/// Who asked the query in flight under one slot: the upstream sees the slot as the ID.
+#[derive(Clone, Copy)]
+struct Asked {
+    client: Option<SockaddrStorage>,
+    id: [u8; 2],
+}
+
+/// The floor under a miss: every query relayed to one TCP connection to `upstream` (opened on
+/// the first query and again after the upstream closes it; what was in flight then is lost),
+/// every answer relayed back. One task waits on both sockets, as one worker thread does.
+fn forward(socket: UdpSocket, upstream: SocketAddr) -> Result<()> {
+    socket.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    runtime.block_on(async move {
+        // SAFETY: as in `reactor`.
+        let socket = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }?;
+        let fd = socket.get_ref().as_raw_fd();
+        let mut stream: Option<TcpStream> = None;
+        let mut asked = vec![
+            Asked {
+                client: None,
+                id: [0; 2]
+            };
+            usize::from(u16::MAX) + 1
+        ];
+        let mut next_slot = 0u16;
+        let mut received: MultiHeaders<SockaddrStorage> = MultiHeaders::preallocate(BATCH, None);
+        let mut sending: MultiHeaders<SockaddrStorage> = MultiHeaders::preallocate(BATCH, None);
+        let mut buffers = Box::new([[0u8; MAX_QUERY]; BATCH]);
+        let mut lengths = [0usize; BATCH];
+        let mut clients: [Option<SockaddrStorage>; BATCH] = [None; BATCH];
+        let mut queries = Vec::with_capacity(BATCH * (MAX_QUERY + 2));
+        let mut answers = vec![0u8; STREAM_BUFFER];
+        let mut filled = 0;
+        loop {
+            tokio::select! {
+                ready = socket.readable() => {
+                    let mut ready = ready?;
+                    queries.clear();
+                    let mut count = 0;
+                    let read = {
+                        let mut slices = buffers.each_mut().map(|b| [IoSliceMut::new(b)]);
+                        recvmmsg(fd, &mut received, slices.iter_mut(), MsgFlags::MSG_DONTWAIT, None)
+                            .map(|messages| {
+                                for (message, (length, client)) in
+                                    messages.zip(lengths.iter_mut().zip(clients.iter_mut()))
+                                {
+                                    *length = message.bytes;
+                                    *client = message.address;
+                                    count += 1;
+                                }
+                            })
+                    };
+                    for (query, (&length, &client)) in
+                        buffers.iter_mut().zip(lengths.iter().zip(&clients)).take(count)
+                    {
+                        let query = &mut query[..length];
+                        if query.len() < 12 {
+                            continue;
+                        }
+                        asked[usize::from(next_slot)] = Asked { client, id: [query[0], query[1]] };
+                        query[..2].copy_from_slice(&next_slot.to_be_bytes());
+                        next_slot = next_slot.wrapping_add(1);
+                        let framed = u16::try_from(query.len()).unwrap_or(u16::MAX);
+                        queries.extend_from_slice(&framed.to_be_bytes());
+                        queries.extend_from_slice(query);
+                    }
+                    match read {
+                        Ok(()) if count < BATCH => ready.clear_ready(),
+                        Ok(()) => {}
+                        Err(Errno::EAGAIN) => ready.clear_ready(),
+                        Err(err) => return Err(anyhow::Error::from(err).context("recvmmsg")),
+                    }
+                    if queries.is_empty() {
+                        continue;
+                    }
+                    if stream.is_none() {
+                        let connected = TcpStream::connect(upstream)
+                            .await
+                            .with_context(|| format!("cannot connect to {upstream}"))?;
+                        connected.set_nodelay(true)?;
+                        stream = Some(connected);
+                        filled = 0;
+                    }
+                    if let Some(connected) = &stream
+                        && write_all(connected, &queries).await.is_err()
+                    {
+                        stream = None;
+                    }
+                }
+                read = stream_readable(stream.as_ref()) => {
+                    read?;
+                    let Some(connected) = &stream else { continue };
+                    match connected.try_read(&mut answers[filled..]) {
+                        Ok(0) => stream = None,
+                        Ok(read) => {
+                            filled += read;
+                            let sent = send_answers(fd, &mut sending, &mut answers[..filled], &asked);
+                            answers.copy_within(sent..filled, 0);
+                            filled -= sent;
+                        }
+                        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => stream = None,
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Resolves when `stream` is readable; never when there is none.
+async fn stream_readable(stream: Option<&TcpStream>) -> std::io::Result<()> {
+    match stream {
+        Some(stream) => stream.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        match stream.try_write(bytes) {
+            Ok(written) => bytes = &bytes[written..],
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => stream.writable().await?,
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+/// Sends every whole frame at the front of `stream` to the client that asked it, its own ID
+/// back in place, [`BATCH`] to a `sendmmsg`. Returns the bytes of the frames it took.
+fn send_answers(
+    fd: std::os::fd::RawFd,
+    sending: &mut MultiHeaders<SockaddrStorage>,
+    stream: &mut [u8],
+    asked: &[Asked],
+) -> usize {
+    let mut taken = 0;
+    loop {
+        let mut frames = [(0usize, 0usize); BATCH];
+        let mut clients: [Option<SockaddrStorage>; BATCH] = [None; BATCH];
+        let mut count = 0;
+        let mut at = taken;
+        while count < BATCH && stream.len() - at >= 2 {
+            let length = usize::from(u16::from_be_bytes([stream[at], stream[at + 1]]));
+            if stream.len() - at - 2 < length {
+                break;
+            }
+            let answer = &mut stream[at + 2..at + 2 + length];
+            at += 2 + length;
+            if answer.len() < 12 {
+                continue;
+            }
+            let slot = &asked[usize::from(u16::from_be_bytes([answer[0], answer[1]]))];
+            answer[..2].copy_from_slice(&slot.id);
+            frames[count] = (at - length, length);
+            clients[count] = slot.client;
+            count += 1;
+        }
+        if at == taken {
+            return taken;
+        }
+        taken = at;
+        let slices: [[IoSlice; 1]; BATCH] = std::array::from_fn(|i| {
+            [IoSlice::new(
+                &stream[frames[i].0..frames[i].0 + frames[i].1],
+            )]
+        });
+        // As in `blocking`: an answer the kernel refuses is lost.
+        let _ = sendmmsg(
+            fd,
+            sending,
+            &slices[..count],
+            &clients[..count],
+            [],
+            MsgFlags::MSG_DONTWAIT,
+        );
+    }
 }

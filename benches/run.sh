@@ -23,6 +23,7 @@
 #                                  upstream queries per miss), TXT alone (one)
 #   MEM_STAGES ["100000 1000000", smoke "10000 50000"]  cached-name counts of scenario 5
 #   PAIR_RATE [10000]              client rate of scenario 6 (each name asked A, then AAAA: paced, and together)
+#   PAIR_FLOORS ["forward"]        scenario 6's relay without a cache (benches/floor.rs): the cost of a forward
 #   POOL_MAX_CONNECTIONS [8]      scenario 4's pool.max_connections (dnsmasq serves at most 20)
 #   POOL_MAX_QUERIES [0]           scenario 4's pool.max_queries_per_connection (dnsmasq closes after 100)
 #   POOL_CONFIG [auto]             1: scenario 4 config has the upstream `pool:` block; 0: omit it;
@@ -35,7 +36,7 @@ BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$BENCH_DIR")
 # The command as run, with the settings given in the environment, for the result files.
 COMMAND_LINE="benches/run.sh $*"
-for setting in ROUNDS PAIR_RATE MISS_RATES MISS_QTYPES MEM_STAGES LATENCY_QPS FIXED_QPS FLOORS SERVERS POOL_CONFIG POOL_MAX_CONNECTIONS POOL_MAX_QUERIES; do
+for setting in ROUNDS PAIR_RATE MISS_RATES MISS_QTYPES MEM_STAGES LATENCY_QPS FIXED_QPS FLOORS PAIR_FLOORS SERVERS POOL_CONFIG POOL_MAX_CONNECTIONS POOL_MAX_QUERIES; do
     [ -n "${!setting:-}" ] && COMMAND_LINE="$setting=\"${!setting}\" $COMMAND_LINE"
 done
 
@@ -69,6 +70,7 @@ LATENCY_QPS=${LATENCY_QPS:-50000}
 ROUNDS=${ROUNDS:-1}
 FIXED_QPS=${FIXED_QPS:-"20000 2000"}
 FLOORS=${FLOORS-"blocking reactor"}
+PAIR_FLOORS=${PAIR_FLOORS-forward}
 PAIR_RATE=${PAIR_RATE:-10000}
 MISS_RATES=${MISS_RATES:-"2000 5000 10000"}
 MISS_QTYPES=${MISS_QTYPES:-"A TXT"}
@@ -287,7 +289,8 @@ start_server() {
         dnsdist) start_dnsdist "$dir" "$upstream_ip" "$capacity" "$max_ttl" "$mode" ;;
         dnsmasq) start_dnsmasq "$dir" "$upstream_ip" "$capacity" "$max_ttl" "$mode" ;;
         nodecache) start_nodecache "$dir" "$mode" "$upstream_ip" "$capacity" "$max_ttl" ;;
-        floor-*) start floor "$SERVER_CPU" "$FLOOR" --listen "$SUT_IP:$PORT" --loop "${name#floor-}" ;;
+        floor-*) start floor "$SERVER_CPU" "$FLOOR" --listen "$SUT_IP:$PORT" --loop "${name#floor-}" \
+            --upstream "$upstream_ip:$PORT" ;;
         *) die "unknown server $name (known: ours unbound dnsdist dnsmasq nodecache)" ;;
     esac
     SUT_PID=$PID
@@ -776,6 +779,10 @@ scenario_pair() {
                 pair_point ours forward "knotd (TCP)" paced
                 log "6 pair stream: ours to knotd over TCP, each pair sent together"
                 pair_point ours forward "knotd (TCP)" together
+                # The floor below relays over one connection; ours spreads the halves of a pair
+                # over two (docs/design.md: the upstreams' TCP serves one query at a time).
+                log "6 pair stream: ours to knotd over one TCP connection, each pair sent together"
+                POOL_MAX_CONNECTIONS=1 pair_point ours forward "knotd (TCP, 1 connection)" together
                 ;;
             dnsdist)
                 log "6 pair stream: dnsdist to knotd over TCP, no cache"
@@ -786,8 +793,15 @@ scenario_pair() {
             *) log "6 pair stream: skipping $s (ours and dnsdist only)" ;;
         esac
     done
+    for s in $PAIR_FLOORS; do
+        RAN+=("floor-$s")
+        log "6 pair stream: floor-$s to knotd over TCP"
+        pair_point "floor-$s" forward "knotd (TCP)" paced
+        log "6 pair stream: floor-$s to knotd over TCP, each pair sent together"
+        pair_point "floor-$s" forward "knotd (TCP)" together
+    done
     report 6-pair-stream "distinct misses asked A then AAAA, as stub resolvers ask" \
-        "each name (*.miss.test: an A record, no AAAA) asked for A and then AAAA at $PAIR_RATE queries a second, paced (dnsperf -Q: the AAAA 1 / rate after its A) or together (benches/loadgen.rs --burst 2: both back to back from one socket, as glibc, musl and Go ask); ours fetches both halves in one resolution (the AAAA finds the pair in flight or cached), through Debian's dnsmasq over TCP (as in scenario 4) and straight to knotd over TCP, beside dnsdist forwarding over TCP without a cache; upstream queries per name from coredns_forward_requests_total (dnsdist: one per query it answered); CPU µs per upstream query = the server's CPU over the point / its upstream queries" \
+        "each name (*.miss.test: an A record, no AAAA) asked for A and then AAAA at $PAIR_RATE queries a second, paced (dnsperf -Q: the AAAA 1 / rate after its A) or together (benches/loadgen.rs --burst 2: both back to back from one socket, as glibc, musl and Go ask); ours fetches both halves in one resolution (the AAAA finds the pair in flight or cached), through Debian's dnsmasq over TCP (as in scenario 4) and straight to knotd over TCP, beside dnsdist forwarding over TCP without a cache; upstream queries per name from coredns_forward_requests_total (dnsdist and the floor: one per query answered); floor-forward relays each query to one TCP connection to knotd with nothing else (benches/floor.rs), the least a forwarder over TCP costs on this machine; CPU µs per upstream query = the server's CPU over the point / its upstream queries" \
         server upstream load "offered QPS" "achieved QPS" lost SERVFAIL "upstream queries per name" "server CPU s" "CPU µs per upstream query"
 }
 
