@@ -20,10 +20,14 @@
 //! | `coredns_proxy_request_duration_seconds` | `proxy_name`, `to`, `rcode` | the same, under CoreDNS 1.11's name (`proxy_name="forward"`) |
 //! | `coredns_forward_max_concurrent_rejects_total` | | queries turned away by a full or expired queue (CoreDNS's `max_concurrent`) |
 
+use std::sync::OnceLock;
+
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, exponential_buckets,
 };
+
+use crate::wire::Rcode;
 
 /// The metric families, registered once per server instance.
 pub struct UpstreamMetrics {
@@ -79,8 +83,9 @@ impl CloseReason {
     }
 }
 
-/// One upstream's handles, looked up once so the query path does no label hashing (except
-/// for the rcode of an answer, which is open-ended).
+/// One upstream's handles, looked up once so the query path does no label hashing. The
+/// series of an answer's rcode are looked up on its first answer with that rcode, so
+/// `/metrics` lists only the rcodes seen, as CoreDNS's does.
 pub struct UpstreamHandles {
     pub inflight: IntGauge,
     pub queue_depth: IntGauge,
@@ -100,6 +105,14 @@ pub struct UpstreamHandles {
     forward_responses: IntCounterVec,
     forward_duration: HistogramVec,
     proxy_duration: HistogramVec,
+    answered: [OnceLock<AnsweredSeries>; Rcode::NAMES.len()],
+}
+
+/// The series an answer counts in, for one upstream and one rcode.
+struct AnsweredSeries {
+    responses: IntCounter,
+    duration: Histogram,
+    proxy_duration: Histogram,
 }
 
 impl UpstreamHandles {
@@ -108,16 +121,23 @@ impl UpstreamHandles {
         &self.closed[reason as usize]
     }
 
-    /// Counts an answer with `rcode` (its name) that took `seconds`.
-    pub fn answered(&self, rcode: &str, seconds: f64) {
-        let labels = [self.label.as_str(), rcode];
-        self.forward_responses.with_label_values(&labels).inc();
-        self.forward_duration
-            .with_label_values(&labels)
-            .observe(seconds);
-        self.proxy_duration
-            .with_label_values(&["forward", self.label.as_str(), rcode])
-            .observe(seconds);
+    /// Counts an answer with `rcode` that took `seconds`.
+    pub fn answered(&self, rcode: Rcode, seconds: f64) {
+        let series = self.answered[rcode.name_index()].get_or_init(|| {
+            let labels = [self.label.as_str(), rcode.name()];
+            AnsweredSeries {
+                responses: self.forward_responses.with_label_values(&labels),
+                duration: self.forward_duration.with_label_values(&labels),
+                proxy_duration: self.proxy_duration.with_label_values(&[
+                    "forward",
+                    self.label.as_str(),
+                    rcode.name(),
+                ]),
+            }
+        });
+        series.responses.inc();
+        series.duration.observe(seconds);
+        series.proxy_duration.observe(seconds);
     }
 }
 
@@ -253,6 +273,7 @@ impl UpstreamMetrics {
             forward_responses: self.forward_responses.clone(),
             forward_duration: self.forward_duration.clone(),
             proxy_duration: self.proxy_duration.clone(),
+            answered: Default::default(),
         }
     }
 }
@@ -265,4 +286,61 @@ where
         .register(Box::new(metric.clone()))
         .expect("each metric is registered once");
     metric
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::rcode;
+
+    /// The samples of `family` in the text exposition of `registry`, one line each, sorted.
+    fn samples(registry: &Registry, family: &str) -> Vec<String> {
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .expect("the registry's metrics encode");
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|line| line.starts_with(&format!("{family}{{")))
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    #[test]
+    fn answers_count_under_their_rcode_and_only_seen_rcodes_have_series() {
+        let registry = Registry::new();
+        let handles = UpstreamMetrics::register(&registry).handles("10.0.0.10:53");
+        handles.answered(rcode::NOERROR, 0.001);
+        handles.answered(rcode::NOERROR, 0.002);
+        handles.answered(rcode::NXDOMAIN, 0.001);
+        // Codes without a name of their own count together, as OTHER.
+        handles.answered(Rcode(23), 0.001);
+        handles.answered(Rcode(3841), 0.001);
+
+        assert_eq!(
+            samples(&registry, "coredns_forward_responses_total"),
+            [
+                r#"coredns_forward_responses_total{rcode="NOERROR",to="10.0.0.10:53"} 2"#,
+                r#"coredns_forward_responses_total{rcode="NXDOMAIN",to="10.0.0.10:53"} 1"#,
+                r#"coredns_forward_responses_total{rcode="OTHER",to="10.0.0.10:53"} 2"#,
+            ]
+        );
+        assert_eq!(
+            samples(&registry, "coredns_forward_request_duration_seconds_count"),
+            [
+                r#"coredns_forward_request_duration_seconds_count{rcode="NOERROR",to="10.0.0.10:53"} 2"#,
+                r#"coredns_forward_request_duration_seconds_count{rcode="NXDOMAIN",to="10.0.0.10:53"} 1"#,
+                r#"coredns_forward_request_duration_seconds_count{rcode="OTHER",to="10.0.0.10:53"} 2"#,
+            ]
+        );
+        assert_eq!(
+            samples(&registry, "coredns_proxy_request_duration_seconds_count"),
+            [
+                r#"coredns_proxy_request_duration_seconds_count{proxy_name="forward",rcode="NOERROR",to="10.0.0.10:53"} 2"#,
+                r#"coredns_proxy_request_duration_seconds_count{proxy_name="forward",rcode="NXDOMAIN",to="10.0.0.10:53"} 1"#,
+                r#"coredns_proxy_request_duration_seconds_count{proxy_name="forward",rcode="OTHER",to="10.0.0.10:53"} 2"#,
+            ]
+        );
+    }
 }

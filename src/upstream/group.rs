@@ -86,9 +86,7 @@ impl Upstream {
         drop(slot);
         if let Ok(answer) = &result {
             let seconds = started.elapsed().as_secs_f64();
-            self.pool
-                .metrics
-                .answered(answer.info.rcode.name(), seconds);
+            self.pool.metrics.answered(answer.info.rcode, seconds);
         }
         result.map_err(Attempt::Failed)
     }

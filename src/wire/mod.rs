@@ -71,18 +71,29 @@ pub mod rtype {
 pub struct Rcode(pub u16);
 
 impl Rcode {
+    /// The names [`Rcode::name`] tells apart, at their [`Rcode::name_index`]; every other code
+    /// is `OTHER`.
+    pub const NAMES: [&'static str; 8] = [
+        "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "BADVERS", "OTHER",
+    ];
+
+    /// Where this code's name is in [`Rcode::NAMES`], for tables indexed by name.
+    pub fn name_index(self) -> usize {
+        match self {
+            rcode::NOERROR => 0,
+            rcode::FORMERR => 1,
+            rcode::SERVFAIL => 2,
+            rcode::NXDOMAIN => 3,
+            rcode::NOTIMP => 4,
+            rcode::REFUSED => 5,
+            rcode::BADVERS => 6,
+            _ => 7,
+        }
+    }
+
     /// The conventional upper-case name, for logs and metric labels.
     pub fn name(self) -> &'static str {
-        match self {
-            rcode::NOERROR => "NOERROR",
-            rcode::FORMERR => "FORMERR",
-            rcode::SERVFAIL => "SERVFAIL",
-            rcode::NXDOMAIN => "NXDOMAIN",
-            rcode::NOTIMP => "NOTIMP",
-            rcode::REFUSED => "REFUSED",
-            rcode::BADVERS => "BADVERS",
-            _ => "OTHER",
-        }
+        Self::NAMES[self.name_index()]
     }
 
     /// The four bits that go in the header.
