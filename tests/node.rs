@@ -584,6 +584,9 @@ struct LifecycleNode {
     ns: Netns,
     link: &'static str,
     config: String,
+    /// The same with `workers: 1`, which runs on tokio's current-thread runtime rather than
+    /// the multi-thread one: start-up and stop must be as safe on both.
+    single_worker_config: String,
     _upstream: Running,
     _dir: tempfile::TempDir,
 }
@@ -596,10 +599,14 @@ impl LifecycleNode {
         let link = lifecycle_link(&ns);
         let dir = tempfile::tempdir().expect("temp dir");
         let config = write_config(dir.path(), &node_config(link, &run_extra(lameduck)));
+        let single = format!("workers: 1\n{}", node_config(link, &run_extra(lameduck)));
+        let single_worker_path = dir.path().join("node-one-worker.yaml");
+        std::fs::write(&single_worker_path, single).expect("write config");
         Some(LifecycleNode {
             ns,
             link,
             config,
+            single_worker_config: single_worker_path.display().to_string(),
             _upstream: upstream,
             _dir: dir,
         })
@@ -655,20 +662,26 @@ enum Moment {
 /// none, some or all of them. (A signal in the first instants after exec, before `run`'s first
 /// line, still takes the default action; nothing has been done then.) Before the handlers were taken at the first line of `run`, a
 /// signal between the rules and the handler killed the process with every rule in place.
+/// Every other moment runs with `workers: 1`, on the current-thread runtime.
 #[test]
 fn a_sigterm_at_any_moment_of_start_up_leaves_the_node_as_found() {
     let Some(node) = LifecycleNode::new("sigterm", "0s") else {
         return;
     };
-    let (ns, link, config) = (&node.ns, node.link, &node.config);
+    let (ns, link) = (&node.ns, node.link);
     let mut moments: Vec<Moment> = [0, 1, 2, 4, 7, 10, 15, 20, 30, 40, 55, 70, 90, 120, 160, 220]
         .into_iter()
         .map(|ms| Moment::After(Duration::from_millis(ms)))
         .collect();
     moments.extend([Moment::AddressUp, Moment::FirstRule, Moment::AllRules]);
     let mut rules_at_signal = Vec::new();
-    for moment in moments {
+    for (index, moment) in moments.into_iter().enumerate() {
         use std::os::unix::process::ExitStatusExt;
+        // Every other moment on one worker: both runtime flavours stop at many moments.
+        let (config, workers) = match index % 2 {
+            0 => (&node.config, "default workers"),
+            _ => (&node.single_worker_config, "workers: 1"),
+        };
         let mut server = exec_in(ns, config);
         let reached = match moment {
             Moment::After(delay) => {
@@ -684,7 +697,7 @@ fn a_sigterm_at_any_moment_of_start_up_leaves_the_node_as_found() {
         let rules = ns.our_rule_count();
         rules_at_signal.push((moment, rules));
         let status = exit_status(&mut server, Duration::from_secs(25));
-        let what = format!("SIGTERM at {moment:?} ({rules} rules in)");
+        let what = format!("SIGTERM at {moment:?} ({rules} rules in, {workers})");
         let printed = std::fs::read_to_string(server.output.path()).unwrap_or_default();
         let before_main = status.signal() == Some(libc::SIGTERM) && printed.is_empty();
         if before_main {
