@@ -449,7 +449,7 @@ async fn run_connection(pool: Arc<Pool>, id: u64, mut requests: mpsc::UnboundedR
     let mut connection = Live {
         pool: &pool,
         id,
-        outstanding: HashMap::new(),
+        outstanding: HashMap::default(),
         expiries: BinaryHeap::new(),
         queries: 0,
     };
@@ -472,7 +472,10 @@ async fn run_connection(pool: Arc<Pool>, id: u64, mut requests: mpsc::UnboundedR
 struct Live<'a> {
     pool: &'a Pool,
     id: u64,
-    outstanding: HashMap<u16, Outstanding>,
+    /// By the ID the query went out with. The IDs are ours and random, so the map needs no
+    /// flood-resistant hash: foldhash rather than SipHash, which an answer's three lookups
+    /// paid for.
+    outstanding: HashMap<u16, Outstanding, foldhash::fast::RandomState>,
     /// Deadlines of outstanding queries, earliest first (entries already answered linger
     /// until popped and are skipped then).
     expiries: BinaryHeap<Reverse<(Instant, u16)>>,
