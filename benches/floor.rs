@@ -16,7 +16,8 @@
 //! its client. It keeps no cache and reads nothing but the ID and the frame lengths, and writes
 //! all the queries of one `recvmmsg` in one `write` and all the answers of one `read` in one
 //! `sendmmsg`: what the kernel charges a forwarder over TCP on this machine, with no DNS server
-//! around it.
+//! around it. `forward-blocking` relays the same way from two threads blocked in their reads,
+//! with no reactor (dnsdist's shape), so the floor is the cheaper of the two.
 //!
 //! It is a `harness = false` bench target so `cargo bench --bench floor --no-run` builds it in
 //! release beside the load generator. `cargo bench` runs every bench target with `--bench`:
@@ -24,9 +25,10 @@
 //!
 //! Run: `cargo bench --bench floor -- --listen 127.0.0.1:5300 --loop blocking`
 
-use std::io::{IoSlice, IoSliceMut};
+use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
@@ -45,8 +47,8 @@ struct Args {
     /// The shape of the receive loop.
     #[arg(long = "loop", value_enum, default_value_t = Loop::Blocking)]
     receive_loop: Loop,
-    /// Where `--loop forward` sends the queries, over TCP.
-    #[arg(long, required_if_eq("receive_loop", "forward"))]
+    /// Where `--loop forward` and `forward-blocking` send the queries, over TCP.
+    #[arg(long)]
     upstream: Option<SocketAddr>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
@@ -58,6 +60,7 @@ enum Loop {
     Blocking,
     Reactor,
     Forward,
+    ForwardBlocking,
 }
 
 /// Largest datagram read.
@@ -76,7 +79,10 @@ fn main() -> Result<()> {
         (Loop::Blocking, _) => blocking(&socket),
         (Loop::Reactor, _) => reactor(socket),
         (Loop::Forward, Some(upstream)) => forward(socket, upstream),
-        (Loop::Forward, None) => anyhow::bail!("--loop forward needs --upstream"),
+        (Loop::ForwardBlocking, Some(upstream)) => forward_blocking(socket, upstream),
+        (Loop::Forward | Loop::ForwardBlocking, None) => {
+            anyhow::bail!("--loop forward needs --upstream")
+        }
     }
 }
 
@@ -103,6 +109,67 @@ fn blocking(socket: &UdpSocket) -> Result<()> {
     }
 }
 
+/// One `recvmmsg` worth of datagrams, in buffers allocated once.
+struct Datagrams {
+    headers: MultiHeaders<SockaddrStorage>,
+    buffers: Box<[[u8; MAX_QUERY]; BATCH]>,
+    lengths: [usize; BATCH],
+    clients: [Option<SockaddrStorage>; BATCH],
+    count: usize,
+}
+
+impl Datagrams {
+    fn new() -> Datagrams {
+        Datagrams {
+            headers: MultiHeaders::preallocate(BATCH, None),
+            buffers: Box::new([[0u8; MAX_QUERY]; BATCH]),
+            lengths: [0; BATCH],
+            clients: [None; BATCH],
+            count: 0,
+        }
+    }
+
+    /// Reads up to [`BATCH`] datagrams from `fd`; how many.
+    fn receive(&mut self, fd: RawFd, flags: MsgFlags) -> Result<usize, Errno> {
+        let mut count = 0;
+        let mut slices = self.buffers.each_mut().map(|b| [IoSliceMut::new(b)]);
+        let messages = recvmmsg(fd, &mut self.headers, slices.iter_mut(), flags, None)?;
+        for (message, (length, client)) in
+            messages.zip(self.lengths.iter_mut().zip(self.clients.iter_mut()))
+        {
+            *length = message.bytes;
+            *client = message.address;
+            count += 1;
+        }
+        self.count = count;
+        Ok(count)
+    }
+
+    /// The datagrams read last, each with its sender.
+    fn each_mut(&mut self) -> impl Iterator<Item = (&mut [u8], Option<SockaddrStorage>)> {
+        self.buffers
+            .iter_mut()
+            .zip(self.lengths.iter().zip(&self.clients))
+            .take(self.count)
+            .map(|(buffer, (&length, &client))| (&mut buffer[..length], client))
+    }
+
+    /// Sends every datagram read last back to its sender, as it is now.
+    fn send_back(&self, fd: RawFd, sending: &mut MultiHeaders<SockaddrStorage>) {
+        let answers: [[IoSlice; 1]; BATCH] =
+            std::array::from_fn(|i| [IoSlice::new(&self.buffers[i][..self.lengths[i]])]);
+        // As in `blocking`: an answer the kernel refuses is lost.
+        let _ = sendmmsg(
+            fd,
+            sending,
+            &answers[..self.count],
+            &self.clients[..self.count],
+            [],
+            MsgFlags::MSG_DONTWAIT,
+        );
+    }
+}
+
 /// The listener's loop without the DNS: readiness from tokio's reactor (readability only, so a
 /// datagram leaving is no event), `recvmmsg` of up to [`BATCH`], readiness cleared by a short
 /// batch rather than a read that finds the socket empty, one `sendmmsg` for the answers. Like
@@ -116,56 +183,23 @@ fn reactor(socket: UdpSocket) -> Result<()> {
         // SAFETY: the socket owns its descriptor, and `AsyncFd` owns the socket from here on.
         let socket = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }?;
         let fd = socket.get_ref().as_raw_fd();
-        let mut received: MultiHeaders<SockaddrStorage> = MultiHeaders::preallocate(BATCH, None);
+        let mut datagrams = Datagrams::new();
         let mut sending: MultiHeaders<SockaddrStorage> = MultiHeaders::preallocate(BATCH, None);
-        let mut buffers = Box::new([[0u8; MAX_QUERY]; BATCH]);
-        let mut lengths = [0usize; BATCH];
-        let mut clients: [Option<SockaddrStorage>; BATCH] = [None; BATCH];
         loop {
             let mut ready = socket.readable().await?;
             loop {
-                let mut count = 0;
-                let read = {
-                    let mut slices = buffers.each_mut().map(|b| [IoSliceMut::new(b)]);
-                    recvmmsg(
-                        fd,
-                        &mut received,
-                        slices.iter_mut(),
-                        MsgFlags::MSG_DONTWAIT,
-                        None,
-                    )
-                    .map(|messages| {
-                        for (message, (length, client)) in
-                            messages.zip(lengths.iter_mut().zip(clients.iter_mut()))
-                        {
-                            *length = message.bytes;
-                            *client = message.address;
-                            count += 1;
-                        }
-                    })
-                };
-                match read {
-                    Ok(()) => {}
+                let count = match datagrams.receive(fd, MsgFlags::MSG_DONTWAIT) {
+                    Ok(count) => count,
                     Err(Errno::EAGAIN) => {
                         ready.clear_ready();
                         break;
                     }
                     Err(err) => return Err(anyhow::Error::from(err).context("recvmmsg")),
+                };
+                for (query, _) in datagrams.each_mut() {
+                    turn_around(query);
                 }
-                for (buffer, &length) in buffers.iter_mut().zip(&lengths[..count]) {
-                    turn_around(&mut buffer[..length]);
-                }
-                let answers: [[IoSlice; 1]; BATCH] =
-                    std::array::from_fn(|i| [IoSlice::new(&buffers[i][..lengths[i]])]);
-                // As in `blocking`: an answer the kernel refuses is lost.
-                let _ = sendmmsg(
-                    fd,
-                    &mut sending,
-                    &answers[..count],
-                    &clients[..count],
-                    [],
-                    MsgFlags::MSG_DONTWAIT,
-                );
+                datagrams.send_back(fd, &mut sending);
                 if count < BATCH {
                     ready.clear_ready();
                     break;
@@ -185,6 +219,52 @@ struct Asked {
     id: [u8; 2],
 }
 
+/// The queries in flight upstream, by slot. The relays hand out slots in turn, so a slot is
+/// reused only after 65 536 later queries: long after its answer, at a floor's rates.
+struct Slots {
+    asked: Vec<Asked>,
+    next: u16,
+}
+
+impl Slots {
+    fn new() -> Slots {
+        Slots {
+            asked: vec![
+                Asked {
+                    client: None,
+                    id: [0; 2]
+                };
+                usize::from(u16::MAX) + 1
+            ],
+            next: 0,
+        }
+    }
+
+    /// Appends each of `datagrams` to `queries` as a TCP frame, its ID swapped for a slot
+    /// that remembers who asked. Datagrams too short to be DNS are dropped.
+    fn frame(&mut self, datagrams: &mut Datagrams, queries: &mut Vec<u8>) {
+        for (query, client) in datagrams.each_mut() {
+            if query.len() < 12 {
+                continue;
+            }
+            let slot = self.next;
+            self.next = slot.wrapping_add(1);
+            self.asked[usize::from(slot)] = Asked {
+                client,
+                id: [query[0], query[1]],
+            };
+            query[..2].copy_from_slice(&slot.to_be_bytes());
+            let length = u16::try_from(query.len()).unwrap_or(u16::MAX);
+            queries.extend_from_slice(&length.to_be_bytes());
+            queries.extend_from_slice(query);
+        }
+    }
+
+    fn get(&self, slot: u16) -> Asked {
+        self.asked[usize::from(slot)]
+    }
+}
+
 /// The floor under a miss: every query relayed to one TCP connection to `upstream` (opened on
 /// the first query and again after the upstream closes it; what was in flight then is lost),
 /// every answer relayed back. One task waits on both sockets, as one worker thread does.
@@ -198,19 +278,9 @@ fn forward(socket: UdpSocket, upstream: SocketAddr) -> Result<()> {
         let socket = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }?;
         let fd = socket.get_ref().as_raw_fd();
         let mut stream: Option<TcpStream> = None;
-        let mut asked = vec![
-            Asked {
-                client: None,
-                id: [0; 2]
-            };
-            usize::from(u16::MAX) + 1
-        ];
-        let mut next_slot = 0u16;
-        let mut received: MultiHeaders<SockaddrStorage> = MultiHeaders::preallocate(BATCH, None);
+        let mut slots = Slots::new();
+        let mut datagrams = Datagrams::new();
         let mut sending: MultiHeaders<SockaddrStorage> = MultiHeaders::preallocate(BATCH, None);
-        let mut buffers = Box::new([[0u8; MAX_QUERY]; BATCH]);
-        let mut lengths = [0usize; BATCH];
-        let mut clients: [Option<SockaddrStorage>; BATCH] = [None; BATCH];
         let mut queries = Vec::with_capacity(BATCH * (MAX_QUERY + 2));
         let mut answers = vec![0u8; STREAM_BUFFER];
         let mut filled = 0;
@@ -218,41 +288,17 @@ fn forward(socket: UdpSocket, upstream: SocketAddr) -> Result<()> {
             tokio::select! {
                 ready = socket.readable() => {
                     let mut ready = ready?;
-                    queries.clear();
-                    let mut count = 0;
-                    let read = {
-                        let mut slices = buffers.each_mut().map(|b| [IoSliceMut::new(b)]);
-                        recvmmsg(fd, &mut received, slices.iter_mut(), MsgFlags::MSG_DONTWAIT, None)
-                            .map(|messages| {
-                                for (message, (length, client)) in
-                                    messages.zip(lengths.iter_mut().zip(clients.iter_mut()))
-                                {
-                                    *length = message.bytes;
-                                    *client = message.address;
-                                    count += 1;
-                                }
-                            })
-                    };
-                    for (query, (&length, &client)) in
-                        buffers.iter_mut().zip(lengths.iter().zip(&clients)).take(count)
-                    {
-                        let query = &mut query[..length];
-                        if query.len() < 12 {
+                    match datagrams.receive(fd, MsgFlags::MSG_DONTWAIT) {
+                        Ok(count) if count < BATCH => ready.clear_ready(),
+                        Ok(_) => {}
+                        Err(Errno::EAGAIN) => {
+                            ready.clear_ready();
                             continue;
                         }
-                        asked[usize::from(next_slot)] = Asked { client, id: [query[0], query[1]] };
-                        query[..2].copy_from_slice(&next_slot.to_be_bytes());
-                        next_slot = next_slot.wrapping_add(1);
-                        let framed = u16::try_from(query.len()).unwrap_or(u16::MAX);
-                        queries.extend_from_slice(&framed.to_be_bytes());
-                        queries.extend_from_slice(query);
-                    }
-                    match read {
-                        Ok(()) if count < BATCH => ready.clear_ready(),
-                        Ok(()) => {}
-                        Err(Errno::EAGAIN) => ready.clear_ready(),
                         Err(err) => return Err(anyhow::Error::from(err).context("recvmmsg")),
                     }
+                    queries.clear();
+                    slots.frame(&mut datagrams, &mut queries);
                     if queries.is_empty() {
                         continue;
                     }
@@ -277,7 +323,8 @@ fn forward(socket: UdpSocket, upstream: SocketAddr) -> Result<()> {
                         Ok(0) => stream = None,
                         Ok(read) => {
                             filled += read;
-                            let sent = send_answers(fd, &mut sending, &mut answers[..filled], &asked);
+                            let sent =
+                                send_answers(fd, &mut sending, &mut answers[..filled], |s| slots.get(s));
                             answers.copy_within(sent..filled, 0);
                             filled -= sent;
                         }
@@ -286,6 +333,65 @@ fn forward(socket: UdpSocket, upstream: SocketAddr) -> Result<()> {
                     }
                 }
             }
+        }
+    })
+}
+
+/// `forward` in dnsdist's shape: no reactor, two threads blocked in their reads. One waits in
+/// `recvmmsg` for queries and writes them to the connection, the other waits in `read` on the
+/// connection and sends the answers; no `epoll_wait`, but a thread wake-up on each side. The
+/// connection is opened once: when the upstream closes it, the relay ends.
+fn forward_blocking(socket: UdpSocket, upstream: SocketAddr) -> Result<()> {
+    let stream = std::net::TcpStream::connect(upstream)
+        .with_context(|| format!("cannot connect to {upstream}"))?;
+    stream.set_nodelay(true)?;
+    let slots = Mutex::new(Slots::new());
+    std::thread::scope(|scope| {
+        let answering = scope.spawn(|| -> Result<()> {
+            let mut stream = &stream;
+            let fd = socket.as_raw_fd();
+            let mut sending: MultiHeaders<SockaddrStorage> = MultiHeaders::preallocate(BATCH, None);
+            let mut answers = vec![0u8; STREAM_BUFFER];
+            let mut filled = 0;
+            loop {
+                let read = stream.read(&mut answers[filled..]).context("read")?;
+                if read == 0 {
+                    anyhow::bail!("the upstream closed the connection");
+                }
+                filled += read;
+                let sent = send_answers(fd, &mut sending, &mut answers[..filled], |slot| {
+                    slots.lock().map_or(
+                        Asked {
+                            client: None,
+                            id: [0; 2],
+                        },
+                        |s| s.get(slot),
+                    )
+                });
+                answers.copy_within(sent..filled, 0);
+                filled -= sent;
+            }
+        });
+        let fd = socket.as_raw_fd();
+        let mut stream = &stream;
+        let mut datagrams = Datagrams::new();
+        let mut queries = Vec::with_capacity(BATCH * (MAX_QUERY + 2));
+        loop {
+            if answering.is_finished() {
+                return answering
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("the answering thread panicked"))?;
+            }
+            // Blocks for the first datagram, then takes what else is there.
+            datagrams
+                .receive(fd, MsgFlags::MSG_WAITFORONE)
+                .context("recvmmsg")?;
+            queries.clear();
+            match slots.lock() {
+                Ok(mut slots) => slots.frame(&mut datagrams, &mut queries),
+                Err(_) => anyhow::bail!("the answering thread panicked"),
+            }
+            stream.write_all(&queries).context("write")?;
         }
     })
 }
@@ -309,13 +415,14 @@ async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> 
     Ok(())
 }
 
-/// Sends every whole frame at the front of `stream` to the client that asked it, its own ID
-/// back in place, [`BATCH`] to a `sendmmsg`. Returns the bytes of the frames it took.
+/// Sends every whole frame at the front of `stream` to the client that asked it (`asked`
+/// tells who, by slot), its own ID back in place, [`BATCH`] to a `sendmmsg`. Returns the bytes
+/// of the frames it took.
 fn send_answers(
-    fd: std::os::fd::RawFd,
+    fd: RawFd,
     sending: &mut MultiHeaders<SockaddrStorage>,
     stream: &mut [u8],
-    asked: &[Asked],
+    mut asked: impl FnMut(u16) -> Asked,
 ) -> usize {
     let mut taken = 0;
     loop {
@@ -333,7 +440,7 @@ fn send_answers(
             if answer.len() < 12 {
                 continue;
             }
-            let slot = &asked[usize::from(u16::from_be_bytes([answer[0], answer[1]]))];
+            let slot = asked(u16::from_be_bytes([answer[0], answer[1]]));
             answer[..2].copy_from_slice(&slot.id);
             frames[count] = (at - length, length);
             clients[count] = slot.client;
@@ -344,9 +451,8 @@ fn send_answers(
         }
         taken = at;
         let slices: [[IoSlice; 1]; BATCH] = std::array::from_fn(|i| {
-            [IoSlice::new(
-                &stream[frames[i].0..frames[i].0 + frames[i].1],
-            )]
+            let (start, length) = frames[i];
+            [IoSlice::new(&stream[start..start + length])]
         });
         // As in `blocking`: an answer the kernel refuses is lost.
         let _ = sendmmsg(

@@ -23,7 +23,7 @@
 #                                  upstream queries per miss), TXT alone (one)
 #   MEM_STAGES ["100000 1000000", smoke "10000 50000"]  cached-name counts of scenario 5
 #   PAIR_RATE [10000]              client rate of scenario 6 (each name asked A, then AAAA: paced, and together)
-#   PAIR_FLOORS ["forward"]        scenario 6's relay without a cache (benches/floor.rs): the cost of a forward
+#   PAIR_FLOORS ["forward forward-blocking"]  scenario 6's relays without a cache (benches/floor.rs)
 #   POOL_MAX_CONNECTIONS [8]      scenario 4's pool.max_connections (dnsmasq serves at most 20)
 #   POOL_MAX_QUERIES [0]           scenario 4's pool.max_queries_per_connection (dnsmasq closes after 100)
 #   POOL_CONFIG [auto]             1: scenario 4 config has the upstream `pool:` block; 0: omit it;
@@ -70,7 +70,7 @@ LATENCY_QPS=${LATENCY_QPS:-50000}
 ROUNDS=${ROUNDS:-1}
 FIXED_QPS=${FIXED_QPS:-"20000 2000"}
 FLOORS=${FLOORS-"blocking reactor"}
-PAIR_FLOORS=${PAIR_FLOORS-forward}
+PAIR_FLOORS=${PAIR_FLOORS-"forward forward-blocking"}
 PAIR_RATE=${PAIR_RATE:-10000}
 MISS_RATES=${MISS_RATES:-"2000 5000 10000"}
 MISS_QTYPES=${MISS_QTYPES:-"A TXT"}
