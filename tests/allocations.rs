@@ -130,7 +130,8 @@ const PER_PAIR: u64 = 2 + 2 + 3 + 1;
 const PER_TCP_QUERY: u64 = 2;
 /// Per upstream query over UDP: the buffer its query goes out from and its answer comes into,
 /// and the fresh socket's registration with the reactor (tokio allocates one, and may
-/// allocate the list it is released through).
+/// allocate the list it is released through: between none and one per socket, by how many
+/// sockets one turn of the reactor releases; the budget counts one).
 const PER_UDP_QUERY: u64 = 3;
 
 /// Names asked before counting, so that metric series, pool connections, spare buffers and
@@ -155,14 +156,20 @@ async fn a_miss_over_udp_allocates_only_what_it_holds() {
     assert_within_budget(allocated, PER_PAIR + 2 * PER_UDP_QUERY, "UDP");
 }
 
-/// Tables that grow now and then (the runtime's, the store's) may add to a count, at most half
-/// an allocation per name on average: one more allocation per query would add two.
+/// What timing may add to a count, per name on average, above the budget: tables that grow now
+/// and then (the runtime's, the store's), and an AAAA that arrives just after its pair was
+/// stored and leads a flight that takes the entry instead of fetching (a flight, its boxed
+/// fetch and its outcome, with no upstream query). On a loaded machine the UDP count was seen
+/// up to 0.53 above its budget. Below one allocation per query (two per name), so one more
+/// allocation per query still fails the test.
+const TIMING_ALLOWANCE: f64 = 1.0;
+
 fn assert_within_budget(allocated: u64, per_name: u64, upstream: &str) {
     let average = allocated as f64 / COUNTED as f64;
     // Shown with --nocapture: the figures the README quotes.
     println!("{average:.2} allocations per name over {upstream} upstreams, budgeted {per_name}");
     assert!(
-        average <= per_name as f64 + 0.5,
+        average <= per_name as f64 + TIMING_ALLOWANCE,
         "{allocated} allocations for {COUNTED} names asked A and AAAA over {upstream} upstreams: \
          {average:.2} per name, budgeted {per_name}"
     );
