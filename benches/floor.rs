@@ -25,6 +25,7 @@
 //!
 //! Run: `cargo bench --bench floor -- --listen 127.0.0.1:5300 --loop blocking`
 
+use std::future::Future;
 use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
@@ -170,11 +171,13 @@ impl Datagrams {
     }
 }
 
-/// The listener's loop without the DNS: readiness from tokio's reactor (readability only, so a
-/// datagram leaving is no event), `recvmmsg` of up to [`BATCH`], readiness cleared by a short
-/// batch rather than a read that finds the socket empty, one `sendmmsg` for the answers. Like
-/// the listener it allocates nothing per batch.
-fn reactor(socket: UdpSocket) -> Result<()> {
+/// Runs `serve` on tokio's current-thread runtime, `socket` registered with its reactor for
+/// readability only, as the listener registers its sockets: a datagram leaving is no event.
+fn on_reactor<Serve, Served>(socket: UdpSocket, serve: Serve) -> Result<()>
+where
+    Serve: FnOnce(AsyncFd<UdpSocket>) -> Served,
+    Served: Future<Output = Result<()>>,
+{
     socket.set_nonblocking(true)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -182,6 +185,15 @@ fn reactor(socket: UdpSocket) -> Result<()> {
     runtime.block_on(async move {
         // SAFETY: the socket owns its descriptor, and `AsyncFd` owns the socket from here on.
         let socket = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }?;
+        serve(socket).await
+    })
+}
+
+/// The listener's loop without the DNS: readiness from tokio's reactor, `recvmmsg` of up to [`BATCH`], readiness cleared by a short
+/// batch rather than a read that finds the socket empty, one `sendmmsg` for the answers. Like
+/// the listener it allocates nothing per batch.
+fn reactor(socket: UdpSocket) -> Result<()> {
+    on_reactor(socket, |socket| async move {
         let fd = socket.get_ref().as_raw_fd();
         let mut datagrams = Datagrams::new();
         let mut sending: MultiHeaders<SockaddrStorage> = MultiHeaders::preallocate(BATCH, None);
@@ -269,13 +281,7 @@ impl Slots {
 /// the first query and again after the upstream closes it; what was in flight then is lost),
 /// every answer relayed back. One task waits on both sockets, as one worker thread does.
 fn forward(socket: UdpSocket, upstream: SocketAddr) -> Result<()> {
-    socket.set_nonblocking(true)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()?;
-    runtime.block_on(async move {
-        // SAFETY: as in `reactor`.
-        let socket = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }?;
+    on_reactor(socket, |socket| async move {
         let fd = socket.get_ref().as_raw_fd();
         let mut stream: Option<TcpStream> = None;
         let mut slots = Slots::new();
