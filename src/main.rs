@@ -248,8 +248,8 @@ fn run(config_path: Option<PathBuf>, log_level: Option<&str>) -> anyhow::Result<
 
 /// Serves `config` on a runtime sized by it, until a stop signal (see `instance`). One worker
 /// is tokio's current-thread runtime: the multi-thread one would run the same tasks on one
-/// worker with its work-stealing bookkeeping around every wake-up, and hand the instance's own
-/// future to a second thread; on the miss stream that cost about 3 % of our CPU
+/// worker thread with its work-stealing bookkeeping around every wake-up, and the instance's
+/// own future on the main thread beside it; on the miss stream that cost about 3 % of our CPU
 /// (README, "The runtime of one worker").
 fn serve(config: Config, options: Options, stop: &StopRequests) -> anyhow::Result<()> {
     let workers = config.worker_count();

@@ -20,7 +20,11 @@ const LOCAL_IP: &str = "169.254.20.10";
 const LOCAL_IP6: &str = "fd00:10::10";
 
 fn write_config(dir: &Path, text: &str) -> String {
-    let path = dir.join("node.yaml");
+    write_config_as(dir, "node.yaml", text)
+}
+
+fn write_config_as(dir: &Path, file: &str, text: &str) -> String {
+    let path = dir.join(file);
     std::fs::write(&path, text).expect("write config");
     path.display().to_string()
 }
@@ -598,15 +602,18 @@ impl LifecycleNode {
         let upstream = dnsmasq_upstream(&ns);
         let link = lifecycle_link(&ns);
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = write_config(dir.path(), &node_config(link, &run_extra(lameduck)));
-        let single = format!("workers: 1\n{}", node_config(link, &run_extra(lameduck)));
-        let single_worker_path = dir.path().join("node-one-worker.yaml");
-        std::fs::write(&single_worker_path, single).expect("write config");
+        let text = node_config(link, &run_extra(lameduck));
+        let config = write_config(dir.path(), &text);
+        let single_worker_config = write_config_as(
+            dir.path(),
+            "node-one-worker.yaml",
+            &format!("workers: 1\n{text}"),
+        );
         Some(LifecycleNode {
             ns,
             link,
             config,
-            single_worker_config: single_worker_path.display().to_string(),
+            single_worker_config,
             _upstream: upstream,
             _dir: dir,
         })
