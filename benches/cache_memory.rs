@@ -218,7 +218,10 @@ fn upstream_answer(id: u16, question: &Question, shape: Shape, zone_labels: usiz
     push_u16(&mut msg, 0);
     let mut info = inspect(&msg, id, question).expect("a well-formed answer");
     nodelocal_dns::wire::answer::strip_trailing_opt(&mut msg, &mut info);
-    Answer { message: msg, info }
+    Answer {
+        message: msg.as_slice().into(),
+        info,
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

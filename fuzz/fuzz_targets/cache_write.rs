@@ -34,7 +34,10 @@ fn answer(question: &Question, body: &[u8]) -> Option<Answer> {
     message.extend_from_slice(&body[n..]);
     let mut info = inspect(&message, UPSTREAM_ID, question).ok()?;
     strip_trailing_opt(&mut message, &mut info);
-    Some(Answer { message, info })
+    Some(Answer {
+        message: message.as_slice().into(),
+        info,
+    })
 }
 
 /// What every answer written for `query` must look like.

@@ -38,7 +38,12 @@ pub fn answer(name: &str, qtype: RType, code: ResponseCode, records: Vec<Record>
         let soa = SOA::new(zone.clone(), zone.clone(), 1, 2, 3, 4, 5);
         msg.add_authority(Record::from_rdata(zone, 60, RData::SOA(soa)));
     }
-    Answer::accept(msg.to_vec().unwrap(), 99, &question(name, qtype)).unwrap()
+    Answer::accept(
+        msg.to_vec().unwrap().as_slice().into(),
+        99,
+        &question(name, qtype),
+    )
+    .unwrap()
 }
 
 pub fn a_record(name: &str, ttl: u32) -> Record {

@@ -84,7 +84,7 @@ impl Plain {
         match self {
             Plain::Fetched(fetched) => fetched
                 .answer_for(query.question.qtype)
-                .map(|a| a.message.clone()),
+                .map(|a| a.message.to_vec()),
             Plain::Entry(_) => None,
         }
     }
@@ -246,7 +246,8 @@ impl Autopath {
             None => found,
         };
         let id = message_id(&message).ok_or_else(|| AutopathError::Malformed("empty".into()))?;
-        Answer::accept(message, id, &question).map_err(|e| AutopathError::Malformed(e.to_string()))
+        Answer::accept(message.as_slice().into(), id, &question)
+            .map_err(|e| AutopathError::Malformed(e.to_string()))
     }
 }
 

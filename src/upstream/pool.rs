@@ -24,6 +24,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures::StreamExt;
 use prometheus::IntCounter;
 use tokio::io::AsyncWriteExt;
@@ -545,7 +546,7 @@ impl Live<'_> {
                     // End of stream, a half-close or a reset: nothing more will come.
                     None | Some(Err(_)) => return CloseReason::Server,
                     Some(Ok(frame)) => {
-                        if !self.answer(frame.to_vec()) {
+                        if !self.answer(frame) {
                             continue;
                         }
                     }
@@ -622,7 +623,7 @@ impl Live<'_> {
     }
 
     /// Matches one answer; true when it ended an outstanding query.
-    fn answer(&mut self, message: Vec<u8>) -> bool {
+    fn answer(&mut self, message: BytesMut) -> bool {
         let outstanding =
             message_id(&message).and_then(|id| Some((id, self.outstanding.get(&id)?)));
         let Some((id, outstanding)) = outstanding else {

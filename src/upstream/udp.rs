@@ -8,6 +8,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use prometheus::IntCounter;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::io::Interest;
@@ -42,7 +43,7 @@ fn unbound_socket(server: SocketAddr) -> io::Result<AsyncFd<Socket>> {
 
 /// Waits for the next datagram on `socket` and appends it to the empty `buf` (its capacity is
 /// the most read; nothing is zeroed first). Returns its length and source.
-async fn receive(socket: &AsyncFd<Socket>, buf: &mut Vec<u8>) -> io::Result<(usize, SockAddr)> {
+async fn receive(socket: &AsyncFd<Socket>, buf: &mut BytesMut) -> io::Result<(usize, SockAddr)> {
     loop {
         let mut ready = socket.readable().await?;
         let received = ready.try_io(|socket| socket.get_ref().recv_from(buf.spare_capacity_mut()));
@@ -67,9 +68,9 @@ pub async fn exchange(
     let deadline = Instant::now() + timeout;
     let id = rand::random::<u16>();
     let socket = unbound_socket(server)?;
-    // One buffer for the query and then its answer. Capacity, not length: the kernel writes
-    // the datagram into it, nothing is zeroed first.
-    let mut buf = Vec::with_capacity(RECV_BUFFER);
+    // One buffer for the query and then its answer, which the answer keeps. Capacity, not
+    // length: the kernel writes the datagram into it, nothing is zeroed first.
+    let mut buf = BytesMut::with_capacity(RECV_BUFFER);
     append_upstream(&mut buf, id, question, flags, udp_size);
     socket.get_ref().send_to(&buf, &server.into())?;
     buf.clear();
@@ -85,7 +86,7 @@ pub async fn exchange(
             Ok(answer) => return Ok(answer),
             Err(err) if err.is_mismatch() || err == AnswerError::NotResponse => {
                 mismatched.inc();
-                buf = Vec::with_capacity(RECV_BUFFER);
+                buf = BytesMut::with_capacity(RECV_BUFFER);
             }
             // A datagram cut at our buffer size: ask again over TCP.
             Err(AnswerError::Malformed(_)) if len == RECV_BUFFER => {

@@ -2,6 +2,7 @@
 //! what the forwarder needs (rcode, TTLs, the RFC 2308 negative TTL, where the OPT record is).
 //! [`Answer`] is what the upstream exchanges hand to the cache, autopath and the responder.
 
+use bytes::BytesMut;
 use smallvec::SmallVec;
 use thiserror::Error;
 
@@ -32,17 +33,19 @@ pub struct AnswerInfo {
 }
 
 /// An accepted upstream answer: the bytes as received (still carrying our upstream ID), with
-/// the upstream's OPT removed when it was the last record.
+/// the upstream's OPT removed when it was the last record. Over TCP the bytes are the frame
+/// of the connection's read buffer they arrived in, not a copy; over UDP, the buffer they
+/// were received into.
 #[derive(Debug, Clone)]
 pub struct Answer {
-    pub message: Vec<u8>,
+    pub message: BytesMut,
     pub info: AnswerInfo,
 }
 
 impl Answer {
     /// Checks `message` against the query we sent and reads it.
     pub(crate) fn accept(
-        mut message: Vec<u8>,
+        mut message: BytesMut,
         id: u16,
         question: &Question,
     ) -> Result<Answer, AnswerError> {
@@ -164,11 +167,28 @@ fn read_records(
     Ok(())
 }
 
+/// A message's bytes that can be cut short: a `Vec`, or the `BytesMut` a TCP frame comes in.
+pub trait MessageBuffer: std::ops::DerefMut<Target = [u8]> {
+    fn truncate(&mut self, len: usize);
+}
+
+impl MessageBuffer for Vec<u8> {
+    fn truncate(&mut self, len: usize) {
+        Vec::truncate(self, len);
+    }
+}
+
+impl MessageBuffer for BytesMut {
+    fn truncate(&mut self, len: usize) {
+        BytesMut::truncate(self, len);
+    }
+}
+
 /// Removes the upstream's OPT record when it is the last record (where servers put it), so
 /// the answer can be re-used for clients with and without EDNS. Returns whether the message
 /// is now free of OPT. An OPT in the middle of the additional section is left in place:
 /// removing it would shift the targets of later compression pointers.
-pub fn strip_trailing_opt(msg: &mut Vec<u8>, info: &mut AnswerInfo) -> bool {
+pub fn strip_trailing_opt(msg: &mut impl MessageBuffer, info: &mut AnswerInfo) -> bool {
     let Some((start, end)) = info.opt else {
         return true;
     };

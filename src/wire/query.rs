@@ -4,6 +4,8 @@
 //! answer the RFCs give it: dropped (too short to answer, or a response: answering it would
 //! reflect traffic), FORMERR, NOTIMP, BADVERS or REFUSED.
 
+use bytes::BufMut;
+
 use super::name::{self, Name};
 use super::{
     CLASS_IN, HEADER_LEN, Header, RType, Rcode, WireError, flag, get_u16, rcode, read_record,
@@ -224,7 +226,7 @@ pub fn build_upstream(
 /// [`build_upstream`] appended to `out`, without a buffer of its own: a pooled connection's
 /// write batch, or the buffer a UDP exchange then receives its answer into.
 pub fn append_upstream(
-    out: &mut Vec<u8>,
+    out: &mut impl BufMut,
     id: u16,
     question: &Question,
     flags: UpstreamFlags,
@@ -234,26 +236,26 @@ pub fn append_upstream(
     if flags.checking_disabled {
         header_flags |= flag::CD;
     }
-    out.extend_from_slice(&id.to_be_bytes());
-    out.extend_from_slice(&header_flags.to_be_bytes());
+    out.put_u16(id);
+    out.put_u16(header_flags);
     // One question, no answers or authority, one additional (the OPT).
-    out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 1]);
-    out.extend_from_slice(question.name.as_wire());
-    out.extend_from_slice(&question.qtype.to_be_bytes());
-    out.extend_from_slice(&question.qclass.to_be_bytes());
+    out.put_slice(&[0, 1, 0, 0, 0, 0, 0, 1]);
+    out.put_slice(question.name.as_wire());
+    out.put_u16(question.qtype.0);
+    out.put_u16(question.qclass);
     push_opt(out, udp_size, 0, flags.dnssec_ok);
 }
 
 /// Appends an OPT record (root owner, no options). `extended_rcode` is the upper 8 bits of a
 /// 12-bit rcode (BADVERS is 1 here).
-pub(crate) fn push_opt(msg: &mut Vec<u8>, udp_size: u16, extended_rcode: u8, dnssec_ok: bool) {
-    msg.push(0);
-    msg.extend_from_slice(&rtype::OPT.to_be_bytes());
-    msg.extend_from_slice(&udp_size.to_be_bytes());
-    msg.push(extended_rcode);
-    msg.push(0); // version 0
-    msg.extend_from_slice(&(if dnssec_ok { 0x8000u16 } else { 0 }).to_be_bytes());
-    msg.extend_from_slice(&0u16.to_be_bytes());
+pub(crate) fn push_opt(msg: &mut impl BufMut, udp_size: u16, extended_rcode: u8, dnssec_ok: bool) {
+    msg.put_u8(0);
+    msg.put_u16(rtype::OPT.0);
+    msg.put_u16(udp_size);
+    msg.put_u8(extended_rcode);
+    msg.put_u8(0); // version 0
+    msg.put_u16(if dnssec_ok { 0x8000 } else { 0 });
+    msg.put_u16(0);
 }
 
 /// The ID of a message, for matching answers to queries.
