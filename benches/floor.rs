@@ -29,14 +29,14 @@ use std::future::Future;
 use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
-use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
 #[derive(Parser, Debug)]
@@ -225,7 +225,7 @@ fn reactor(socket: UdpSocket) -> Result<()> {
 const STREAM_BUFFER: usize = 2 * (2 + u16::MAX as usize);
 
 /// Who asked the query in flight under one slot: the upstream sees the slot as the ID.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Asked {
     client: Option<SockaddrStorage>,
     id: [u8; 2],
@@ -241,13 +241,7 @@ struct Slots {
 impl Slots {
     fn new() -> Slots {
         Slots {
-            asked: vec![
-                Asked {
-                    client: None,
-                    id: [0; 2]
-                };
-                usize::from(u16::MAX) + 1
-            ],
+            asked: vec![Asked::default(); usize::from(u16::MAX) + 1],
             next: 0,
         }
     }
@@ -316,8 +310,8 @@ fn forward(socket: UdpSocket, upstream: SocketAddr) -> Result<()> {
                         stream = Some(connected);
                         filled = 0;
                     }
-                    if let Some(connected) = &stream
-                        && write_all(connected, &queries).await.is_err()
+                    if let Some(connected) = &mut stream
+                        && connected.write_all(&queries).await.is_err()
                     {
                         stream = None;
                     }
@@ -365,14 +359,12 @@ fn forward_blocking(socket: UdpSocket, upstream: SocketAddr) -> Result<()> {
                     anyhow::bail!("the upstream closed the connection");
                 }
                 filled += read;
+                // A panic on the other side leaves the table as it was: read it regardless.
                 let sent = send_answers(fd, &mut sending, &mut answers[..filled], |slot| {
-                    slots.lock().map_or(
-                        Asked {
-                            client: None,
-                            id: [0; 2],
-                        },
-                        |s| s.get(slot),
-                    )
+                    slots
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get(slot)
                 });
                 answers.copy_within(sent..filled, 0);
                 filled -= sent;
@@ -393,10 +385,10 @@ fn forward_blocking(socket: UdpSocket, upstream: SocketAddr) -> Result<()> {
                 .receive(fd, MsgFlags::MSG_WAITFORONE)
                 .context("recvmmsg")?;
             queries.clear();
-            match slots.lock() {
-                Ok(mut slots) => slots.frame(&mut datagrams, &mut queries),
-                Err(_) => anyhow::bail!("the answering thread panicked"),
-            }
+            slots
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .frame(&mut datagrams, &mut queries);
             stream.write_all(&queries).context("write")?;
         }
     })
@@ -408,17 +400,6 @@ async fn stream_readable(stream: Option<&TcpStream>) -> std::io::Result<()> {
         Some(stream) => stream.readable().await,
         None => std::future::pending().await,
     }
-}
-
-async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
-    while !bytes.is_empty() {
-        match stream.try_write(bytes) {
-            Ok(written) => bytes = &bytes[written..],
-            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => stream.writable().await?,
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(())
 }
 
 /// Sends every whole frame at the front of `stream` to the client that asked it (`asked`
