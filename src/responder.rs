@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::Proto;
-use crate::cache::{Cache, Entry, Fetched, Lookup, PLAIN_VIEW, RefreshSlot, Served};
+use crate::cache::{Cache, Entry, Fetched, Lookup, PLAIN_VIEW, RefreshSlot, Resolved, Served};
 use crate::config::Config;
 use crate::kube::autopath::{AutopathError, Plain};
 use crate::kube::{Autopath, ClientNamespace, PodIndex};
@@ -62,15 +62,16 @@ pub enum Step {
     AnsweredRefresh(Refresh),
     /// No answer is owed (counted).
     Dropped(DropReason),
-    /// Needs upstreams: call [`Responder::finish`]. Boxed: a task is spawned for it anyway, and
-    /// the answered steps stay small.
-    Forward(Box<Pending>),
+    /// Needs upstreams: call [`Responder::finish`]. Not boxed: the task spawned for it holds
+    /// it by value, so a miss does not allocate it separately. The answered steps return only
+    /// their tag, so the size of this one costs a hit nothing.
+    Forward(Pending),
 }
 
 /// A background refresh, holding one of the cache's refresh slots until it is done.
 #[derive(Debug)]
 pub struct Refresh {
-    pending: Box<Pending>,
+    pending: Pending,
     slot: RefreshSlot,
 }
 
@@ -382,15 +383,13 @@ impl Responder {
         let view = autopath.as_ref().map_or(PLAIN_VIEW, |ns| ns.view);
         // Built only when the query goes on (or a hit asks for a refresh): a plain hit
         // allocates nothing.
-        let pending = move |arrived: Instant| {
-            Box::new(Pending {
-                query,
-                route: route_id,
-                proto,
-                autopath,
-                tally,
-                arrived: arrived.into_std(),
-            })
+        let pending = move |arrived: Instant| Pending {
+            query,
+            route: route_id,
+            proto,
+            autopath,
+            tally,
+            arrived: arrived.into_std(),
         };
         let Some(policy) = &self.router.get(route_id).cache else {
             return Step::Forward(pending(Instant::now()));
@@ -511,7 +510,7 @@ impl Responder {
                 autopath,
                 tally: _,
                 arrived,
-            } = *pending;
+            } = pending;
             responder.cache.count_prefetch();
             let missed_at = Instant::from_std(arrived);
             responder
@@ -530,7 +529,7 @@ impl Responder {
         proto: Proto,
         autopath: Option<&ClientNamespace>,
         missed_at: Instant,
-    ) -> Arc<Fetched> {
+    ) -> Resolved {
         match (&self.autopath, autopath) {
             // Boxed: the walk nests a plain resolve inside the namespace's, several kilobytes
             // of state that every plain miss's task would otherwise carry and copy on spawn.
@@ -553,7 +552,7 @@ impl Responder {
         query: &Query,
         proto: Proto,
         missed_at: Instant,
-    ) -> Arc<Fetched> {
+    ) -> Resolved {
         let walk = || autopath.walk(namespace, query, |q| self.plain_step(q, proto));
         let route = self.router.get(route_id);
         let Some(policy) = &route.cache else {
@@ -564,7 +563,7 @@ impl Responder {
             if let Err(err) = &answer {
                 debug!(name = %query.question.name, %err, "autopath failed");
             }
-            return Arc::new(Fetched::uncached(query.question.qtype, answer.ok()));
+            return Resolved::ready(Fetched::uncached(query.question.qtype, answer.ok()));
         };
         let walked: tokio::sync::OnceCell<Result<_, AutopathError>> = tokio::sync::OnceCell::new();
         let (walked, walk) = (&walked, &walk);
@@ -618,7 +617,7 @@ impl Responder {
         query: &Query,
         proto: Proto,
         missed_at: Instant,
-    ) -> Arc<Fetched> {
+    ) -> Resolved {
         let route = self.router.get(route_id);
         let Some(policy) = &route.cache else {
             // Callers check the zone is cached; an uncached zone has nothing to share. Boxed:
@@ -626,7 +625,7 @@ impl Responder {
             let answer = Box::pin(self.exchange(route, query, proto, query.question))
                 .await
                 .ok();
-            return Arc::new(Fetched::uncached(query.question.qtype, answer));
+            return Resolved::ready(Fetched::uncached(query.question.qtype, answer));
         };
         self.cache
             .resolve(

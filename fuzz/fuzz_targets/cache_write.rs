@@ -46,7 +46,8 @@ fn check(out: &[u8], query: &Query, max_size: usize) {
     assert!(header.is_response());
     assert_eq!(header.id, query.id);
     assert_eq!(header.qdcount, 1);
-    let name = query.name_as_sent.as_wire();
+    let sent = query.question.name.with_case(&query.case);
+    let name = sent.as_wire();
     assert_eq!(
         &out[HEADER_LEN..HEADER_LEN + name.len()],
         name,

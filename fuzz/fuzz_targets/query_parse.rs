@@ -11,7 +11,10 @@ fuzz_target!(|packet: &[u8]| {
     let mut out = Vec::new();
     match parse(packet) {
         Ok(query) => {
-            assert_eq!(query.question.name, query.name_as_sent.to_lowercase());
+            assert_eq!(query.question.name, query.question.name.to_lowercase());
+            // The client's letter case, put back, is the name it sent.
+            let sent = query.question.name.with_case(&query.case);
+            assert_eq!(sent.as_wire(), &packet[HEADER_LEN..HEADER_LEN + sent.wire_len()]);
             // What we send upstream reads back as the same question.
             let flags = UpstreamFlags {
                 checking_disabled: query.checking_disabled(),

@@ -133,6 +133,10 @@ impl Lifecycle<StoreKey, Entry> for EvictionCounter {
     }
 }
 
+/// What a resolution hands its caller: one fetch's outcome, shared by every query that waited
+/// for it.
+pub type Resolved = flight::Shared<Fetched>;
+
 /// What one fetch produced: the answers (shared by every query that waited for it) and the
 /// entry stored from them, if they could be stored.
 #[derive(Debug)]
@@ -222,7 +226,7 @@ pub struct Cache {
     /// Keyed like the store, by the seeded hash of the name, so a flight costs no copy of the
     /// name beyond its own. It is joined only for the same name: two names whose hashes
     /// collide are fetched apart, never merged.
-    flights: SingleFlight<StoreKey, Name, Arc<Fetched>>,
+    flights: SingleFlight<StoreKey, Name, Fetched>,
     hits: ByKind<IntCounter>,
     misses: IntCounter,
     entries: ByKind<IntGauge>,
@@ -352,7 +356,7 @@ impl Cache {
         policy: &TtlPolicy,
         zone: &str,
         exchange: F,
-    ) -> Arc<Fetched>
+    ) -> Resolved
     where
         F: Fn(Question) -> Fut,
         Fut: Future<Output = Result<Answer, E>>,
@@ -360,23 +364,22 @@ impl Cache {
         let key = self.store_key(query, view);
         let fetch = || async {
             if let Some(entry) = self.stored_since(key, &query.question.name, missed_at) {
-                return Arc::new(Fetched::stored(entry));
+                return Fetched::stored(entry);
             }
-            let fetched = if key.parts.qtype == ADDRESS_PAIR {
-                self.fetch_pair(key, &query.question, policy, zone, &exchange)
-                    .await
-            } else {
-                let answer = exchange(query.question).await.ok();
-                let entry = answer
-                    .as_ref()
-                    .and_then(|a| Entry::single(a, policy, Instant::now()).ok())
-                    .map(|entry| self.insert(key, entry));
-                Fetched {
-                    entry,
-                    answers: Answers::Single(answer),
-                }
-            };
-            Arc::new(fetched)
+            if key.parts.qtype == ADDRESS_PAIR {
+                return self
+                    .fetch_pair(key, &query.question, policy, zone, &exchange)
+                    .await;
+            }
+            let answer = exchange(query.question).await.ok();
+            let entry = answer
+                .as_ref()
+                .and_then(|a| Entry::single(a, policy, Instant::now()).ok())
+                .map(|entry| self.insert(key, entry));
+            Fetched {
+                entry,
+                answers: Answers::Single(answer),
+            }
         };
         self.flights.run(key, query.question.name, fetch).await
     }
@@ -552,7 +555,7 @@ mod tests {
         query: &Query,
         missed_at: Instant,
         asked: &AtomicUsize,
-    ) -> Arc<Fetched> {
+    ) -> Resolved {
         let name = query.question.name.to_string();
         cache
             .resolve(

@@ -26,13 +26,13 @@ use thiserror::Error;
 use tokio::time::Instant;
 
 use super::index::{ClientMatch, ClientNamespace, PodIndex};
-use crate::cache::{Entry, Fetched, Served};
+use crate::cache::{Entry, Resolved, Served};
 use crate::observe::Metrics;
 use crate::wire::alias::{AliasError, alias_answer};
 use crate::wire::answer::Answer;
 use crate::wire::query::{Query, message_id};
 use crate::wire::reply::ReplyLimits;
-use crate::wire::{Name, Question, RType, Rcode, rcode};
+use crate::wire::{LetterCase, Name, Question, RType, Rcode, rcode};
 
 /// Why an autopath answer could not be made (the client gets SERVFAIL, or stale data).
 #[derive(Debug, Clone, Error)]
@@ -53,7 +53,7 @@ pub enum Plain {
     /// A fresh entry of the plain cache.
     Entry(Entry),
     /// What a fetch produced (stored or not).
-    Fetched(Arc<Fetched>),
+    Fetched(Resolved),
 }
 
 impl Plain {
@@ -233,7 +233,7 @@ impl Autopath {
                 name: target,
                 ..question
             },
-            name_as_sent: target,
+            case: LetterCase::LOWER,
             edns: None,
             ..*query
         };
@@ -264,7 +264,7 @@ fn expanded(query: &Query, name: Name) -> Query {
             name,
             ..query.question
         },
-        name_as_sent: name,
+        case: LetterCase::LOWER,
         ..*query
     }
 }

@@ -76,9 +76,9 @@ impl Lifecycle {
     /// Answers `pending` from upstreams; once the drain is over, SERVFAIL instead. Either way the
     /// client gets an answer and the task ends, and with it its hold on the socket the query
     /// came in on, so no socket of ours outlives [`Server::drain`].
-    async fn finish(&self, responder: &Arc<Responder>, pending: Box<Pending>, out: &mut Vec<u8>) {
+    async fn finish(&self, responder: &Arc<Responder>, pending: &Pending, out: &mut Vec<u8>) {
         tokio::select! {
-            () = responder.finish(&pending, out) => {}
+            () = responder.finish(pending, out) => {}
             () = self.abandon.cancelled() => {
                 responder.reject(pending.owed(), Rejected::Shutdown, out)
             }

@@ -133,7 +133,7 @@ async fn connection(
                     let query_lifecycle = lifecycle.clone();
                     lifecycle.inflight.spawn(async move {
                         let mut out = Vec::new();
-                        query_lifecycle.finish(&responder, pending, &mut out).await;
+                        query_lifecycle.finish(&responder, &pending, &mut out).await;
                         // The client may have gone; its answer then has nowhere to go, and
                         // is counted as a send error.
                         if answers.send(out).await.is_err() {

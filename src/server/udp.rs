@@ -144,7 +144,7 @@ impl Batch {
                         let lifecycle = self.lifecycle.clone();
                         self.lifecycle.inflight.spawn(async move {
                             let mut out = gathered.buffer();
-                            lifecycle.finish(&responder, pending, &mut out).await;
+                            lifecycle.finish(&responder, &pending, &mut out).await;
                             gathered.send(&socket, client, out, &delivery).await;
                             drop(permit);
                         });

@@ -16,7 +16,8 @@
 //!
 //! The connection list lives under one mutex, touched briefly per query (pick and count); each
 //! connection is a task that owns its socket, writes the queries handed to it and matches the
-//! answers by ID and question.
+//! answers by ID and question. A query's answer comes back over a reply channel the pool keeps
+//! and reuses, so a pooled query allocates nothing of its own.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -29,7 +30,7 @@ use futures::StreamExt;
 use prometheus::IntCounter;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
@@ -115,6 +116,8 @@ pub struct Pool {
     retired: CancellationToken,
     /// `nodelocaldns_upstream_pools`, one of which is this pool while it lives.
     alive: prometheus::IntGauge,
+    /// Reply channels of ended exchanges, for the next ones: at most one per slot.
+    spare_replies: Mutex<Vec<ReplyReceiver>>,
 }
 
 impl Drop for Pool {
@@ -132,7 +135,11 @@ enum Failure {
     Malformed(AnswerError),
 }
 
-type Reply = oneshot::Sender<Result<Answer, Failure>>;
+/// Where a connection sends a query's outcome. Dropped unsent (the connection went away), its
+/// receiver reads an error: the query is retried as if the connection had closed.
+type Reply = multishot::Sender<Result<Answer, Failure>>;
+/// A reusable reply channel: each exchange takes one from the pool's spares and gives it back.
+type ReplyReceiver = multishot::Receiver<Result<Answer, Failure>>;
 
 /// A query on its way to a connection, which writes it (with an ID of its own) straight into
 /// its write batch: no message buffer per query.
@@ -142,6 +149,61 @@ struct Request {
     udp_size: u16,
     deadline: Instant,
     reply: Reply,
+}
+
+/// A reply channel taken from a pool's spares for one exchange, given back when it ends.
+struct SpareReply<'a> {
+    spares: &'a Mutex<Vec<ReplyReceiver>>,
+    capacity: usize,
+    /// Always there until the drop gives it back (moved out without making a new one, which
+    /// would allocate).
+    receiver: Option<ReplyReceiver>,
+}
+
+impl<'a> SpareReply<'a> {
+    fn take(pool: &'a Pool) -> SpareReply<'a> {
+        let receiver = lock(&pool.spare_replies).pop().unwrap_or_default();
+        SpareReply {
+            spares: &pool.spare_replies,
+            capacity: pool.config.slots(),
+            receiver: Some(receiver),
+        }
+    }
+
+    /// The sending half for the next query of the exchange. A channel whose last sender is
+    /// still held (its query expired here, and the connection has not yet dropped it) is
+    /// replaced by a new one.
+    fn sender(&mut self) -> Reply {
+        let receiver = self.receiver.get_or_insert_default();
+        if let Some(sender) = receiver.sender() {
+            return sender;
+        }
+        let receiver = self.receiver.insert(ReplyReceiver::new());
+        receiver.sender().expect("a new channel has no sender yet")
+    }
+
+    /// The outcome of the query last sent with [`SpareReply::sender`]: an error when its
+    /// sender was dropped unsent.
+    async fn recv(&mut self) -> Result<Result<Answer, Failure>, multishot::RecvError> {
+        self.receiver.get_or_insert_default().recv().await
+    }
+}
+
+impl Drop for SpareReply<'_> {
+    fn drop(&mut self) {
+        let mut spares = lock(self.spares);
+        if spares.len() < self.capacity {
+            spares.extend(self.receiver.take());
+        }
+    }
+}
+
+/// Locks one of the pool's mutexes. They guard plain counters and lists; a panic elsewhere
+/// cannot leave them half-updated in a way worse than refusing all upstream traffic would be.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Pool {
@@ -159,6 +221,7 @@ impl Pool {
             room: Notify::new(),
             metrics: metrics.upstream.handles(&label),
             mismatched: metrics.upstream_mismatched.with_label_values(&[&label]),
+            spare_replies: Mutex::new(Vec::new()),
         }
     }
 
@@ -182,12 +245,16 @@ impl Pool {
         timeout: Duration,
     ) -> Result<Answer, ExchangeError> {
         let deadline = Instant::now() + timeout;
+        let mut reply = SpareReply::take(self);
         let mut retried = false;
         loop {
-            let Some(answer) = self.submit(question, flags, udp_size, deadline).await else {
+            if !self
+                .submit(question, flags, udp_size, deadline, &mut reply)
+                .await
+            {
                 return Err(ExchangeError::Timeout(timeout));
-            };
-            let outcome = tokio::time::timeout_at(deadline, answer)
+            }
+            let outcome = tokio::time::timeout_at(deadline, reply.recv())
                 .await
                 .map_err(|_| ExchangeError::Timeout(timeout))?;
             match outcome {
@@ -204,31 +271,34 @@ impl Pool {
         }
     }
 
-    /// Hands the query to a connection; `None` when none had room before `deadline`.
+    /// Hands the query to a connection, its outcome to come back over `reply`; false when
+    /// none had room before `deadline`.
     async fn submit(
         self: &Arc<Self>,
         question: &Question,
         flags: UpstreamFlags,
         udp_size: u16,
         deadline: Instant,
-    ) -> Option<oneshot::Receiver<Result<Answer, Failure>>> {
+        reply: &mut SpareReply<'_>,
+    ) -> bool {
         loop {
             // Registered before looking, so a connection freed in between still wakes us.
             let room = self.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            let (reply, answer) = oneshot::channel();
             let request = Request {
                 question: *question,
                 flags,
                 udp_size,
                 deadline,
-                reply,
+                reply: reply.sender(),
             };
             if self.assign(request) {
-                return Some(answer);
+                return true;
             }
-            tokio::time::timeout_at(deadline, room).await.ok()?;
+            if tokio::time::timeout_at(deadline, room).await.is_err() {
+                return false;
+            }
         }
     }
 
@@ -269,11 +339,7 @@ impl Pool {
     }
 
     fn lock(&self) -> MutexGuard<'_, Connections> {
-        // The lock guards plain counters; a panic elsewhere cannot leave them half-updated
-        // in a way worse than refusing all upstream traffic would be.
-        self.connections
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.connections)
     }
 
     /// A query on connection `id` ended (answered, failed or expired).
@@ -439,7 +505,7 @@ async fn run_connection(pool: Arc<Pool>, id: u64, mut requests: mpsc::UnboundedR
             requests.close();
             while let Ok(request) = requests.try_recv() {
                 let copy = std::io::Error::new(err.kind(), err.to_string());
-                let _ = request.reply.send(Err(Failure::Connect(copy)));
+                request.reply.send(Err(Failure::Connect(copy)));
             }
             return;
         }
@@ -461,11 +527,11 @@ async fn run_connection(pool: Arc<Pool>, id: u64, mut requests: mpsc::UnboundedR
         .queries_per_connection
         .observe(connection.queries as f64);
     for (_, outstanding) in connection.outstanding.drain() {
-        let _ = outstanding.reply.send(Err(Failure::Closed));
+        outstanding.reply.send(Err(Failure::Closed));
     }
     requests.close();
     while let Ok(request) = requests.try_recv() {
-        let _ = request.reply.send(Err(Failure::Closed));
+        request.reply.send(Err(Failure::Closed));
     }
 }
 
@@ -640,7 +706,7 @@ impl Live<'_> {
             Err(err) => Err(Failure::Malformed(err)),
         };
         if let Some(outstanding) = self.outstanding.remove(&id) {
-            let _ = outstanding.reply.send(result);
+            outstanding.reply.send(result);
         }
         self.pool.finished(self.id);
         self.forget_answered();

@@ -17,7 +17,7 @@ pub mod name;
 pub mod query;
 pub mod reply;
 
-pub use name::Name;
+pub use name::{LetterCase, Name};
 pub use query::{Edns, Query, Question};
 
 use thiserror::Error;

@@ -2,7 +2,8 @@
 //!
 //! A [`Name`] is kept uncompressed and inline (no heap), so parsing a query allocates nothing.
 //! Names read from a query's question are lowercased for keys and routing; the client's original
-//! letter case is kept separately so answers can echo it (DNS 0x20 clients check it).
+//! letter case is kept separately, as a [`LetterCase`] (one bit per byte, not a second name), so
+//! answers can echo it (DNS 0x20 clients check it).
 //!
 //! Compression pointers are never followed while skipping names, so pointer loops and forward
 //! pointers cannot make a reader spin; a question name that contains a pointer is malformed.
@@ -15,6 +16,32 @@ use super::WireError;
 /// RFC 1035 2.3.4: a name is at most 255 bytes in wire form, a label at most 63.
 pub const MAX_NAME_LEN: usize = 255;
 pub const MAX_LABEL_LEN: usize = 63;
+
+/// Which bytes of a wire-form name were upper-case letters: one bit per byte, 32 bytes where a
+/// copy of the name would take 256. A query keeps this beside its lowercased name, so every
+/// query in flight carries one name, not two.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LetterCase([u8; MAX_NAME_LEN.div_ceil(8)]);
+
+impl LetterCase {
+    /// No upper-case letters: the name as it is.
+    pub const LOWER: LetterCase = LetterCase([0; MAX_NAME_LEN.div_ceil(8)]);
+
+    /// Upper-cases the letters of `wire` (a name in wire form, or its first bytes) whose bits
+    /// are set.
+    pub fn apply(&self, wire: &mut [u8]) {
+        for (chunk, bits) in wire.chunks_mut(8).zip(self.0) {
+            if bits == 0 {
+                continue;
+            }
+            for (bit, byte) in chunk.iter_mut().enumerate() {
+                if bits & (1 << bit) != 0 {
+                    byte.make_ascii_uppercase();
+                }
+            }
+        }
+    }
+}
 
 /// An uncompressed domain name in wire form (length-prefixed labels ending in the root label).
 #[derive(Clone, Copy)]
@@ -150,6 +177,24 @@ impl Name {
         let mut lower = *self;
         lower.buf[..self.len as usize].make_ascii_lowercase();
         lower
+    }
+
+    /// The name lowercased, and where its upper-case letters were.
+    pub fn split_case(&self) -> (Name, LetterCase) {
+        let mut case = LetterCase::LOWER;
+        for (at, byte) in self.as_wire().iter().enumerate() {
+            if byte.is_ascii_uppercase() {
+                case.0[at / 8] |= 1 << (at % 8);
+            }
+        }
+        (self.to_lowercase(), case)
+    }
+
+    /// A copy with `case` put back into its letters.
+    pub fn with_case(&self, case: &LetterCase) -> Name {
+        let mut cased = *self;
+        case.apply(&mut cased.buf[..self.len as usize]);
+        cased
     }
 
     /// The labels in front of `suffix` (wire form, without the root label) when `self` is

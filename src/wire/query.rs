@@ -6,7 +6,7 @@
 
 use bytes::BufMut;
 
-use super::name::{self, Name};
+use super::name::{self, LetterCase, Name};
 use super::{
     CLASS_IN, HEADER_LEN, Header, RType, Rcode, WireError, flag, get_u16, rcode, read_record,
     read_u16, rtype,
@@ -39,8 +39,8 @@ pub struct Query {
     /// Header flags as received (RD and CD are forwarded).
     pub flags: u16,
     pub question: Question,
-    /// The question name with the client's letter case, echoed in the answer.
-    pub name_as_sent: Name,
+    /// The letter case of the question name as the client sent it, echoed in the answer.
+    pub case: LetterCase,
     pub edns: Option<Edns>,
 }
 
@@ -120,7 +120,7 @@ pub fn parse(packet: &[u8]) -> Result<Query, Rejection> {
         let question_end = question.map(|(_, _, end)| end);
         return Err(Rejection::answer(header, rcode::NOTIMP, question_end, None));
     }
-    let Some((name_as_sent, (qtype, qclass), question_end)) = question else {
+    let Some((name, (qtype, qclass), question_end)) = question else {
         return Err(Rejection::answer(header, rcode::FORMERR, None, None));
     };
     let edns = read_edns(packet, &header, question_end)
@@ -135,15 +135,16 @@ pub fn parse(packet: &[u8]) -> Result<Query, Rejection> {
     if qclass != CLASS_IN || qtype == rtype::AXFR || qtype == rtype::IXFR {
         return reject(rcode::REFUSED);
     }
+    let (name, case) = name.split_case();
     Ok(Query {
         id: header.id,
         flags: header.flags,
         question: Question {
-            name: name_as_sent.to_lowercase(),
+            name,
             qtype,
             qclass,
         },
-        name_as_sent,
+        case,
         edns,
     })
 }
@@ -287,7 +288,10 @@ mod tests {
         assert_eq!(q.id, 0x1234);
         assert!(q.recursion_desired());
         assert_eq!(q.question.name.as_wire(), b"\x03www\x07example\x00");
-        assert_eq!(q.name_as_sent.as_wire(), b"\x03WwW\x07example\x00");
+        assert_eq!(
+            q.question.name.with_case(&q.case).as_wire(),
+            b"\x03WwW\x07example\x00"
+        );
         assert_eq!(q.edns, None);
     }
 

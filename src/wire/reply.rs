@@ -1,6 +1,7 @@
 //! Writing answers to clients: error answers built from the query bytes, and forwarded (or
 //! cached) answers patched for the client that asked.
 
+use super::name::LetterCase;
 use super::query::{Edns, OPTION_NSID, Query, push_opt};
 use super::{
     HEADER_LEN, Header, RType, Rcode, flag, name, read_record, read_u16, rtype, write_u16,
@@ -57,10 +58,11 @@ impl ReplyLimits {
     }
 }
 
-/// The question of an error answer, as the client wrote it.
+/// The question of an error answer, as the client wrote it: `name` with `case` put back.
 #[derive(Debug, Clone, Copy)]
 pub struct EchoedQuestion<'a> {
     pub name: &'a [u8],
+    pub case: LetterCase,
     pub qtype: RType,
     pub qclass: u16,
 }
@@ -70,6 +72,7 @@ impl<'a> EchoedQuestion<'a> {
     pub fn from_packet(packet: &'a [u8], question_end: usize) -> EchoedQuestion<'a> {
         EchoedQuestion {
             name: &packet[HEADER_LEN..question_end - 4],
+            case: LetterCase::LOWER,
             qtype: RType(read_u16(packet, question_end - 4)),
             qclass: read_u16(packet, question_end - 2),
         }
@@ -77,7 +80,8 @@ impl<'a> EchoedQuestion<'a> {
 
     pub fn of_query(query: &'a Query) -> EchoedQuestion<'a> {
         EchoedQuestion {
-            name: query.name_as_sent.as_wire(),
+            name: query.question.name.as_wire(),
+            case: query.case,
             qtype: query.question.qtype,
             qclass: query.question.qclass,
         }
@@ -111,7 +115,9 @@ pub fn write_error(
     out.extend_from_slice(&[0, 0, 0, 0]);
     out.extend_from_slice(&u16::from(edns.is_some()).to_be_bytes());
     if let Some(question) = question {
+        let at = out.len();
         out.extend_from_slice(question.name);
+        question.case.apply(&mut out[at..]);
         out.extend_from_slice(&question.qtype.to_be_bytes());
         out.extend_from_slice(&question.qclass.to_be_bytes());
     }
@@ -152,8 +158,10 @@ pub fn patch_answer(
     // RFC 4035 3.2.2: CD is the client's, copied from its query, whatever the upstream said.
     let flags = (read_u16(out, 2) & !flag::CD) | (query.flags & flag::CD);
     write_u16(out, 2, flags);
-    let name = query.name_as_sent.as_wire();
-    out[HEADER_LEN..HEADER_LEN + name.len()].copy_from_slice(name);
+    let name = query.question.name.as_wire();
+    let echoed = &mut out[HEADER_LEN..HEADER_LEN + name.len()];
+    echoed.copy_from_slice(name);
+    query.case.apply(echoed);
     let mut fits = true;
     if query.edns.is_some() && !answer_has_opt {
         match read_u16(out, 10).checked_add(1) {
