@@ -181,13 +181,16 @@ impl Name {
 
     /// The name lowercased, and where its upper-case letters were.
     pub fn split_case(&self) -> (Name, LetterCase) {
+        // One pass over the bytes: every query's parse runs it.
+        let mut lower = *self;
         let mut case = LetterCase::LOWER;
-        for (at, byte) in self.as_wire().iter().enumerate() {
+        for (at, byte) in lower.buf[..self.len as usize].iter_mut().enumerate() {
             if byte.is_ascii_uppercase() {
                 case.0[at / 8] |= 1 << (at % 8);
+                byte.make_ascii_lowercase();
             }
         }
-        (self.to_lowercase(), case)
+        (lower, case)
     }
 
     /// A copy with `case` put back into its letters.
