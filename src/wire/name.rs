@@ -376,6 +376,42 @@ mod tests {
         assert_eq!(Name::from_dotted(&many), Err(WireError::NameTooLong));
     }
 
+    /// The case of every letter comes back, up to the last one of the longest name (in the
+    /// bitmask's last byte), and only letters change: digits and label lengths stay as sent.
+    #[test]
+    fn letter_case_round_trips_on_the_longest_name() {
+        let labels: Vec<String> = [b'Q', b'w', b'E', b'r']
+            .iter()
+            .enumerate()
+            .map(|(at, &letter)| {
+                let len = if at == 3 { 61 } else { 63 };
+                let mut label = vec![b'7'; len];
+                label[0] = letter;
+                label[len - 1] = letter.to_ascii_uppercase();
+                String::from_utf8(label).unwrap()
+            })
+            .collect();
+        let sent = Name::from_dotted(&labels.join(".")).unwrap();
+        let mut wire = Vec::new();
+        for label in &labels {
+            wire.push(label.len() as u8);
+            wire.extend_from_slice(label.as_bytes());
+        }
+        wire.push(0);
+        assert_eq!(wire.len(), MAX_NAME_LEN);
+        let (as_sent, _) = read_uncompressed(&wire, 0).unwrap();
+        let (lower, case) = as_sent.split_case();
+        assert_eq!(lower, sent, "the lowercased name");
+        assert_eq!(lower.with_case(&case).as_wire(), &wire[..]);
+        assert_eq!(
+            case.0[31],
+            1 << 5,
+            "byte 253, the last letter, was upper-case"
+        );
+        let (_, none) = lower.split_case();
+        assert_eq!(none, LetterCase::LOWER);
+    }
+
     #[test]
     fn subdomain_is_label_aligned() {
         let zone = Name::from_dotted("cluster.local").unwrap();

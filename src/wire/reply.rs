@@ -274,6 +274,12 @@ mod tests {
         assert_eq!((header.qdcount, header.arcount), (1, 1));
         // Extended rcode byte of the OPT: BADVERS = 16 = 1 << 4.
         assert_eq!(out[out.len() - 6], 1);
+        // The question as the client wrote it, its upper-case letter too.
+        let name_len = query.question.name.wire_len();
+        assert_eq!(
+            &out[HEADER_LEN..HEADER_LEN + name_len],
+            b"\x01A\x07example\x00"
+        );
     }
 
     #[test]
