@@ -137,6 +137,84 @@ async fn a_full_queue_answers_servfail_at_once_and_counts_why() {
     );
 }
 
+/// An answer delayed this long waited for the kernel's delayed-ACK timer (40 ms at the least
+/// on Linux); a query answered at once by a local upstream takes a small fraction of it.
+const ACK_STALL: Duration = Duration::from_millis(35);
+
+/// Asks 40 rounds of `ask(forwarder, round)` through a pool of one connection to a
+/// [`SerialTcp`] upstream with `options` (which leaves Nagle's algorithm on, as knotd does);
+/// returns how many rounds took at least [`ACK_STALL`], out of 40.
+async fn rounds_stalled_over_one_connection<F, Fut>(options: SerialTcpOptions, ask: F) -> usize
+where
+    F: Fn(SocketAddr, usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let authority = Authority::start(&[("example.", WILDCARD_ZONE)]).await;
+    let upstream = SerialTcp::start(authority.addr, options).await;
+    let forwarder = forwarder(upstream.addr, "max_connections: 1\nmax_inflight: 32\n", "").await;
+    let mut stalled = 0;
+    for round in 0..40 {
+        let started = tokio::time::Instant::now();
+        ask(forwarder.addr, round).await;
+        if started.elapsed() >= ACK_STALL {
+            stalled += 1;
+        }
+    }
+    assert_eq!(
+        upstream.accepted(),
+        1,
+        "every round went over the one connection"
+    );
+    stalled
+}
+
+/// Four queries at a time on one pooled connection, to an upstream that leaves Nagle's
+/// algorithm on: its second answer is written while its first is unacknowledged, and would
+/// wait for our delayed ACK unless we acknowledge at once while answers are due. Without that,
+/// nearly every round stalls once the connection's first quick ACKs are spent; a few stalls
+/// are allowed for a loaded machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_answers_do_not_wait_for_a_delayed_ack() {
+    let stalled = rounds_stalled_over_one_connection(
+        SerialTcpOptions::default(),
+        |server, round| async move {
+            let answers = ask_all(server, 4, &format!("pipelined{round}-")).await;
+            assert!(
+                answers
+                    .iter()
+                    .all(|(m, _)| m.metadata.response_code == ResponseCode::NoError)
+            );
+        },
+    )
+    .await;
+    assert!(
+        stalled <= 5,
+        "{stalled} of 40 rounds waited for a delayed ACK"
+    );
+}
+
+/// One query at a time to an upstream that writes an answer's length and its message apart,
+/// with Nagle's algorithm on: the message waits until the length is acknowledged, so we
+/// acknowledge a read that leaves half a frame at once too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_written_apart_from_its_length_does_not_wait_for_a_delayed_ack() {
+    let options = SerialTcpOptions {
+        split_writes: true,
+        ..SerialTcpOptions::default()
+    };
+    let stalled = rounds_stalled_over_one_connection(options, |server, round| async move {
+        let name = format!("split{round}.example.");
+        let answer = udp_query(server, &query(&name, RecordType::A, None)).await;
+        assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(addresses(&answer), vec![Ipv4Addr::new(192, 0, 2, 7)]);
+    })
+    .await;
+    assert!(
+        stalled <= 5,
+        "{stalled} of 40 queries waited for a delayed ACK"
+    );
+}
+
 /// The upstream closes each connection after 3 queries and drops what was pipelined behind
 /// them: those queries go again over a new connection and every client gets its answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

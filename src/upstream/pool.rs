@@ -17,7 +17,9 @@
 //! The connection list lives under one mutex, touched briefly per query (pick and count); each
 //! connection is a task that owns its socket, writes the queries handed to it and matches the
 //! answers by ID and question. A query's answer comes back over a reply channel the pool keeps
-//! and reuses, so a pooled query allocates nothing of its own.
+//! and reuses, so a pooled query allocates nothing of its own. A read that leaves answers due
+//! is acknowledged at once (`acknowledge_now`): an upstream with Nagle's algorithm on
+//! would otherwise hold the next answer for our delayed ACK, 40 ms.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -25,14 +27,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bytes::Buf;
 use bytes::BytesMut;
-use futures::StreamExt;
 use prometheus::IntCounter;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
-use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
 use super::admission::{Admission, Overloaded, Slot};
@@ -535,6 +536,61 @@ async fn run_connection(pool: Arc<Pool>, id: u64, mut requests: mpsc::UnboundedR
     }
 }
 
+/// What has been read from a connection and not yet taken as an answer: RFC 1035 4.2.2
+/// frames, each a two-byte length and a message. A frame taken keeps sharing the buffer's
+/// allocation (the answer is not copied), which the buffer takes back once the answers
+/// holding it are gone.
+struct AnswerFrames {
+    buffer: BytesMut,
+}
+
+impl Default for AnswerFrames {
+    fn default() -> Self {
+        AnswerFrames {
+            buffer: BytesMut::with_capacity(8 * 1024),
+        }
+    }
+}
+
+impl AnswerFrames {
+    /// The buffer to read into, with room for at least one byte (a read into no room would
+    /// return 0, which reads as the end of the stream).
+    fn buffer_for_read(&mut self) -> &mut BytesMut {
+        self.buffer.reserve(1);
+        &mut self.buffer
+    }
+
+    /// The next whole message read, if there is one.
+    fn next_frame(&mut self) -> Option<BytesMut> {
+        let &[high, low, ..] = &self.buffer[..] else {
+            return None;
+        };
+        let framed = 2 + usize::from(u16::from_be_bytes([high, low]));
+        if self.buffer.len() < framed {
+            // Room for the rest of it, so it is read in as few reads as it arrives in.
+            self.buffer.reserve(framed - self.buffer.len());
+            return None;
+        }
+        self.buffer.advance(2);
+        Some(self.buffer.split_to(framed - 2))
+    }
+}
+
+/// Acknowledges at once what the connection has received, instead of after the kernel's
+/// delayed-ACK timer (40 ms and more on Linux).
+///
+/// Asked after each read that leaves answers due on the connection. A server that leaves
+/// Nagle's algorithm on (knotd does) holds a small segment while an earlier one is not yet
+/// acknowledged: every answer after the first of a pipelined batch, or a message written
+/// apart from its length. We would acknowledge only with our next query on that connection,
+/// and a pool that spreads its queries can leave a connection without one for longer than the
+/// timer, so the answer waited 40 ms. TCP_QUICKACK is not sticky (the kernel goes back to
+/// delayed ACKs by itself), so it is asked for after every such read. A failure only leaves
+/// the delay in place.
+fn acknowledge_now(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_tcp_quickack(true);
+}
+
 /// A connected connection's state, owned by its task.
 struct Live<'a> {
     pool: &'a Pool,
@@ -556,14 +612,8 @@ impl Live<'_> {
         requests: &mut mpsc::UnboundedReceiver<Request>,
     ) -> CloseReason {
         let config = &self.pool.config;
-        let (reader, mut writer) = stream.into_split();
-        // Cancel-safe framing: a half-read frame survives the other branches of the select.
-        let mut frames = FramedRead::new(
-            reader,
-            LengthDelimitedCodec::builder()
-                .length_field_type::<u16>()
-                .new_codec(),
-        );
+        let (mut reader, mut writer) = stream.into_split();
+        let mut frames = AnswerFrames::default();
         let opened = Instant::now();
         let never = opened + Duration::from_secs(365 * 24 * 3600);
         let retire_at = (!config.max_age.is_zero()).then(|| opened + config.max_age);
@@ -608,11 +658,20 @@ impl Live<'_> {
                         retiring = Some(CloseReason::MaxQueries);
                     }
                 }
-                frame = frames.next() => match frame {
+                // Cancel-safe: a read the select abandons has read nothing, and a frame read
+                // in part stays in the buffer for the next read.
+                read = reader.read_buf(frames.buffer_for_read()) => match read {
                     // End of stream, a half-close or a reset: nothing more will come.
-                    None | Some(Err(_)) => return CloseReason::Server,
-                    Some(Ok(frame)) => {
-                        if !self.answer(frame) {
+                    Ok(0) | Err(_) => return CloseReason::Server,
+                    Ok(_) => {
+                        let mut ended = false;
+                        while let Some(frame) = frames.next_frame() {
+                            ended |= self.answer(frame);
+                        }
+                        if !self.outstanding.is_empty() {
+                            acknowledge_now(reader.as_ref());
+                        }
+                        if !ended {
                             continue;
                         }
                     }

@@ -3,6 +3,9 @@
 //! each connection one query at a time, and may close a connection after `close_after`
 //! queries, dropping whatever was pipelined behind them. The answers come from a real
 //! authoritative server, asked over UDP, as dnsmasq asks its own upstream.
+//!
+//! Like knotd, it leaves Nagle's algorithm on (no TCP_NODELAY): an answer written while the
+//! one before it is not yet acknowledged waits in its kernel for our ACK.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +24,8 @@ pub struct SerialTcpOptions {
     pub close_after: Option<usize>,
     /// Time spent on each query before it is forwarded (a slow or loaded server).
     pub delay: Duration,
+    /// Writes each answer's two-byte length and its message apart, in two writes.
+    pub split_writes: bool,
 }
 
 impl Default for SerialTcpOptions {
@@ -29,6 +34,7 @@ impl Default for SerialTcpOptions {
             max_connections: 20,
             close_after: None,
             delay: Duration::ZERO,
+            split_writes: false,
         }
     }
 }
@@ -118,7 +124,17 @@ async fn serve(
         let Some(answer) = ask(authority, &query).await else {
             return;
         };
-        if stream.write_all(&frame(&answer)).await.is_err() {
+        let framed = frame(&answer);
+        let written = if options.split_writes {
+            let (length, message) = framed.split_at(2);
+            match stream.write_all(length).await {
+                Ok(()) => stream.write_all(message).await,
+                Err(err) => Err(err),
+            }
+        } else {
+            stream.write_all(&framed).await
+        };
+        if written.is_err() {
             return;
         }
         counts.served.fetch_add(1, Ordering::SeqCst);
