@@ -1,6 +1,7 @@
 //! DNS over TCP framing (RFC 1035 4.2.2: a 16-bit length, then the message), as our
-//! TCP listeners read and write it. Upstream connections frame with tokio-util's codec in
-//! [`crate::upstream::pool`].
+//! TCP listeners read and write it: one query read at a time, since reading pauses while a
+//! connection has `max_tcp_pipelined` in progress. Upstream connections read many answers per
+//! read through [`crate::wire::framing::FrameBuffer`].
 
 use tokio::io::AsyncReadExt;
 

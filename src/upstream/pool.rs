@@ -27,7 +27,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::Buf;
 use bytes::BytesMut;
 use prometheus::IntCounter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -43,6 +42,7 @@ use crate::observe::Metrics;
 use crate::observe::upstream::{CloseReason, UpstreamHandles};
 use crate::tasks::{TaskKind, Tasks};
 use crate::wire::answer::AnswerError;
+use crate::wire::framing::FrameBuffer;
 use crate::wire::query::{Question, UpstreamFlags, append_upstream, message_id};
 
 /// The pools of a server, one per upstream address: zones that forward to the same address
@@ -536,46 +536,6 @@ async fn run_connection(pool: Arc<Pool>, id: u64, mut requests: mpsc::UnboundedR
     }
 }
 
-/// What has been read from a connection and not yet taken as an answer: RFC 1035 4.2.2
-/// frames, each a two-byte length and a message. A frame taken keeps sharing the buffer's
-/// allocation (the answer is not copied), which the buffer takes back once the answers
-/// holding it are gone.
-struct AnswerFrames {
-    buffer: BytesMut,
-}
-
-impl Default for AnswerFrames {
-    fn default() -> Self {
-        AnswerFrames {
-            buffer: BytesMut::with_capacity(8 * 1024),
-        }
-    }
-}
-
-impl AnswerFrames {
-    /// The buffer to read into, with room for at least one byte (a read into no room would
-    /// return 0, which reads as the end of the stream).
-    fn buffer_for_read(&mut self) -> &mut BytesMut {
-        self.buffer.reserve(1);
-        &mut self.buffer
-    }
-
-    /// The next whole message read, if there is one.
-    fn next_frame(&mut self) -> Option<BytesMut> {
-        let &[high, low, ..] = &self.buffer[..] else {
-            return None;
-        };
-        let framed = 2 + usize::from(u16::from_be_bytes([high, low]));
-        if self.buffer.len() < framed {
-            // Room for the rest of it, so it is read in as few reads as it arrives in.
-            self.buffer.reserve(framed - self.buffer.len());
-            return None;
-        }
-        self.buffer.advance(2);
-        Some(self.buffer.split_to(framed - 2))
-    }
-}
-
 /// Acknowledges at once what the connection has received, instead of after the kernel's
 /// delayed-ACK timer (40 ms and more on Linux).
 ///
@@ -613,7 +573,7 @@ impl Live<'_> {
     ) -> CloseReason {
         let config = &self.pool.config;
         let (mut reader, mut writer) = stream.into_split();
-        let mut frames = AnswerFrames::default();
+        let mut frames = FrameBuffer::default();
         let opened = Instant::now();
         let never = opened + Duration::from_secs(365 * 24 * 3600);
         let retire_at = (!config.max_age.is_zero()).then(|| opened + config.max_age);
@@ -659,7 +619,8 @@ impl Live<'_> {
                     }
                 }
                 // Cancel-safe: a read the select abandons has read nothing, and a frame read
-                // in part stays in the buffer for the next read.
+                // in part stays in the buffer for the next read. A frame taken keeps sharing
+                // the buffer's allocation: the answer is not copied.
                 read = reader.read_buf(frames.buffer_for_read()) => match read {
                     // End of stream, a half-close or a reset: nothing more will come.
                     Ok(0) | Err(_) => return CloseReason::Server,

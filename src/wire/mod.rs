@@ -13,6 +13,7 @@
 
 pub mod alias;
 pub mod answer;
+pub mod framing;
 pub mod name;
 pub mod query;
 pub mod reply;
