@@ -250,7 +250,7 @@ fn run(config_path: Option<PathBuf>, log_level: Option<&str>) -> anyhow::Result<
 /// is tokio's current-thread runtime: the multi-thread one would run the same tasks on one
 /// worker thread with its work-stealing bookkeeping around every wake-up, and the instance's
 /// own future on the main thread beside it; on the miss stream that cost about 3 % of our CPU
-/// (README, "The runtime of one worker").
+/// (docs/performance.md, "The runtime of one worker").
 fn serve(config: Config, options: Options, stop: &StopRequests) -> anyhow::Result<()> {
     let workers = config.worker_count();
     let mut builder = if workers == 1 {

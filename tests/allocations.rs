@@ -172,7 +172,7 @@ const TIMING_ALLOWANCE: f64 = 1.0;
 
 fn assert_within_budget(allocated: u64, per_name: u64, upstream: &str) {
     let average = allocated as f64 / COUNTED as f64;
-    // Shown with --nocapture: the figures the README quotes.
+    // Shown with --nocapture: the figures docs/performance.md quotes.
     println!("{average:.2} allocations per name over {upstream} upstreams, budgeted {per_name}");
     assert!(
         average <= per_name as f64 + TIMING_ALLOWANCE,
