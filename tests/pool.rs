@@ -16,14 +16,23 @@ use common::{
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 
-/// A forwarder sending zone `example.` over TCP to `upstream`, without a cache, with `pool`
-/// (YAML lines under `pool:`) and `extra` zone keys.
-async fn forwarder(upstream: SocketAddr, pool: &str, extra: &str) -> Forwarder {
+/// A [`SerialTcp`] upstream with `options`, answering from a wildcard zone `example.` (the
+/// authority behind it, kept alive with it), and a forwarder sending the zone to it over TCP,
+/// without a cache, with `pool` (YAML lines under `pool:`) and `extra` zone keys.
+async fn behind_serial_tcp(
+    options: SerialTcpOptions,
+    pool: &str,
+    extra: &str,
+) -> (SerialTcp, Forwarder, Authority) {
+    let authority = Authority::start(&[("example.", WILDCARD_ZONE)]).await;
+    let upstream = SerialTcp::start(authority.addr, options).await;
     let pool: String = pool.lines().map(|line| format!("      {line}\n")).collect();
-    Forwarder::start(&format!(
-        "zones:\n  - name: example\n    upstreams: [\"{upstream}\"]\n    transport: tcp\n    cache:\n      enabled: false\n{extra}    pool:\n{pool}"
+    let forwarder = Forwarder::start(&format!(
+        "zones:\n  - name: example\n    upstreams: [\"{}\"]\n    transport: tcp\n    cache:\n      enabled: false\n{extra}    pool:\n{pool}",
+        upstream.addr
     ))
-    .await
+    .await;
+    (upstream, forwarder, authority)
 }
 
 fn pool_metric(
@@ -42,9 +51,12 @@ fn pool_metric(
 /// and every query answered with the upstream's data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_queries_use_at_most_max_connections() {
-    let authority = Authority::start(&[("example.", WILDCARD_ZONE)]).await;
-    let upstream = SerialTcp::start(authority.addr, SerialTcpOptions::default()).await;
-    let forwarder = forwarder(upstream.addr, "max_connections: 4\nmax_inflight: 32\n", "").await;
+    let (upstream, forwarder, _authority) = behind_serial_tcp(
+        SerialTcpOptions::default(),
+        "max_connections: 4\nmax_inflight: 32\n",
+        "",
+    )
+    .await;
 
     let answers = ask_all(forwarder.addr, 1000, "miss").await;
 
@@ -82,14 +94,12 @@ async fn a_thousand_concurrent_queries_use_at_most_max_connections() {
 /// rejection is counted by reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_answers_servfail_at_once_and_counts_why() {
-    let authority = Authority::start(&[("example.", WILDCARD_ZONE)]).await;
     let options = SerialTcpOptions {
         delay: Duration::from_secs(2),
         ..SerialTcpOptions::default()
     };
-    let upstream = SerialTcp::start(authority.addr, options).await;
-    let forwarder = forwarder(
-        upstream.addr,
+    let (upstream, forwarder, _authority) = behind_serial_tcp(
+        options,
         "max_connections: 1\nmax_inflight: 1\nqueue:\n  capacity: 2\n  timeout: 300ms\n",
         "    timeout: 4s\n    deadline: 5s\n",
     )
@@ -149,9 +159,8 @@ where
     F: Fn(SocketAddr, usize) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let authority = Authority::start(&[("example.", WILDCARD_ZONE)]).await;
-    let upstream = SerialTcp::start(authority.addr, options).await;
-    let forwarder = forwarder(upstream.addr, "max_connections: 1\nmax_inflight: 32\n", "").await;
+    let (upstream, forwarder, _authority) =
+        behind_serial_tcp(options, "max_connections: 1\nmax_inflight: 32\n", "").await;
     let mut stalled = 0;
     for round in 0..40 {
         let started = tokio::time::Instant::now();
@@ -215,17 +224,65 @@ async fn an_answer_written_apart_from_its_length_does_not_wait_for_a_delayed_ack
     );
 }
 
+/// The pool's only connection goes silent (a backend gone behind the Service IP, no reset):
+/// when a query's whole timeout passes with nothing read on it, the connection is closed and
+/// counted, and the query is asked again over a new connection within its deadline. Kept, the
+/// connection would take every query until `max_age` and each would end SERVFAIL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_silent_for_a_whole_timeout_is_replaced() {
+    let options = SerialTcpOptions {
+        silent_connections: 1,
+        ..SerialTcpOptions::default()
+    };
+    let (upstream, forwarder, _authority) = behind_serial_tcp(
+        options,
+        "max_connections: 1\nmax_inflight: 32\n",
+        "    timeout: 300ms\n    deadline: 3s\n",
+    )
+    .await;
+
+    for i in 0..5 {
+        let name = format!("silent{i}.example.");
+        let answer = udp_query(forwarder.addr, &query(&name, RecordType::A, None)).await;
+        assert_eq!(
+            answer.metadata.response_code,
+            ResponseCode::NoError,
+            "{name}"
+        );
+        assert_eq!(addresses(&answer), vec![Ipv4Addr::new(192, 0, 2, 7)]);
+    }
+
+    assert_eq!(
+        upstream.accepted(),
+        2,
+        "the silent connection and its replacement"
+    );
+    let unresponsive = [("reason", "unresponsive")];
+    let closed = "nodelocaldns_pool_closed_total";
+    assert_eq!(
+        pool_metric(&forwarder, closed, upstream.addr, &unresponsive),
+        1.0
+    );
+    assert_eq!(
+        forwarder.metric(
+            "nodelocaldns_upstream_failures_total",
+            &[("reason", "timeout")]
+        ),
+        1.0,
+        "only the first try went into the silent connection"
+    );
+}
+
 /// The upstream closes each connection after 3 queries and drops what was pipelined behind
 /// them: those queries go again over a new connection and every client gets its answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_on_a_connection_the_server_closes_are_retried() {
-    let authority = Authority::start(&[("example.", WILDCARD_ZONE)]).await;
     let options = SerialTcpOptions {
         close_after: Some(3),
         ..SerialTcpOptions::default()
     };
-    let upstream = SerialTcp::start(authority.addr, options).await;
-    let forwarder = forwarder(upstream.addr, "max_connections: 1\nmax_inflight: 2\n", "").await;
+    let (upstream, forwarder, _authority) =
+        behind_serial_tcp(options, "max_connections: 1\nmax_inflight: 2\n", "").await;
 
     let answers = ask_all(forwarder.addr, 30, "closing").await;
 
@@ -263,9 +320,8 @@ async fn queries_on_a_connection_the_server_closes_are_retried() {
 /// `idle_timeout`, and the next query opens a new one.
 #[tokio::test]
 async fn idle_connections_are_reused_then_closed() {
-    let authority = Authority::start(&[("example.", WILDCARD_ZONE)]).await;
-    let upstream = SerialTcp::start(authority.addr, SerialTcpOptions::default()).await;
-    let forwarder = forwarder(upstream.addr, "idle_timeout: 1s\n", "").await;
+    let (upstream, forwarder, _authority) =
+        behind_serial_tcp(SerialTcpOptions::default(), "idle_timeout: 1s\n", "").await;
     let connects = || {
         pool_metric(
             &forwarder,
@@ -321,10 +377,8 @@ async fn idle_connections_are_reused_then_closed() {
 /// retires one that old (so connections spread over the backends behind a Service IP).
 #[tokio::test]
 async fn connections_are_recycled_by_query_count_and_age() {
-    let authority = Authority::start(&[("example.", WILDCARD_ZONE)]).await;
-    let upstream = SerialTcp::start(authority.addr, SerialTcpOptions::default()).await;
-    let forwarder = forwarder(
-        upstream.addr,
+    let (upstream, forwarder, _authority) = behind_serial_tcp(
+        SerialTcpOptions::default(),
         "max_queries_per_connection: 3\nmax_age: 500ms\nidle_timeout: 10s\n",
         "",
     )

@@ -12,7 +12,7 @@
 //! | `nodelocaldns_pool_connects_total` | `upstream` | TCP connections opened |
 //! | `nodelocaldns_pool_connect_errors_total` | `upstream` | TCP connects that failed or timed out |
 //! | `nodelocaldns_pool_queries_per_connection` | `upstream` | queries a TCP connection carried before it closed |
-//! | `nodelocaldns_pool_closed_total` | `upstream`, `reason` | TCP connections closed: `idle`, `max_queries`, `max_age`, `server` (closed or reset by the upstream), `error`, `retired` (its config was replaced, or the server stopped) |
+//! | `nodelocaldns_pool_closed_total` | `upstream`, `reason` | TCP connections closed: `idle`, `max_queries`, `max_age`, `server` (closed or reset by the upstream), `error`, `retired` (its config was replaced, or the server stopped), `unresponsive` (nothing read for a whole query timeout) |
 //! | `nodelocaldns_upstream_retries_total` | `upstream` | queries sent again because their connection closed before the answer |
 //! | `coredns_forward_requests_total` | `to` | queries sent to the upstream (pre-1.11 CoreDNS name) |
 //! | `coredns_forward_responses_total` | `to`, `rcode` | answers received from the upstream |
@@ -59,16 +59,19 @@ pub enum CloseReason {
     /// The pool's config was replaced by a reload (and its last query ended), or the server
     /// stopped.
     Retired,
+    /// A query's whole timeout passed with nothing read on the connection.
+    Unresponsive,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 6] = [
+    const ALL: [CloseReason; 7] = [
         CloseReason::Idle,
         CloseReason::MaxQueries,
         CloseReason::MaxAge,
         CloseReason::Server,
         CloseReason::Error,
         CloseReason::Retired,
+        CloseReason::Unresponsive,
     ];
 
     fn label(self) -> &'static str {
@@ -79,6 +82,7 @@ impl CloseReason {
             CloseReason::Server => "server",
             CloseReason::Error => "error",
             CloseReason::Retired => "retired",
+            CloseReason::Unresponsive => "unresponsive",
         }
     }
 }
@@ -97,7 +101,7 @@ pub struct UpstreamHandles {
     pub connects: IntCounter,
     pub connect_errors: IntCounter,
     pub queries_per_connection: Histogram,
-    closed: [IntCounter; 6],
+    closed: [IntCounter; 7],
     pub retries: IntCounter,
     pub max_concurrent_rejects: IntCounter,
     pub forward_requests: IntCounter,

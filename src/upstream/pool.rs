@@ -6,7 +6,8 @@
 //! connection opens only while every open one is busy and the bound allows. A connection is
 //! closed when it has been idle for exactly `idle_timeout`, when it has carried
 //! `max_queries_per_connection` or reached `max_age` (it drains first), and at once when the
-//! server closes or resets it: its outstanding queries then go once more over another
+//! server closes or resets it, or leaves it silent for a whole query timeout (see
+//! `Overdue::Unresponsive`): its outstanding queries then go once more over another
 //! connection if their deadline allows.
 //!
 //! Each connection is a task owned by the server's [`Tasks`], and the pools of one config end
@@ -149,6 +150,9 @@ struct Request {
     flags: UpstreamFlags,
     udp_size: u16,
     deadline: Instant,
+    /// Handed over with most of its time left: its expiry unanswered can tell a silent
+    /// connection.
+    telling: bool,
     reply: Reply,
 }
 
@@ -248,9 +252,13 @@ impl Pool {
         let deadline = Instant::now() + timeout;
         let mut reply = SpareReply::take(self);
         let mut retried = false;
+        // A query handed over with most of its time left tells, if it expires unanswered,
+        // that its connection went silent (see `Overdue::Unresponsive`); a retry late in its
+        // time says little about the connection it lands on.
+        let mut telling = true;
         loop {
             if !self
-                .submit(question, flags, udp_size, deadline, &mut reply)
+                .submit(question, flags, udp_size, deadline, telling, &mut reply)
                 .await
             {
                 return Err(ExchangeError::Timeout(timeout));
@@ -262,7 +270,13 @@ impl Pool {
                 Ok(Ok(answer)) => return Ok(answer),
                 // A dropped reply means the connection went away without a word: also closed.
                 Ok(Err(Failure::Closed)) | Err(_) if !retried => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    // Its connection dropped it for its deadline: asking again is too late.
+                    if left.is_zero() {
+                        return Err(ExchangeError::Timeout(timeout));
+                    }
                     retried = true;
+                    telling = left >= timeout / 2;
                     self.metrics.retries.inc();
                 }
                 Ok(Err(Failure::Closed)) | Err(_) => return Err(ExchangeError::Closed),
@@ -280,6 +294,7 @@ impl Pool {
         flags: UpstreamFlags,
         udp_size: u16,
         deadline: Instant,
+        telling: bool,
         reply: &mut SpareReply<'_>,
     ) -> bool {
         loop {
@@ -292,6 +307,7 @@ impl Pool {
                 flags,
                 udp_size,
                 deadline,
+                telling,
                 reply: reply.sender(),
             };
             if self.assign(request) {
@@ -485,6 +501,24 @@ struct Outstanding {
     question: Question,
     deadline: Instant,
     reply: Reply,
+    /// The connection's count of reads when the query was written, if the query came with
+    /// most of its time left: still the same at its deadline means the connection said
+    /// nothing in all that time.
+    reads_when_written: Option<u64>,
+}
+
+/// What dropping the queries past their deadline found, the gravest last.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Overdue {
+    None,
+    Expired,
+    /// A query reached its deadline with nothing read on the connection since it was written,
+    /// and nothing waiting to be read. The connection is presumed dead: typically a backend
+    /// that went away behind a Service IP without a reset, whose established connection stays
+    /// pinned to it by conntrack while new ones reach live backends. Kept, it would take its
+    /// share of queries into the void until `max_age`; CoreDNS's forward closes a connection
+    /// on any read timeout for the same reason.
+    Unresponsive,
 }
 
 /// The task of one connection: connect, then serve until a close condition.
@@ -520,6 +554,7 @@ async fn run_connection(pool: Arc<Pool>, id: u64, mut requests: mpsc::UnboundedR
         outstanding: HashMap::default(),
         expiries: BinaryHeap::new(),
         queries: 0,
+        reads: 0,
     };
     let reason = connection.serve(stream, &mut requests).await;
     pool.remove(id);
@@ -551,6 +586,13 @@ fn acknowledge_now(stream: &TcpStream) {
     let _ = socket2::SockRef::from(stream).set_tcp_quickack(true);
 }
 
+/// Whether the connection has bytes (or its end) waiting to be read: an answer that came
+/// just as the timer fired, which the select had not yet taken.
+fn has_unread(stream: &TcpStream) -> bool {
+    let mut byte = [std::mem::MaybeUninit::uninit()];
+    socket2::SockRef::from(stream).peek(&mut byte).is_ok()
+}
+
 /// A connected connection's state, owned by its task.
 struct Live<'a> {
     pool: &'a Pool,
@@ -563,6 +605,9 @@ struct Live<'a> {
     /// until popped and are skipped then).
     expiries: BinaryHeap<Reverse<(Instant, u16)>>,
     queries: u64,
+    /// Reads that returned bytes, to tell a connection that answers slowly from one that
+    /// answers nothing.
+    reads: u64,
 }
 
 impl Live<'_> {
@@ -625,6 +670,7 @@ impl Live<'_> {
                     // End of stream, a half-close or a reset: nothing more will come.
                     Ok(0) | Err(_) => return CloseReason::Server,
                     Ok(_) => {
+                        self.reads += 1;
                         let mut ended = false;
                         while let Some(frame) = frames.next_frame() {
                             ended |= self.answer(frame);
@@ -644,7 +690,14 @@ impl Live<'_> {
                         self.pool.stop_accepting(self.id);
                         retiring = Some(CloseReason::MaxAge);
                     }
-                    let expired = next_expiry.is_some_and(|at| at <= now) && self.expire(now);
+                    let overdue = match next_expiry {
+                        Some(at) if at <= now => self.expire(now, reader.as_ref()),
+                        _ => Overdue::None,
+                    };
+                    if overdue == Overdue::Unresponsive {
+                        return CloseReason::Unresponsive;
+                    }
+                    let expired = overdue == Overdue::Expired;
                     if idle_at.is_some_and(|at| at <= now) {
                         if self.pool.close_if_idle(self.id) {
                             return CloseReason::Idle;
@@ -687,6 +740,7 @@ impl Live<'_> {
             flags,
             udp_size,
             deadline,
+            telling,
             reply,
         } = request;
         let length_at = batch.len();
@@ -704,6 +758,7 @@ impl Live<'_> {
                 question,
                 deadline,
                 reply,
+                reads_when_written: telling.then_some(self.reads),
             },
         );
     }
@@ -744,20 +799,28 @@ impl Live<'_> {
         }
     }
 
-    /// Drops queries whose deadline has passed (their askers have given up); true if any.
-    fn expire(&mut self, now: Instant) -> bool {
-        let mut any = false;
+    /// Drops queries whose deadline has passed (their askers have given up), and tells
+    /// whether the connection has gone silent on them.
+    fn expire(&mut self, now: Instant, stream: &TcpStream) -> Overdue {
+        let mut overdue = Overdue::None;
         while let Some(Reverse((at, id))) = self.expiries.peek().copied() {
             if at > now {
                 break;
             }
             self.expiries.pop();
-            if self.outstanding.get(&id).is_some_and(|o| o.deadline == at) {
-                self.outstanding.remove(&id);
+            // The query this deadline was set for, unless it was answered (its ID may carry a
+            // later query by now).
+            let due = self.outstanding.get(&id).is_some_and(|o| o.deadline == at);
+            if let Some(expired) = due.then(|| self.outstanding.remove(&id)).flatten() {
                 self.pool.finished(self.id);
-                any = true;
+                let silent = expired.reads_when_written == Some(self.reads) && !has_unread(stream);
+                overdue = overdue.max(if silent {
+                    Overdue::Unresponsive
+                } else {
+                    Overdue::Expired
+                });
             }
         }
-        any
+        overdue
     }
 }

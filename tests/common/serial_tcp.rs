@@ -26,6 +26,9 @@ pub struct SerialTcpOptions {
     pub delay: Duration,
     /// Writes each answer's two-byte length and its message apart, in two writes.
     pub split_writes: bool,
+    /// The first this many connections read queries and never answer, nor close: a backend
+    /// that went away behind a Service IP, whose connection conntrack keeps pinned to it.
+    pub silent_connections: usize,
 }
 
 impl Default for SerialTcpOptions {
@@ -35,6 +38,7 @@ impl Default for SerialTcpOptions {
             close_after: None,
             delay: Duration::ZERO,
             split_writes: false,
+            silent_connections: 0,
         }
     }
 }
@@ -100,12 +104,16 @@ async fn accept_loop(
         let Ok((stream, _)) = listener.accept().await else {
             return;
         };
-        counts.accepted.fetch_add(1, Ordering::SeqCst);
+        let index = counts.accepted.fetch_add(1, Ordering::SeqCst);
         let open = counts.open.fetch_add(1, Ordering::SeqCst) + 1;
         counts.peak.fetch_max(open, Ordering::SeqCst);
         let (options, counts) = (options.clone(), counts.clone());
         tokio::spawn(async move {
-            serve(stream, authority, &options, &counts).await;
+            if index < options.silent_connections {
+                swallow(stream).await;
+            } else {
+                serve(stream, authority, &options, &counts).await;
+            }
             counts.open.fetch_sub(1, Ordering::SeqCst);
             drop(permit);
         });
@@ -143,6 +151,11 @@ async fn serve(
             return;
         }
     }
+}
+
+/// Reads queries until the client goes away, and answers none.
+async fn swallow(mut stream: TcpStream) {
+    while read_frame(&mut stream).await.is_some() {}
 }
 
 async fn ask(authority: SocketAddr, query: &[u8]) -> Option<Vec<u8>> {
