@@ -792,11 +792,17 @@ impl Live<'_> {
     /// set for a query still waiting rather than waking once per query answered.
     fn forget_answered(&mut self) {
         while let Some(Reverse((at, id))) = self.expiries.peek().copied() {
-            if self.outstanding.get(&id).is_some_and(|o| o.deadline == at) {
+            if self.still_waiting(id, at) {
                 break;
             }
             self.expiries.pop();
         }
+    }
+
+    /// Whether the query the deadline `at` was set for, under `id`, is still unanswered (the
+    /// ID may carry a later query by now, with a deadline of its own).
+    fn still_waiting(&self, id: u16, at: Instant) -> bool {
+        self.outstanding.get(&id).is_some_and(|o| o.deadline == at)
     }
 
     /// Drops queries whose deadline has passed (their askers have given up), and tells
@@ -808,18 +814,19 @@ impl Live<'_> {
                 break;
             }
             self.expiries.pop();
-            // The query this deadline was set for, unless it was answered (its ID may carry a
-            // later query by now).
-            let due = self.outstanding.get(&id).is_some_and(|o| o.deadline == at);
-            if let Some(expired) = due.then(|| self.outstanding.remove(&id)).flatten() {
-                self.pool.finished(self.id);
-                let silent = expired.reads_when_written == Some(self.reads) && !has_unread(stream);
-                overdue = overdue.max(if silent {
-                    Overdue::Unresponsive
-                } else {
-                    Overdue::Expired
-                });
+            if !self.still_waiting(id, at) {
+                continue;
             }
+            let Some(expired) = self.outstanding.remove(&id) else {
+                continue;
+            };
+            self.pool.finished(self.id);
+            let silent = expired.reads_when_written == Some(self.reads) && !has_unread(stream);
+            overdue = overdue.max(if silent {
+                Overdue::Unresponsive
+            } else {
+                Overdue::Expired
+            });
         }
         overdue
     }
