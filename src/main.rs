@@ -8,7 +8,7 @@ use tracing_subscriber::EnvFilter;
 
 use nodelocal_dns::config::Config;
 use nodelocal_dns::instance::{self, Options, StopRequests};
-use nodelocal_dns::node::NodeSetup;
+use nodelocal_dns::node::{Backend, DivertSpec, NodeSetup, ServiceEndpoints};
 use nodelocal_dns::nodecache;
 use nodelocal_dns::nodecache::{self as corefile, NodeCacheArgs};
 
@@ -68,6 +68,19 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Print the rules `run` would install on this node (the config's `node:` section, or a
+    /// node-cache command line), without installing them: the `nft` table or the `iptables`
+    /// commands, and whether the link-local fallback is armed.
+    ///
+    /// `nodelocal-dns rules --config node.yaml` or `nodelocal-dns rules -localip 169.254.20.10`.
+    Rules {
+        /// YAML config file with a `node:` section.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// node-cache's flags instead of a config file, as in the DaemonSet's args.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        flags: Vec<String>,
+    },
     /// Remove node-cache's iptables rules and the local IPs, and the interface when it is a
     /// dummy link left without addresses.
     Teardown {
@@ -94,6 +107,7 @@ fn main() -> std::process::ExitCode {
         Command::Translate { flags } => translate(&flags),
         Command::Setup { config } => node_command(&config, false),
         Command::Teardown { config } => node_command(&config, true),
+        Command::Rules { config, flags } => print_rules(config.as_deref(), &flags),
         Command::DefaultConfig => {
             print!("{}", nodelocal_dns::config::EMBEDDED_DEFAULT);
             Ok(())
@@ -183,6 +197,38 @@ fn node_command(config_path: &std::path::Path, teardown: bool) -> anyhow::Result
             )),
         }
     })
+}
+
+/// `rules`: what the node rules of a config or a node-cache command line are, installed nowhere.
+fn print_rules(config_path: Option<&std::path::Path>, flags: &[String]) -> anyhow::Result<()> {
+    let config = match (config_path, flags.is_empty()) {
+        (Some(path), true) => Config::load(path)?,
+        (None, false) => {
+            NodeCacheArgs::parse(flags)?
+                .to_config(false)?
+                .translation
+                .config
+        }
+        _ => anyhow::bail!("give either --config FILE or node-cache's flags (-localip ...)"),
+    };
+    let node = &config.node;
+    if !node.setup_iptables {
+        println!("# node.setup_iptables is false (-setupiptables=false): no rules");
+        return Ok(());
+    }
+    let backend = Backend::choose(node.backend)?;
+    let endpoints = ServiceEndpoints::fixed(&node.fallback.endpoints);
+    print!(
+        "{}",
+        nodelocal_dns::node::describe(backend, &DivertSpec::from_config(node), &endpoints)
+    );
+    if let Some(service) = &node.fallback.service {
+        println!(
+            "# while running, the fallback follows the ready endpoints of Service {service} \
+             (its EndpointSlices)"
+        );
+    }
+    Ok(())
 }
 
 fn init_logging(log_level: &str) -> anyhow::Result<()> {

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::netns::Netns;
-use nodelocal_dns::node::rules::{Rule, node_cache_rules};
+use nodelocal_dns::config::node::NodeConfig;
+use nodelocal_dns::node::iptables::{Rule, rules};
+use nodelocal_dns::node::{Backend, DivertSpec, ServiceEndpoints, nftables};
 
 const BIN: &str = env!("CARGO_BIN_EXE_nodelocal-dns");
 const LOCAL_IP: &str = "169.254.20.10";
@@ -37,7 +39,21 @@ fn node_config(link: &str, extra: &str) -> String {
 
 fn expected_rules() -> Vec<Rule> {
     let ip: IpAddr = LOCAL_IP.parse().expect("an IP");
-    node_cache_rules(&[ip], 53, 8080)
+    rules_for(&[ip])
+}
+
+/// Our iptables rules for `local_ips` with the default ports: node-cache's 12 per IP, and the
+/// fallback jumps of the link-local ones.
+fn rules_for(local_ips: &[IpAddr]) -> Vec<Rule> {
+    rules(&DivertSpec::from_config(&NodeConfig {
+        local_ips: local_ips.to_vec(),
+        ..NodeConfig::default()
+    }))
+}
+
+/// How many lines of `iptables-save` hold our rules for [`LOCAL_IP`].
+fn rule_count() -> usize {
+    expected_rules().len()
 }
 
 /// Without a dummy driver `setup` fails saying what to do; with an existing link named in
@@ -92,15 +108,23 @@ fn setup_adds_exactly_the_rules_and_teardown_removes_only_them() {
 
     ns.ok(&[BIN, "setup", "--config", &config]);
     let rules = expected_rules();
-    assert_eq!(rules.len(), 12);
+    assert_eq!(
+        rules.len(),
+        14,
+        "node-cache's 12 and the fallback's 2 jumps"
+    );
     for rule in &rules {
         assert!(ns.has_rule(rule), "missing {rule}");
     }
-    assert_eq!(ns.our_rule_count(), 12, "exactly node-cache's rules, once");
+    assert_eq!(ns.our_rule_count(), rule_count(), "exactly our rules, once");
     assert!(ns.addresses("nl0").contains(&format!("{LOCAL_IP}/32")));
 
     ns.ok(&[BIN, "setup", "--config", &config]);
-    assert_eq!(ns.our_rule_count(), 12, "a second setup adds no duplicate");
+    assert_eq!(
+        ns.our_rule_count(),
+        rule_count(),
+        "a second setup adds no duplicate"
+    );
 
     ns.ok(&[BIN, "teardown", "--config", &config]);
     assert_eq!(ns.our_rule_count(), 0);
@@ -216,7 +240,10 @@ fn run_answers_on_the_local_ip_restores_rules_and_tears_down_on_exit() {
 
     let answer = answering(&ns, &mut server, LOCAL_IP);
     assert_eq!(answer, (0, Some("192.0.2.55".to_string())));
-    assert!(eventually(|| ns.our_rule_count() == 12), "rules installed");
+    assert!(
+        eventually(|| ns.our_rule_count() == rule_count()),
+        "rules installed"
+    );
 
     let removed = &expected_rules()[0];
     let mut delete = vec![
@@ -369,7 +396,7 @@ print(sent, answered)
     stop(&mut old, Duration::from_secs(15));
     assert_eq!(
         ns.our_rule_count(),
-        12,
+        rule_count(),
         "the exiting instance leaves the rules to the new one"
     );
     assert!(ns.addresses("nl0").contains(LOCAL_IP));
@@ -419,13 +446,17 @@ fn one_process_serves_and_sets_up_both_families() {
         .iter()
         .map(|ip| ip.parse().expect("an IP"))
         .collect();
-    let rules = node_cache_rules(&ips, 53, 8080);
-    assert_eq!(rules.len(), 24);
+    let rules = rules_for(&ips);
+    assert_eq!(
+        rules.len(),
+        26,
+        "12 per IP, and the link-local one's fallback jumps"
+    );
     assert!(
         eventually(|| rules.iter().all(|r| ns.has_rule(r))),
         "both families' rules"
     );
-    assert_eq!(ns.our_rule_count(), 24);
+    assert_eq!(ns.our_rule_count(), rules.len());
     assert!(ns.addresses("nl0").contains(LOCAL_IP6));
 
     stop(&mut server, Duration::from_secs(25));
@@ -457,7 +488,7 @@ fn an_exit_with_a_query_still_upstream_tears_down() {
     let config = write_config(dir.path(), &config);
     let mut server = instance(&ns, &config);
     assert!(
-        eventually(|| ns.our_rule_count() == 12),
+        eventually(|| ns.our_rule_count() == rule_count()),
         "serving: {}",
         server.report()
     );
@@ -485,7 +516,7 @@ fn teardown_is_bounded_while_the_config_reloads() {
     let config = write_config(dir.path(), &text);
     let mut server = instance(&ns, &config);
     assert_eq!(answering(&ns, &mut server, LOCAL_IP).0, 0);
-    assert!(eventually(|| ns.our_rule_count() == 12));
+    assert!(eventually(|| ns.our_rule_count() == rule_count()));
 
     for i in 0..20 {
         // A valid change, then an invalid one, again and again: reloads and failed reloads.
@@ -586,6 +617,7 @@ fn link_exists(ns: &Netns, link: &str) -> bool {
 /// lifecycle test.
 struct LifecycleNode {
     ns: Netns,
+    backend: Backend,
     link: &'static str,
     config: String,
     /// The same with `workers: 1`, which runs on tokio's current-thread runtime rather than
@@ -597,12 +629,17 @@ struct LifecycleNode {
 
 impl LifecycleNode {
     /// `None` (with a message) when not root.
-    fn new(tag: &str, lameduck: &str) -> Option<LifecycleNode> {
-        let ns = Netns::new(tag)?;
+    fn new(tag: &str, lameduck: &str, backend: Backend) -> Option<LifecycleNode> {
+        let ns = Netns::new(&format!("{tag}-{}", &backend.name()[..2]))?;
+        if !backend.is_installed() {
+            eprintln!("skipped: {} is not installed", backend.name());
+            return None;
+        }
         let upstream = dnsmasq_upstream(&ns);
         let link = lifecycle_link(&ns);
         let dir = tempfile::tempdir().expect("temp dir");
-        let text = node_config(link, &run_extra(lameduck));
+        let extra = format!("  backend: {}\n{}", backend.name(), run_extra(lameduck));
+        let text = node_config(link, &extra);
         let config = write_config(dir.path(), &text);
         let single_worker_config = write_config_as(
             dir.path(),
@@ -611,6 +648,7 @@ impl LifecycleNode {
         );
         Some(LifecycleNode {
             ns,
+            backend,
             link,
             config,
             single_worker_config,
@@ -623,9 +661,42 @@ impl LifecycleNode {
     fn serving(&self) -> Running {
         let mut server = exec_in(&self.ns, &self.config);
         assert_eq!(answering(&self.ns, &mut server, LOCAL_IP).0, 0);
-        assert!(eventually(|| self.ns.our_rule_count() == 12));
+        assert!(eventually(|| self.ns.our_rule_count() == self.rule_count()));
         server
     }
+
+    /// How many rules of ours the backend shows once all are in.
+    fn rule_count(&self) -> usize {
+        match self.backend {
+            Backend::Iptables => rule_count(),
+            Backend::Nftables => {
+                let ip: IpAddr = LOCAL_IP.parse().expect("an IP");
+                let spec = DivertSpec::from_config(&NodeConfig {
+                    local_ips: vec![ip],
+                    ..NodeConfig::default()
+                });
+                nftables::render(&spec, &ServiceEndpoints::default())
+                    .lines()
+                    .filter(|line| line.contains("NodeLocal DNS Cache"))
+                    .count()
+            }
+        }
+    }
+}
+
+/// Runs a lifecycle test on each backend, each in a namespace of its own.
+macro_rules! on_both_backends {
+    ($body:ident: $iptables:ident, $nftables:ident) => {
+        #[test]
+        fn $iptables() {
+            $body(Backend::Iptables);
+        }
+
+        #[test]
+        fn $nftables() {
+            $body(Backend::Nftables);
+        }
+    };
 }
 
 /// The node is as the test found it: no rule of ours, no local IP, no link of ours.
@@ -663,6 +734,8 @@ enum Moment {
     AllRules,
 }
 
+on_both_backends!(a_sigterm_at_any_moment_of_start_up_leaves_the_node_as_found: a_sigterm_at_any_moment_of_start_up_leaves_the_node_as_found_iptables, a_sigterm_at_any_moment_of_start_up_leaves_the_node_as_found_nftables);
+
 /// SIGTERM at any moment of start-up (kubelet sends it when a pod is deleted or a rollout
 /// moves on while the pod still starts) is a clean stop: the process exits 0 saying it stopped
 /// on SIGTERM, and no rule, address or link of ours is left, whether start-up had installed
@@ -670,9 +743,8 @@ enum Moment {
 /// line, still takes the default action; nothing has been done then.) Before the handlers were taken at the first line of `run`, a
 /// signal between the rules and the handler killed the process with every rule in place.
 /// Every other moment runs with `workers: 1`, on the current-thread runtime.
-#[test]
-fn a_sigterm_at_any_moment_of_start_up_leaves_the_node_as_found() {
-    let Some(node) = LifecycleNode::new("sigterm", "0s") else {
+fn a_sigterm_at_any_moment_of_start_up_leaves_the_node_as_found(backend: Backend) {
+    let Some(node) = LifecycleNode::new("sigterm", "0s", backend) else {
         return;
     };
     let (ns, link) = (&node.ns, node.link);
@@ -697,7 +769,7 @@ fn a_sigterm_at_any_moment_of_start_up_leaves_the_node_as_found() {
             }
             Moment::AddressUp => eventually(|| local_ip_count(ns) > 0),
             Moment::FirstRule => eventually(|| ns.our_rule_count() > 0),
-            Moment::AllRules => eventually(|| ns.our_rule_count() == 12),
+            Moment::AllRules => eventually(|| ns.our_rule_count() == node.rule_count()),
         };
         assert!(reached, "{moment:?} never came: {}", server.report());
         signal(&server, libc::SIGTERM);
@@ -733,10 +805,11 @@ fn a_sigterm_at_any_moment_of_start_up_leaves_the_node_as_found() {
     );
 }
 
+on_both_backends!(a_second_sigterm_cuts_the_lameduck_short_and_still_tears_down: a_second_sigterm_cuts_the_lameduck_short_and_still_tears_down_iptables, a_second_sigterm_cuts_the_lameduck_short_and_still_tears_down_nftables);
+
 /// A second SIGTERM during a long lameduck ends the wait at once, and still tears down.
-#[test]
-fn a_second_sigterm_cuts_the_lameduck_short_and_still_tears_down() {
-    let Some(node) = LifecycleNode::new("twice", "120s") else {
+fn a_second_sigterm_cuts_the_lameduck_short_and_still_tears_down(backend: Backend) {
+    let Some(node) = LifecycleNode::new("twice", "120s", backend) else {
         return;
     };
     let mut server = node.serving();
@@ -749,12 +822,13 @@ fn a_second_sigterm_cuts_the_lameduck_short_and_still_tears_down() {
     assert_as_found(&node.ns, node.link, &mut server, "after the second SIGTERM");
 }
 
+on_both_backends!(after_a_sigkill_the_next_start_adopts_the_rules_and_the_address: after_a_sigkill_the_next_start_adopts_the_rules_and_the_address_iptables, after_a_sigkill_the_next_start_adopts_the_rules_and_the_address_nftables);
+
 /// SIGKILL (an OOM kill) leaves everything in place with nobody to remove it. The next start
 /// adopts what it finds: exactly one copy of each rule and of the address while it serves, and
 /// its SIGTERM removes them all, the killed one's link included.
-#[test]
-fn after_a_sigkill_the_next_start_adopts_the_rules_and_the_address() {
-    let Some(node) = LifecycleNode::new("killed", "0s") else {
+fn after_a_sigkill_the_next_start_adopts_the_rules_and_the_address(backend: Backend) {
+    let Some(node) = LifecycleNode::new("killed", "0s", backend) else {
         return;
     };
     let ns = &node.ns;
@@ -762,15 +836,25 @@ fn after_a_sigkill_the_next_start_adopts_the_rules_and_the_address() {
     signal(&killed, libc::SIGKILL);
     let status = exit_status(&mut killed, Duration::from_secs(5));
     assert_eq!(status.code(), None, "killed, not exited");
-    assert_eq!(ns.our_rule_count(), 12, "a killed process removes nothing");
+    assert_eq!(
+        ns.our_rule_count(),
+        node.rule_count(),
+        "a killed process removes nothing"
+    );
     assert_eq!(local_ip_count(ns), 1);
 
     let mut next = node.serving();
     // Past the first periodic sync too (sync_interval 1s): still no duplicate.
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(ns.our_rule_count(), 12, "one copy of each rule");
-    for rule in &expected_rules() {
-        assert!(ns.has_rule(rule), "missing {rule}");
+    assert_eq!(
+        ns.our_rule_count(),
+        node.rule_count(),
+        "one copy of each rule"
+    );
+    if backend == Backend::Iptables {
+        for rule in &expected_rules() {
+            assert!(ns.has_rule(rule), "missing {rule}");
+        }
     }
     assert_eq!(local_ip_count(ns), 1, "one copy of the address");
 
@@ -783,18 +867,19 @@ fn after_a_sigkill_the_next_start_adopts_the_rules_and_the_address() {
     );
 }
 
+on_both_backends!(a_sigkill_at_any_moment_of_start_up_is_adopted_by_the_next_start: a_sigkill_at_any_moment_of_start_up_is_adopted_by_the_next_start_iptables, a_sigkill_at_any_moment_of_start_up_is_adopted_by_the_next_start_nftables);
+
 /// A SIGKILL at any moment of start-up (an OOM kill, a node drain's force) leaves whatever
 /// part of the setup was done, with nobody to remove it. The next start adopts that part,
 /// whatever it is: it serves with exactly one copy of each rule and of the address, and its
 /// exit leaves the node as it was before either ran.
-#[test]
-fn a_sigkill_at_any_moment_of_start_up_is_adopted_by_the_next_start() {
-    let Some(node) = LifecycleNode::new("killstart", "0s") else {
+fn a_sigkill_at_any_moment_of_start_up_is_adopted_by_the_next_start(backend: Backend) {
+    let Some(node) = LifecycleNode::new("killstart", "0s", backend) else {
         return;
     };
     let ns = &node.ns;
     let mut left_behind = Vec::new();
-    for ms in [3, 8, 15, 25, 40, 60, 90] {
+    for ms in [3, 8, 15, 25, 40, 60, 90, 150, 250] {
         let mut killed = exec_in(ns, &node.config);
         std::thread::sleep(Duration::from_millis(ms));
         signal(&killed, libc::SIGKILL);
@@ -804,7 +889,7 @@ fn a_sigkill_at_any_moment_of_start_up_is_adopted_by_the_next_start() {
         let mut next = node.serving();
         assert_eq!(
             ns.our_rule_count(),
-            12,
+            node.rule_count(),
             "after a SIGKILL at {ms} ms: one copy of each rule"
         );
         assert_eq!(

@@ -6,6 +6,7 @@
 //! | `/debug/cache?name=N[&type=T]` | the entries cached for N (T defaults to A: the A+AAAA pair) in every view: both halves, rcode, remaining TTL, hits |
 //! | `/debug/autopath?ip=A[&name=N]` | the pods of this node behind A, in any phase, and why autopath applies to A or not; with N, the search path walked for it |
 //! | `/debug/pool` | each zone's upstreams: healthy or skipped, failures by reason |
+//! | `/debug/rules` | the node rules as installed (nft ruleset or iptables commands), the backend, and whether the fallback is armed |
 //!
 //! Plain text, one fact per line; 400 for a bad parameter, 404 when there is nothing to show.
 //! Nothing here counts as a lookup or changes the cache's eviction order.
@@ -28,6 +29,7 @@ use crate::cache::PLAIN_VIEW;
 use crate::config::Config;
 use crate::kube::index::PodPhase;
 use crate::kube::{ClientMatch, PodIndex};
+use crate::node::RulesShown;
 use crate::observe::Metrics;
 use crate::responder::{CurrentResponder, Responder};
 use crate::wire::{Name, RType, Rcode};
@@ -43,6 +45,7 @@ pub struct Inspector {
     /// here would keep its upstream pools alive for ever).
     responder: Option<CurrentResponder>,
     pods: Option<Arc<PodIndex>>,
+    rules: Option<Arc<RulesShown>>,
 }
 
 /// A debug answer: status and text.
@@ -76,6 +79,7 @@ impl Inspector {
             autopath_zones,
             responder: None,
             pods: None,
+            rules: None,
         }
     }
 
@@ -94,6 +98,23 @@ impl Inspector {
     pub fn with_pods(mut self, pods: Option<Arc<PodIndex>>) -> Inspector {
         self.pods = pods;
         self
+    }
+
+    /// The node rules `/debug/rules` shows (none when the node is not set up).
+    pub fn with_rules(mut self, rules: Option<Arc<RulesShown>>) -> Inspector {
+        self.rules = rules;
+        self
+    }
+
+    /// `/debug/rules`.
+    pub fn rules_report(&self) -> Reply {
+        match &self.rules {
+            Some(rules) => (StatusCode::OK, rules.text()),
+            None => (
+                StatusCode::NOT_FOUND,
+                "node.setup_interface and node.setup_iptables are off: no node rules\n".into(),
+            ),
+        }
     }
 
     /// `/debug/cache?name=N[&type=T]`.
@@ -383,6 +404,7 @@ pub(super) fn routes(inspector: Arc<Inspector>) -> Router {
         .route("/debug/cache", get(cache))
         .route("/debug/autopath", get(autopath))
         .route("/debug/pool", get(pool))
+        .route("/debug/rules", get(rules))
         .with_state(inspector)
 }
 
@@ -398,4 +420,8 @@ async fn autopath(State(inspector): State<Arc<Inspector>>, Query(params): Params
 
 async fn pool(State(inspector): State<Arc<Inspector>>) -> String {
     inspector.pool_report()
+}
+
+async fn rules(State(inspector): State<Arc<Inspector>>) -> Reply {
+    inspector.rules_report()
 }

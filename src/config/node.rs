@@ -6,13 +6,17 @@
 //! | `node.setup_interface` | `false` | ensure the link `interface_name` (kind dummy) holds `local_ips` |
 //! | `node.interface_name` | `nodelocaldns` | the link; an existing link of any kind is used as it is (never deleted) |
 //! | `node.local_ips` | `[]` | addresses added to the link (/32, /128) and matched by the rules; IPv4 and IPv6 together (iptables and ip6tables rules per family; node-cache needs a process per family) |
-//! | `node.setup_iptables` | `false` | install node-cache's 12 NOTRACK/ACCEPT rules per local IP once the listeners are up |
+//! | `node.setup_iptables` | `false` | install the rules that divert DNS for the local IPs to us (node-cache's NOTRACK/ACCEPT rules, effective only while a socket of ours is bound) once the listeners are up |
+//! | `node.backend` | `auto` | how the rules are written: `iptables` (node-cache's rules), `nftables` (one table, `inet nodelocaldns`, in one transaction), or `auto` (nftables where kube-proxy runs in nftables mode, else iptables where the binary is, else nftables) |
+//! | `node.fallback.local_ips` | the link-local ones of `local_ips` | local IPs with no kube-proxy path behind them, whose queries are DNATed to kube-dns while no process of ours listens |
+//! | `node.fallback.endpoints` | `[]` | kube-dns endpoints (`IP:port`) to fall back to, fixed (a lab, or a cluster without the API) |
+//! | `node.fallback.service` | none | `namespace/name` of a Service whose EndpointSlices give the endpoints, watched while we run (node-cache's `-upstreamsvc` sets `kube-system/NAME`) |
 //! | `node.dns_port` | `53` | the DNS port of the rules |
 //! | `node.health_port` | `8080` | the health port of the rules (kubelet's liveness probe) |
 //! | `node.sync_interval` | `60s` | how often the link and the rules are checked and restored |
 //! | `node.skip_teardown` | `false` | leave the rules and the link in place on exit (two instances on one node) |
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -32,6 +36,52 @@ pub struct NodeConfig {
     #[serde(with = "duration")]
     pub sync_interval: Duration,
     pub skip_teardown: bool,
+    pub backend: RulesBackend,
+    pub fallback: FallbackConfig,
+}
+
+/// How the rules are written into the kernel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RulesBackend {
+    /// nftables where kube-proxy's nftables tables are, else iptables where the binary is.
+    #[default]
+    Auto,
+    Iptables,
+    Nftables,
+}
+
+impl RulesBackend {
+    /// The config value (`auto`, `iptables`, `nftables`).
+    pub fn name(self) -> &'static str {
+        match self {
+            RulesBackend::Auto => "auto",
+            RulesBackend::Iptables => "iptables",
+            RulesBackend::Nftables => "nftables",
+        }
+    }
+}
+
+/// Where queries to the local IPs go while no process of ours listens.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FallbackConfig {
+    /// The local IPs that get the fallback DNAT; `None` means the link-local ones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_ips: Option<Vec<IpAddr>>,
+    /// Fixed endpoints, used as they are.
+    pub endpoints: Vec<SocketAddr>,
+    /// `namespace/name` of the Service whose EndpointSlices are watched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+}
+
+impl FallbackConfig {
+    /// The Service as (namespace, name), when one is set and well formed.
+    pub fn service(&self) -> Option<(&str, &str)> {
+        let (namespace, name) = self.service.as_deref()?.split_once('/')?;
+        Some((namespace, name))
+    }
 }
 
 impl Default for NodeConfig {
@@ -45,6 +95,8 @@ impl Default for NodeConfig {
             health_port: 8080,
             sync_interval: Duration::from_secs(60),
             skip_teardown: false,
+            backend: RulesBackend::Auto,
+            fallback: FallbackConfig::default(),
         }
     }
 }
@@ -53,6 +105,21 @@ impl NodeConfig {
     /// Whether anything is done to the node.
     pub fn enabled(&self) -> bool {
         self.setup_interface || self.setup_iptables
+    }
+
+    /// The local IPs whose queries fall back to kube-dns by DNAT while we are gone: those
+    /// configured, else the link-local ones (no kube-proxy path exists for them; a ClusterIP
+    /// among the local IPs falls back through kube-proxy by itself).
+    pub fn fallback_ips(&self) -> Vec<IpAddr> {
+        match &self.fallback.local_ips {
+            Some(ips) => ips.clone(),
+            None => self
+                .local_ips
+                .iter()
+                .copied()
+                .filter(is_link_local)
+                .collect(),
+        }
     }
 
     /// Range and consistency checks. Returns (field under `node.`, message).
@@ -79,6 +146,45 @@ impl NodeConfig {
         if self.dns_port == 0 || self.health_port == 0 {
             return err("dns_port", "ports must be above 0".into());
         }
+        if self.backend != RulesBackend::Auto && !self.setup_iptables {
+            return err(
+                "backend",
+                format!(
+                    "{} is chosen but node.setup_iptables is false, so no rules are installed: \
+                     set setup_iptables: true, or leave backend out",
+                    self.backend.name()
+                ),
+            );
+        }
+        if let Some(ips) = &self.fallback.local_ips
+            && let Some(ip) = ips.iter().find(|ip| !self.local_ips.contains(ip))
+        {
+            return err(
+                "fallback.local_ips",
+                format!("{ip} is not one of node.local_ips"),
+            );
+        }
+        if let Some(service) = &self.fallback.service {
+            let valid = self.fallback.service().is_some_and(|(namespace, name)| {
+                !namespace.is_empty() && !name.is_empty() && !name.contains('/')
+            });
+            if !valid {
+                return err(
+                    "fallback.service",
+                    format!(
+                        "{service:?} is not namespace/name (e.g. kube-system/kube-dns-upstream)"
+                    ),
+                );
+            }
+        }
         Ok(())
+    }
+}
+
+/// 169.254.0.0/16 and fe80::/10: addresses no Service proxy serves.
+fn is_link_local(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(ip) => ip.is_link_local(),
+        IpAddr::V6(ip) => ip.is_unicast_link_local(),
     }
 }

@@ -8,14 +8,17 @@
 //!   4 admin HTTP       /health answers during start-up, /ready says what is missing
 //!   5 DNS listeners    UDP + TCP on every listen address
 //!   6 reload watch, loop check, pidfile
-//!   7 node rules       only now: they steer the node's DNS to listeners that are up
+//!   7 node rules       only now: they steer the node's DNS to listeners that are up;
+//!                      the watch of the fallback's kube-dns endpoints starts with them
 //! serve until a stop signal
 //! shutdown (whatever start got to, in reverse)
 //!   not ready -> lameduck -> drain the listeners -> stop background tasks
 //!   -> successor check -> rules and interface torn down -> pidfile, pod watch, HTTP
 //! ```
 //!
-//! The node is never left with rules and nobody listening: a stop signal at any moment of
+//! The node is never left with rules that divert to nobody. The rules themselves fail open
+//! (`crate::node::rules`): whatever instant this process dies at, SIGKILL included, pods'
+//! queries go to kube-dns. And a stop signal at any moment of
 //! start-up ends in the same shutdown as one while serving, and tears down whatever start had
 //! set up so far (unless another instance serves our address, which then keeps it). Node steps
 //! are never cut in half: a signal is taken between steps, so teardown always knows what the
@@ -38,7 +41,7 @@ use tracing::{error, info, warn};
 
 use crate::admin::{Endpoints, HttpServer, Inspector, Readiness};
 use crate::config::Config;
-use crate::kube::{PodIndex, PodWatch};
+use crate::kube::{EndpointWatch, PodIndex, PodWatch};
 use crate::node::{NodeSetup, NodeSync};
 use crate::observe::Metrics;
 use crate::responder::{CurrentResponder, Responder};
@@ -113,6 +116,8 @@ struct Instance {
     node: Option<NodeSetup>,
     /// The periodic re-check, which holds the node setup once the rules are in.
     sync: Option<NodeSync>,
+    /// The kube-dns endpoints the node rules fall back to (`node.fallback.service`).
+    fallback_watch: Option<EndpointWatch>,
     watch: Option<PodWatch>,
     readiness: Option<Arc<Readiness>>,
     tasks: Option<Tasks>,
@@ -139,6 +144,7 @@ impl Instance {
             metrics: Arc::new(Metrics::new()),
             node: None,
             sync: None,
+            fallback_watch: None,
             watch: None,
             readiness: None,
             tasks: None,
@@ -191,7 +197,8 @@ impl Instance {
             inspector: Some(Arc::new(
                 Inspector::new(config, self.metrics.clone())
                     .with_current(current.clone())
-                    .with_pods(pods),
+                    .with_pods(pods)
+                    .with_rules(self.node.as_ref().map(NodeSetup::shown)),
             )),
         };
         let http = HttpServer::start(&config.metrics, endpoints)
@@ -231,8 +238,17 @@ impl Instance {
         unless_stopped!(stop);
 
         if let Some(mut node) = self.node.take() {
-            node.sync(false).await;
-            self.sync = Some(NodeSync::start(node));
+            let endpoints = self.start_fallback_watch().await;
+            let errors = node.sync(false).await;
+            // Back in `self` first, so that the failed start's shutdown removes what was
+            // installed: a node never keeps half of the rules.
+            self.node = Some(node);
+            if let Some(missing) = errors.iter().find(|e| e.is_missing_feature()) {
+                anyhow::bail!("cannot install the node rules: {missing}");
+            }
+            if let Some(node) = self.node.take() {
+                self.sync = Some(NodeSync::start(node, endpoints));
+            }
         }
         Ok(Started::Serving)
     }
@@ -293,11 +309,46 @@ impl Instance {
         {
             let _ = std::fs::remove_file(path);
         }
+        if let Some(watch) = self.fallback_watch.take() {
+            watch.stop();
+        }
         if let Some(watch) = self.watch.take() {
             watch.stop();
         }
         if let Some(http) = self.http.take() {
             http.shutdown().await;
+        }
+    }
+
+    /// Starts the watch of `node.fallback.service`'s endpoints when the rules fall back to it.
+    /// Never fatal: without the API the fallback keeps `node.fallback.endpoints` (or is not
+    /// armed, which `nodelocaldns_node_fallback_endpoints` shows).
+    async fn start_fallback_watch(
+        &mut self,
+    ) -> Option<tokio::sync::watch::Receiver<crate::node::ServiceEndpoints>> {
+        let node = &self.config.node;
+        let (namespace, service) = node.fallback.service()?;
+        if !node.setup_iptables || node.fallback_ips().is_empty() {
+            return None;
+        }
+        match crate::kube::watch::client(&self.config.kubernetes).await {
+            Ok(client) => {
+                info!(
+                    namespace,
+                    service, "watching the fallback's kube-dns endpoints"
+                );
+                let (watch, endpoints) = EndpointWatch::start(client, namespace, service);
+                self.fallback_watch = Some(watch);
+                Some(endpoints)
+            }
+            Err(err) => {
+                warn!(
+                    "cannot watch {namespace}/{service}'s endpoints ({err}): the fallback uses \
+                     node.fallback.endpoints ({} configured)",
+                    node.fallback.endpoints.len()
+                );
+                None
+            }
         }
     }
 

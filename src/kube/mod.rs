@@ -15,6 +15,9 @@
 //! cluster_domain, wait_for_sync}` and `zones[].autopath`. RBAC: `list` and `watch` on pods,
 //! cluster-wide (the field selector limits it to this node).
 //!
+//! Fallback ([`endpoints`], failure 6): [`EndpointWatch`] publishes the upstream Service's ready
+//! kube-dns endpoints. RBAC: `list`, `watch` on `discovery.k8s.io` `endpointslices` in its namespace.
+//!
 //! | metric | labels | meaning |
 //! |---|---|---|
 //! | `nodelocaldns_autopath_applied_total` | | queries answered through autopath |
@@ -26,12 +29,14 @@
 //! | `nodelocaldns_kube_seconds_since_last_event` | | staleness of the watch |
 
 pub mod autopath;
+pub mod endpoints;
 pub mod index;
 pub mod watch;
 
 use thiserror::Error;
 
 pub use autopath::Autopath;
+pub use endpoints::{EndpointWatch, ServiceEndpoints};
 pub use index::{ClientMatch, ClientNamespace, PodIndex};
 pub use watch::PodWatch;
 

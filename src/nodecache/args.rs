@@ -11,13 +11,14 @@
 //! | `-setupinterface` | `true` | `node.setup_interface` |
 //! | `-interfacename` | `nodelocaldns` | `node.interface_name` |
 //! | `-setupiptables` | `true` | `node.setup_iptables` |
+//! | `-rulesbackend` | `auto` | `node.backend` (`auto`, `iptables`, `nftables`; ours, not node-cache's) |
 //! | `-syncinterval` | `60` | `node.sync_interval` (integer seconds, or a duration such as `30s`) |
 //! | `-skipteardown` | `false` | `node.skip_teardown` |
 //! | `-health-port` | `8080` | `node.health_port` |
 //! | `-basecorefile` | `/etc/coredns/Corefile.base` | the template rendered ([`super::render()`]) |
 //! | `-corefile`, `-conf` | `/etc/Corefile` | where the rendered Corefile is written (for people who read it) |
 //! | `-kubednscm` | `/etc/kube-dns` when it exists | the kube-dns ConfigMap directory |
-//! | `-upstreamsvc` | `kube-dns` | `$<SVC>_SERVICE_HOST` is `__PILLAR__CLUSTER__DNS__` |
+//! | `-upstreamsvc` | `kube-dns` | `$<SVC>_SERVICE_HOST` is `__PILLAR__CLUSTER__DNS__`; `node.fallback.service` is `kube-system/<SVC>` |
 //! | `-metrics-listen-address` | `0.0.0.0:9353` | node-cache's own `/metrics` (setup errors) |
 //! | `-prometheus-listen-address` | `:9253` | `__PROMETHEUS__ENDPOINT__` |
 //! | `-dns.port`, `-p` | `53` | port of blocks that name none, `node.dns_port` |
@@ -32,6 +33,7 @@ use thiserror::Error;
 
 use super::{self as corefile, CorefileError, KubeDnsConfig, RenderParams, TranslateOptions};
 use crate::config::Config;
+use crate::config::node::RulesBackend;
 
 /// The kube-dns ConfigMap mount node-cache uses when `-kubednscm` is empty.
 const DEFAULT_KUBE_DNS_DIR: &str = "/etc/kube-dns";
@@ -53,6 +55,7 @@ pub struct NodeCacheArgs {
     pub setup_interface: bool,
     pub interface_name: String,
     pub setup_iptables: bool,
+    pub rules_backend: RulesBackend,
     pub sync_interval: Duration,
     pub skip_teardown: bool,
     pub health_port: u16,
@@ -76,6 +79,7 @@ impl Default for NodeCacheArgs {
             setup_interface: true,
             interface_name: "nodelocaldns".into(),
             setup_iptables: true,
+            rules_backend: RulesBackend::Auto,
             sync_interval: Duration::from_secs(60),
             skip_teardown: false,
             health_port: 8080,
@@ -107,6 +111,7 @@ const BOOL_FLAGS: &[&str] = &[
 const VALUE_FLAGS: &[&str] = &[
     "localip",
     "interfacename",
+    "rulesbackend",
     "syncinterval",
     "health-port",
     "basecorefile",
@@ -120,6 +125,18 @@ const VALUE_FLAGS: &[&str] = &[
     "p",
     "pidfile",
 ];
+
+/// `-rulesbackend`: `auto`, `iptables` or `nftables`.
+fn parse_backend(value: &str) -> Result<RulesBackend, NodeCacheError> {
+    match value {
+        "auto" => Ok(RulesBackend::Auto),
+        "iptables" => Ok(RulesBackend::Iptables),
+        "nftables" => Ok(RulesBackend::Nftables),
+        _ => Err(NodeCacheError::Flag(format!(
+            "invalid value {value:?} for flag -rulesbackend: auto, iptables or nftables"
+        ))),
+    }
+}
 
 /// The flag name of a `-name[=value]` word, if it is a flag at all.
 fn flag_name(word: &str) -> Option<&str> {
@@ -204,6 +221,7 @@ impl NodeCacheArgs {
             match name {
                 "localip" => parsed.local_ip = value,
                 "interfacename" => parsed.interface_name = value,
+                "rulesbackend" => parsed.rules_backend = parse_backend(&value)?,
                 "syncinterval" => parsed.sync_interval = parse_sync_interval(&value)?,
                 "health-port" => parsed.health_port = parse_port(name, &value)?,
                 "basecorefile" => parsed.base_corefile = value.into(),
@@ -318,6 +336,10 @@ impl NodeCacheArgs {
         node.health_port = self.health_port;
         node.sync_interval = self.sync_interval;
         node.skip_teardown = self.skip_teardown;
+        node.backend = self.rules_backend;
+        // The Service whose endpoints node-cache forwards cluster.local to is kube-dns's: the
+        // place to send queries while no process of ours runs.
+        node.fallback.service = Some(format!("kube-system/{}", self.upstream_svc));
         // The same checks a native file gets, now with the node section filled in.
         let config =
             Config::from_yaml(&translation.config.to_yaml(), &source).map_err(|error| {

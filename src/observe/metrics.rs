@@ -32,6 +32,8 @@
 //! | `nodelocaldns_tasks` | `kind` | background tasks alive now: `refresh`, `connection` (pooled upstream TCP), `probe`, `loop_check` (see `crate::tasks`) |
 //! | `nodelocaldns_upstream_pools` | | upstream pools alive now: one per upstream address of the running config, plus an old config's until its last query ends |
 //! | `nodelocaldns_node_rules_restored_total` | | node rules, addresses or links found missing by a periodic sync and put back |
+//! | `nodelocaldns_node_rules_backend` | `backend` | 1 for the backend writing the node rules: `iptables` or `nftables` |
+//! | `nodelocaldns_node_fallback_endpoints` | | kube-dns endpoints the link-local IPs fall back to while no process of ours listens (0: the fallback is not armed) |
 //! | `coredns_nodecache_setup_errors_total` | `errortype` | node setup failures, node-cache's labels: `iptables`, `iptables_lock`, `interface_add`, `interface_check`, `configmap` |
 
 use super::upstream::UpstreamMetrics;
@@ -76,6 +78,8 @@ pub struct Metrics {
     pub kube_watch_restarts: IntCounterVec,
     pub kube_seconds_since_event: Gauge,
     pub node_rules_restored: IntCounter,
+    pub node_rules_backend: IntGaugeVec,
+    pub node_fallback_endpoints: IntGauge,
     pub setup_errors: IntCounterVec,
     pub upstream: UpstreamMetrics,
     pub loop_detected: IntGaugeVec,
@@ -213,6 +217,19 @@ impl Metrics {
                 "Node rules, addresses or links a periodic sync found missing and put back.",
             ),
         );
+        let node_rules_backend = gauge_vec(
+            "nodelocaldns_node_rules_backend",
+            "1 for the backend writing the node rules (iptables or nftables).",
+            &["backend"],
+        );
+        let node_fallback_endpoints = registered(
+            &registry,
+            IntGauge::new(
+                "nodelocaldns_node_fallback_endpoints",
+                "kube-dns endpoints the link-local IPs fall back to while no process of ours \
+                 listens (0: not armed).",
+            ),
+        );
         let setup_errors = counter(
             "coredns_nodecache_setup_errors_total",
             "The number of errors during periodic network setup for node-cache",
@@ -280,6 +297,8 @@ impl Metrics {
             kube_watch_restarts,
             kube_seconds_since_event,
             node_rules_restored,
+            node_rules_backend,
+            node_fallback_endpoints,
             setup_errors,
             upstream,
             loop_detected,

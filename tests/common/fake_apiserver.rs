@@ -1,8 +1,10 @@
-//! A Kubernetes API server for tests: just enough of `/api/v1/pods` for the real kube client
-//! and kube-runtime's watcher, over plain HTTP/1.1 on 127.0.0.1.
+//! A Kubernetes API server for tests: just enough of `/api/v1/pods` and of EndpointSlices for
+//! the real kube client and kube-runtime's watcher, over plain HTTP/1.1 on 127.0.0.1.
 //!
 //! - `GET /api/v1/pods?fieldSelector=spec.nodeName%3DNODE[&limit=..]`: a JSON `PodList` with
 //!   `metadata.resourceVersion`.
+//! - `GET /apis/discovery.k8s.io/v1/namespaces/NS/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3DSVC`:
+//!   the same for the slices of one Service (an `EndpointSliceList`).
 //! - `...&watch=true&resourceVersion=RV`: a chunked stream of newline-delimited watch events
 //!   (`ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK`) after RV; when RV is older than the history
 //!   kept ([`FakeApiServer::compact`]), a single `ERROR` event with a 410 `Status` (what a real
@@ -92,19 +94,190 @@ impl FakePod {
     }
 }
 
+/// An EndpointSlice of one Service, as the tests describe it.
+#[derive(Debug, Clone)]
+pub struct FakeEndpointSlice {
+    pub namespace: String,
+    pub name: String,
+    pub service: String,
+    /// (address, ready); the slice's `addressType` is the first address's family.
+    pub endpoints: Vec<(IpAddr, bool)>,
+    pub udp_port: u16,
+    pub tcp_port: u16,
+}
+
+impl FakeEndpointSlice {
+    /// A slice of `service` whose endpoints at `addresses` are ready, with kube-dns's ports
+    /// (`dns` UDP 53, `dns-tcp` TCP 53).
+    pub fn ready(
+        namespace: &str,
+        name: &str,
+        service: &str,
+        addresses: &[&str],
+    ) -> FakeEndpointSlice {
+        FakeEndpointSlice {
+            namespace: namespace.into(),
+            name: name.into(),
+            service: service.into(),
+            endpoints: addresses
+                .iter()
+                .map(|a| (a.parse().expect("a valid test IP"), true))
+                .collect(),
+            udp_port: 53,
+            tcp_port: 53,
+        }
+    }
+
+    /// Adds an endpoint whose `conditions.ready` is false.
+    pub fn not_ready(mut self, address: &str) -> FakeEndpointSlice {
+        self.endpoints
+            .push((address.parse().expect("a valid test IP"), false));
+        self
+    }
+
+    pub fn ports(mut self, udp: u16, tcp: u16) -> FakeEndpointSlice {
+        (self.udp_port, self.tcp_port) = (udp, tcp);
+        self
+    }
+
+    fn to_json(&self, resource_version: u64) -> Value {
+        let v6 = self.endpoints.first().is_some_and(|(ip, _)| ip.is_ipv6());
+        let endpoints: Vec<Value> = self
+            .endpoints
+            .iter()
+            .map(|(ip, ready)| {
+                json!({
+                    "addresses": [ip.to_string()],
+                    "conditions": { "ready": ready, "serving": ready, "terminating": false },
+                })
+            })
+            .collect();
+        json!({
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": self.name,
+                "namespace": self.namespace,
+                "uid": format!("uid-{}-{}", self.namespace, self.name),
+                "resourceVersion": resource_version.to_string(),
+                "labels": { SERVICE_NAME_LABEL: self.service },
+            },
+            "addressType": if v6 { "IPv6" } else { "IPv4" },
+            "endpoints": endpoints,
+            "ports": [
+                { "name": "dns", "protocol": "UDP", "port": self.udp_port },
+                { "name": "dns-tcp", "protocol": "TCP", "port": self.tcp_port },
+            ],
+        })
+    }
+}
+
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// An object the server holds.
+#[derive(Debug, Clone)]
+enum Object {
+    Pod(FakePod),
+    Slice(FakeEndpointSlice),
+}
+
+/// How an object is found: (kind, namespace, name).
+type Key = (&'static str, String, String);
+
+impl Object {
+    fn key(&self) -> Key {
+        match self {
+            Object::Pod(p) => ("Pod", p.namespace.clone(), p.name.clone()),
+            Object::Slice(s) => ("EndpointSlice", s.namespace.clone(), s.name.clone()),
+        }
+    }
+
+    fn to_json(&self, resource_version: u64) -> Value {
+        match self {
+            Object::Pod(p) => p.to_json(resource_version),
+            Object::Slice(s) => s.to_json(resource_version),
+        }
+    }
+
+    /// Whether a list or watch of `selection` includes this object.
+    fn selected_by(&self, selection: &Selection) -> bool {
+        match (self, selection) {
+            (Object::Pod(p), Selection::Pods { node }) => {
+                node.as_ref().is_none_or(|n| *n == p.node)
+            }
+            (Object::Slice(s), Selection::Slices { namespace, service }) => {
+                *namespace == s.namespace && service.as_ref().is_none_or(|n| *n == s.service)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What one list or watch request asks for.
+enum Selection {
+    Pods {
+        node: Option<String>,
+    },
+    Slices {
+        namespace: String,
+        service: Option<String>,
+    },
+}
+
+impl Selection {
+    /// The selection of a request, or `None` for a path this server does not serve.
+    fn of(path: &str, params: &BTreeMap<String, String>) -> Option<Selection> {
+        if path == "/api/v1/pods" {
+            let node = params
+                .get("fieldSelector")
+                .and_then(|f| f.strip_prefix("spec.nodeName="))
+                .map(str::to_string);
+            return Some(Selection::Pods { node });
+        }
+        let namespace = path
+            .strip_prefix("/apis/discovery.k8s.io/v1/namespaces/")?
+            .strip_suffix("/endpointslices")?;
+        let service = params
+            .get("labelSelector")
+            .and_then(|l| l.strip_prefix(SERVICE_NAME_LABEL)?.strip_prefix('='))
+            .map(str::to_string);
+        Some(Selection::Slices {
+            namespace: namespace.to_string(),
+            service,
+        })
+    }
+
+    /// The list's (apiVersion, kind).
+    fn list_type(&self) -> (&'static str, &'static str) {
+        match self {
+            Selection::Pods { .. } => ("v1", "PodList"),
+            Selection::Slices { .. } => ("discovery.k8s.io/v1", "EndpointSliceList"),
+        }
+    }
+}
+
 /// One watch event, as stored in the history and streamed.
 #[derive(Debug, Clone)]
 struct Change {
     resource_version: u64,
     kind: &'static str,
-    node: String,
-    object: Value,
+    /// The object as it was; `None` for a BOOKMARK, which every watch gets.
+    object: Option<Object>,
+    json: Value,
+}
+
+impl Change {
+    fn wanted_by(&self, selection: &Selection) -> bool {
+        self.object
+            .as_ref()
+            .is_none_or(|o| o.selected_by(selection))
+    }
 }
 
 #[derive(Default)]
 struct State {
     resource_version: u64,
-    pods: BTreeMap<(String, String), FakePod>,
+    objects: BTreeMap<Key, Object>,
     history: Vec<Change>,
     /// Watches from a resourceVersion below this get 410 Gone.
     oldest: u64,
@@ -181,40 +354,41 @@ impl FakeApiServer {
 
     /// Adds or replaces a pod (ADDED or MODIFIED).
     pub fn apply(&self, pod: FakePod) {
-        let mut state = self.lock();
-        let key = (pod.namespace.clone(), pod.name.clone());
-        let kind = if state.pods.contains_key(&key) {
-            "MODIFIED"
-        } else {
-            "ADDED"
-        };
-        state.resource_version += 1;
-        let rv = state.resource_version;
-        let change = Change {
-            resource_version: rv,
-            kind,
-            node: pod.node.clone(),
-            object: pod.to_json(rv),
-        };
-        state.pods.insert(key, pod);
-        self.record(&mut state, change);
+        self.put(Object::Pod(pod));
     }
 
     /// Deletes a pod (DELETED).
     pub fn delete(&self, namespace: &str, name: &str) {
+        self.remove(("Pod", namespace.into(), name.into()));
+    }
+
+    /// Adds or replaces an EndpointSlice (ADDED or MODIFIED).
+    pub fn apply_slice(&self, slice: FakeEndpointSlice) {
+        self.put(Object::Slice(slice));
+    }
+
+    /// Deletes an EndpointSlice (DELETED).
+    pub fn delete_slice(&self, namespace: &str, name: &str) {
+        self.remove(("EndpointSlice", namespace.into(), name.into()));
+    }
+
+    fn put(&self, object: Object) {
         let mut state = self.lock();
-        let Some(pod) = state.pods.remove(&(namespace.into(), name.into())) else {
-            return;
+        let key = object.key();
+        let kind = if state.objects.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
         };
-        state.resource_version += 1;
-        let rv = state.resource_version;
-        let change = Change {
-            resource_version: rv,
-            kind: "DELETED",
-            node: pod.node.clone(),
-            object: pod.to_json(rv),
-        };
-        self.record(&mut state, change);
+        state.objects.insert(key, object.clone());
+        self.record(&mut state, kind, Some(object));
+    }
+
+    fn remove(&self, key: Key) {
+        let mut state = self.lock();
+        if let Some(object) = state.objects.remove(&key) {
+            self.record(&mut state, "DELETED", Some(object));
+        }
     }
 
     /// Changes a pod without telling any watcher (as if the event was lost while the API
@@ -222,9 +396,15 @@ impl FakeApiServer {
     pub fn apply_unseen_and_compact(&self, pod: FakePod) {
         let mut state = self.lock();
         state.resource_version += 1;
-        state
-            .pods
-            .insert((pod.namespace.clone(), pod.name.clone()), pod);
+        let object = Object::Pod(pod);
+        state.objects.insert(object.key(), object);
+        drop(state);
+        self.compact();
+    }
+
+    /// Forgets the history: the next resumed watch gets 410 Gone and the watcher re-lists.
+    pub fn compact(&self) {
+        let mut state = self.lock();
         state.history.clear();
         state.oldest = state.resource_version;
     }
@@ -235,8 +415,8 @@ impl FakeApiServer {
         let change = Change {
             resource_version: state.resource_version,
             kind: "BOOKMARK",
-            node: String::new(),
-            object: json!({
+            object: None,
+            json: json!({
                 "apiVersion": "v1",
                 "kind": "Pod",
                 "metadata": { "resourceVersion": state.resource_version.to_string() },
@@ -256,7 +436,16 @@ impl FakeApiServer {
         (state.lists, state.watches)
     }
 
-    fn record(&self, state: &mut State, change: Change) {
+    /// Takes the next resourceVersion for a change of `object`, keeps it and streams it.
+    fn record(&self, state: &mut State, kind: &'static str, object: Option<Object>) {
+        state.resource_version += 1;
+        let rv = state.resource_version;
+        let change = Change {
+            resource_version: rv,
+            kind,
+            json: object.as_ref().map_or(Value::Null, |o| o.to_json(rv)),
+            object,
+        };
         state.history.push(change.clone());
         let _ = self.changes.send(Some(change));
     }
@@ -325,7 +514,7 @@ async fn connection(
             .filter_map(|kv| kv.split_once('='))
             .map(|(k, v)| (k.to_string(), percent_decode(v)))
             .collect();
-        if path != "/api/v1/pods" {
+        let Some(selection) = Selection::of(path, &params) else {
             let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
                 "status": "Failure", "reason": "NotFound", "code": 404})
             .to_string();
@@ -333,11 +522,7 @@ async fn connection(
                 return;
             }
             continue;
-        }
-        let node = params
-            .get("fieldSelector")
-            .and_then(|f| f.strip_prefix("spec.nodeName="))
-            .map(str::to_string);
+        };
         let watching = params.get("watch").is_some_and(|w| w == "true" || w == "1");
         if !watching {
             let body = {
@@ -345,14 +530,15 @@ async fn connection(
                 state.lists += 1;
                 let rv = state.resource_version;
                 let items: Vec<Value> = state
-                    .pods
+                    .objects
                     .values()
-                    .filter(|p| node.as_ref().is_none_or(|n| *n == p.node))
-                    .map(|p| p.to_json(rv))
+                    .filter(|o| o.selected_by(&selection))
+                    .map(|o| o.to_json(rv))
                     .collect();
+                let (api_version, kind) = selection.list_type();
                 json!({
-                    "apiVersion": "v1",
-                    "kind": "PodList",
+                    "apiVersion": api_version,
+                    "kind": kind,
                     "metadata": { "resourceVersion": rv.to_string() },
                     "items": items,
                 })
@@ -395,9 +581,7 @@ async fn connection(
             continue;
         }
         let mut sent = since;
-        let wanted =
-            |c: &Change| c.kind == "BOOKMARK" || node.as_ref().is_none_or(|n| *n == c.node);
-        for change in backlog.iter().filter(|c| wanted(c)) {
+        for change in backlog.iter().filter(|c| c.wanted_by(&selection)) {
             if write_event(&mut writer, change).await.is_err() {
                 return;
             }
@@ -409,7 +593,7 @@ async fn connection(
                     if change.kind != "BOOKMARK" && change.resource_version <= sent {
                         continue;
                     }
-                    if !wanted(&change) {
+                    if !change.wanted_by(&selection) {
                         continue;
                     }
                     if write_event(&mut writer, &change).await.is_err() {
@@ -434,7 +618,7 @@ async fn write_event(
 ) -> std::io::Result<()> {
     write_chunk(
         writer,
-        &json!({ "type": change.kind, "object": change.object }),
+        &json!({ "type": change.kind, "object": change.json }),
     )
     .await
 }

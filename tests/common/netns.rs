@@ -5,7 +5,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use nodelocal_dns::node::rules::Rule;
+use nodelocal_dns::node::iptables::Rule;
 
 /// A network namespace, deleted (with everything in it) on drop.
 pub struct Netns(String);
@@ -109,17 +109,20 @@ impl Netns {
         self.run(&args).status.success()
     }
 
-    /// Lines of `iptables-save` and `ip6tables-save` that are node-cache's rules.
+    /// Lines of `iptables-save` and `ip6tables-save` that are our rules, and rules of our
+    /// nftables table.
     pub fn our_rule_count(&self) -> usize {
-        ["iptables-save", "ip6tables-save"]
+        let nft = self.run(&["nft", "list", "table", "inet", "nodelocaldns"]);
+        let lines = |text: &str| {
+            text.lines()
+                .filter(|l| l.contains("NodeLocal DNS Cache"))
+                .count()
+        };
+        let iptables: usize = ["iptables-save", "ip6tables-save"]
             .iter()
-            .map(|save| {
-                self.ok(&[save])
-                    .lines()
-                    .filter(|l| l.contains("NodeLocal DNS Cache"))
-                    .count()
-            })
-            .sum()
+            .map(|save| lines(&self.ok(&[save])))
+            .sum();
+        iptables + lines(&String::from_utf8_lossy(&nft.stdout))
     }
 
     pub fn addresses(&self, link: &str) -> String {
