@@ -8,7 +8,7 @@ use std::process::Command;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Service, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use nodelocal_dns::config::{Config, env};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -237,7 +237,27 @@ fn the_configmap_is_a_valid_config_for_the_local_ips() {
 }
 
 #[test]
-fn rbac_grants_list_and_watch_of_pods_only() {
+fn rbac_grants_pods_cluster_wide_and_endpoint_slices_in_kube_system_only() {
+    let local: Role = one("deploy/serviceaccount.yaml", "Role");
+    assert_eq!(local.metadata.namespace.as_deref(), Some("kube-system"));
+    let local_rules = local.rules.unwrap_or_default();
+    assert_eq!(local_rules.len(), 1);
+    assert_eq!(
+        local_rules[0].api_groups,
+        Some(vec!["discovery.k8s.io".to_string()])
+    );
+    assert_eq!(
+        local_rules[0].resources,
+        Some(vec!["endpointslices".to_string()])
+    );
+    assert_eq!(
+        local_rules[0].verbs,
+        vec!["list".to_string(), "watch".to_string()]
+    );
+    let local_binding: RoleBinding = one("deploy/serviceaccount.yaml", "RoleBinding");
+    assert_eq!(local_binding.role_ref.name, "node-local-dns");
+    assert_eq!(local_binding.role_ref.kind, "Role");
+
     let role: ClusterRole = one("deploy/serviceaccount.yaml", "ClusterRole");
     let rules = role.rules.unwrap_or_default();
     assert_eq!(rules.len(), 1);
