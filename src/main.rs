@@ -178,7 +178,7 @@ fn node_command(config_path: &std::path::Path, teardown: bool) -> anyhow::Result
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let mut node = NodeSetup::new(&config.node, None)?;
+        let mut node = NodeSetup::new(&config.node, &config.listen, None)?;
         let errors = if teardown {
             node.teardown().await
         } else {
@@ -220,7 +220,11 @@ fn print_rules(config_path: Option<&std::path::Path>, flags: &[String]) -> anyho
     let endpoints = ServiceEndpoints::fixed(&node.fallback.endpoints);
     print!(
         "{}",
-        nodelocal_dns::node::describe(backend, &DivertSpec::from_config(node), &endpoints)
+        nodelocal_dns::node::describe(
+            backend,
+            &DivertSpec::for_listeners(node, &config.listen),
+            &endpoints
+        )
     );
     if let Some(service) = &node.fallback.service {
         println!(

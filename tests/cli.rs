@@ -390,3 +390,75 @@ async fn sigterm_while_upstream_is_slow(slow_delay: Duration, drain: &str) -> (M
     );
     (udp, tcp)
 }
+
+/// `rules` prints what a config or a node-cache command line would install, in the backend's
+/// own language, and says whether the link-local fallback is armed; it installs nothing (it
+/// runs as any user, in any namespace).
+#[test]
+fn rules_prints_the_rules_a_config_would_install() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let yaml = |backend: &str, fallback: &str| {
+        format!(
+            "listen: [\"169.254.20.10:53\", \"10.96.0.10:53\"]\nnode:\n  setup_iptables: true\n  local_ips: [169.254.20.10, 10.96.0.10]\n  backend: {backend}\n{fallback}zones:\n  - name: .\n    upstreams: [\"127.0.0.1:5353\"]\n"
+        )
+    };
+    let fallback = "  fallback:\n    endpoints: [\"10.244.1.2:53\", \"10.244.1.3:53\"]\n";
+    let tool_installed = |tool: &str| Command::new(tool).arg("--version").output().is_ok();
+
+    if tool_installed("nft") {
+        let config = write(dir.path(), "nft.yaml", &yaml("nftables", fallback));
+        let out = nodelocal_dns(&["rules", "--config", &config]);
+        assert!(out.status.success(), "{out:?}");
+        let printed = text(&out.stdout);
+        assert!(
+            printed.starts_with("# backend: nftables;") && printed.contains("armed, 2 UDP"),
+            "{printed}"
+        );
+        assert!(printed.contains("ip daddr 10.96.0.10 udp dport 53 socket wildcard 0 notrack"));
+        assert!(printed.contains(
+            "dnat ip addr . port to numgen random mod 2 map { 0 : 10.244.1.2 . 53, 1 : 10.244.1.3 . 53 }"
+        ));
+    }
+    if tool_installed("iptables") {
+        let config = write(dir.path(), "ipt.yaml", &yaml("iptables", ""));
+        let out = nodelocal_dns(&["rules", "--config", &config]);
+        assert!(out.status.success(), "{out:?}");
+        let printed = text(&out.stdout);
+        assert!(printed.contains("NOT ARMED"), "no endpoint: {printed}");
+        assert!(printed.contains(
+            "iptables -w 5 -t raw -I PREROUTING -p udp -d 169.254.20.10 --dport 53 -m socket \
+             --nowildcard -j NOTRACK -m comment --comment \"NodeLocal DNS Cache: skip conntrack\""
+        ));
+        assert!(printed.contains("-j NODELOCALDNS-FALLBACK"));
+
+        // node-cache's command line: -upstreamsvc names the Service the fallback follows.
+        let base = write(
+            dir.path(),
+            "Corefile.base",
+            ".:53 {\n    bind 169.254.20.10\n    forward . 127.0.0.1:5353\n}\n",
+        );
+        let corefile = dir.path().join("Corefile").display().to_string();
+        let out = nodelocal_dns(&[
+            "rules",
+            "-localip",
+            "169.254.20.10",
+            "-basecorefile",
+            &base,
+            "-conf",
+            &corefile,
+            "-upstreamsvc",
+            "kube-dns-upstream",
+            "-rulesbackend",
+            "iptables",
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        let printed = text(&out.stdout);
+        assert!(
+            printed.contains("Service kube-system/kube-dns-upstream"),
+            "{printed}"
+        );
+    }
+    let out = nodelocal_dns(&["rules"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--config FILE or node-cache's flags"));
+}

@@ -711,6 +711,23 @@ impl Config {
             }
         }
         self.node.validate()?;
+        if self.node.setup_iptables
+            && let Some(ip) = self
+                .node
+                .local_ips
+                .iter()
+                .find(|&&ip| self.node.listener_of(ip, &self.listen).is_none())
+        {
+            return Err((
+                "node.local_ips".into(),
+                format!(
+                    "nothing in listen answers {}: the rules divert DNS for a local IP only \
+                     while a socket of ours is bound to it, so add {} to listen",
+                    SocketAddr::new(*ip, self.node.dns_port),
+                    SocketAddr::new(*ip, self.node.dns_port)
+                ),
+            ));
+        }
         self.metrics.validate()?;
         if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(("log.level".into(), format!("not a log filter: {err}")));
@@ -1049,6 +1066,48 @@ mod tests {
         std::fs::write(&resolv, "search example\n").unwrap();
         let err = Config::from_yaml(&yaml, "t").unwrap_err().to_string();
         assert!(err.contains("names no nameserver"), "{err}");
+    }
+
+    #[test]
+    fn node_rules_name_the_field_and_line_of_what_cannot_fail_open() {
+        let zones = "zones:\n  - name: .\n    upstreams: [10.0.0.1]\n";
+        let node = |listen: &str, extra: &str| {
+            format!(
+                "listen: [{listen}]\nnode:\n  setup_iptables: true\n  local_ips: [169.254.20.10, 10.96.0.10]\n{extra}{zones}"
+            )
+        };
+        let err = error_of(&node("\"169.254.20.10:53\"", ""));
+        assert!(
+            err.starts_with("test.yaml:4: node.local_ips: nothing in listen answers 10.96.0.10:53"),
+            "{err}"
+        );
+        let wildcard = node("\"0.0.0.0:53\"", "");
+        Config::from_yaml(&wildcard, "test.yaml").expect("a wildcard listener answers them all");
+
+        let both = "\"169.254.20.10:53\", \"10.96.0.10:53\"";
+        let err = error_of(&node(both, "  fallback:\n    local_ips: [10.96.0.11]\n"));
+        assert!(
+            err.starts_with("test.yaml:6: node.fallback.local_ips: 10.96.0.11 is not one of"),
+            "{err}"
+        );
+        let err = error_of(&node(both, "  fallback:\n    service: kube-dns-upstream\n"));
+        assert!(
+            err.starts_with(
+                "test.yaml:6: node.fallback.service: \"kube-dns-upstream\" is not namespace/name"
+            ),
+            "{err}"
+        );
+        let err = error_of(&format!(
+            "node:\n  local_ips: [169.254.20.10]\n  backend: nftables\n{zones}"
+        ));
+        assert!(
+            err.starts_with(
+                "test.yaml:3: node.backend: nftables is chosen but node.setup_iptables is false"
+            ),
+            "{err}"
+        );
+        let err = error_of(&node(both, "  backend: ipchains\n"));
+        assert!(err.contains("node.backend"), "{err}");
     }
 
     #[test]

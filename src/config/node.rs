@@ -40,6 +40,15 @@ pub struct NodeConfig {
     pub fallback: FallbackConfig,
 }
 
+/// How a local IP is listened on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// A socket bound to the address itself.
+    Exact,
+    /// A socket bound to `0.0.0.0` or `::` (a Corefile block without `bind`).
+    Wildcard,
+}
+
 /// How the rules are written into the kernel.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -120,6 +129,20 @@ impl NodeConfig {
                 .filter(is_link_local)
                 .collect(),
         }
+    }
+
+    /// How `listen` answers the local IP `ip` on `dns_port`: a socket bound to it, a wildcard
+    /// socket of its family, or nothing (which the rules could never divert to).
+    pub fn listener_of(&self, ip: IpAddr, listen: &[SocketAddr]) -> Option<Listener> {
+        let on_port = |addr: &&SocketAddr| addr.port() == self.dns_port;
+        if listen.iter().filter(on_port).any(|addr| addr.ip() == ip) {
+            return Some(Listener::Exact);
+        }
+        listen
+            .iter()
+            .filter(on_port)
+            .any(|addr| addr.ip().is_unspecified() && addr.is_ipv6() == ip.is_ipv6())
+            .then_some(Listener::Wildcard)
     }
 
     /// Range and consistency checks. Returns (field under `node.`, message).

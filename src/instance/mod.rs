@@ -159,9 +159,11 @@ impl Instance {
         unless_stopped!(stop);
         let config = &self.config;
         if config.node.enabled() {
-            let node = self
-                .node
-                .insert(NodeSetup::new(&config.node, Some(self.metrics.clone()))?);
+            let node = self.node.insert(NodeSetup::new(
+                &config.node,
+                &config.listen,
+                Some(self.metrics.clone()),
+            )?);
             node.ensure_interface()
                 .await
                 .context("cannot set up the node's interface")?;

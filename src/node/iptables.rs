@@ -109,6 +109,8 @@ impl Shape<'_> {
 /// The match that makes a NOTRACK rule fail open: a socket bound to this exact address and
 /// port (not a wildcard one) must exist.
 const WHILE_LISTENING: &[&str] = &["-m", "socket", "--nowildcard"];
+/// The same for a local IP we answer on a wildcard socket: any socket on the port.
+const WHILE_ANY_LISTENS: &[&str] = &["-m", "socket"];
 
 /// Our rules for `spec`, in node-cache's order per local IP (`cache_app.go: initIptables`),
 /// then the fallback jumps.
@@ -125,38 +127,40 @@ pub fn rules(spec: &DivertSpec) -> Vec<Rule> {
         comment,
     };
     let (tcp, udp, dst, src) = (L4::Tcp, L4::Udp, Dir::Dst, Dir::Src);
-    let per_ip = [
-        shape(
-            "raw",
-            "PREROUTING",
-            tcp,
-            dst,
-            p,
-            WHILE_LISTENING,
-            "NOTRACK",
-            SKIP_CONNTRACK,
-        ),
-        shape(
-            "raw",
-            "PREROUTING",
-            udp,
-            dst,
-            p,
-            WHILE_LISTENING,
-            "NOTRACK",
-            SKIP_CONNTRACK,
-        ),
-        shape("filter", "INPUT", tcp, dst, p, &[], "ACCEPT", ALLOW_DNS),
-        shape("filter", "INPUT", udp, dst, p, &[], "ACCEPT", ALLOW_DNS),
-        shape("raw", "OUTPUT", tcp, src, p, &[], "NOTRACK", SKIP_CONNTRACK),
-        shape("raw", "OUTPUT", udp, src, p, &[], "NOTRACK", SKIP_CONNTRACK),
-        shape("filter", "OUTPUT", tcp, src, p, &[], "ACCEPT", ALLOW_DNS),
-        shape("filter", "OUTPUT", udp, src, p, &[], "ACCEPT", ALLOW_DNS),
-        shape("raw", "OUTPUT", tcp, dst, p, &[], "NOTRACK", SKIP_CONNTRACK),
-        shape("raw", "OUTPUT", udp, dst, p, &[], "NOTRACK", SKIP_CONNTRACK),
-        shape("raw", "OUTPUT", tcp, dst, h, &[], "NOTRACK", SKIP_CONNTRACK),
-        shape("raw", "OUTPUT", tcp, src, h, &[], "NOTRACK", SKIP_CONNTRACK),
-    ];
+    let per_ip = |listening| {
+        [
+            shape(
+                "raw",
+                "PREROUTING",
+                tcp,
+                dst,
+                p,
+                listening,
+                "NOTRACK",
+                SKIP_CONNTRACK,
+            ),
+            shape(
+                "raw",
+                "PREROUTING",
+                udp,
+                dst,
+                p,
+                listening,
+                "NOTRACK",
+                SKIP_CONNTRACK,
+            ),
+            shape("filter", "INPUT", tcp, dst, p, &[], "ACCEPT", ALLOW_DNS),
+            shape("filter", "INPUT", udp, dst, p, &[], "ACCEPT", ALLOW_DNS),
+            shape("raw", "OUTPUT", tcp, src, p, &[], "NOTRACK", SKIP_CONNTRACK),
+            shape("raw", "OUTPUT", udp, src, p, &[], "NOTRACK", SKIP_CONNTRACK),
+            shape("filter", "OUTPUT", tcp, src, p, &[], "ACCEPT", ALLOW_DNS),
+            shape("filter", "OUTPUT", udp, src, p, &[], "ACCEPT", ALLOW_DNS),
+            shape("raw", "OUTPUT", tcp, dst, p, &[], "NOTRACK", SKIP_CONNTRACK),
+            shape("raw", "OUTPUT", udp, dst, p, &[], "NOTRACK", SKIP_CONNTRACK),
+            shape("raw", "OUTPUT", tcp, dst, h, &[], "NOTRACK", SKIP_CONNTRACK),
+            shape("raw", "OUTPUT", tcp, src, h, &[], "NOTRACK", SKIP_CONNTRACK),
+        ]
+    };
     let fallback = L4::BOTH.map(|proto| {
         shape(
             "nat",
@@ -171,7 +175,11 @@ pub fn rules(spec: &DivertSpec) -> Vec<Rule> {
     });
     let mut rules = Vec::with_capacity(spec.local_ips.len() * 12 + spec.fallback_ips.len() * 2);
     for &ip in &spec.local_ips {
-        rules.extend(per_ip.iter().map(|shape| shape.rule(ip)));
+        let listening = match spec.exact(ip) {
+            true => WHILE_LISTENING,
+            false => WHILE_ANY_LISTENS,
+        };
+        rules.extend(per_ip(listening).iter().map(|shape| shape.rule(ip)));
     }
     for &ip in &spec.fallback_ips {
         rules.extend(fallback.iter().map(|shape| shape.rule(ip)));
@@ -246,7 +254,7 @@ pub fn install(spec: &DivertSpec, endpoints: &ServiceEndpoints) -> (usize, Vec<R
         }
     }
     let mut inserted = 0;
-    for rule in rules(spec) {
+    for rule in install_order(spec) {
         match Iptables::for_rule(&rule).ensure(&rule) {
             Ok(true) => inserted += 1,
             Ok(false) => {}
@@ -259,6 +267,18 @@ pub fn install(spec: &DivertSpec, endpoints: &ServiceEndpoints) -> (usize, Vec<R
         }
     }
     (inserted, errors)
+}
+
+/// [`rules`] in the order an install inserts them: the divert (raw PREROUTING) last. One
+/// command inserts one rule, so while a divert is in and the NOTRACK of our answers is not,
+/// those answers would make conntrack entries (from the local IP, port 53, to the client's
+/// port); if we died while one lived, a client that keeps its port (a connected socket) would
+/// match it as a reply, skip kube-proxy's DNAT and get nothing until the entry expired.
+fn install_order(spec: &DivertSpec) -> Vec<Rule> {
+    let (divert, rest): (Vec<Rule>, Vec<Rule>) = rules(spec)
+        .into_iter()
+        .partition(|rule| (rule.table, rule.chain) == ("raw", "PREROUTING"));
+    rest.into_iter().chain(divert).collect()
 }
 
 /// Replaces the fallback chains' contents with DNATs to `endpoints`.
@@ -310,7 +330,7 @@ pub fn render(spec: &DivertSpec, endpoints: &ServiceEndpoints) -> String {
             fallback_chain(ipv6, endpoints)
         ));
     }
-    for rule in rules(spec) {
+    for rule in install_order(spec) {
         let binary = Iptables::for_rule(&rule).binary;
         let words = [
             binary,
@@ -556,6 +576,7 @@ mod tests {
             local_ips,
             dns_port: 53,
             health_port: 8080,
+            wildcard_ips: Vec::new(),
         }
     }
 
@@ -584,9 +605,35 @@ mod tests {
             "{nat PREROUTING [-p udp -d 169.254.20.10 --dport 53 -j NODELOCALDNS-FALLBACK -m \
              comment --comment NodeLocal DNS Cache: fall back to kube-dns]}"
         );
+        let wildcard = DivertSpec {
+            wildcard_ips: vec!["169.254.20.10".parse().unwrap()],
+            ..spec(&["169.254.20.10"])
+        };
+        let rules = super::rules(&wildcard);
+        assert!(rules[0].args.contains(&"socket".to_string()));
+        assert!(
+            !rules[0].args.contains(&"--nowildcard".to_string()),
+            "a wildcard listener is a listener too"
+        );
         let two = super::rules(&spec(&["169.254.20.10", "10.96.0.10"]));
         assert_eq!(two.len(), 26, "no fallback jump for a ClusterIP");
         assert!(two[12].args.contains(&"10.96.0.10".to_string()));
+    }
+
+    #[test]
+    fn the_divert_goes_in_after_every_rule_our_answers_need() {
+        let order = install_order(&spec(&["169.254.20.10", "10.96.0.10"]));
+        let first_divert = order
+            .iter()
+            .position(|rule| rule.chain == "PREROUTING" && rule.table == "raw")
+            .unwrap();
+        assert_eq!(first_divert, order.len() - 4, "the four diverts come last");
+        let removal = rules(&spec(&["169.254.20.10"]));
+        assert_eq!(
+            (removal[0].table, removal[0].chain),
+            ("raw", "PREROUTING"),
+            "teardown removes the divert first"
+        );
     }
 
     #[test]

@@ -131,7 +131,11 @@ async fn blocking<T: Send + 'static>(
 impl NodeSetup {
     /// Prepares the setup (opens netlink when the interface is managed, chooses the rules'
     /// backend when they are); changes nothing yet.
-    pub fn new(config: &NodeConfig, metrics: Option<Arc<Metrics>>) -> Result<NodeSetup, NodeError> {
+    pub fn new(
+        config: &NodeConfig,
+        listen: &[std::net::SocketAddr],
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<NodeSetup, NodeError> {
         let links = if config.setup_interface {
             Some(Links::connect().map_err(NodeError::InterfaceCheck)?)
         } else {
@@ -145,7 +149,7 @@ impl NodeSetup {
         let setup = NodeSetup {
             config: config.clone(),
             links,
-            spec: DivertSpec::from_config(config),
+            spec: DivertSpec::for_listeners(config, listen),
             backend,
             endpoints: ServiceEndpoints::fixed(&config.fallback.endpoints),
             table_written: None,

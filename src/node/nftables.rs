@@ -42,11 +42,17 @@ pub fn render(spec: &DivertSpec, endpoints: &ServiceEndpoints) -> String {
     let mut fallback = String::new();
     for &ip in &spec.local_ips {
         let family = family(ip);
+        // A socket found and bound to the address itself; for a local IP we answer on a
+        // wildcard socket, any socket found (`transparent 0` holds for every ordinary one).
+        let listening = match spec.exact(ip) {
+            true => "socket wildcard 0",
+            false => "socket transparent 0",
+        };
         for proto in L4::BOTH {
             let l4 = proto.name();
             let _ = writeln!(
                 divert,
-                "\t\t{family} daddr {ip} {l4} dport {p} socket wildcard 0 notrack comment \"{SKIP_CONNTRACK}\""
+                "\t\t{family} daddr {ip} {l4} dport {p} {listening} notrack comment \"{SKIP_CONNTRACK}\""
             );
             let _ = writeln!(
                 output,
@@ -208,6 +214,7 @@ mod tests {
             dns_port: 53,
             health_port: 8080,
             fallback_ips: vec!["169.254.20.10".parse().unwrap()],
+            wildcard_ips: vec!["10.96.0.10".parse().unwrap()],
         };
         let endpoints = ServiceEndpoints {
             udp: vec![
@@ -219,15 +226,19 @@ mod tests {
         let table = render(&spec, &endpoints);
         assert!(table.starts_with("table inet nodelocaldns {\n\tchain divert {"));
         assert!(table.contains(
-            "\t\tip daddr 10.96.0.10 udp dport 53 socket wildcard 0 notrack comment \
+            "\t\tip daddr 169.254.20.10 udp dport 53 socket wildcard 0 notrack comment \
              \"NodeLocal DNS Cache: skip conntrack\"\n"
         ));
+        assert!(
+            table.contains("ip daddr 10.96.0.10 udp dport 53 socket transparent 0 notrack"),
+            "a local IP answered on a wildcard socket: any listener"
+        );
         assert!(table.contains(
             "ip daddr 169.254.20.10 udp dport 53 dnat ip addr . port to numgen random mod 2 map \
              { 0 : 10.244.1.2 . 53, 1 : 10.244.1.3 . 53 }"
         ));
         assert!(!table.contains("ip daddr 10.96.0.10 udp dport 53 dnat"));
-        assert_eq!(table.matches("socket wildcard 0").count(), 4);
+        assert_eq!(table.matches("socket wildcard 0").count(), 2);
         assert_eq!(table.matches(" dnat ").count(), 2);
 
         let unarmed = render(&spec, &ServiceEndpoints::default());

@@ -21,7 +21,7 @@ use std::process::Command;
 
 use thiserror::Error;
 
-use crate::config::node::{NodeConfig, RulesBackend};
+use crate::config::node::{Listener, NodeConfig, RulesBackend};
 
 /// The traffic our rules divert: DNS (UDP and TCP) and kubelet's health probe on each local IP.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,16 +31,41 @@ pub struct DivertSpec {
     pub health_port: u16,
     /// The local IPs with no kube-proxy path behind them: DNATed to kube-dns while we are gone.
     pub fallback_ips: Vec<IpAddr>,
+    /// The local IPs we answer on a wildcard socket (`0.0.0.0:53`, a Corefile block without
+    /// `bind`): their rules match any socket on the port, not only one bound to the address.
+    pub wildcard_ips: Vec<IpAddr>,
 }
 
 impl DivertSpec {
+    /// The rules for `config`, answered by sockets bound to each local IP.
     pub fn from_config(config: &NodeConfig) -> DivertSpec {
         DivertSpec {
             local_ips: config.local_ips.clone(),
             dns_port: config.dns_port,
             health_port: config.health_port,
             fallback_ips: config.fallback_ips(),
+            wildcard_ips: Vec::new(),
         }
+    }
+
+    /// The rules for `config` answered on `listen`: a local IP answered only by a wildcard
+    /// socket is matched by any socket on the port.
+    pub fn for_listeners(config: &NodeConfig, listen: &[SocketAddr]) -> DivertSpec {
+        let wildcard_ips = config
+            .local_ips
+            .iter()
+            .copied()
+            .filter(|&ip| config.listener_of(ip, listen) == Some(Listener::Wildcard))
+            .collect();
+        DivertSpec {
+            wildcard_ips,
+            ..DivertSpec::from_config(config)
+        }
+    }
+
+    /// Whether `ip`'s rules need a socket bound to the address itself.
+    pub fn exact(&self, ip: IpAddr) -> bool {
+        !self.wildcard_ips.contains(&ip)
     }
 }
 

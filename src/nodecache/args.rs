@@ -432,6 +432,20 @@ mod tests {
     }
 
     #[test]
+    fn rulesbackend_chooses_how_the_rules_are_written() {
+        let parsed = NodeCacheArgs::parse(&args(&["-rulesbackend=nftables"])).unwrap();
+        assert_eq!(parsed.rules_backend, RulesBackend::Nftables);
+        assert_eq!(
+            NodeCacheArgs::parse(&args(&[])).unwrap().rules_backend,
+            RulesBackend::Auto
+        );
+        let err = NodeCacheArgs::parse(&args(&["-rulesbackend", "ipchains"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auto, iptables or nftables"), "{err}");
+    }
+
+    #[test]
     fn localip_is_validated_and_may_mix_families() {
         let local = |v: &str| {
             NodeCacheArgs {
