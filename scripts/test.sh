@@ -11,6 +11,8 @@ need ip iproute2
 # tests/node.rs: rules read back in network namespaces, a real dnsmasq upstream there, and
 # python3 as the DNS client inside the namespace.
 need iptables iptables
+# tests/node.rs and tests/fail_open.rs: the nftables backend, and kube-proxy stand-ins.
+need nft nftables
 need dnsmasq dnsmasq-base
 need python3 python3
 # tests/resolvers.rs: real stub resolvers in pod namespaces, built at run time: glibc's (cc),

@@ -7,12 +7,13 @@
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
 use common::netns::Netns;
+use common::process::Running;
 use nodelocal_dns::config::node::NodeConfig;
 use nodelocal_dns::node::iptables::{Rule, rules};
 use nodelocal_dns::node::{Backend, DivertSpec, ServiceEndpoints, nftables};
@@ -138,47 +139,6 @@ fn setup_adds_exactly_the_rules_and_teardown_removes_only_them() {
         input.contains("-p icmp -j ACCEPT"),
         "unrelated rules stay: {input}"
     );
-}
-
-/// A child killed on drop; what it prints is kept in a file for the failure messages.
-struct Running {
-    child: Child,
-    output: tempfile::NamedTempFile,
-}
-
-impl Running {
-    fn spawn(mut command: Command) -> Running {
-        let output = tempfile::NamedTempFile::new().expect("temp file");
-        let file = output.reopen().expect("reopen temp file");
-        let child = command
-            .stdout(file.try_clone().expect("clone temp file"))
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{command:?} starts: {e}"));
-        Running { child, output }
-    }
-
-    /// Whether it has exited, and everything it printed so far.
-    fn report(&mut self) -> String {
-        let status = match self.child.try_wait() {
-            Ok(Some(status)) => format!("exited ({status})"),
-            Ok(None) => "still running".to_string(),
-            Err(e) => format!("status unknown: {e}"),
-        };
-        let printed = std::fs::read_to_string(self.output.path()).unwrap_or_default();
-        format!("{status}; it printed:\n{printed}")
-    }
-
-    fn has_exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A client in the namespace (python3) that asks `name` A at `server`:`port`, waits up to
@@ -325,8 +285,8 @@ fn instance(ns: &Netns, config: &str) -> Running {
 
 /// SIGTERM, then waits up to `bound` for a clean exit.
 fn stop(server: &mut Running, bound: Duration) {
-    signal(server, libc::SIGTERM);
-    let status = exit_status(server, bound);
+    server.signal(libc::SIGTERM);
+    let status = server.exit_status(bound);
     assert!(status.success(), "{}", server.report());
 }
 
@@ -547,48 +507,10 @@ fn eventually(mut condition: impl FnMut() -> bool) -> bool {
     condition()
 }
 
-/// `run` in the namespace as the namespace's own process: entered with setns(2) between fork
-/// and exec, so that the PID is the forwarder's from its first instruction (under `ip netns
-/// exec` it is `ip`'s for the first milliseconds, and a signal then would stop `ip`, not us).
-/// `spawn` returns once the exec has happened.
+/// `run` in the namespace as the namespace's own process from its first instruction
+/// ([`Running::exec_in`]).
 fn exec_in(ns: &Netns, config: &str) -> Running {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::process::CommandExt;
-    let netns = ns.file();
-    let fd = netns.as_raw_fd();
-    let mut command = Command::new(BIN);
-    command.args(["run", "--config", config]);
-    // SAFETY: setns is async-signal-safe, and the closure touches nothing but `fd`, which
-    // stays open in the child until its exec.
-    unsafe {
-        command.pre_exec(move || match libc::setns(fd, libc::CLONE_NEWNET) {
-            0 => Ok(()),
-            _ => Err(std::io::Error::last_os_error()),
-        });
-    }
-    Running::spawn(command)
-}
-
-fn signal(server: &Running, signal: libc::c_int) {
-    let pid = libc::pid_t::try_from(server.child.id()).expect("a pid fits pid_t");
-    // SAFETY: kill(2) with a child's pid that has not been waited for (it cannot be reused).
-    assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill {pid}");
-}
-
-/// Waits up to `bound` for the exit; returns its status.
-fn exit_status(server: &mut Running, bound: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + bound;
-    loop {
-        if let Some(status) = server.child.try_wait().expect("status") {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no exit within {bound:?} of the signal: {}",
-            server.report()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    Running::exec_in(ns, BIN, &["run", "--config", config], None)
 }
 
 /// The link the lifecycle tests set up: a dummy the forwarder creates (and must delete), or
@@ -772,12 +694,12 @@ fn a_sigterm_at_any_moment_of_start_up_leaves_the_node_as_found(backend: Backend
             Moment::AllRules => eventually(|| ns.our_rule_count() == node.rule_count()),
         };
         assert!(reached, "{moment:?} never came: {}", server.report());
-        signal(&server, libc::SIGTERM);
+        server.signal(libc::SIGTERM);
         let rules = ns.our_rule_count();
         rules_at_signal.push((moment, rules));
-        let status = exit_status(&mut server, Duration::from_secs(25));
+        let status = server.exit_status(Duration::from_secs(25));
         let what = format!("SIGTERM at {moment:?} ({rules} rules in, {workers})");
-        let printed = std::fs::read_to_string(server.output.path()).unwrap_or_default();
+        let printed = server.printed();
         let before_main = status.signal() == Some(libc::SIGTERM) && printed.is_empty();
         if before_main {
             // Between exec and the first line of `run` (the dynamic loader, the runtime's
@@ -813,7 +735,7 @@ fn a_second_sigterm_cuts_the_lameduck_short_and_still_tears_down(backend: Backen
         return;
     };
     let mut server = node.serving();
-    signal(&server, libc::SIGTERM);
+    server.signal(libc::SIGTERM);
     std::thread::sleep(Duration::from_millis(300));
     assert!(!server.has_exited(), "in lameduck: {}", server.report());
     // Far below the 120 s lameduck: only teardown is left to do.
@@ -833,8 +755,8 @@ fn after_a_sigkill_the_next_start_adopts_the_rules_and_the_address(backend: Back
     };
     let ns = &node.ns;
     let mut killed = node.serving();
-    signal(&killed, libc::SIGKILL);
-    let status = exit_status(&mut killed, Duration::from_secs(5));
+    killed.signal(libc::SIGKILL);
+    let status = killed.exit_status(Duration::from_secs(5));
     assert_eq!(status.code(), None, "killed, not exited");
     assert_eq!(
         ns.our_rule_count(),
@@ -882,8 +804,8 @@ fn a_sigkill_at_any_moment_of_start_up_is_adopted_by_the_next_start(backend: Bac
     for ms in [3, 8, 15, 25, 40, 60, 90, 150, 250] {
         let mut killed = exec_in(ns, &node.config);
         std::thread::sleep(Duration::from_millis(ms));
-        signal(&killed, libc::SIGKILL);
-        exit_status(&mut killed, Duration::from_secs(5));
+        killed.signal(libc::SIGKILL);
+        killed.exit_status(Duration::from_secs(5));
         left_behind.push((ms, ns.our_rule_count(), local_ip_count(ns)));
 
         let mut next = node.serving();

@@ -6,8 +6,10 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the fixtures
 
+pub mod cluster;
 pub mod fake_apiserver;
 pub mod netns;
+pub mod process;
 pub mod serial_tcp;
 
 use std::net::{Ipv4Addr, SocketAddr};
