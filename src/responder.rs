@@ -42,6 +42,7 @@ use crate::observe::Metrics;
 use crate::observe::requests::{Arrival, RequestMetrics, Response, SharedCollector, Source, Tally};
 use crate::tasks::{TaskKind, Tasks};
 use crate::upstream::ZoneRouter;
+use crate::upstream::admission::Requester;
 use crate::upstream::loop_check::LoopCheck;
 use crate::upstream::router::{Route, RouteId};
 use crate::wire::answer::Answer;
@@ -108,7 +109,8 @@ pub struct Owed {
 pub struct Pending {
     query: Query,
     route: RouteId,
-    proto: Proto,
+    /// The transport and the client: what upstream exchanges are asked for.
+    asker: Asker,
     /// The client's namespace when autopath applies (decided once, in `begin`).
     autopath: Option<Arc<ClientNamespace>>,
     /// The request metrics' series, counted when the answer is written.
@@ -132,6 +134,14 @@ impl Pending {
 /// The responder answering now, shared by the listeners and the admin endpoints; a config
 /// reload swaps it without a lock on the query path.
 pub type CurrentResponder = Arc<arc_swap::ArcSwap<Responder>>;
+
+/// Who an upstream exchange is for, and over what the client asked (which decides TCP for
+/// `prefer_udp` zones).
+#[derive(Debug, Clone, Copy)]
+struct Asker {
+    proto: Proto,
+    requester: Requester,
+}
 
 /// Turns client packets into answers.
 pub struct Responder {
@@ -383,10 +393,14 @@ impl Responder {
         let view = autopath.as_ref().map_or(PLAIN_VIEW, |ns| ns.view);
         // Built only when the query goes on (or a hit asks for a refresh): a plain hit
         // allocates nothing.
+        let asker = Asker {
+            proto,
+            requester: Requester::Client(client),
+        };
         let pending = move |arrived: Instant| Pending {
             query,
             route: route_id,
-            proto,
+            asker,
             autopath,
             tally,
             arrived: arrived.into_std(),
@@ -428,7 +442,7 @@ impl Responder {
     pub async fn finish(self: &Arc<Self>, pending: &Pending, out: &mut Vec<u8>) {
         self.answer_pending(pending, out).await;
         let query = &pending.query;
-        self.add_nsid(query, self.limits(query, pending.proto), out);
+        self.add_nsid(query, self.limits(query, pending.asker.proto), out);
     }
 
     /// [`Responder::finish`] without the NSID.
@@ -436,18 +450,19 @@ impl Responder {
         let Pending {
             ref query,
             route: route_id,
-            proto,
+            asker,
             ref autopath,
             ref tally,
             arrived,
         } = *pending;
+        let proto = asker.proto;
         let missed_at = Instant::from_std(arrived);
         let arrived = Some(arrived);
         let route = self.router.get(route_id);
         let limits = self.limits(query, proto);
         let Some(policy) = &route.cache else {
             let answer = self
-                .resolve(route_id, query, proto, autopath.as_deref(), missed_at)
+                .resolve(route_id, query, asker, autopath.as_deref(), missed_at)
                 .await;
             let answer = answer.answer_for(query.question.qtype);
             self.write_upstream_answer(query, (tally, arrived), answer, limits, out);
@@ -459,7 +474,7 @@ impl Responder {
             .stale(query, view, Instant::now(), policy.stale_window);
         let fetched = match &stale {
             None => {
-                self.resolve(route_id, query, proto, autopath.as_deref(), missed_at)
+                self.resolve(route_id, query, asker, autopath.as_deref(), missed_at)
                     .await
             }
             Some(entry) => {
@@ -470,7 +485,7 @@ impl Responder {
                 let refresh = self.tasks.spawn(TaskKind::Refresh, async move {
                     let autopath = autopath.as_deref();
                     responder
-                        .resolve(route_id, &refreshed, proto, autopath, missed_at)
+                        .resolve(route_id, &refreshed, asker, autopath, missed_at)
                         .await
                 });
                 match tokio::time::timeout(policy.stale_client_timeout, refresh).await {
@@ -506,15 +521,20 @@ impl Responder {
             let Pending {
                 query,
                 route,
-                proto,
+                asker,
                 autopath,
                 tally: _,
                 arrived,
             } = pending;
             responder.cache.count_prefetch();
             let missed_at = Instant::from_std(arrived);
+            // A prefetch is the server's, not the client's whose hit started it.
+            let asker = Asker {
+                requester: Requester::Background,
+                ..asker
+            };
             responder
-                .resolve(route, &query, proto, autopath.as_deref(), missed_at)
+                .resolve(route, &query, asker, autopath.as_deref(), missed_at)
                 .await;
         });
     }
@@ -526,7 +546,7 @@ impl Responder {
         &self,
         route_id: RouteId,
         query: &Query,
-        proto: Proto,
+        asker: Asker,
         autopath: Option<&ClientNamespace>,
         missed_at: Instant,
     ) -> Resolved {
@@ -535,10 +555,10 @@ impl Responder {
             // of state that every plain miss's task would otherwise carry and copy on spawn.
             (Some(autopath), Some(namespace)) => {
                 let walk =
-                    self.resolve_autopath(autopath, namespace, route_id, query, proto, missed_at);
+                    self.resolve_autopath(autopath, namespace, route_id, query, asker, missed_at);
                 Box::pin(walk).await
             }
-            _ => self.resolve_plain(route_id, query, proto, missed_at).await,
+            _ => self.resolve_plain(route_id, query, asker, missed_at).await,
         }
     }
 
@@ -550,10 +570,10 @@ impl Responder {
         namespace: &ClientNamespace,
         route_id: RouteId,
         query: &Query,
-        proto: Proto,
+        asker: Asker,
         missed_at: Instant,
     ) -> Resolved {
-        let walk = || autopath.walk(namespace, query, |q| self.plain_step(q, proto));
+        let walk = || autopath.walk(namespace, query, |q| self.plain_step(q, asker));
         let route = self.router.get(route_id);
         let Some(policy) = &route.cache else {
             let answer = match walk().await {
@@ -592,7 +612,7 @@ impl Responder {
     /// answer lives no longer than the entries it was built from, so building it (on a
     /// prefetch of the namespace's entry, typically) from nearly expired ones would refresh
     /// nothing.
-    async fn plain_step(&self, query: Query, proto: Proto) -> Option<Plain> {
+    async fn plain_step(&self, query: Query, asker: Asker) -> Option<Plain> {
         let route_id = self.router.route(&query.question.name)?;
         let now = Instant::now();
         if let Some(policy) = &self.router.get(route_id).cache
@@ -606,7 +626,7 @@ impl Responder {
             }
         }
         Some(Plain::Fetched(
-            self.resolve_plain(route_id, &query, proto, now).await,
+            self.resolve_plain(route_id, &query, asker, now).await,
         ))
     }
 
@@ -615,14 +635,14 @@ impl Responder {
         &self,
         route_id: RouteId,
         query: &Query,
-        proto: Proto,
+        asker: Asker,
         missed_at: Instant,
     ) -> Resolved {
         let route = self.router.get(route_id);
         let Some(policy) = &route.cache else {
             // Callers check the zone is cached; an uncached zone has nothing to share. Boxed:
             // the exchange is kilobytes of state a cached zone's miss need not carry.
-            let answer = Box::pin(self.exchange(route, query, proto, query.question))
+            let answer = Box::pin(self.exchange(route, query, asker, query.question))
                 .await
                 .ok();
             return Resolved::ready(Fetched::uncached(query.question.qtype, answer));
@@ -634,7 +654,7 @@ impl Responder {
                 missed_at,
                 &policy.ttl,
                 &route.label,
-                |question| self.exchange(route, query, proto, question),
+                |question| self.exchange(route, query, asker, question),
             )
             .await
     }
@@ -668,14 +688,17 @@ impl Responder {
         &self,
         route: &Route,
         query: &Query,
-        proto: Proto,
+        asker: Asker,
         question: query::Question,
     ) -> Result<Answer, crate::upstream::group::UpstreamError> {
         let flags = UpstreamFlags {
             checking_disabled: query.checking_disabled(),
             dnssec_ok: query.dnssec_ok(),
         };
-        let result = route.upstreams.exchange(&question, flags, proto).await;
+        let result = route
+            .upstreams
+            .exchange(&question, flags, asker.proto, asker.requester)
+            .await;
         if let Err(err) = &result {
             debug!(zone = %route.label, name = %question.name, %err, "no upstream answer");
         }

@@ -559,7 +559,7 @@ async fn debug_cache_shows_both_halves_and_their_lifetime() {
     assert_eq!(
         body,
         format!(
-            "zone example.\n  upstream {0}: healthy\nupstream {0}: 0 of 256 slots in use, 0 waiting (queue capacity 2048)\n",
+            "zone example.\n  upstream {0}: healthy\nupstream {0}: 0 of 256 slots in use (limit now 256), 0 waiting (queue capacity 2048, 64 per client)\n",
             authority.addr
         )
     );

@@ -11,6 +11,9 @@
 //! | `zones[].pool.max_age` | `60s` (`0s`: never) | a connection this old takes no new queries and closes once drained, so that connections spread over the backends behind a Service IP |
 //! | `zones[].pool.queue.capacity` | `2048` | queries waiting for room, per upstream; beyond that SERVFAIL (or stale) at once |
 //! | `zones[].pool.queue.timeout` | `1s` | the longest wait in the queue |
+//! | `zones[].pool.queue.per_client` | `64` | queries one client (source address) may have waiting per upstream while others wait too (alone, it may fill the queue); beyond that its misses are answered SERVFAIL (or stale) at once, while others' wait their turn |
+//! | `zones[].pool.adaptive` | `true` | lower the upstream's slots after its timeouts and raise them as it answers, so a saturated upstream is not pushed into dropping |
+//! | `zones[].pool.min_slots` | `16` | the fewest slots `adaptive` lowers an upstream to (never more than `max_connections × max_inflight`) |
 
 use std::time::Duration;
 
@@ -34,6 +37,8 @@ pub struct PoolConfig {
     #[serde(with = "duration")]
     pub max_age: Duration,
     pub queue: QueueConfig,
+    pub adaptive: bool,
+    pub min_slots: usize,
 }
 
 impl Default for PoolConfig {
@@ -46,6 +51,8 @@ impl Default for PoolConfig {
             max_queries_per_connection: 0,
             max_age: Duration::from_secs(60),
             queue: QueueConfig::default(),
+            adaptive: true,
+            min_slots: 16,
         }
     }
 }
@@ -58,6 +65,8 @@ pub struct QueueConfig {
     pub capacity: usize,
     #[serde(with = "duration")]
     pub timeout: Duration,
+    /// Queries one client may have waiting; its turn comes once per round of waiting clients.
+    pub per_client: usize,
 }
 
 impl Default for QueueConfig {
@@ -65,6 +74,7 @@ impl Default for QueueConfig {
         QueueConfig {
             capacity: 2048,
             timeout: Duration::from_secs(1),
+            per_client: 64,
         }
     }
 }
@@ -89,6 +99,12 @@ impl PoolConfig {
                 "max_inflight",
                 format!("must be between 1 and {MAX_INFLIGHT_PER_CONNECTION} (16-bit message IDs)"),
             ));
+        }
+        if self.queue.per_client == 0 {
+            return Err(("queue.per_client", "must be at least 1".into()));
+        }
+        if self.min_slots == 0 {
+            return Err(("min_slots", "must be at least 1".into()));
         }
         let durations = [
             ("idle_timeout", self.idle_timeout),
@@ -118,7 +134,9 @@ mod tests {
     #[test]
     fn out_of_range_values_name_their_key() {
         type Change = fn(&mut PoolConfig);
-        let cases: [(Change, &str); 4] = [
+        let cases: [(Change, &str); 6] = [
+            (|p| p.queue.per_client = 0, "queue.per_client"),
+            (|p| p.min_slots = 0, "min_slots"),
             (|p| p.max_connections = 0, "max_connections"),
             (|p| p.max_inflight = 70_000, "max_inflight"),
             (|p| p.idle_timeout = Duration::ZERO, "idle_timeout"),

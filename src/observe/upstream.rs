@@ -7,7 +7,9 @@
 //! | `nodelocaldns_upstream_inflight` | `upstream` | queries holding one of the upstream's slots (UDP and TCP) |
 //! | `nodelocaldns_queue_depth` | `upstream` | queries waiting for a slot |
 //! | `nodelocaldns_queue_wait_seconds` | `upstream` | how long admitted queries waited for their slot (0 when one was free) |
-//! | `nodelocaldns_queue_rejected_total` | `upstream`, `reason` | queries answered SERVFAIL or stale at once: `full` (queue at capacity) or `timeout` (waited `queue.timeout` or the query's deadline) |
+//! | `nodelocaldns_queue_rejected_total` | `upstream`, `reason` | queries answered SERVFAIL or stale at once: `full` (queue at capacity), `timeout` (waited `queue.timeout` or the query's deadline) or `client_share` (the asking client already had `queue.per_client` queries waiting) |
+//! | `nodelocaldns_upstream_inflight_limit` | `upstream` | the slots the upstream gets now: `pool.max_connections × max_inflight`, lowered after its timeouts and raised again as it answers (`pool.adaptive`) |
+//! | `nodelocaldns_upstream_waiting_clients` | `upstream` | clients with queries waiting for a slot, served in turn |
 //! | `nodelocaldns_pool_connections` | `upstream`, `state` | open TCP connections, `idle` (no query) or `busy` |
 //! | `nodelocaldns_pool_connects_total` | `upstream` | TCP connections opened |
 //! | `nodelocaldns_pool_connect_errors_total` | `upstream` | TCP connects that failed or timed out |
@@ -35,6 +37,8 @@ pub struct UpstreamMetrics {
     queue_depth: IntGaugeVec,
     queue_wait: HistogramVec,
     queue_rejected: IntCounterVec,
+    inflight_limit: IntGaugeVec,
+    waiting_clients: IntGaugeVec,
     connections: IntGaugeVec,
     connects: IntCounterVec,
     connect_errors: IntCounterVec,
@@ -96,6 +100,9 @@ pub struct UpstreamHandles {
     pub queue_wait: Histogram,
     pub rejected_full: IntCounter,
     pub rejected_timeout: IntCounter,
+    pub rejected_client: IntCounter,
+    pub inflight_limit: IntGauge,
+    pub waiting_clients: IntGauge,
     pub idle: IntGauge,
     pub busy: IntGauge,
     pub connects: IntCounter,
@@ -195,6 +202,16 @@ impl UpstreamMetrics {
                 "Queries answered at once because no slot to the upstream was free in time.",
                 &["upstream", "reason"],
             ),
+            inflight_limit: gauge(
+                "nodelocaldns_upstream_inflight_limit",
+                "Slots the upstream gets now: lowered after its timeouts, raised as it answers.",
+                &["upstream"],
+            ),
+            waiting_clients: gauge(
+                "nodelocaldns_upstream_waiting_clients",
+                "Clients with queries waiting for a slot to the upstream, served in turn.",
+                &["upstream"],
+            ),
             connections: gauge(
                 "nodelocaldns_pool_connections",
                 "Open TCP connections to the upstream, idle or busy.",
@@ -264,6 +281,11 @@ impl UpstreamMetrics {
             rejected_timeout: self
                 .queue_rejected
                 .with_label_values(&[upstream, "timeout"]),
+            rejected_client: self
+                .queue_rejected
+                .with_label_values(&[upstream, "client_share"]),
+            inflight_limit: self.inflight_limit.with_label_values(&one),
+            waiting_clients: self.waiting_clients.with_label_values(&one),
             idle: self.connections.with_label_values(&[upstream, "idle"]),
             busy: self.connections.with_label_values(&[upstream, "busy"]),
             connects: self.connects.with_label_values(&one),

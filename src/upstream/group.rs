@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::admission::Overloaded;
+use super::admission::{Overloaded, Requester};
 use super::health::{Health, Transition};
 use super::pool::{Pool, Pools};
 use super::{Answer, ExchangeError, udp};
@@ -67,8 +67,10 @@ impl Upstream {
     /// One query to this upstream within `timeout` (and the query's `deadline`): a slot, then
     /// UDP, or TCP when `use_tcp` or when the UDP answer was truncated (same slot, same
     /// timeout).
+    #[allow(clippy::too_many_arguments)]
     async fn exchange(
         &self,
+        requester: Requester,
         question: &Question,
         flags: UpstreamFlags,
         use_tcp: bool,
@@ -78,11 +80,26 @@ impl Upstream {
     ) -> Result<Answer, Attempt> {
         let started = Instant::now();
         let until = deadline.min(started + timeout);
-        let slot = self.pool.admit(until).await.map_err(Attempt::Overloaded)?;
-        let remaining = until.saturating_duration_since(Instant::now());
+        let slot = self
+            .pool
+            .admit(requester, until)
+            .await
+            .map_err(Attempt::Overloaded)?;
+        // The answer gets the whole timeout from when the query leaves, whatever its wait for
+        // a slot (only the query's deadline cuts it): a slot given up early while the upstream
+        // still works on its query would let us send it more than it holds.
+        let sent = Instant::now();
+        let remaining = deadline.min(sent + timeout).saturating_duration_since(sent);
         let result = self
             .ask(&slot, question, flags, use_tcp, udp_size, remaining)
             .await;
+        // What the adaptive limit learns from: an answer, or a timeout (not a network error,
+        // which says nothing of the upstream's load).
+        match &result {
+            Ok(_) => slot.answered(),
+            Err(ExchangeError::Timeout(_)) => slot.timed_out(),
+            Err(_) => {}
+        }
         drop(slot);
         if let Ok(answer) = &result {
             let seconds = started.elapsed().as_secs_f64();
@@ -267,6 +284,7 @@ impl UpstreamGroup {
         question: &Question,
         flags: UpstreamFlags,
         client_proto: Proto,
+        requester: Requester,
     ) -> Result<Answer, UpstreamError> {
         if let Some(unanswered) = &self.unanswered
             && unanswered.recent(question)
@@ -295,6 +313,7 @@ impl UpstreamGroup {
             }
             let result = upstream
                 .exchange(
+                    requester,
                     question,
                     flags,
                     use_tcp,
@@ -451,7 +470,15 @@ async fn probe(
         let use_tcp = transport == Transport::Tcp;
         let deadline = Instant::now() + timeout;
         let result = upstream
-            .exchange(&question, flags, use_tcp, udp_size, timeout, deadline)
+            .exchange(
+                Requester::Background,
+                &question,
+                flags,
+                use_tcp,
+                udp_size,
+                timeout,
+                deadline,
+            )
             .await;
         if result.is_ok() && upstream.health.record_success() == Transition::CameUp {
             upstream.healthy.set(1);

@@ -36,7 +36,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::admission::{Admission, Overloaded, Slot};
+use super::admission::{Admission, Overloaded, Requester, Slot};
 use super::{Answer, ExchangeError};
 use crate::config::pool::PoolConfig;
 use crate::observe::Metrics;
@@ -211,20 +211,25 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Clients `/debug/pool` lists per upstream: those with the most queries waiting, and those
+/// turned away the most.
+const HEAVIEST_SHOWN: usize = 10;
+
 impl Pool {
     fn new(addr: SocketAddr, config: PoolConfig, metrics: &Metrics, tasks: &Tasks) -> Pool {
         let label = addr.to_string();
         metrics.upstream_pools.inc();
+        let handles = metrics.upstream.handles(&label);
         Pool {
             tasks: tasks.clone(),
             retired: CancellationToken::new(),
             alive: metrics.upstream_pools.clone(),
             addr,
-            admission: Admission::new(config.slots(), config.queue.clone()),
+            admission: Admission::new(&config, &handles),
             config,
             connections: Mutex::new(Connections::default()),
             room: Notify::new(),
-            metrics: metrics.upstream.handles(&label),
+            metrics: handles,
             mismatched: metrics.upstream_mismatched.with_label_values(&[&label]),
             spare_replies: Mutex::new(Vec::new()),
         }
@@ -234,9 +239,12 @@ impl Pool {
         self.addr
     }
 
-    /// A slot to send one query (over UDP or TCP), waiting in the queue if need be.
-    pub async fn admit(&self, deadline: Instant) -> Result<Slot, Overloaded> {
-        self.admission.enter(deadline, &self.metrics).await
+    /// A slot to send one query (over UDP or TCP) for `requester`, waiting for its turn if
+    /// need be.
+    pub async fn admit(&self, requester: Requester, deadline: Instant) -> Result<Slot, Overloaded> {
+        self.admission
+            .enter(requester, deadline, &self.metrics)
+            .await
     }
 
     /// Asks `question` over a pooled connection; the caller holds a slot. A query whose
@@ -415,14 +423,26 @@ impl Pool {
 
     /// The pool's state for `/debug/pool`: slots in use, queue, and one line per connection.
     pub fn describe(&self) -> String {
+        let admission = self.admission.report(HEAVIEST_SHOWN);
         let mut out = format!(
-            "upstream {}: {} of {} slots in use, {} waiting (queue capacity {})\n",
+            "upstream {}: {} of {} slots in use (limit now {}), {} waiting (queue capacity {}, \
+             {} per client)\n",
             self.addr,
-            self.metrics.inflight.get(),
+            admission.inflight,
             self.config.slots(),
+            admission.limit,
             self.metrics.queue_depth.get(),
             self.config.queue.capacity,
+            self.config.queue.per_client,
         );
+        for (client, waiting) in &admission.waiting {
+            out.push_str(&format!("  client {client}: {waiting} waiting\n"));
+        }
+        for (client, rejected) in &admission.rejected {
+            out.push_str(&format!(
+                "  client {client}: {rejected} turned away since start\n"
+            ));
+        }
         for c in &self.lock().list {
             out.push_str(&format!(
                 "  connection {}: {} in flight, {} queries{}\n",
