@@ -456,3 +456,68 @@ async fn udp_upstreams_share_the_same_bound() {
         1.0
     );
 }
+
+/// Our side's sockets to `upstream` that are ESTABLISHED now, as the kernel lists them
+/// (`/proc/net/tcp`; IPv4 loopback): what `ss` shows an operator, not the pool's own count.
+fn established_to(upstream: SocketAddr) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    let port = format!(":{:04X}", upstream.port());
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // rem_address ends with the upstream's port; st 01 is ESTABLISHED.
+            fields.len() > 3 && fields[2].ends_with(&port) && fields[3] == "01"
+        })
+        .count()
+}
+
+/// Under churn (every connection retired after two queries, and the upstream closing some
+/// itself), a replacement connection never opens while the socket it replaces is still open:
+/// sampled from the kernel's table, never more than `max_connections` established at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_connection_counts_until_its_socket_is_closed() {
+    let (upstream, forwarder, _authority) = behind_serial_tcp(
+        SerialTcpOptions {
+            close_after: Some(3),
+            ..SerialTcpOptions::default()
+        },
+        "max_connections: 4\nmax_inflight: 8\nmax_queries_per_connection: 2\n",
+        "",
+    )
+    .await;
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (sampling, addr) = (sampling.clone(), upstream.addr);
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            let mut samples = 0;
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(established_to(addr));
+                samples += 1;
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            (peak, samples)
+        })
+    };
+    for round in 0..15 {
+        let answers = ask_all(forwarder.addr, 200, &format!("churn{round}")).await;
+        assert!(answers.len() >= 190, "round {round}: {}", answers.len());
+    }
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (peak, samples) = sampler.join().expect("sampler");
+    let closed = pool_metric(
+        &forwarder,
+        "nodelocaldns_pool_closed_total",
+        upstream.addr,
+        &[("reason", "max_queries")],
+    );
+    eprintln!("{closed} connections retired, {samples} samples, peak {peak}");
+    assert!(closed > 100.0, "churn: {closed} connections retired");
+    assert!(samples > 20, "{samples} samples");
+    assert!(
+        (1..=4).contains(&peak),
+        "{peak} sockets established at once; the bound is 4"
+    );
+}

@@ -385,15 +385,18 @@ impl Pool {
         }
     }
 
-    /// Takes connection `id` out of the pool if nothing is in flight or on its way to it.
+    /// Closes connection `id` to new queries if nothing is in flight or on its way to it.
+    /// It stays in the pool, counted against `max_connections`, until its task has closed the
+    /// socket and removes it: a replacement never opens beside a socket still open.
     fn close_if_idle(&self, id: u64) -> bool {
         let mut connections = self.lock();
         match connections.get_mut(id) {
             Some(connection) if connection.inflight > 0 => false,
-            _ => {
-                self.remove_locked(&mut connections, id);
+            Some(connection) => {
+                connection.accepting = false;
                 true
             }
+            None => true,
         }
     }
 
