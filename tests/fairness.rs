@@ -3,15 +3,24 @@
 //! that capacity, three quiet clients on other source addresses (any 127/8 address binds on
 //! Linux) asking distinct names at 10 QPS each. Real sockets throughout; counts only, no
 //! timing asserts.
+//!
+//! The same storm in the shape of a node (root only): the binary in a node network namespace,
+//! the upstream on the node's 127.0.0.1, one pod storming and a quiet pod whose glibc
+//! getaddrinfo asks, each pod its own namespace and source address.
 
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::Forwarder;
+use common::cluster::clients::ATTEMPT_TIMEOUT;
+use common::cluster::{self, LINK_LOCAL};
+use common::netns::Netns;
+use common::process::Running;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
@@ -26,16 +35,26 @@ const UPSTREAM_CAPACITY: usize = 20;
 struct SlowUpstream {
     addr: SocketAddr,
     dropped: Arc<AtomicUsize>,
+    /// Of those, the quiet clients' (names under `quiet.test`): each one a query of theirs
+    /// lost, whether or not a retry then saved the lookup.
+    dropped_quiet: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl SlowUpstream {
     async fn start() -> SlowUpstream {
-        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
+        SlowUpstream::serve(std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
+    }
+
+    /// Serves on `socket`, bound already (in another network namespace, say); needs a tokio
+    /// runtime.
+    fn serve(socket: std::net::UdpSocket) -> SlowUpstream {
+        let socket = Arc::new(tokio_socket(socket));
         let addr = socket.local_addr().expect("address");
         let dropped = Arc::new(AtomicUsize::new(0));
         let in_hand = Arc::new(AtomicUsize::new(0));
-        let counted = dropped.clone();
+        let dropped_quiet = Arc::new(AtomicUsize::new(0));
+        let (counted, counted_quiet) = (dropped.clone(), dropped_quiet.clone());
         let task = tokio::spawn(async move {
             let mut buf = [0u8; 1500];
             loop {
@@ -44,6 +63,9 @@ impl SlowUpstream {
                 };
                 if len < 12 || in_hand.load(Ordering::Acquire) >= UPSTREAM_CAPACITY {
                     counted.fetch_add(1, Ordering::Relaxed);
+                    if buf[..len].windows(6).any(|w| w == b"\x05quiet") {
+                        counted_quiet.fetch_add(1, Ordering::Relaxed);
+                    }
                     continue;
                 }
                 in_hand.fetch_add(1, Ordering::AcqRel);
@@ -61,6 +83,7 @@ impl SlowUpstream {
         SlowUpstream {
             addr,
             dropped,
+            dropped_quiet,
             task,
         }
     }
@@ -70,6 +93,14 @@ impl Drop for SlowUpstream {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A std socket, bound wherever it was, as a tokio one.
+fn tokio_socket(socket: std::net::UdpSocket) -> UdpSocket {
+    socket
+        .set_nonblocking(true)
+        .expect("a UDP socket goes non-blocking");
+    UdpSocket::from_std(socket).expect("inside a tokio runtime")
 }
 
 /// A TXT query for `name` with ID `id` (one upstream query per miss).
@@ -120,10 +151,15 @@ async fn quiet_client(source: Ipv4Addr, server: SocketAddr, until: Instant) -> Q
     seen
 }
 
-/// The noisy client on 127.0.0.2: distinct names at `rate` per second, not waiting for
+/// The noisy client on `socket`: distinct names at `rate` per second, not waiting for
 /// answers. Returns (sent, SERVFAIL answers).
-async fn noisy_client(server: SocketAddr, rate: u32, until: Instant) -> (usize, usize) {
-    let socket = Arc::new(UdpSocket::bind("127.0.0.2:0").await.expect("bind"));
+async fn noisy_client(
+    socket: UdpSocket,
+    server: SocketAddr,
+    rate: u32,
+    until: Instant,
+) -> (usize, usize) {
+    let socket = Arc::new(socket);
     let servfails = Arc::new(AtomicUsize::new(0));
     let reader = {
         let (socket, servfails) = (socket.clone(), servfails.clone());
@@ -163,7 +199,13 @@ async fn storm(pool: &str) -> (Vec<Quiet>, (usize, usize), f64, usize) {
     let start = Instant::now();
     // The storm runs alone for 3 s (the adaptive limit learns the upstream's capacity from
     // its first timeouts), then the quiet clients ask for 6 s.
-    let noisy = tokio::spawn(noisy_client(server, 1000, start + Duration::from_secs(9)));
+    let socket = UdpSocket::bind("127.0.0.2:0").await.expect("bind");
+    let noisy = tokio::spawn(noisy_client(
+        socket,
+        server,
+        1000,
+        start + Duration::from_secs(9),
+    ));
     tokio::time::sleep(Duration::from_secs(3)).await;
     let until = Instant::now() + Duration::from_secs(6);
     let quiet: Vec<_> = [3u8, 4, 5]
@@ -210,5 +252,217 @@ async fn a_storm_of_misses_from_one_client_leaves_the_quiet_clients_answered() {
     eprintln!(
         "FIFO, fixed bound: quiet {before:?}; noisy sent {sent}, {servfail} SERVFAIL; upstream \
          dropped {dropped}"
+    );
+}
+
+/// What the quiet pod's getaddrinfo calls got.
+#[derive(Debug, Default)]
+struct Lookups {
+    /// An answer: addresses, or EAI_NONAME / EAI_NODATA (the upstream's NOERROR without
+    /// records).
+    resolved: usize,
+    /// Anything else: EAI_AGAIN (SERVFAIL, or no answer to either attempt), or a lookup the
+    /// program never reported.
+    failed: usize,
+    /// Lookups that took an attempt's timeout (1 s) or more: a query of theirs went
+    /// unanswered and glibc asked again. The lookup may still count as resolved (glibc
+    /// returns EAI_NODATA when the A half is answered and the AAAA half never is). Printed;
+    /// what is asserted is the upstream's count of the quiet pod's queries it dropped.
+    retried: usize,
+    slowest_ms: f64,
+    first_failures: Vec<String>,
+}
+
+impl Lookups {
+    fn failure(&mut self, why: String) {
+        self.failed += 1;
+        if self.first_failures.len() < 10 {
+            self.first_failures.push(why);
+        }
+    }
+}
+
+/// What getaddrinfo says (`gai_strerror`, C locale) when the answer had no address.
+const ANSWERED_WITHOUT_ADDRESS: [&str; 2] = [
+    "Name or service not known",
+    "No address associated with hostname",
+];
+
+/// glibc's getaddrinfo (`program`, tests/stubs/lookup.c) in processes of `pod` until
+/// `until`: five distinct names each, 100 ms apart, through the pod's `/etc/resolv.conf`.
+fn glibc_lookups(pod: &Netns, program: &Path, until: std::time::Instant) -> Lookups {
+    let program = program.to_str().expect("a UTF-8 path");
+    let mut seen = Lookups::default();
+    let mut n = 0;
+    while std::time::Instant::now() < until {
+        let names: Vec<String> = (0..5)
+            .map(|_| {
+                n += 1;
+                format!("q{n}.quiet.test.")
+            })
+            .collect();
+        let mut args = vec![program];
+        args.extend(names.iter().map(String::as_str));
+        let out = pod
+            .command(&args)
+            .env("LOOKUP_INTERVAL_MS", "100")
+            .env("LC_ALL", "C")
+            .output()
+            .expect("ip netns exec runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut reported = 0;
+        for line in text.lines() {
+            reported += 1;
+            let fields: Vec<&str> = line.splitn(4, '\t').collect();
+            if let Some(took) = fields.get(2).and_then(|ms| ms.parse::<f64>().ok()) {
+                seen.slowest_ms = seen.slowest_ms.max(took);
+                if took >= ATTEMPT_TIMEOUT.as_secs_f64() * 1000.0 {
+                    seen.retried += 1;
+                }
+            }
+            match fields[..] {
+                [_, "ok", ..] => seen.resolved += 1,
+                [_, "fail", _, why] if ANSWERED_WITHOUT_ADDRESS.contains(&why) => {
+                    seen.resolved += 1;
+                }
+                _ => seen.failure(line.to_string()),
+            }
+        }
+        for name in &names[reported.min(names.len())..] {
+            seen.failure(format!(
+                "{name}: not reported by the lookup program ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim_end()
+            ));
+        }
+    }
+    seen
+}
+
+/// A UDP socket bound to `addr` inside `ns`, for this test's runtime (a socket stays in the
+/// namespace it was made in, whichever thread uses it).
+fn socket_in(ns: &Netns, addr: &str) -> UdpSocket {
+    let socket = ns
+        .run_inside(|| std::net::UdpSocket::bind(addr))
+        .unwrap_or_else(|e| panic!("bind {addr} in {}: {e}", ns.name()));
+    tokio_socket(socket)
+}
+
+/// Waits (bounded) until a query from `pod` to `server` is answered at all.
+async fn wait_answered(pod: &Netns, server: SocketAddr, forwarder: &mut Running) {
+    let socket = socket_in(pod, "0.0.0.0:0");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 1500];
+    for n in 0u16.. {
+        let query = txt_query(n, &format!("ready{n}.{}.test.", pod.name()));
+        socket.send_to(&query, server).await.expect("send");
+        let wait = tokio::time::timeout(Duration::from_millis(200), socket.recv_from(&mut buf));
+        if let Ok(Ok(_)) = wait.await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline && !forwarder.has_exited(),
+            "{server} does not answer {}: the forwarder {}",
+            pod.name(),
+            forwarder.report()
+        );
+    }
+}
+
+/// The pod-shaped storm: the forwarder binary in a node namespace on 169.254.20.10:53 (the
+/// node's `lo`), a [`SlowUpstream`] on the node's 127.0.0.1, a storming pod (10.244.0.5)
+/// asking distinct names at 1000 per second, and a quiet pod (10.244.2.5) whose glibc
+/// getaddrinfo asks distinct names (`options timeout:1 attempts:2`). After 3 s of storm alone
+/// (the adaptive limit learns what the upstream holds), every one of the quiet pod's lookups
+/// in the next 6 s gets its answer (no EAI_AGAIN) at the first attempt, and the storm's
+/// overflow is what gets turned away (`client_share`). Without fair turns and the adaptive
+/// limit (`adaptive: false`, `per_client: 2048`), the upstream drops the quiet pod's queries
+/// with the storm's: its lookups wait out glibc's retries (up to 4 s), some in vain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn glibc_resolvers_in_a_quiet_pod_resolve_while_another_pod_storms() {
+    let Some(node) = Netns::new("fair-node") else {
+        return;
+    };
+    let Some(program) = cluster::clients::glibc_stub() else {
+        return;
+    };
+    let storming = Netns::new("fair-storm").expect("root, as for the node");
+    let quiet = Arc::new(Netns::new("fair-quiet").expect("root, as for the node"));
+    cluster::veth(&node, &storming, "vstorm", "10.244.0", "5");
+    cluster::veth(&node, &quiet, "vquiet", "10.244.2", "5");
+    node.ok(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{LINK_LOCAL}/32"),
+        "dev",
+        "lo",
+    ]);
+    let server = SocketAddr::from((LINK_LOCAL, 53));
+    quiet.etc_file(
+        "resolv.conf",
+        &format!("nameserver {LINK_LOCAL}\noptions timeout:1 attempts:2\n"),
+    );
+
+    let upstream = SlowUpstream::serve(
+        node.run_inside(|| std::net::UdpSocket::bind("127.0.0.1:0"))
+            .expect("bind the upstream in the node"),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("nodelocaldns.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: [\"{server}\"]\nserver:\n  loop_check: false\nmetrics:\n  listen: \"{}\"\nzones:\n  - name: .\n    upstreams: [\"{}\"]\n    timeout: 1s\n    deadline: 2s\n    unanswered_ttl: 0s\n    cache:\n      enabled: false\n",
+            cluster::METRICS,
+            upstream.addr
+        ),
+    )
+    .expect("write the config");
+    let config = config.to_str().expect("a UTF-8 path");
+    // Declared after the namespaces: killed before they go.
+    let mut forwarder = Running::exec_in(&node, cluster::BIN, &["run", "--config", config], None);
+    wait_answered(&storming, server, &mut forwarder).await;
+    wait_answered(&quiet, server, &mut forwarder).await;
+
+    let storm_until = Instant::now() + Duration::from_secs(3 + 6 + 1);
+    let storm = tokio::spawn(noisy_client(
+        socket_in(&storming, "0.0.0.0:0"),
+        server,
+        1000,
+        storm_until,
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let until = (Instant::now() + Duration::from_secs(6)).into_std();
+    let lookups = {
+        let quiet = quiet.clone();
+        tokio::task::spawn_blocking(move || glibc_lookups(&quiet, program, until))
+            .await
+            .expect("the quiet pod's lookups")
+    };
+    let (sent, servfail) = storm.await.expect("the storming pod");
+    let metrics = node
+        .run_inside(|| cluster::http_get(cluster::METRICS, "/metrics"))
+        .unwrap_or_else(|| panic!("no metrics: the forwarder {}", forwarder.report()));
+    let client_share = common::metric_value(
+        &metrics,
+        "nodelocaldns_queue_rejected_total",
+        &[("reason", "client_share")],
+    );
+    let dropped = upstream.dropped.load(Ordering::Relaxed);
+    eprintln!(
+        "pods: quiet (glibc) {lookups:?}; storm sent {sent}, {servfail} SERVFAIL; client_share \
+         rejections {client_share}; upstream dropped {dropped}"
+    );
+    assert!(lookups.resolved > 20, "the quiet pod asked: {lookups:?}");
+    assert_eq!(lookups.failed, 0, "no quiet lookup fails: {lookups:?}");
+    let lost = upstream.dropped_quiet.load(Ordering::Relaxed);
+    assert_eq!(
+        lost, 0,
+        "the upstream dropped none of the quiet pod's queries"
+    );
+    assert!(
+        client_share > 0.0,
+        "the storm's overflow is turned away: {client_share} client_share rejections"
     );
 }

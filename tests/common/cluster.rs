@@ -42,7 +42,7 @@ pub const KUBE_DNS_SERVICE: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 pub const LINK_LOCAL: Ipv4Addr = Ipv4Addr::new(169, 254, 20, 10);
 pub const KUBE_DNS_POD: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 2);
 /// Where our HTTP endpoints listen in the node namespace (one node per namespace: no clash).
-const METRICS: &str = "127.0.0.1:9253";
+pub const METRICS: &str = "127.0.0.1:9253";
 
 /// Our `node.backend`, and the kube-proxy mode a test node runs beside it (the same one).
 pub use nodelocal_dns::node::Backend;
@@ -320,6 +320,12 @@ zones:
 /// default route via the node).
 fn wire(node: &Netns, other: &Netns, link: &str, net: &str) {
     let host = if link == "vpod" { "5" } else { "2" };
+    veth(node, other, link, net, host);
+}
+
+/// A veth pair from `node` (`link`, `NET.1/24`) to `other` (`eth0`, `NET.HOST/24`, its
+/// default route via the node).
+pub fn veth(node: &Netns, other: &Netns, link: &str, net: &str, host: &str) {
     node.ok(&[
         "ip",
         "link",
@@ -493,7 +499,7 @@ fn answering(ns: &Netns, server: &str, expected: Outcome) {
 
 /// A GET over HTTP/1.0 from this thread's namespace; the body, or `None` when there is no
 /// answer within a second or two.
-fn http_get(addr: &str, path: &str) -> Option<String> {
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
     let addr: SocketAddr = addr.parse().expect("a socket address");
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;

@@ -347,7 +347,7 @@ impl Drop for Client {
 }
 
 /// `tests/stubs/lookup.c` built with cc once per test binary; `None` (said) without cc.
-fn glibc_stub() -> Option<&'static Path> {
+pub fn glibc_stub() -> Option<&'static Path> {
     static STUB: OnceLock<Option<PathBuf>> = OnceLock::new();
     STUB.get_or_init(|| {
         if Command::new("cc").arg("--version").output().is_err() {
