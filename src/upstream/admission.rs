@@ -524,6 +524,15 @@ mod tests {
         Requester::Client(IpAddr::from([10, 0, 0, last]))
     }
 
+    /// A slot for client 1, with nothing waiting in front of it.
+    async fn slot_for(admission: &Admission, metrics: &UpstreamHandles) -> Slot {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        admission
+            .enter(client(1), deadline, metrics)
+            .await
+            .expect("a free slot")
+    }
+
     /// With one slot busy, a heavy client queues five queries, then a quiet one asks: the
     /// quiet query is served second, after one of the heavy client's, not sixth.
     #[tokio::test(start_paused = true)]
@@ -653,15 +662,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_timeout_lowers_the_limit_below_what_it_was_sent_with_and_answers_raise_it_slowly() {
         let (admission, metrics) = admission(64, 64);
-        let deadline = Instant::now() + Duration::from_secs(10);
         let mut held = Vec::new();
         for _ in 0..30 {
-            held.push(
-                admission
-                    .enter(client(1), deadline, &metrics)
-                    .await
-                    .unwrap(),
-            );
+            held.push(slot_for(&admission, &metrics).await);
         }
         // The 21st was one too many: below 20, then a tenth off.
         held[20].timed_out();
@@ -691,21 +694,11 @@ mod tests {
             6,
             "6 slots, 5 taken: not saturated"
         );
-        held.push(
-            admission
-                .enter(client(1), deadline, &metrics)
-                .await
-                .unwrap(),
-        );
+        held.push(slot_for(&admission, &metrics).await);
         held[0].answered();
         assert_eq!(admission.report(1).limit, 7);
         tokio::time::advance(CALM).await;
-        held.push(
-            admission
-                .enter(client(1), deadline, &metrics)
-                .await
-                .unwrap(),
-        );
+        held.push(slot_for(&admission, &metrics).await);
         held[0].answered();
         assert_eq!(
             admission.report(1).limit,
