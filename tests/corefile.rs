@@ -144,3 +144,58 @@ fn an_unsupported_directive_names_the_file_and_line() {
     );
     assert!(stderr.contains("rendered from"), "{stderr}");
 }
+
+/// kubespray's default layout (and RKE1's): the installer renders the Corefile itself and
+/// passes `-conf /etc/coredns/Corefile`, with no `Corefile.base`. node-cache serves that file as
+/// written; so do we, instead of refusing to start.
+#[test]
+fn without_a_base_corefile_the_conf_file_is_served_as_written() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let corefile = dir.path().join("Corefile");
+    std::fs::write(
+        &corefile,
+        "cluster.local:53 {\n    errors\n    cache {\n        success 9984 30\n        denial 9984 5\n    }\n    reload\n    loop\n    bind 169.254.25.10\n    forward . 10.233.0.3 {\n        force_tcp\n    }\n    prometheus :9253\n    health 169.254.25.10:9254\n}\n.:53 {\n    errors\n    cache 30\n    reload\n    loop\n    bind 169.254.25.10\n    forward . 10.233.0.3\n    prometheus :9253\n}\n",
+    )
+    .expect("write Corefile");
+    let missing = dir.path().join("Corefile.base");
+    let out = Command::new(BIN)
+        .args(["translate", "-localip", "169.254.25.10", "-conf"])
+        .arg(&corefile)
+        .arg("-basecorefile")
+        .arg(&missing)
+        .args(["-upstreamsvc", "coredns", "-health-port", "9254"])
+        .output()
+        .expect("the binary runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8(out.stdout).expect("UTF-8");
+    let config = Config::from_yaml(&yaml, "translation").expect("a valid config");
+    assert_eq!(
+        config.listen,
+        vec!["169.254.25.10:53".parse().expect("an address")]
+    );
+    let cluster = config
+        .zones
+        .iter()
+        .find(|z| z.name.0.to_dotted() == "cluster.local.")
+        .expect("the cluster.local zone");
+    assert_eq!(cluster.transport, Transport::Tcp);
+    assert!(
+        !missing.exists(),
+        "nothing is written where the template was missing"
+    );
+
+    // A -conf file that is missing too is still an error naming it.
+    let out = Command::new(BIN)
+        .args(["translate", "-localip", "169.254.25.10", "-conf"])
+        .arg(dir.path().join("absent"))
+        .arg("-basecorefile")
+        .arg(&missing)
+        .output()
+        .expect("the binary runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("absent: cannot read"));
+}

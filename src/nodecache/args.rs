@@ -278,7 +278,8 @@ impl NodeCacheArgs {
 
     /// Renders the template, writes the rendered Corefile to `-conf` (best effort, as node-cache
     /// does, for people who read it there), and translates it into a native config with the
-    /// `node:` section from the flags.
+    /// `node:` section from the flags. Without a template file, `-conf` is the Corefile, as
+    /// written (the layout kubespray and RKE1 launch with).
     /// `write_rendered: false` only prints (for `nodelocal-dns translate`).
     pub fn to_config(&self, write_rendered: bool) -> Result<NodeCacheConfig, NodeCacheError> {
         let local_ips = self.local_ips()?;
@@ -295,31 +296,56 @@ impl NodeCacheArgs {
         let cluster_dns = std::env::var(&env)
             .ok()
             .and_then(|v| v.trim().parse::<IpAddr>().ok());
-        let file = self.base_corefile.display().to_string();
-        let template = std::fs::read_to_string(&self.base_corefile)
-            .map_err(|error| CorefileError::Read { file, error })?;
-        let rendered = corefile::render(
-            &template,
-            &RenderParams {
-                local_ips: local_ips.clone(),
-                cluster_dns,
-                cluster_dns_env: env,
-                prometheus_endpoint: self.prometheus_listen_address.clone(),
-                dns_port: self.dns_port,
-                kube_dns,
-            },
-        )?;
-        if write_rendered && let Err(err) = std::fs::write(&self.corefile, &rendered) {
-            warnings.push(format!(
-                "cannot write the rendered Corefile to {}: {err} (it is only written for reading)",
-                self.corefile.display()
-            ));
-        }
-        let source = format!(
-            "{} (rendered from {})",
-            self.corefile.display(),
-            self.base_corefile.display()
-        );
+        let (rendered, source) = match std::fs::read_to_string(&self.base_corefile) {
+            Ok(template) => {
+                let rendered = corefile::render(
+                    &template,
+                    &RenderParams {
+                        local_ips: local_ips.clone(),
+                        cluster_dns,
+                        cluster_dns_env: env,
+                        prometheus_endpoint: self.prometheus_listen_address.clone(),
+                        dns_port: self.dns_port,
+                        kube_dns,
+                    },
+                )?;
+                if write_rendered && let Err(err) = std::fs::write(&self.corefile, &rendered) {
+                    warnings.push(format!(
+                        "cannot write the rendered Corefile to {}: {err} (it is only written for \
+                         reading)",
+                        self.corefile.display()
+                    ));
+                }
+                let source = format!(
+                    "{} (rendered from {})",
+                    self.corefile.display(),
+                    self.base_corefile.display()
+                );
+                (rendered, source)
+            }
+            // kubespray's default layout and RKE1's: the installer renders the Corefile itself
+            // and mounts it at `-conf`, with no template. node-cache logs the missing base and
+            // CoreDNS serves `-conf` as written; so do we.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                let file = self.corefile.display().to_string();
+                let written = std::fs::read_to_string(&self.corefile).map_err(|error| {
+                    CorefileError::Read {
+                        file: file.clone(),
+                        error,
+                    }
+                })?;
+                warnings.push(format!(
+                    "{} is missing: serving {file} as written (the installer rendered it), as \
+                     node-cache does",
+                    self.base_corefile.display()
+                ));
+                (written, file)
+            }
+            Err(error) => {
+                let file = self.base_corefile.display().to_string();
+                return Err(CorefileError::Read { file, error }.into());
+            }
+        };
         let mut translation = corefile::translate(
             &rendered,
             &source,
