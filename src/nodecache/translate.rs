@@ -614,6 +614,27 @@ mod tests {
     }
 
     #[test]
+    fn a_zero_cache_ttl_is_refused_at_its_line_as_coredns_refuses_it() {
+        let block =
+            |cache: &str| format!(".:53 {{\n  bind 127.0.0.1\n{cache}  forward . 10.0.0.1\n}}\n");
+        let err = translate_text(&block("  cache 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("Corefile:3: cache TTL can not be zero"),
+            "{err}"
+        );
+        let err = translate_text(&block("  cache {\n    success 9984 0\n  }\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("Corefile:4: cache TTL can not be zero"),
+            "{err}"
+        );
+        assert!(translate_text(&block("  cache 1\n")).is_ok());
+    }
+
+    #[test]
     fn no_cache_directive_turns_the_zone_cache_off() {
         let t = translate_text(".:53 {\n  bind 127.0.0.1\n  forward . 10.0.0.1\n}\n").unwrap();
         assert!(!t.config.zones[0].cache.enabled);

@@ -36,7 +36,7 @@ impl Translator<'_> {
         match d.args.as_slice() {
             [] => {}
             [ttl] => {
-                let ttl = self.seconds(ttl)?;
+                let ttl = self.cache_ttl(ttl)?;
                 cache.success_ttl = ttl;
                 cache.denial_ttl = ttl;
             }
@@ -127,7 +127,7 @@ impl Translator<'_> {
             return Err(self.err(name.line, format!("{kind} needs a CAPACITY")));
         };
         let cap = self.count(cap)?;
-        let ttl = rest.first().map(|t| self.seconds(t)).transpose()?;
+        let ttl = rest.first().map(|t| self.cache_ttl(t)).transpose()?;
         let min = rest.get(1).map(|t| self.seconds(t)).transpose()?;
         if let Some(extra) = rest.get(2) {
             return Err(self.err(extra.line, format!("{kind}: too many arguments")));
@@ -142,6 +142,20 @@ impl Translator<'_> {
             kinds.denial_min = min.unwrap_or(kinds.denial_min);
         }
         Ok(())
+    }
+
+    /// A cache TTL cap: CoreDNS refuses 0 ("cache TTL can not be zero or negative"), and a
+    /// Corefile that CoreDNS refuses is refused here too, at its line.
+    fn cache_ttl(&self, t: &Token) -> Result<Duration, CorefileError> {
+        let ttl = self.seconds(t)?;
+        if ttl.is_zero() {
+            return Err(self.err(
+                t.line,
+                "cache TTL can not be zero (CoreDNS refuses it; to turn the cache off, leave \
+                 `cache` out of the block)",
+            ));
+        }
+        Ok(ttl)
     }
 
     /// `prefetch AMOUNT [DURATION] [PERCENTAGE%]`.
