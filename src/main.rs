@@ -132,7 +132,10 @@ fn check_config(file: &std::path::Path, corefile: bool) -> anyhow::Result<()> {
         .is_some_and(|n| n.to_string_lossy().starts_with("Corefile"));
     if corefile || named_corefile {
         let translation = corefile::load(file, &corefile::TranslateOptions::default())?;
-        print!("{}", translation.to_yaml(&file.display().to_string()));
+        print!(
+            "{}",
+            translation.to_effective_yaml(&file.display().to_string())
+        );
         eprintln!(
             "{}: valid ({} warnings)",
             file.display(),

@@ -199,3 +199,47 @@ fn without_a_base_corefile_the_conf_file_is_served_as_written() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("absent: cannot read"));
 }
+
+/// `translate` keeps `forward . /etc/resolv.conf` as `resolv.conf`: its output, copied into a
+/// ConfigMap, reads each node's own resolv.conf rather than pinning the nameservers of the
+/// machine it ran on. `check-config` shows what this machine would serve.
+#[test]
+fn translate_keeps_resolv_conf_for_every_node_and_check_config_expands_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let corefile = dir.path().join("Corefile");
+    std::fs::write(
+        &corefile,
+        ".:53 {\n    bind 169.254.20.10\n    cache 30\n    forward . /etc/resolv.conf\n}\n",
+    )
+    .expect("write Corefile");
+    let out = Command::new(BIN)
+        .args(["translate", "-localip", "169.254.20.10", "-conf"])
+        .arg(&corefile)
+        .arg("-basecorefile")
+        .arg(dir.path().join("Corefile.base"))
+        .output()
+        .expect("the binary runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8(out.stdout).expect("UTF-8");
+    assert!(
+        yaml.contains("  upstreams:\n  - resolv.conf\n"),
+        "the portable form: {yaml}"
+    );
+
+    let out = Command::new(BIN)
+        .args(["check-config", "--corefile"])
+        .arg(&corefile)
+        .output()
+        .expect("the binary runs");
+    let effective = String::from_utf8(out.stdout).expect("UTF-8");
+    if out.status.success() {
+        assert!(
+            !effective.contains("- resolv.conf"),
+            "check-config shows this machine's nameservers: {effective}"
+        );
+    }
+}

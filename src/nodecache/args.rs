@@ -353,7 +353,7 @@ impl NodeCacheArgs {
                 default_port: self.dns_port,
             },
         )?;
-        let node = &mut translation.config.node;
+        let node = &mut translation.portable.node;
         node.setup_interface = self.setup_interface;
         node.setup_iptables = self.setup_iptables;
         node.interface_name = self.interface_name.clone();
@@ -368,7 +368,7 @@ impl NodeCacheArgs {
         node.fallback.service = Some(format!("kube-system/{}", self.upstream_svc));
         // The same checks a native file gets, now with the node section filled in.
         let config =
-            Config::from_yaml(&translation.config.to_yaml(), &source).map_err(|error| {
+            Config::from_yaml(&translation.portable.to_yaml(), &source).map_err(|error| {
                 CorefileError::Native {
                     file: source,
                     error,

@@ -24,7 +24,12 @@ use forward::Forward;
 /// ignored.
 #[derive(Debug, Clone)]
 pub struct Translation {
+    /// The config served: validated, `resolv.conf` upstreams expanded to this machine's
+    /// nameservers.
     pub config: Config,
+    /// The same as written, `resolv.conf` upstreams kept: what `translate` prints, so that its
+    /// output copied into a ConfigMap reads each node's own resolv.conf.
+    pub portable: Config,
     /// `health [ADDR]` (default `:8080`), as written after rendering.
     pub health: Option<String>,
     /// `prometheus [ADDR]` (default `localhost:9153`).
@@ -34,8 +39,18 @@ pub struct Translation {
 }
 
 impl Translation {
-    /// The native YAML with the endpoints and warnings as comments on top.
+    /// The native YAML (portable: `resolv.conf` upstreams kept) with the endpoints and warnings
+    /// as comments on top.
     pub fn to_yaml(&self, source: &str) -> String {
+        self.yaml_of(&self.portable, source)
+    }
+
+    /// The same for the config as served here, `resolv.conf` expanded (`check-config`).
+    pub fn to_effective_yaml(&self, source: &str) -> String {
+        self.yaml_of(&self.config, source)
+    }
+
+    fn yaml_of(&self, config: &Config, source: &str) -> String {
         let mut out = format!("# translated from {source}\n");
         if let Some(health) = &self.health {
             out.push_str(&format!("# health endpoint (GET /health): {health}\n"));
@@ -46,7 +61,7 @@ impl Translation {
         for warning in &self.warnings {
             out.push_str(&format!("# warning: {warning}\n"));
         }
-        out.push_str(&self.config.to_yaml());
+        out.push_str(&config.to_yaml());
         out
     }
 }
@@ -152,13 +167,15 @@ pub fn translate(
         zones: t.zones,
     };
     // Through the YAML once: the same validation and resolv.conf expansion as a native file.
+    let portable = config;
     let config =
-        Config::from_yaml(&config.to_yaml(), file).map_err(|error| CorefileError::Native {
+        Config::from_yaml(&portable.to_yaml(), file).map_err(|error| CorefileError::Native {
             file: file.into(),
             error,
         })?;
     Ok(Translation {
         config,
+        portable,
         health: t.health,
         metrics: t.metrics,
         warnings: t.warnings,
