@@ -17,8 +17,10 @@
 //! out was sent with too many outstanding: the limit goes below that number at once, and a
 //! tenth lower at most once per [`DECREASE_INTERVAL`] (one burst of timeouts is one signal),
 //! never under `min_slots`. While every slot is taken and answers come, it grows by one per
-//! [`INCREASE_INTERVAL`] (by an eighth after [`CALM`] without a timeout), back up to the
-//! maximum: slowly, since the only sign of too many is a timeout a whole query timeout later.
+//! [`INCREASE_INTERVAL`] once [`HOLD`] has passed since the last decrease (by an eighth after
+//! [`CALM`] without a timeout), back up to the maximum: slowly, since the only sign of too many
+//! is a timeout a whole query timeout later, and each step past the upstream's capacity costs
+//! the one query sent over it.
 //! An upstream that drops what it cannot hold (dnsmasq past `dns-forward-max`) is then asked
 //! about as much as it answers, and the fair share is a share of that.
 //!
@@ -46,8 +48,13 @@ pub const DECREASE_INTERVAL: Duration = Duration::from_millis(500);
 /// The shortest time between two increases of the limit.
 pub const INCREASE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// After a decrease, the limit holds this long before it grows again: each increase past
+/// what the upstream holds costs one query (the one sent over the limit, dropped), so the
+/// probing is kept rare.
+pub const HOLD: Duration = Duration::from_secs(10);
+
 /// Without a timeout for this long, the limit grows by an eighth per increase, not by one.
-pub const CALM: Duration = Duration::from_secs(10);
+pub const CALM: Duration = Duration::from_secs(60);
 
 /// Clients whose rejections are remembered for `/debug/pool`; past that, new ones are not.
 const MAX_REMEMBERED_CLIENTS: usize = 256;
@@ -145,14 +152,18 @@ impl Limit {
         self.current
     }
 
-    /// An answer while every slot was taken: one slot more per [`INCREASE_INTERVAL`], or an
-    /// eighth more once no timeout has come for [`CALM`]. Slowly, because the only sign of too
-    /// many is a timeout, a whole query timeout later.
+    /// An answer while every slot was taken: one slot more per [`INCREASE_INTERVAL`] once
+    /// [`HOLD`] has passed since the last decrease, or an eighth more once no timeout has come
+    /// for [`CALM`]. Slowly, because the only sign of too many is a timeout, a whole query
+    /// timeout later.
     fn answered(&mut self, saturated: bool, now: Instant) {
         let due = self
             .last_increase
             .is_none_or(|at| now.duration_since(at) >= INCREASE_INTERVAL);
-        if !self.adaptive || !saturated || !due || self.current >= self.max {
+        let held = self
+            .last_decrease
+            .is_some_and(|at| now.duration_since(at) < HOLD);
+        if !self.adaptive || !saturated || !due || held || self.current >= self.max {
             return;
         }
         let calm = self
@@ -679,6 +690,9 @@ mod tests {
         held[5].timed_out();
         assert_eq!(admission.report(1).limit, 5, "below the 6 it was sent with");
         held.truncate(5);
+        held[0].answered();
+        assert_eq!(admission.report(1).limit, 5, "held after a decrease");
+        tokio::time::advance(HOLD).await;
         for _ in 0..10 {
             held[0].answered();
         }
