@@ -145,27 +145,42 @@ fn an_unsupported_directive_names_the_file_and_line() {
     assert!(stderr.contains("rendered from"), "{stderr}");
 }
 
+/// `nodelocal-dns translate` in the layout kubespray and RKE1 launch with: `text` written to
+/// `dir/Corefile` and passed as `-conf`, and no `Corefile.base`. Returns the Corefile's path.
+fn translate_conf_only(dir: &Path, text: &str, flags: &[&str]) -> (std::path::PathBuf, Output) {
+    let corefile = dir.join("Corefile");
+    std::fs::write(&corefile, text).expect("write Corefile");
+    let out = Command::new(BIN)
+        .arg("translate")
+        .args(flags)
+        .arg("-conf")
+        .arg(&corefile)
+        .arg("-basecorefile")
+        .arg(dir.join("Corefile.base"))
+        .output()
+        .expect("the binary runs");
+    (corefile, out)
+}
+
 /// kubespray's default layout (and RKE1's): the installer renders the Corefile itself and
 /// passes `-conf /etc/coredns/Corefile`, with no `Corefile.base`. node-cache serves that file as
 /// written; so do we, instead of refusing to start.
 #[test]
 fn without_a_base_corefile_the_conf_file_is_served_as_written() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let corefile = dir.path().join("Corefile");
-    std::fs::write(
-        &corefile,
+    let (_, out) = translate_conf_only(
+        dir.path(),
         "cluster.local:53 {\n    errors\n    cache {\n        success 9984 30\n        denial 9984 5\n    }\n    reload\n    loop\n    bind 169.254.25.10\n    forward . 10.233.0.3 {\n        force_tcp\n    }\n    prometheus :9253\n    health 169.254.25.10:9254\n}\n.:53 {\n    errors\n    cache 30\n    reload\n    loop\n    bind 169.254.25.10\n    forward . 10.233.0.3\n    prometheus :9253\n}\n",
-    )
-    .expect("write Corefile");
+        &[
+            "-localip",
+            "169.254.25.10",
+            "-upstreamsvc",
+            "coredns",
+            "-health-port",
+            "9254",
+        ],
+    );
     let missing = dir.path().join("Corefile.base");
-    let out = Command::new(BIN)
-        .args(["translate", "-localip", "169.254.25.10", "-conf"])
-        .arg(&corefile)
-        .arg("-basecorefile")
-        .arg(&missing)
-        .args(["-upstreamsvc", "coredns", "-health-port", "9254"])
-        .output()
-        .expect("the binary runs");
     assert!(
         out.status.success(),
         "{}",
@@ -206,19 +221,11 @@ fn without_a_base_corefile_the_conf_file_is_served_as_written() {
 #[test]
 fn translate_keeps_resolv_conf_for_every_node_and_check_config_expands_it() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let corefile = dir.path().join("Corefile");
-    std::fs::write(
-        &corefile,
+    let (corefile, out) = translate_conf_only(
+        dir.path(),
         ".:53 {\n    bind 169.254.20.10\n    cache 30\n    forward . /etc/resolv.conf\n}\n",
-    )
-    .expect("write Corefile");
-    let out = Command::new(BIN)
-        .args(["translate", "-localip", "169.254.20.10", "-conf"])
-        .arg(&corefile)
-        .arg("-basecorefile")
-        .arg(dir.path().join("Corefile.base"))
-        .output()
-        .expect("the binary runs");
+        &["-localip", "169.254.20.10"],
+    );
     assert!(
         out.status.success(),
         "{}",
