@@ -718,13 +718,12 @@ impl Config {
                 .iter()
                 .find(|&&ip| self.node.listener_of(ip, &self.listen).is_none())
         {
+            let addr = SocketAddr::new(*ip, self.node.dns_port);
             return Err((
                 "node.local_ips".into(),
                 format!(
-                    "nothing in listen answers {}: the rules divert DNS for a local IP only \
-                     while a socket of ours is bound to it, so add {} to listen",
-                    SocketAddr::new(*ip, self.node.dns_port),
-                    SocketAddr::new(*ip, self.node.dns_port)
+                    "nothing in listen answers {addr}: the rules divert DNS for a local IP only \
+                     while a socket of ours is bound to it, so add {addr} to listen"
                 ),
             ));
         }

@@ -18,11 +18,12 @@
 //! teardown removes our rules and nothing else.
 
 use std::fmt;
-use std::io::Write;
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use super::rules::{DivertSpec, L4, RuleError, RuleErrorKind, ServiceEndpoints, shell_words};
+use super::rules::{
+    DivertSpec, L4, RuleError, RuleErrorKind, ServiceEndpoints, run_with_input, shell_words,
+};
 
 /// The comment of the NOTRACK rules.
 pub const SKIP_CONNTRACK: &str = "NodeLocal DNS Cache: skip conntrack";
@@ -246,13 +247,8 @@ fn families(ips: &[IpAddr]) -> Vec<bool> {
 /// and removes node-cache's [`legacy_rules`]. Returns how many rules were inserted and every
 /// failure (one rule failing does not stop the others).
 pub fn install(spec: &DivertSpec, endpoints: &ServiceEndpoints) -> (usize, Vec<RuleError>) {
-    let mut errors = Vec::new();
     // The chain first: a jump to a chain that does not exist is refused.
-    for ipv6 in families(&spec.fallback_ips) {
-        if let Err(err) = Iptables::for_family(ipv6).restore(&fallback_chain(ipv6, endpoints)) {
-            errors.push(err);
-        }
-    }
+    let mut errors = update_fallback(spec, endpoints);
     let mut inserted = 0;
     for rule in install_order(spec) {
         match Iptables::for_rule(&rule).ensure(&rule) {
@@ -409,21 +405,11 @@ impl Iptables {
     fn restore(&self, input: &str) -> Result<(), RuleError> {
         let tool = format!("{}-restore", self.binary);
         let failed = |message: String| self.error("restore", FALLBACK_CHAIN, message);
-        let mut child = Command::new(&tool)
-            .args(["-w", LOCK_WAIT_SECONDS, "--noflush"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|err| failed(self.spawn_hint(&tool, err)))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(input.as_bytes())
-                .map_err(|err| failed(format!("cannot write to {tool}: {err}")))?;
-        }
-        let output = child
-            .wait_with_output()
-            .map_err(|err| failed(format!("{tool} did not finish: {err}")))?;
+        let output = run_with_input(
+            Command::new(&tool).args(["-w", LOCK_WAIT_SECONDS, "--noflush"]),
+            Some(input),
+        )
+        .map_err(|err| failed(self.spawn_hint(&tool, err)))?;
         if output.status.success() {
             return Ok(());
         }

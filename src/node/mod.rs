@@ -74,9 +74,7 @@ impl NodeError {
             NodeError::Rule(_) => "iptables",
         }
     }
-}
 
-impl NodeError {
     /// A kernel feature or a tool the rules need is missing: a start fails on it rather than
     /// serve with rules that cannot fail open.
     pub fn is_missing_feature(&self) -> bool {
@@ -159,11 +157,6 @@ impl NodeSetup {
         };
         setup.shown.set(setup.render());
         Ok(setup)
-    }
-
-    /// The backend writing the rules, when there are rules.
-    pub fn backend(&self) -> Option<Backend> {
-        self.backend
     }
 
     /// The rules as `/debug/rules` shows them, kept current.
@@ -301,9 +294,8 @@ impl NodeSetup {
         errors.into_iter().map(NodeError::Rule).collect()
     }
 
-    /// Whether a query to a fallback IP has somewhere to go while we are gone.
     fn fallback_armed(&self) -> bool {
-        !self.spec.fallback_ips.is_empty() && !self.endpoints.is_empty()
+        self.spec.fallback_armed(&self.endpoints)
     }
 
     /// The rules text for `/debug/rules` and the gauges of the backend and the fallback.
@@ -430,7 +422,7 @@ impl NodeSetup {
 pub fn describe(backend: Backend, spec: &DivertSpec, endpoints: &ServiceEndpoints) -> String {
     let fallback = if spec.fallback_ips.is_empty() {
         "none (no link-local IP; a ClusterIP falls back through kube-proxy)".to_string()
-    } else if endpoints.is_empty() {
+    } else if !spec.fallback_armed(endpoints) {
         "NOT ARMED: no kube-dns endpoint known".to_string()
     } else {
         format!(

@@ -18,11 +18,10 @@
 //! `nft -f` is one kernel transaction.
 
 use std::fmt::Write as _;
-use std::io::Write;
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use super::rules::{DivertSpec, L4, RuleError, RuleErrorKind, ServiceEndpoints};
+use super::rules::{DivertSpec, L4, RuleError, RuleErrorKind, ServiceEndpoints, run_with_input};
 
 /// Our table's family and name, as `nft` names it.
 pub const TABLE: &str = "inet nodelocaldns";
@@ -141,36 +140,18 @@ fn nft(args: &[&str], input: Option<&str>, action: &'static str) -> Result<Strin
         target: format!("table {TABLE}"),
         message,
     };
-    let mut child = Command::new("nft")
-        .args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
+    let output = run_with_input(Command::new("nft").args(args), input).map_err(|err| {
+        if err.kind() == std::io::ErrorKind::NotFound {
+            failed(
+                RuleErrorKind::Missing,
+                "nft is not installed: use the project's image (it ships iptables and nft), or \
+                 node.backend: iptables"
+                    .into(),
+            )
         } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|err| {
-            if err.kind() == std::io::ErrorKind::NotFound {
-                failed(
-                    RuleErrorKind::Missing,
-                    "nft is not installed: use the project's image (it ships iptables and nft), \
-                     or node.backend: iptables"
-                        .into(),
-                )
-            } else {
-                failed(RuleErrorKind::Other, format!("cannot run nft: {err}"))
-            }
-        })?;
-    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
-        stdin
-            .write_all(input.as_bytes())
-            .map_err(|err| failed(RuleErrorKind::Other, format!("cannot write to nft: {err}")))?;
-    }
-    let output = child
-        .wait_with_output()
-        .map_err(|err| failed(RuleErrorKind::Other, format!("nft did not finish: {err}")))?;
+            failed(RuleErrorKind::Other, format!("cannot run nft: {err}"))
+        }
+    })?;
     if output.status.success() {
         return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
     }

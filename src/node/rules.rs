@@ -16,8 +16,9 @@
 //! node-cache's (always NOTRACK), so the node's own processes and hostNetwork pods that ask the
 //! local IPs lose DNS while no process of ours runs (docs/design.md, "Fail open").
 
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
 
 use thiserror::Error;
 
@@ -61,6 +62,11 @@ impl DivertSpec {
             wildcard_ips,
             ..DivertSpec::from_config(config)
         }
+    }
+
+    /// Whether a query to a fallback IP has somewhere to go while we are gone.
+    pub fn fallback_armed(&self, endpoints: &ServiceEndpoints) -> bool {
+        !self.fallback_ips.is_empty() && !endpoints.is_empty()
     }
 
     /// Whether `ip`'s rules need a socket bound to the address itself.
@@ -144,8 +150,8 @@ impl Backend {
     /// nftables mode (its `kube-proxy` tables exist), else iptables where the binary is, else
     /// nftables. A backend whose tool is not installed is an error saying what to use instead.
     pub fn choose(config: RulesBackend) -> Result<Backend, RuleError> {
-        let has_iptables = installed("iptables");
-        let has_nft = installed("nft");
+        let has_iptables = Backend::Iptables.is_installed();
+        let has_nft = Backend::Nftables.is_installed();
         let missing = |tool: &'static str, instead: &str| RuleError {
             kind: RuleErrorKind::Missing,
             tool,
@@ -201,6 +207,35 @@ fn installed(tool: &str) -> bool {
         .arg("--version")
         .output()
         .is_ok_and(|out| out.status.success())
+}
+
+/// Runs `command` with `input`, if any, on its stdin, and its stdout and stderr captured. A tool
+/// that exits before reading all of it answers with its exit status, not a broken pipe.
+pub(super) fn run_with_input(
+    command: &mut Command,
+    input: Option<&str>,
+) -> std::io::Result<Output> {
+    let stdin = match input {
+        Some(_) => Stdio::piped(),
+        None => Stdio::null(),
+    };
+    let mut child = command
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        match stdin.write_all(input.as_bytes()) {
+            Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(err);
+            }
+            _ => {}
+        }
+        // Dropped here: the tool reads its end of input.
+    }
+    child.wait_with_output()
 }
 
 /// kube-proxy's nftables mode keeps its rules in tables named `kube-proxy`.
