@@ -152,18 +152,18 @@ impl Limit {
         self.current
     }
 
-    /// An answer while every slot was taken: one slot more per [`INCREASE_INTERVAL`] once
+    /// An answer while every slot was taken (the caller checks): one slot more per [`INCREASE_INTERVAL`] once
     /// [`HOLD`] has passed since the last decrease, or an eighth more once no timeout has come
     /// for [`CALM`]. Slowly, because the only sign of too many is a timeout, a whole query
     /// timeout later.
-    fn answered(&mut self, saturated: bool, now: Instant) {
+    fn answered(&mut self, now: Instant) {
         let due = self
             .last_increase
             .is_none_or(|at| now.duration_since(at) >= INCREASE_INTERVAL);
         let held = self
             .last_decrease
             .is_some_and(|at| now.duration_since(at) < HOLD);
-        if !self.adaptive || !saturated || !due || held || self.current >= self.max {
+        if !self.adaptive || !due || held || self.current >= self.max {
             return;
         }
         let calm = self
@@ -203,8 +203,10 @@ impl Slot {
     /// The upstream answered within its timeout: the limit may grow.
     pub fn answered(&self) {
         let mut state = lock(&self.state);
-        let saturated = state.inflight >= state.limit.slots();
-        state.limit.answered(saturated, Instant::now());
+        // Only a limit in full use grows (and only then is the clock read, off most misses).
+        if state.inflight >= state.limit.slots() {
+            state.limit.answered(Instant::now());
+        }
     }
 
     /// The upstream gave no answer within the timeout: the limit shrinks.
@@ -535,11 +537,11 @@ mod tests {
         Requester::Client(IpAddr::from([10, 0, 0, last]))
     }
 
-    /// A slot for client 1, with nothing waiting in front of it.
-    async fn slot_for(admission: &Admission, metrics: &UpstreamHandles) -> Slot {
+    /// A free slot for `client(who)`, taken at once.
+    async fn slot_for(admission: &Admission, metrics: &UpstreamHandles, who: u8) -> Slot {
         let deadline = Instant::now() + Duration::from_secs(10);
         admission
-            .enter(client(1), deadline, metrics)
+            .enter(client(who), deadline, metrics)
             .await
             .expect("a free slot")
     }
@@ -552,10 +554,7 @@ mod tests {
         let admission = Arc::new(admission);
         let metrics = Arc::new(metrics);
         let deadline = Instant::now() + Duration::from_secs(10);
-        let busy = admission
-            .enter(client(9), deadline, &metrics)
-            .await
-            .unwrap();
+        let busy = slot_for(&admission, &metrics, 9).await;
         let (order_tx, mut order_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut tasks = Vec::new();
         let asks = [1, 1, 1, 1, 1, 2];
@@ -590,10 +589,7 @@ mod tests {
     async fn a_client_past_its_share_is_turned_away_while_others_still_queue() {
         let (admission, metrics) = admission(1, 2);
         let deadline = Instant::now() + Duration::from_secs(10);
-        let _busy = admission
-            .enter(client(9), deadline, &metrics)
-            .await
-            .unwrap();
+        let _busy = slot_for(&admission, &metrics, 9).await;
         let heavy = client(1);
         let first = admission.enter(heavy, deadline, &metrics);
         let second = admission.enter(heavy, deadline, &metrics);
@@ -622,10 +618,7 @@ mod tests {
             ..admission
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        let _busy = admission
-            .enter(client(9), deadline, &metrics)
-            .await
-            .unwrap();
+        let _busy = slot_for(&admission, &metrics, 9).await;
         let heavy = client(1);
         let first = admission.enter(heavy, deadline, &metrics);
         let second = admission.enter(heavy, deadline, &metrics);
@@ -656,10 +649,7 @@ mod tests {
     async fn a_wait_given_up_leaves_no_slot_taken_and_no_place_in_line() {
         let (admission, metrics) = admission(1, 64);
         let deadline = Instant::now() + Duration::from_millis(100);
-        let busy = admission
-            .enter(client(9), deadline, &metrics)
-            .await
-            .unwrap();
+        let busy = slot_for(&admission, &metrics, 9).await;
         let waited = admission.enter(client(1), deadline, &metrics).await;
         assert!(matches!(waited, Err(Overloaded::Timeout(_))));
         assert_eq!(admission.report(10).waiting, vec![]);
@@ -675,7 +665,7 @@ mod tests {
         let (admission, metrics) = admission(64, 64);
         let mut held = Vec::new();
         for _ in 0..30 {
-            held.push(slot_for(&admission, &metrics).await);
+            held.push(slot_for(&admission, &metrics, 1).await);
         }
         // The 21st was one too many: below 20, then a tenth off.
         held[20].timed_out();
@@ -708,11 +698,11 @@ mod tests {
             6,
             "6 slots, 5 taken: not saturated"
         );
-        held.push(slot_for(&admission, &metrics).await);
+        held.push(slot_for(&admission, &metrics, 1).await);
         held[0].answered();
         assert_eq!(admission.report(1).limit, 7);
         tokio::time::advance(CALM).await;
-        held.push(slot_for(&admission, &metrics).await);
+        held.push(slot_for(&admission, &metrics, 1).await);
         held[0].answered();
         assert_eq!(
             admission.report(1).limit,
