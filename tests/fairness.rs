@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::Forwarder;
-use common::cluster::clients::ATTEMPT_TIMEOUT;
+use common::cluster::clients::{ATTEMPT_TIMEOUT, run_stub};
 use common::cluster::{self, LINK_LOCAL};
 use common::netns::Netns;
 use common::process::Running;
@@ -301,38 +301,26 @@ fn glibc_lookups(pod: &Netns, program: &Path, until: std::time::Instant) -> Look
                 format!("q{n}.quiet.test.")
             })
             .collect();
-        let mut args = vec![program];
-        args.extend(names.iter().map(String::as_str));
-        let out = pod
-            .command(&args)
-            .env("LOOKUP_INTERVAL_MS", "100")
-            .env("LC_ALL", "C")
-            .output()
-            .expect("ip netns exec runs");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut reported = 0;
-        for line in text.lines() {
-            reported += 1;
-            let fields: Vec<&str> = line.splitn(4, '\t').collect();
-            if let Some(took) = fields.get(2).and_then(|ms| ms.parse::<f64>().ok()) {
+        let (lookups, unreported) = run_stub(pod, program, &names, Duration::from_millis(100));
+        for lookup in &lookups {
+            if let Some(took) = lookup.millis() {
                 seen.slowest_ms = seen.slowest_ms.max(took);
                 if took >= ATTEMPT_TIMEOUT.as_secs_f64() * 1000.0 {
                     seen.retried += 1;
                 }
             }
-            match fields[..] {
-                [_, "ok", ..] => seen.resolved += 1,
-                [_, "fail", _, why] if ANSWERED_WITHOUT_ADDRESS.contains(&why) => {
-                    seen.resolved += 1;
-                }
-                _ => seen.failure(line.to_string()),
+            let answered_without_address = lookup
+                .failure()
+                .is_some_and(|why| ANSWERED_WITHOUT_ADDRESS.contains(&why));
+            if lookup.addresses().is_some() || answered_without_address {
+                seen.resolved += 1;
+            } else {
+                seen.failure(lookup.line.clone());
             }
         }
-        for name in &names[reported.min(names.len())..] {
+        for name in &names[lookups.len().min(names.len())..] {
             seen.failure(format!(
-                "{name}: not reported by the lookup program ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim_end()
+                "{name}: not reported by the lookup program {unreported}"
             ));
         }
     }

@@ -275,33 +275,17 @@ impl Client {
             move |r| {
                 while r.running() {
                     let names: Vec<String> = (0..3).map(|_| fresh_name("gai")).collect();
-                    let mut args = vec![program.as_str()];
-                    args.extend(names.iter().map(String::as_str));
-                    let out = ns
-                        .command(&args)
-                        .env("LOOKUP_INTERVAL_MS", PACE.as_millis().to_string())
-                        .output()
-                        .expect("ip netns exec runs");
-                    let text = String::from_utf8_lossy(&out.stdout);
-                    let mut seen = 0;
-                    for line in text.lines() {
-                        seen += 1;
-                        let fields: Vec<&str> = line.splitn(4, '\t').collect();
-                        r.record(match fields[..] {
-                            [_, "ok", _, addresses] => Outcome::of_address(
-                                addresses
-                                    .split(',')
-                                    .find_map(|a| a.parse::<Ipv4Addr>().ok()),
+                    let (lookups, unreported) = run_stub(&ns, &program, &names, PACE);
+                    for lookup in &lookups {
+                        r.record(match lookup.addresses() {
+                            Some(mut addresses) => Outcome::of_address(
+                                addresses.find_map(|a| a.parse::<Ipv4Addr>().ok()),
                             ),
-                            _ => Outcome::Failed(format!("getaddrinfo: {line}")),
+                            None => Outcome::Failed(format!("getaddrinfo: {}", lookup.line)),
                         });
                     }
-                    for _ in seen..names.len() {
-                        r.record(Outcome::Failed(format!(
-                            "the lookup program ({}): {}",
-                            out.status,
-                            String::from_utf8_lossy(&out.stderr).trim_end()
-                        )));
+                    for _ in lookups.len()..names.len() {
+                        r.record(Outcome::Failed(format!("the lookup program {unreported}")));
                     }
                 }
             },
@@ -344,6 +328,70 @@ impl Drop for Client {
     fn drop(&mut self) {
         self.halt();
     }
+}
+
+/// One lookup as `tests/stubs/lookup.c` reports it, a line
+/// `NAME<TAB>ok|fail<TAB>MILLISECONDS<TAB>ADDRESSES|REASON`.
+pub struct StubLookup {
+    pub line: String,
+}
+
+impl StubLookup {
+    fn fields(&self) -> Vec<&str> {
+        self.line.splitn(4, '\t').collect()
+    }
+
+    /// The comma-separated addresses of a lookup that succeeded; `None` for any other line.
+    pub fn addresses(&self) -> Option<impl Iterator<Item = &str>> {
+        match self.fields()[..] {
+            [_, "ok", _, addresses] => Some(addresses.split(',')),
+            _ => None,
+        }
+    }
+
+    /// Why a lookup failed (`gai_strerror`, in the C locale); `None` for any other line.
+    pub fn failure(&self) -> Option<&str> {
+        match self.fields()[..] {
+            [_, "fail", _, why] => Some(why),
+            _ => None,
+        }
+    }
+
+    /// How long the lookup took, in milliseconds.
+    pub fn millis(&self) -> Option<f64> {
+        self.fields().get(2).and_then(|ms| ms.parse().ok())
+    }
+}
+
+/// Runs the lookup program `program` in `ns` for `names`, `interval` apart, in the C locale.
+/// Returns the lookups it reported, in order, and what it said (exit status, stderr) for
+/// names it did not report.
+pub fn run_stub(
+    ns: &Netns,
+    program: &str,
+    names: &[String],
+    interval: Duration,
+) -> (Vec<StubLookup>, String) {
+    let mut args = vec![program];
+    args.extend(names.iter().map(String::as_str));
+    let out = ns
+        .command(&args)
+        .env("LOOKUP_INTERVAL_MS", interval.as_millis().to_string())
+        .env("LC_ALL", "C")
+        .output()
+        .expect("ip netns exec runs");
+    let lookups = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| StubLookup {
+            line: line.to_string(),
+        })
+        .collect();
+    let unreported = format!(
+        "({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim_end()
+    );
+    (lookups, unreported)
 }
 
 /// `tests/stubs/lookup.c` built with cc once per test binary; `None` (said) without cc.
