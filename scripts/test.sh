@@ -13,6 +13,8 @@ need ip iproute2
 need iptables iptables
 # tests/node.rs and tests/fail_open.rs: the nftables backend, and kube-proxy stand-ins.
 need nft nftables
+# tests/fail_open.rs: the conntrack entries a failure message lists.
+need conntrack conntrack
 need dnsmasq dnsmasq-base
 need python3 python3
 # tests/resolvers.rs: real stub resolvers in pod namespaces, built at run time: glibc's (cc),
