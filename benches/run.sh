@@ -24,6 +24,8 @@
 #   MEM_STAGES ["100000 1000000", smoke "10000 50000"]  cached-name counts of scenario 5
 #   PAIR_RATE [10000]              client rate of scenario 6 (each name asked A, then AAAA: paced, and together)
 #   PAIR_FLOORS ["forward forward-blocking"]  scenario 6's relays without a cache (benches/floor.rs)
+#   PAIR_STALL [0]                 seconds scenario 6's dnsmasq upstream is stopped (SIGSTOP), 1 s into
+#                                  its point: how a server comes back from an upstream that stalls
 #   POOL_MAX_CONNECTIONS [8]      scenario 4's pool.max_connections (dnsmasq serves at most 20)
 #   POOL_MAX_QUERIES [0]           scenario 4's pool.max_queries_per_connection (dnsmasq closes after 100)
 #   POOL_CONFIG [auto]             1: scenario 4 config has the upstream `pool:` block; 0: omit it;
@@ -36,7 +38,7 @@ BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$BENCH_DIR")
 # The command as run, with the settings given in the environment, for the result files.
 COMMAND_LINE="benches/run.sh $*"
-for setting in ROUNDS PAIR_RATE MISS_RATES MISS_QTYPES MEM_STAGES LATENCY_QPS FIXED_QPS FLOORS PAIR_FLOORS SERVERS POOL_CONFIG POOL_MAX_CONNECTIONS POOL_MAX_QUERIES; do
+for setting in ROUNDS PAIR_RATE PAIR_STALL MISS_RATES MISS_QTYPES MEM_STAGES LATENCY_QPS FIXED_QPS FLOORS PAIR_FLOORS SERVERS POOL_CONFIG POOL_MAX_CONNECTIONS POOL_MAX_QUERIES; do
     [ -n "${!setting:-}" ] && COMMAND_LINE="$setting=\"${!setting}\" $COMMAND_LINE"
 done
 
@@ -72,6 +74,7 @@ FIXED_QPS=${FIXED_QPS:-"20000 2000"}
 FLOORS=${FLOORS-"blocking reactor"}
 PAIR_FLOORS=${PAIR_FLOORS-"forward forward-blocking"}
 PAIR_RATE=${PAIR_RATE:-10000}
+PAIR_STALL=${PAIR_STALL:-0}
 MISS_RATES=${MISS_RATES:-"2000 5000 10000"}
 MISS_QTYPES=${MISS_QTYPES:-"A TXT"}
 POOL_CONFIG=${POOL_CONFIG:-auto}
@@ -740,6 +743,9 @@ pair_point() {
     local before after forwarded0=0 forwarded1 sent done qps lost servfail
     [ "$s" = ours ] && forwarded0=$(ours_forwarded)
     before=$(cpu_ticks "$SUT_PID")
+    if [ "$mode" = tcp ] && [ "$PAIR_STALL" != 0 ]; then
+        (sleep 1 && kill -STOP "$DNSMASQ_UP_PID" && sleep "$PAIR_STALL" && kill -CONT "$DNSMASQ_UP_PID") &
+    fi
     if [ "$load" = paced ]; then
         dnsperf_run "$point.dp" -d "$point.txt" -n 1 -l "$DURATION" -Q "$PAIR_RATE" -c 8 -q 20000 -t 5
         sent=$(dp_sent "$point.dp")

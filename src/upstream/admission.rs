@@ -14,9 +14,14 @@
 //! heaviest client's overflow is what gets turned away. Cache hits never come here.
 //!
 //! **Adaptive limit.** The slots start at `max_connections × max_inflight`. A query that times
-//! out was sent with too many outstanding: the limit goes below that number at once, and a
-//! tenth lower at most once per [`DECREASE_INTERVAL`] (one burst of timeouts is one signal),
-//! never under `min_slots`. While every slot is taken and answers come, it grows by one per
+//! out while the upstream went on answering others was sent with too many outstanding: the
+//! limit goes below that number at once, and a tenth lower at most once per
+//! [`DECREASE_INTERVAL`] (one burst of timeouts is one signal), never under `min_slots`. A
+//! query that times out with no answer from the upstream since it was sent says nothing about
+//! capacity (the upstream stalled or died, which its health checks and the pool's connection
+//! replacement deal with) and leaves the limit as it is: otherwise the first second after a
+//! stall would cut the limit to the handful of queries sent just before it, and the upstream,
+//! back, would be asked a fraction of what it answers. While every slot is taken and answers come, it grows by one per
 //! [`INCREASE_INTERVAL`] once [`HOLD`] has passed since the last decrease (by an eighth after
 //! [`CALM`] without a timeout), back up to the maximum: slowly, since the only sign of too many
 //! is a timeout a whole query timeout later, and each step past the upstream's capacity costs
@@ -127,6 +132,9 @@ struct State {
     next_id: u64,
     /// Queries turned away per client (`client_share` and `full`), for `/debug/pool`.
     rejected: HashMap<Requester, u64>,
+    /// Answers the upstream has given (wrapping): a query that timed out compares it with
+    /// what it was when the query was sent.
+    answers: u64,
     gauges: Gauges,
 }
 
@@ -174,9 +182,10 @@ impl Limit {
         self.last_increase = Some(now);
     }
 
-    /// A query sent with `sent_with` queries outstanding (itself included) got no answer:
-    /// that many was too many, so the limit goes below it at once; and, at most once per
-    /// [`DECREASE_INTERVAL`], a tenth lower still, for an upstream that slows down as a whole.
+    /// A query sent with `sent_with` queries outstanding (itself included) got no answer while
+    /// others were answered: that many was too many, so the limit goes below it at once; and,
+    /// at most once per [`DECREASE_INTERVAL`], a tenth lower still, for an upstream that slows
+    /// down as a whole.
     fn timed_out(&mut self, sent_with: usize, now: Instant) {
         if !self.adaptive {
             return;
@@ -197,23 +206,28 @@ pub struct Slot {
     state: Arc<Mutex<State>>,
     /// Queries outstanding when this one got its slot, itself included.
     sent_with: usize,
+    /// The upstream's answers so far when this one got its slot.
+    answers_before: u64,
 }
 
 impl Slot {
     /// The upstream answered within its timeout: the limit may grow.
     pub fn answered(&self) {
         let mut state = lock(&self.state);
+        state.answers = state.answers.wrapping_add(1);
         // Only a limit in full use grows (and only then is the clock read, off most misses).
         if state.inflight >= state.limit.slots() {
             state.limit.answered(Instant::now());
         }
     }
 
-    /// The upstream gave no answer within the timeout: the limit shrinks.
+    /// The upstream gave no answer within the timeout: the limit shrinks if it answered
+    /// others meanwhile.
     pub fn timed_out(&self) {
-        lock(&self.state)
-            .limit
-            .timed_out(self.sent_with, Instant::now());
+        let mut state = lock(&self.state);
+        if state.answers != self.answers_before {
+            state.limit.timed_out(self.sent_with, Instant::now());
+        }
     }
 }
 
@@ -351,6 +365,7 @@ impl Admission {
                 waiting_total: 0,
                 next_id: 0,
                 rejected: HashMap::new(),
+                answers: 0,
                 gauges: Gauges {
                     inflight: metrics.inflight.clone(),
                     limit: metrics.inflight_limit.clone(),
@@ -395,7 +410,7 @@ impl Admission {
                 state.inflight += 1;
                 state.gauges.inflight.set(state.inflight as i64);
                 metrics.queue_wait.observe(0.0);
-                return Ok(self.slot(state.inflight));
+                return Ok(self.slot(state.inflight, state.answers));
             }
             let mine = state.waiting.get(&requester).map_or(0, VecDeque::len);
             // A client alone in the queue may fill it; beside others it keeps to its share.
@@ -443,17 +458,19 @@ impl Admission {
             Ok(Ok(sent_with)) => {
                 in_line.served = true;
                 metrics.queue_wait.observe(started.elapsed().as_secs_f64());
-                Ok(self.slot(sent_with))
+                let answers_before = lock(&self.state).answers;
+                Ok(self.slot(sent_with, answers_before))
             }
             // The sender is dropped only with the admission itself.
             Ok(Err(_)) | Err(_) => Err(Overloaded::Timeout(until - started)),
         }
     }
 
-    fn slot(&self, sent_with: usize) -> Slot {
+    fn slot(&self, sent_with: usize, answers_before: u64) -> Slot {
         Slot {
             state: self.state.clone(),
             sent_with,
+            answers_before,
         }
     }
 
@@ -661,12 +678,11 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_timeout_lowers_the_limit_below_what_it_was_sent_with_and_answers_raise_it_slowly() {
+    async fn a_timeout_while_others_are_answered_lowers_the_limit_below_what_it_was_sent_with_and_answers_raise_it_slowly()
+     {
         let (admission, metrics) = admission(64, 64);
-        let mut held = Vec::new();
-        for _ in 0..30 {
-            held.push(slot_for(&admission, &metrics, 1).await);
-        }
+        let mut held = slots_for(&admission, &metrics, 30).await;
+        held[29].answered();
         // The 21st was one too many: below 20, then a tenth off.
         held[20].timed_out();
         assert_eq!(admission.report(1).limit, 18);
@@ -711,5 +727,35 @@ mod tests {
         );
         drop(held);
         assert_eq!(metrics.inflight_limit.get(), 8);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_with_no_answer_since_it_was_sent_leaves_the_limit() {
+        let (admission, metrics) = admission(64, 64);
+        let stalled: Vec<Slot> = slots_for(&admission, &metrics, 30).await;
+        for slot in &stalled {
+            slot.timed_out();
+        }
+        assert_eq!(
+            admission.report(1).limit,
+            64,
+            "a stall says nothing about capacity"
+        );
+        let answered = slot_for(&admission, &metrics, 2).await;
+        answered.answered();
+        stalled[20].timed_out();
+        assert_eq!(
+            admission.report(1).limit,
+            18,
+            "answered meanwhile: too many outstanding"
+        );
+    }
+
+    async fn slots_for(admission: &Admission, metrics: &UpstreamHandles, n: usize) -> Vec<Slot> {
+        let mut held = Vec::new();
+        for _ in 0..n {
+            held.push(slot_for(admission, metrics, 1).await);
+        }
+        held
     }
 }
