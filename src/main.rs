@@ -1,16 +1,18 @@
 //! The `nodelocal-dns` command line.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use nodelocal_dns::config::Config;
+use nodelocal_dns::config::source::{ConfigFile, ConfigSource};
 use nodelocal_dns::instance::{self, Options, StopRequests};
 use nodelocal_dns::node::{Backend, DivertSpec, NodeSetup, ServiceEndpoints};
 use nodelocal_dns::nodecache;
-use nodelocal_dns::nodecache::{self as corefile, NodeCacheArgs};
+use nodelocal_dns::nodecache::{self as corefile, NodeCacheArgs, NodeCacheSource};
 
 /// A caching DNS forwarder for Kubernetes nodes, and a drop-in for NodeLocal DNSCache.
 ///
@@ -276,10 +278,11 @@ fn node_cache(args: &[String]) -> anyhow::Result<()> {
         setup_metrics = %args.metrics_listen_address,
         "Corefile translated; HTTP endpoints it asks for"
     );
-    // The Corefile is rendered once (node-cache re-renders on restart too).
+    // A changed Corefile or kube-dns ConfigMap is applied as node-cache and CoreDNS's `reload`
+    // apply it, without a restart.
     let options = Options {
-        pidfile: args.pidfile,
-        reload_from: None,
+        pidfile: args.pidfile.clone(),
+        reload_from: Some(Arc::new(NodeCacheSource(args))),
     };
     serve(translation.config, options, &stop)
 }
@@ -294,7 +297,7 @@ fn run(config_path: Option<PathBuf>, log_level: Option<&str>) -> anyhow::Result<
     init_logging(log_level.unwrap_or(&config.log.level))?;
     let options = Options {
         pidfile: None,
-        reload_from: config_path,
+        reload_from: config_path.map(|path| Arc::new(ConfigFile(path)) as Arc<dyn ConfigSource>),
     };
     serve(config, options, &stop)
 }

@@ -28,18 +28,22 @@ impl Drop for Running {
     }
 }
 
-/// Publishes `text` as the ConfigMap's next version: a new directory, then `..data` swapped
-/// to it with one rename, as the kubelet does.
+/// Publishes `text` as the ConfigMap's next version of `config.yaml`.
 fn publish(dir: &Path, version: u32, text: &str) {
+    publish_as(dir, "config.yaml", version, text);
+}
+
+/// Publishes `text` as the next version of the ConfigMap key `key`: a new directory, then
+/// `..data` swapped to it with one rename, as the kubelet does.
+fn publish_as(dir: &Path, key: &str, version: u32, text: &str) {
     let data = dir.join(format!("..v{version}"));
     std::fs::create_dir(&data).expect("version dir");
-    std::fs::write(data.join("config.yaml"), text).expect("write config");
+    std::fs::write(data.join(key), text).expect("write the key");
     let tmp = dir.join("..data_tmp");
     std::os::unix::fs::symlink(format!("..v{version}"), &tmp).expect("symlink");
     std::fs::rename(&tmp, dir.join("..data")).expect("swap ..data");
     if version == 1 {
-        std::os::unix::fs::symlink("..data/config.yaml", dir.join("config.yaml"))
-            .expect("config.yaml link");
+        std::os::unix::fs::symlink(format!("..data/{key}"), dir.join(key)).expect("key link");
     }
 }
 
@@ -211,7 +215,7 @@ async fn fifty_reloads_under_load_leave_one_pool_and_lose_no_query() {
     let responder = Arc::new(Responder::new(&config, metrics.clone()));
     let mut server = Server::start(&config, responder).expect("binds");
     server.watch_config(
-        path.clone(),
+        Arc::new(nodelocal_dns::config::source::ConfigFile(path.clone())),
         Duration::from_millis(20),
         config.clone(),
         metrics.clone(),
@@ -269,4 +273,138 @@ async fn fifty_reloads_under_load_leave_one_pool_and_lose_no_query() {
         "the old configs' connections closed as retired"
     );
     server.shutdown().await;
+}
+
+/// node-cache's launch: the Corefile template and the kube-dns ConfigMap are ConfigMap
+/// volumes. A stub domain added to the kube-dns ConfigMap, then a template edited, are served
+/// without a restart and without a query lost; a template that does not translate is counted
+/// and the running config keeps serving, as CoreDNS's `reload` keeps its previous config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_cache_applies_a_changed_corefile_and_kube_dns_configmap_without_a_restart() {
+    let example = Authority::start(&[("example.", EXAMPLE_ZONE)]).await;
+    let other = Authority::start(&[("other.test.", OTHER_ZONE)]).await;
+    let (coredns, kube_dns) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let port = {
+        let (udp, _tcp) = common::bind_udp_tcp_pair().await;
+        udp.local_addr().expect("bound").port()
+    };
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let http = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("bound")
+    };
+    let template = |extra: &str| {
+        format!(
+            ".:{port} {{\n    errors\n    cache 30\n    reload\n    bind __PILLAR__LOCAL__DNS__\n    forward . {}\n    prometheus {http}\n{extra}}}\n",
+            example.addr
+        )
+    };
+    publish_as(coredns.path(), "Corefile.base", 1, &template(""));
+    let base = coredns.path().join("Corefile.base").display().to_string();
+    let rendered = coredns.path().join("Corefile").display().to_string();
+    let kube_dns_dir = kube_dns.path().display().to_string();
+    let _server = Running(
+        Command::new(BIN)
+            .args([
+                "-localip",
+                "127.0.0.1",
+                "-setupinterface=false",
+                "-setupiptables=false",
+                "-basecorefile",
+                &base,
+                "-conf",
+                &rendered,
+                "-kubednscm",
+                &kube_dns_dir,
+                "-dns.port",
+                &port.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the binary starts"),
+    );
+    assert!(
+        common::eventually_async(|| async {
+            rcode_of(addr, "www.example.").await == Some(ResponseCode::NoError)
+        })
+        .await,
+        "the server answers"
+    );
+    assert_ne!(
+        rcode_of(addr, "host.other.test.").await,
+        Some(ResponseCode::NoError),
+        "other.test. goes to the example upstream, which does not serve it"
+    );
+    let stream = MissStream::start(addr, "n", Duration::from_millis(2));
+
+    // The kube-dns ConfigMap gains a stub domain.
+    publish_as(
+        kube_dns.path(),
+        "stubDomains",
+        1,
+        &format!("{{\"other.test\": [\"{}\"]}}", other.addr),
+    );
+    assert!(
+        common::eventually_async(|| async {
+            rcode_of(addr, "host.other.test.").await == Some(ResponseCode::NoError)
+        })
+        .await,
+        "the stub domain is served after the ConfigMap changed"
+    );
+
+    // The template gains a block of its own.
+    publish_as(
+        coredns.path(),
+        "Corefile.base",
+        2,
+        &format!(
+            "{}blocked.test:{port} {{\n    bind __PILLAR__LOCAL__DNS__\n    forward . 127.0.0.1:9\n    loop\n}}\n",
+            template("")
+        ),
+    );
+    let reloads = |result: &'static str| async move {
+        let (_, text) = http_get(http, "/metrics").await;
+        metric_value(
+            &text,
+            "nodelocaldns_config_reloads_total",
+            &[("result", result)],
+        )
+    };
+    assert!(
+        common::eventually_async(|| async { reloads("success").await == 2.0 }).await,
+        "the edited template is applied"
+    );
+    let rendered_now = std::fs::read_to_string(&rendered).expect("the rendered Corefile");
+    assert!(
+        rendered_now.contains("blocked.test") && rendered_now.contains("other.test"),
+        "the Corefile is rendered again for those who read it: {rendered_now}"
+    );
+
+    // A template that does not translate: counted, and the running config keeps serving.
+    publish_as(
+        coredns.path(),
+        "Corefile.base",
+        3,
+        &template("    frobnicate\n"),
+    );
+    assert!(
+        common::eventually_async(|| async { reloads("failure").await == 1.0 }).await,
+        "the broken template is counted"
+    );
+    assert_eq!(
+        rcode_of(addr, "host.other.test.").await,
+        Some(ResponseCode::NoError),
+        "the previous config keeps serving"
+    );
+    let rcodes = stream.stop().await;
+    assert!(rcodes.len() > 50, "the stream ran through the reloads");
+    assert_eq!(
+        rcodes.iter().filter(|rcode| rcode.is_none()).count(),
+        0,
+        "no query lost to a reload"
+    );
 }

@@ -62,6 +62,7 @@ pub mod env;
 pub mod node;
 pub mod pool;
 pub mod resolv;
+pub mod source;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};

@@ -41,6 +41,7 @@ use tracing::{error, info, warn};
 
 use crate::admin::{Endpoints, HttpServer, Inspector, Readiness};
 use crate::config::Config;
+use crate::config::source::ConfigSource;
 use crate::kube::{EndpointWatch, PodIndex, PodWatch};
 use crate::node::{NodeSetup, NodeSync};
 use crate::observe::Metrics;
@@ -50,12 +51,13 @@ use crate::tasks::{TaskKind, Tasks};
 pub use stop::{StopRequests, StopSignal};
 
 /// What the command line adds to a config.
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct Options {
     /// Written with our PID once serving, removed at exit (node-cache's `-pidfile`).
     pub pidfile: Option<PathBuf>,
-    /// The config file to reload on change (`run --config`).
-    pub reload_from: Option<PathBuf>,
+    /// Where to read the config again when it changes (`run --config`'s file; node-cache's
+    /// Corefile and kube-dns ConfigMap).
+    pub reload_from: Option<Arc<dyn ConfigSource>>,
 }
 
 /// How often the config file is checked for changes (a ConfigMap update itself takes up
@@ -214,9 +216,9 @@ impl Instance {
             .server
             .insert(Server::start_with(config, current.clone()).map_err(bind_hint)?);
         readiness.set_listening(true);
-        if let Some(path) = &self.options.reload_from {
+        if let Some(source) = &self.options.reload_from {
             server.watch_config(
-                path.clone(),
+                source.clone(),
                 RELOAD_INTERVAL,
                 config.clone(),
                 self.metrics.clone(),

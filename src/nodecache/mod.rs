@@ -31,7 +31,8 @@
 //! | `prometheus [ADDR]` | `metrics.listen`; without it `metrics.enabled: false`, as CoreDNS serves no metrics then |
 //! | `log` | `log.query_sample: 1` (every query logged, target `query`) |
 //! | `loop` | `server.loop_check: true` (the default: a start-up probe per zone) |
-//! | `errors`, `reload` | `errors` is implied (errors are always logged); `reload` is ignored with a warning |
+//! | `errors` | implied: errors are always logged |
+//! | `reload [INTERVAL [JITTER]]` | always on, with or without the directive: the template (or `-conf`), the kube-dns ConfigMap and the Service variable are read, rendered and translated every 2 s, and a changed translation is applied without dropping a query ([`source`](mod@source)); a broken one is logged and counted (`nodelocaldns_config_reloads_total{result="failure"}`) while the running one keeps serving |
 //! | anything else | an error naming file and line |
 //!
 //! Where CoreDNS and our defaults differ, the translation keeps CoreDNS's numbers (2 s per
@@ -43,6 +44,7 @@ pub mod args;
 pub mod lex;
 pub mod parse;
 pub mod render;
+pub mod source;
 pub mod target;
 pub mod translate;
 
@@ -54,6 +56,7 @@ pub use args::{NodeCacheArgs, NodeCacheConfig, NodeCacheError, is_node_cache_com
 pub use lex::Token;
 pub use parse::{Directive, ServerBlock, parse};
 pub use render::{DEFAULT_RESOLV_CONF, KubeDnsConfig, RenderParams, render, service_host_env};
+pub use source::NodeCacheSource;
 pub use target::{ForwardTarget, parse_forward_target};
 pub use translate::{TranslateOptions, Translation, translate};
 

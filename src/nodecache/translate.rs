@@ -435,10 +435,10 @@ impl Translator<'_> {
                 "errors" => {}
                 // Every query, as CoreDNS's `log` does (for all zones: one query log).
                 "log" => self.query_log = true,
-                "reload" => self.warn(
-                    line,
-                    "`reload` ignored: the config is read at start (restart the pod to apply changes)",
-                ),
+                // Always on: node-cache's inputs are read again every 2 s and a changed
+                // translation applied (`nodecache::source`); a native config file likewise.
+                // CoreDNS's interval and jitter only pace its polling.
+                "reload" => {}
                 // server.loop_check is on by default.
                 "loop" => {}
                 other => {

@@ -169,16 +169,16 @@ impl Server {
     /// the responder; `running` is the config the server started with. Ends at shutdown.
     pub fn watch_config(
         &mut self,
-        path: std::path::PathBuf,
+        source: Arc<dyn crate::config::source::ConfigSource>,
         interval: std::time::Duration,
         running: Config,
         metrics: Arc<crate::observe::Metrics>,
     ) {
         // The baseline a change is seen against, read now rather than when the task first
         // runs: a change written in between would otherwise become the baseline, unapplied.
-        let baseline = std::fs::read(&path).ok();
+        let baseline = source.fingerprint();
         self.tasks.spawn(reload::watch(
-            path,
+            source,
             interval,
             running,
             reload::Replaced {

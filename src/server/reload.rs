@@ -1,6 +1,6 @@
-//! Config reload: the config file is read every `interval`, and when its bytes change (a
-//! ConfigMap volume swaps its `..data` symlink atomically, so a read sees the old file or
-//! the new one, never half of each) it is loaded and validated, and a new responder (new
+//! Config reload: the config's source (a native file, or node-cache's Corefile and kube-dns
+//! ConfigMap, see [`ConfigSource`]) is read every `interval`, and when what it reads changes
+//! it is loaded and validated, and a new responder (new
 //! zones, upstreams, cache policies, logging) replaces the old one behind the listeners.
 //! Queries in progress finish with the responder they began with, so none is dropped. A
 //! config that does not load keeps the running one, logged and counted.
@@ -10,7 +10,6 @@
 //! nothing. Listen addresses, worker count, server limits, node setup, HTTP endpoints and
 //! the pod watch are fixed at start: a change to them is logged as needing a restart.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use tracing::{error, info, warn};
 use super::Current;
 use super::delivery::Delivery;
 use crate::config::Config;
+use crate::config::source::ConfigSource;
 use crate::observe::Metrics;
 
 /// What a reload replaces: the responder behind the listeners, and the sample rate of their
@@ -30,7 +30,7 @@ pub(super) struct Replaced {
 }
 
 pub(super) async fn watch(
-    path: PathBuf,
+    source: Arc<dyn ConfigSource>,
     interval: Duration,
     mut running: Config,
     Replaced { current, delivery }: Replaced,
@@ -45,14 +45,15 @@ pub(super) async fn watch(
             _ = tokio::time::sleep(interval) => {}
         }
         // Unreadable for a moment (the file being replaced by hand): try at the next tick.
-        let Ok(bytes) = std::fs::read(&path) else {
+        let Some(read) = source.fingerprint() else {
             continue;
         };
-        if last.as_deref() == Some(bytes.as_slice()) {
+        if last.as_deref() == Some(read.as_slice()) {
             continue;
         }
-        last = Some(bytes);
-        match Config::load(&path) {
+        last = Some(read);
+        let path = source.describe();
+        match source.load() {
             Ok(config) => {
                 let fixed = [
                     ("listen", config.listen != running.listen),
@@ -67,7 +68,7 @@ pub(super) async fn watch(
                     fixed.iter().filter(|(_, c)| *c).map(|(k, _)| *k).collect();
                 if !changed.is_empty() {
                     warn!(
-                        path = %path.display(), keys = %changed.join(", "),
+                        %path, keys = %changed.join(", "),
                         "config reloaded, but these keys take effect only after a restart"
                     );
                 }
@@ -75,12 +76,12 @@ pub(super) async fn watch(
                 current.store(Arc::new(next));
                 delivery.set_query_sample(config.log.query_sample);
                 reloads("success");
-                info!(path = %path.display(), zones = config.zones.len(), "config reloaded");
+                info!(%path, zones = config.zones.len(), "config reloaded");
                 running = config;
             }
             Err(err) => {
                 reloads("failure");
-                error!(%err, "config reload failed; still serving the previous config");
+                error!(%path, "config reload failed; still serving the previous config: {err:#}");
             }
         }
     }
