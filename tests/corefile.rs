@@ -250,3 +250,55 @@ fn translate_keeps_resolv_conf_for_every_node_and_check_config_expands_it() {
         );
     }
 }
+
+/// `import` as installers use it: top-level server blocks from an optional directory
+/// (`import custom/*.server`, often empty) and directives inside a block
+/// (`import custom/*.override`), relative to the Corefile's directory. An error in an imported
+/// file names that file and its line.
+#[test]
+fn imports_splice_blocks_and_directives_and_errors_name_the_imported_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let custom = dir.path().join("custom");
+    std::fs::create_dir(&custom).expect("custom dir");
+    std::fs::write(
+        custom.join("acme.server"),
+        "acme.internal:53 {\n    bind 169.254.20.10\n    forward . 10.0.0.53\n}\n",
+    )
+    .expect("write");
+    std::fs::write(custom.join("log.override"), "# every query\nlog\n").expect("write");
+    let corefile = ".:53 {\n    bind 169.254.20.10\n    import custom/*.override\n    forward . 10.96.0.10\n}\nimport custom/*.server\nimport optional/*.server\n";
+    let (_, out) = translate_conf_only(dir.path(), corefile, &["-localip", "169.254.20.10"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let yaml = String::from_utf8(out.stdout).expect("UTF-8");
+    let config = Config::from_yaml(&yaml, "translation").expect("a valid config");
+    let zones: Vec<String> = config.zones.iter().map(|z| z.name.0.to_dotted()).collect();
+    assert!(zones.contains(&"acme.internal.".to_string()), "{zones:?}");
+    assert_eq!(config.log.query_sample, 1, "the imported `log` applies");
+    assert!(
+        yaml.contains("import optional/*.server: no file matches"),
+        "a glob with no match is a warning: {yaml}"
+    );
+
+    std::fs::write(custom.join("log.override"), "# every query\nlogg\n").expect("write");
+    let (_, out) = translate_conf_only(dir.path(), corefile, &["-localip", "169.254.20.10"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let at = format!(
+        "{}:2: unsupported directive `logg`",
+        custom.join("log.override").display()
+    );
+    assert!(stderr.contains(&at), "want {at}: {stderr}");
+
+    let (_, out) = translate_conf_only(
+        dir.path(),
+        ".:53 {\n    bind 169.254.20.10\n    import extra.conf\n    forward . 10.96.0.10\n}\n",
+        &["-localip", "169.254.20.10"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("Corefile:3: import extra.conf: no such file"),
+        "a plain path must exist: {stderr}"
+    );
+}

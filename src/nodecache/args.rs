@@ -351,6 +351,11 @@ impl NodeCacheArgs {
             &source,
             &TranslateOptions {
                 default_port: self.dns_port,
+                // CoreDNS reads `-conf`, and a relative import from beside it.
+                import_dir: self
+                    .corefile
+                    .parent()
+                    .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
             },
         )?;
         let node = &mut translation.portable.node;

@@ -2,6 +2,7 @@
 //! `{$VAR}` is replaced by the environment variable, as CoreDNS's loader does.
 
 use super::CorefileError;
+use super::import::Source;
 
 /// One word of a Corefile and the line it is on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +21,7 @@ impl Token {
 
 /// Splits Corefile text into words: whitespace separates, `#` starts a comment, `"..."`
 /// quotes, and `{$VAR}` is replaced by the environment variable as CoreDNS does.
-pub(super) fn tokenize(text: &str, file: &str) -> Result<Vec<Token>, CorefileError> {
+pub(super) fn tokenize(text: &str, source: &Source) -> Result<Vec<Token>, CorefileError> {
     let mut tokens = Vec::new();
     let mut chars = text.chars().peekable();
     let mut line = 1;
@@ -41,11 +42,7 @@ pub(super) fn tokenize(text: &str, file: &str) -> Result<Vec<Token>, CorefileErr
             loop {
                 match chars.next() {
                     None => {
-                        return Err(CorefileError::Invalid {
-                            file: file.to_string(),
-                            line: start,
-                            message: "unterminated quoted string".into(),
-                        });
+                        return Err(source.invalid(start, "unterminated quoted string"));
                     }
                     Some('"') => break,
                     Some('\\') if chars.peek() == Some(&'"') => {

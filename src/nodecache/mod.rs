@@ -1,12 +1,14 @@
 //! node-cache compatibility: what NodeLocal DNSCache (`node-cache`) is started with, turned
 //! into one native [`Config`](crate::config::Config). A cluster switches to us by changing the
-//! image of its `node-local-dns` DaemonSet, so we read what node-cache reads, in four stages,
+//! image of its `node-local-dns` DaemonSet, so we read what node-cache reads, in five stages,
 //! one file each:
 //!
 //! - [`args`]: node-cache's command line (`-localip`, `-basecorefile`, `-upstreamsvc`, ...);
 //! - [`render`](mod@render): its Corefile template, filled as node-cache's `updateCorefile`
 //!   does from the `kube-dns` ConfigMap directory (`stubDomains`, `upstreamNameservers`) and
 //!   the `$<SVC>_SERVICE_HOST` variable of the upstream Service;
+//! - [`import`]: the files its `import` lines name, spliced in, with a map back to each line's
+//!   file;
 //! - [`lex`] and [`parse`](mod@parse): the rendered Corefile's words, then its server blocks;
 //! - [`translate`](mod@translate): the blocks' directives into zones of one native config.
 //!
@@ -33,6 +35,7 @@
 //! | `loop` | `server.loop_check: true` (the default: a start-up probe per zone) |
 //! | `errors` | implied: errors are always logged |
 //! | `reload [INTERVAL [JITTER]]` | always on, with or without the directive: the template (or `-conf`), the kube-dns ConfigMap and the Service variable are read, rendered and translated every 2 s, and a changed translation is applied without dropping a query ([`source`](mod@source)); a broken one is logged and counted (`nodelocaldns_config_reloads_total{result="failure"}`) while the running one keeps serving |
+//! | `import FILE\|GLOB` | the files' text in place of the line, at the top level or in a block, relative to the Corefile's directory ([`import`]); a glob with no match imports nothing (a warning), a missing plain file is an error; snippets are refused |
 //! | anything else | an error naming file and line |
 //!
 //! Where CoreDNS and our defaults differ, the translation keeps CoreDNS's numbers (2 s per
@@ -41,6 +44,7 @@
 //! asked node-cache for (kubernetes/dns #652), and it only ever answers where CoreDNS fails.
 
 pub mod args;
+pub mod import;
 pub mod lex;
 pub mod parse;
 pub mod render;
@@ -48,7 +52,7 @@ pub mod source;
 pub mod target;
 pub mod translate;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
@@ -89,5 +93,11 @@ pub fn load(path: &Path, options: &TranslateOptions) -> Result<Translation, Core
         file: file.clone(),
         error,
     })?;
-    translate(&text, &file, options)
+    let options = TranslateOptions {
+        import_dir: path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+        ..options.clone()
+    };
+    translate(&text, &file, &options)
 }

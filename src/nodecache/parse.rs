@@ -1,9 +1,13 @@
 //! A Corefile's words into server blocks: `ZONE[:PORT]... {`, then one directive per line with
-//! its arguments and an optional `{ }` block of option lines. Snippets, `import` and nested
-//! blocks are refused with the file and line.
+//! its arguments and an optional `{ }` block of option lines. Snippets and nested blocks are
+//! refused with the file and line; `import` lines were spliced in before (`import`).
 
 use super::CorefileError;
+use super::import::Source;
 use super::lex::{Token, tokenize};
+
+/// `import` is read where it is a line of its own (see `import`); anywhere else it is refused.
+pub(super) const IMPORT_ALONE: &str = "`import` must be on a line of its own";
 
 /// A directive: its name, the words after it on its line, and the lines of its `{ }` block.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,11 +26,16 @@ pub struct ServerBlock {
 
 /// Parses Corefile text into server blocks; `file` names it in errors.
 pub fn parse(text: &str, file: &str) -> Result<Vec<ServerBlock>, CorefileError> {
-    let tokens = tokenize(text, file)?;
+    parse_source(text, &Source::single(file))
+}
+
+/// Parses Corefile text whose lines come from `source` (imports spliced in).
+pub fn parse_source(text: &str, source: &Source) -> Result<Vec<ServerBlock>, CorefileError> {
+    let tokens = tokenize(text, source)?;
     let mut parser = Parser {
         tokens: &tokens,
         at: 0,
-        file,
+        source,
     };
     let mut blocks = Vec::new();
     while parser.at < tokens.len() {
@@ -39,16 +48,12 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<ServerBlock>, CorefileError> 
 struct Parser<'a> {
     tokens: &'a [Token],
     at: usize,
-    file: &'a str,
+    source: &'a Source,
 }
 
 impl<'a> Parser<'a> {
     fn err(&self, line: usize, message: String) -> CorefileError {
-        CorefileError::Invalid {
-            file: self.file.to_string(),
-            line,
-            message,
-        }
+        self.source.invalid(line, message)
     }
 
     /// The next unread token (borrowed from the tokens, not from the parser).
@@ -97,14 +102,17 @@ impl<'a> Parser<'a> {
             if token.is("}") {
                 return Err(self.err(token.line, "unexpected `}`".into()));
             }
-            if token.text.starts_with('(') || token.text == "import" {
+            if token.text.starts_with('(') {
                 return Err(self.err(
                     token.line,
                     format!(
-                        "`{}`: snippets and import are not supported; write the blocks out",
+                        "`{}`: snippets are not supported; write the blocks out or import a file",
                         token.text
                     ),
                 ));
+            }
+            if token.text == "import" {
+                return Err(self.err(token.line, IMPORT_ALONE.into()));
             }
             for part in token.text.split(',').filter(|p| !p.is_empty()) {
                 keys.push(Token {

@@ -9,7 +9,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::parse::{Directive, ServerBlock, parse};
+use super::import::{self, Source};
+use super::parse::{Directive, IMPORT_ALONE, ServerBlock, parse_source};
 use super::render::DEFAULT_RESOLV_CONF;
 use super::{CorefileError, Token};
 use crate::config::pool::PoolConfig;
@@ -71,11 +72,16 @@ impl Translation {
 pub struct TranslateOptions {
     /// The port of server blocks that name none (CoreDNS `-dns.port`, 53).
     pub default_port: u16,
+    /// Where a relative `import` pattern is read from: the Corefile's directory.
+    pub import_dir: PathBuf,
 }
 
 impl Default for TranslateOptions {
     fn default() -> Self {
-        TranslateOptions { default_port: 53 }
+        TranslateOptions {
+            default_port: 53,
+            import_dir: PathBuf::from("."),
+        }
     }
 }
 
@@ -118,9 +124,10 @@ pub fn translate(
     file: &str,
     options: &TranslateOptions,
 ) -> Result<Translation, CorefileError> {
-    let blocks = parse(text, file)?;
+    let (text, source, warnings) = import::expand(text, file, &options.import_dir)?;
+    let blocks = parse_source(&text, &source)?;
     let mut t = Translator {
-        file,
+        source: &source,
         listen: Vec::new(),
         zones: Vec::new(),
         zone_lines: Vec::new(),
@@ -130,7 +137,7 @@ pub fn translate(
         health: None,
         metrics: None,
         query_log: false,
-        warnings: Vec::new(),
+        warnings,
     };
     for block in &blocks {
         t.block(block, options)?;
@@ -183,7 +190,7 @@ pub fn translate(
 }
 
 struct Translator<'a> {
-    file: &'a str,
+    source: &'a Source,
     listen: Vec<SocketAddr>,
     zones: Vec<ZoneConfig>,
     /// The line each zone was defined on, for duplicate errors.
@@ -208,16 +215,12 @@ struct BlockSettings {
 
 impl Translator<'_> {
     fn err(&self, line: usize, message: impl Into<String>) -> CorefileError {
-        CorefileError::Invalid {
-            file: self.file.to_string(),
-            line,
-            message: message.into(),
-        }
+        self.source.invalid(line, message)
     }
 
     fn warn(&mut self, line: usize, message: impl AsRef<str>) {
-        self.warnings
-            .push(format!("{}:{line}: {}", self.file, message.as_ref()));
+        let at = self.source.at(line);
+        self.warnings.push(format!("{at}: {}", message.as_ref()));
     }
 
     /// One server block: its zones, each with the block's forward and cache settings, and
@@ -433,6 +436,8 @@ impl Translator<'_> {
                     self.endpoint(line, "prometheus", addr, |t| &mut t.metrics);
                 }
                 "errors" => {}
+                // An `import` on a line of its own was spliced in before parsing.
+                "import" => return Err(self.err(line, IMPORT_ALONE)),
                 // Every query, as CoreDNS's `log` does (for all zones: one query log).
                 "log" => self.query_log = true,
                 // Always on: node-cache's inputs are read again every 2 s and a changed
@@ -544,6 +549,7 @@ mod tests {
     use super::cache::CACHE_CAPACITY;
     use super::*;
     use crate::nodecache::lex::tokenize;
+    use crate::nodecache::parse;
     use crate::nodecache::{
         ForwardTarget, KubeDnsConfig, RenderParams, parse_forward_target, render, service_host_env,
     };
@@ -565,7 +571,7 @@ mod tests {
 
     #[test]
     fn tokens_know_their_lines_and_quotes() {
-        let tokens = tokenize("a \"b c\" # x\n{ }\n", "f").unwrap();
+        let tokens = tokenize("a \"b c\" # x\n{ }\n", &Source::single("f")).unwrap();
         let words: Vec<(&str, usize)> = tokens.iter().map(|t| (t.text.as_str(), t.line)).collect();
         assert_eq!(words, [("a", 1), ("b c", 1), ("{", 2), ("}", 2)]);
     }
