@@ -300,18 +300,24 @@ impl Entry {
     }
 
     /// Counts a hit and says whether this hit should start a background refresh: the entry is
-    /// popular (`min_hits` hits so far) and less than its refresh point remains of its TTL:
-    /// `percentage` of the TTL, up to half as much again (see `refresh_spread`). Only one
-    /// refresh per entry is started.
+    /// popular (`min_hits` hits so far) and [`Entry::refresh_due`]. Only one refresh per entry
+    /// is started.
     pub fn hit_wants_refresh(&self, now: Instant, min_hits: u32, percentage: u8) -> bool {
         let fields = self.fields();
         let hits = fields.hits.fetch_add(1, Ordering::Relaxed) + 1;
         if min_hits == 0 || hits < min_hits {
             return false;
         }
-        let remaining = fields.expires_at.saturating_duration_since(now);
-        remaining < self.refresh_point(percentage)
-            && !fields.refreshing.swap(true, Ordering::Relaxed)
+        self.refresh_due(now, percentage) && !fields.refreshing.swap(true, Ordering::Relaxed)
+    }
+
+    /// Whether at `now` this entry is inside its prefetch window: less than its refresh point
+    /// remains of its TTL, `percentage` of the TTL up to half as much again (see
+    /// `refresh_spread`). The one answer to "is this entry nearly expired" for everything
+    /// that asks (a hit deciding on a refresh, an autopath walk deciding whether an entry is
+    /// worth building on), so that they never disagree about an entry.
+    pub fn refresh_due(&self, now: Instant, percentage: u8) -> bool {
+        self.expires_at().saturating_duration_since(now) < self.refresh_point(percentage)
     }
 
     /// How much of the TTL remains when this entry wants its refresh.
@@ -585,6 +591,37 @@ mod tests {
             !entry.hit_wants_refresh(late, 2, 10),
             "one refresh at a time"
         );
+    }
+
+    #[test]
+    fn a_hit_and_the_entry_agree_on_when_a_refresh_is_due() {
+        let stored = Instant::now();
+        let a = answer(rtype::A, ResponseCode::NoError, vec![a_record(30)]);
+        // Several entries: each draws its own spread, and the window must be the entry's.
+        for _ in 0..20 {
+            let entry = Entry::single(&a, &policy(), stored).unwrap();
+            let expires = stored + Duration::from_secs(30);
+            let (mut due, mut not_due) = (0, 0);
+            for percentage in [1, 10, 50, 100] {
+                // Every remaining TTL from all of it down to none, 10 ms apart.
+                for remaining_ms in (0..=30_000).rev().step_by(10) {
+                    let now = expires - Duration::from_millis(remaining_ms);
+                    let entry_says = entry.refresh_due(now, percentage);
+                    let hit_says = entry.hit_wants_refresh(now, 1, percentage);
+                    assert_eq!(
+                        hit_says, entry_says,
+                        "{remaining_ms} ms left at {percentage} %: the hit and the entry disagree"
+                    );
+                    if hit_says {
+                        entry.refresh_declined();
+                        due += 1;
+                    } else {
+                        not_due += 1;
+                    }
+                }
+            }
+            assert!(due > 0 && not_due > 0, "both answers were compared");
+        }
     }
 
     #[test]
