@@ -351,7 +351,8 @@ impl Responder {
                 question_end,
                 edns,
             }) => {
-                let question = question_end.map(|end| EchoedQuestion::from_packet(packet, end));
+                let question =
+                    question_end.and_then(|end| EchoedQuestion::from_packet(packet, end));
                 write_error(
                     out,
                     header.id,

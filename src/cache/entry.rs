@@ -20,7 +20,7 @@ use super::policy::{AnswerKind, TtlPolicy};
 use crate::wire::answer::Answer;
 use crate::wire::query::Query;
 use crate::wire::reply::{ReplyLimits, patch_answer};
-use crate::wire::{HEADER_LEN, RType, Rcode, flag, rcode, read_u16, read_u32, rtype, write_u16};
+use crate::wire::{HEADER_LEN, RType, Rcode, flag, get_u16, rcode, rtype, update_u16};
 
 /// TTL of answers served stale (RFC 8767 section 4 suggests 30 seconds).
 pub const STALE_TTL: u32 = 30;
@@ -159,7 +159,8 @@ impl Entry {
             [first, second] => {
                 let len = question_len(&second.message);
                 let qtype_at = HEADER_LEN + len.saturating_sub(4);
-                let aaaa = len > 0 && RType(read_u16(&second.message, qtype_at)) == rtype::AAAA;
+                let aaaa = len > 0
+                    && get_u16(&second.message, qtype_at).is_ok_and(|t| RType(t) == rtype::AAAA);
                 if aaaa && question_len(&first.message) == len {
                     len
                 } else {
@@ -352,23 +353,27 @@ impl Entry {
         }
         let truncated = patch_answer(out, false, query, limits);
         // A cached answer is not authoritative, whatever the upstream said.
-        let flags = read_u16(out, 2) & !flag::AA;
-        write_u16(out, 2, flags);
+        update_u16(out, 2, |flags| flags & !flag::AA);
         if truncated {
             return;
         }
         let elapsed = now.saturating_duration_since(self.stored_at()).as_secs();
         let remaining = self.expires_at().saturating_duration_since(now).as_secs();
         for offset in offsets {
+            // Offsets were found in this very wire when it was stored; one that is not in it
+            // is left alone rather than trusted.
+            let Some(field) = out.get_mut(offset..).and_then(|f| f.first_chunk_mut::<4>()) else {
+                continue;
+            };
             let ttl = match served {
                 Served::Stale => STALE_TTL,
                 Served::Fresh => {
                     // Still as stored: patching touched the header, question and OPT only.
-                    let original = u64::from(read_u32(out, offset));
+                    let original = u64::from(u32::from_be_bytes(*field));
                     original.saturating_sub(elapsed).min(remaining) as u32
                 }
             };
-            out[offset..offset + 4].copy_from_slice(&ttl.to_be_bytes());
+            *field = ttl.to_be_bytes();
         }
     }
 }
@@ -495,8 +500,7 @@ mod tests {
                 &query,
                 LIMITS,
             );
-            let flags = read_u16(&expected, 2) & !flag::AA;
-            write_u16(&mut expected, 2, flags);
+            update_u16(&mut expected, 2, |flags| flags & !flag::AA);
             let mut out = Vec::new();
             entry.write_for(&query, now, Served::Fresh, LIMITS, &mut out);
             assert_eq!(out, expected, "qtype {qtype}");
