@@ -95,6 +95,12 @@ SUT_IP=127.0.2.1
 SERVER_CPU=0
 LOAD_CPU=1
 
+# TTL caps. Every caching server runs with ours': answers kept at most max_ttl (mode_max_ttl),
+# NXDOMAIN and NODATA at most DENIAL_TTL, our default zones[].cache.denial_ttl (src/config/mod.rs)
+# and node-cache's `denial 9984 5`. A peer left at its own default would keep negative answers
+# longer (dnsdist's maxNegativeTTL is 3600 s) and ask its upstream less.
+DENIAL_TTL=5
+
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
@@ -272,19 +278,35 @@ start_dnsmasq_upstream() {
 
 # ---------------------------------------------------------------- servers under test
 
-# start_server NAME MODE: MODE is cache (knotd upstream, TTLs capped at 30 s like node-cache's
-# `cache 30`), tcp (dnsmasq upstream over TCP; ours and node-cache only) or memory (caches sized for
-# the largest MEM_STAGES, TTL cap 1 h). Sets SUT_PID.
+# mode_max_ttl MODE: the cap on answers' TTLs in seconds for MODE (see start_server): 30 s like
+# node-cache's `cache 30`, 1 h for the memory fill.
+mode_max_ttl() {
+    if [ "$1" = memory ]; then echo 3600; else echo 30; fi
+}
+
+# caps_note MODE [dnsmasq]: the TTL caps of MODE, as the result files state them; with `dnsmasq`
+# when dnsmasq is among the servers measured, whose negative answers are capped like its others.
+caps_note() {
+    local max_ttl
+    max_ttl=$(mode_max_ttl "$1")
+    printf 'every caching server runs with the same TTL caps: answers kept at most %s s, NXDOMAIN and NODATA at most %s s' "$max_ttl" "$DENIAL_TTL"
+    [ "${2:-}" = dnsmasq ] && [[ " ${SERVER_LIST[*]} " == *" dnsmasq "* ]] && printf ' (but dnsmasq, which has one cap for both, --max-cache-ttl: it keeps negative answers up to %s s)' "$max_ttl"
+    echo
+}
+
+# start_server NAME MODE: MODE is cache (knotd upstream), tcp (dnsmasq upstream over TCP; ours and
+# node-cache only), forward (knotd over TCP; dnsdist without a cache) or memory (caches sized for
+# the largest MEM_STAGES); TTL caps from mode_max_ttl and DENIAL_TTL. Sets SUT_PID.
 start_server() {
     local name=$1 mode=$2 dir=$WORK/$1-$2
     mkdir -p "$dir"
-    local upstream_ip=$KNOT_IP capacity=100000 max_ttl=30
+    local upstream_ip=$KNOT_IP capacity=100000 max_ttl
+    max_ttl=$(mode_max_ttl "$mode")
     [ "$mode" = tcp ] && upstream_ip=$DNSMASQ_UP_IP
     if [ "$mode" = memory ]; then
         local largest
         largest=$(tr ' ' '\n' <<<"$MEM_STAGES" | sort -n | tail -1)
         capacity=$((largest + largest / 10 + 1000))
-        max_ttl=3600
     fi
     case "$name" in
         ours) start_ours "$dir" "$mode" "$upstream_ip" "$capacity" "$max_ttl" ;;
@@ -313,6 +335,7 @@ zones:
     upstreams: ["$upstream_ip:$PORT"]
     cache:
       success_ttl: ${max_ttl}s
+      denial_ttl: ${DENIAL_TTL}s
 EOF
     if [ "$mode" = tcp ] || [ "$mode" = forward ]; then
         echo "    transport: tcp"
@@ -382,7 +405,7 @@ server:
     msg-cache-size: $((capacity * 1024 / 1000 + 4))k
     rrset-cache-size: $((capacity * 2048 / 1000 + 4))k
     cache-max-ttl: $max_ttl
-    cache-max-negative-ttl: 5
+    cache-max-negative-ttl: $DENIAL_TTL
     prefetch: yes
     so-rcvbuf: 4m
 forward-zone:
@@ -408,7 +431,7 @@ setSecurityPollSuffix("")
 setLocal("$SUT_IP:$PORT")
 setACL({"127.0.0.0/8"})
 newServer({address="$upstream_ip:$PORT", checkName="test.", checkType="SOA", checkInterval=5})
-pc = newPacketCache($capacity, {maxTTL=$max_ttl, maxNegativeTTL=5})
+pc = newPacketCache($capacity, {maxTTL=$max_ttl, maxNegativeTTL=$DENIAL_TTL})
 getPool(""):setCache(pc)
 EOF
     fi
@@ -417,6 +440,9 @@ EOF
 
 start_dnsmasq() {
     local dir=$1 upstream_ip=$2 capacity=$3 max_ttl=$4 mode=$5 forward_max=150
+    # dnsmasq has no separate cap for negative answers: --max-cache-ttl caps every entry, so its
+    # NXDOMAIN and NODATA live up to max_ttl (caps_note says so in the results). --neg-ttl is
+    # only for negative answers without an SOA, which knotd never sends.
     # The memory fill keeps 200 misses outstanding; dnsmasq drops those beyond its default 150.
     [ "$mode" = memory ] && forward_max=1000
     start dnsmasq "$SERVER_CPU" dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
@@ -435,7 +461,7 @@ start_nodecache() {
     errors
     cache {
         success $capacity $max_ttl
-        denial 9984 5
+        denial 9984 $DENIAL_TTL
     }
     bind $SUT_IP
     $forward
@@ -591,7 +617,7 @@ scenario_hot() {
     local rounds_note=""
     [ "$ROUNDS" -gt 1 ] && rounds_note="; $ROUNDS rounds, the servers in turn: each figure is the median of the rounds, max QPS and CPU with their range"
     report 1-cache-hot "cache-hot max QPS, CPU per query, latency at $LATENCY_QPS QPS" \
-        "$(wc -l <"$WORK/hot.txt") queries (services, hosts, CNAMEs; A and AAAA) warmed once, then asked again and again; max QPS by dnsperf -c 8 -q 500; CPU from /proc/PID/stat utime+stime; latency by loadgen at a fixed $LATENCY_QPS QPS (max lag = how far loadgen fell behind its schedule)$rounds_note" \
+        "$(wc -l <"$WORK/hot.txt") queries (services, hosts, CNAMEs; A and AAAA) warmed once, then asked again and again; max QPS by dnsperf -c 8 -q 500; CPU from /proc/PID/stat utime+stime; latency by loadgen at a fixed $LATENCY_QPS QPS (max lag = how far loadgen fell behind its schedule); $(caps_note cache dnsmasq)$rounds_note" \
         server "max QPS" "CPU µs/query" RSS "p50 µs @${LATENCY_QPS}" "p99 µs" "p99.9 µs" lost "loadgen max lag µs" "steal s"
 }
 
@@ -639,7 +665,7 @@ scenario_rate() {
     local rounds_note=""
     [ "$ROUNDS" -gt 1 ] && rounds_note="; $ROUNDS rounds, the servers in turn: each figure is the median of the rounds, CPU with its range"
     report 2-fixed-rate "CPU per query at fixed rates ($FIXED_QPS QPS)" \
-        "dnsperf -Q RATE over the cache-hot set of scenario 1 (hot) and over its names that have both an A and an AAAA (positive); CPU from /proc/PID/stat, wake-ups are the server threads' voluntary context switches per query; floor-* answer every query with itself and no cache (benches/floor.rs): at a node's real rates a query costs mostly its wake-up, and no server woken once per query costs less than the floor$rounds_note" \
+        "dnsperf -Q RATE over the cache-hot set of scenario 1 (hot) and over its names that have both an A and an AAAA (positive); CPU from /proc/PID/stat, wake-ups are the server threads' voluntary context switches per query; floor-* answer every query with itself and no cache (benches/floor.rs): at a node's real rates a query costs mostly its wake-up, and no server woken once per query costs less than the floor; $(caps_note cache dnsmasq)$rounds_note" \
         server set "offered QPS" "achieved QPS" "CPU µs/query" "wake-ups/query" "avg latency ms" lost
 }
 
@@ -656,7 +682,7 @@ scenario_search() {
             "$(dp_avg_ms "$out-$s.dp")" "$(pct "$(dp_lost "$out-$s.dp")" "$(dp_sent "$out-$s.dp")")"
     done
     report 3-search-path "search-path mix (ndots:5)" \
-        "each of $(($(wc -l <"$WORK/search.txt") / 8)) names asked as a pod with ndots:5 would: 3 search-list expansions (NXDOMAIN, cached 5 s by SOA MINIMUM) then the name, for A and AAAA; max QPS by dnsperf -c 8 -q 500" \
+        "each of $(($(wc -l <"$WORK/search.txt") / 8)) names asked as a pod with ndots:5 would: 3 search-list expansions (NXDOMAIN, cached 5 s by SOA MINIMUM) then the name, for A and AAAA; max QPS by dnsperf -c 8 -q 500; $(caps_note cache dnsmasq)" \
         server "max QPS" "CPU µs/query" NXDOMAIN SERVFAIL "avg latency ms" lost
 }
 
@@ -717,7 +743,7 @@ scenario_miss() {
     local pool_note="our pool block: max_connections $POOL_MAX_CONNECTIONS, max_inflight 32, idle_timeout 2s, max_queries_per_connection $POOL_MAX_QUERIES, queue 2048 / 1s"
     [ "$POOL_USED" = 1 ] || pool_note="our config without a pool block (POOL_CONFIG=0 or not supported by this build)"
     report 4-miss-stream "distinct cache misses through a dnsmasq-over-TCP upstream" \
-        "dnsmasq 2.90 --no-negcache --cache-size=1000 (at most 20 TCP connections, one query at a time each) on $DNSMASQ_UP_IP in front of knotd, restarted for every point; servers forward with transport tcp; distinct existing names (*.miss.test: an A record, no AAAA or TXT) at dnsperf -Q RATE, asked for A (ours fetches A and AAAA together: two upstream queries per miss) or TXT (one); peak connections sampled every 50 ms with ss; CPU seconds over the point from /proc/PID/stat (dnsmasq with its reaped per-connection children; $DURATION s on $(nproc) cores is $((DURATION * $(nproc))) CPU s in all); $pool_note" \
+        "dnsmasq 2.90 --no-negcache --cache-size=1000 (at most 20 TCP connections, one query at a time each) on $DNSMASQ_UP_IP in front of knotd, restarted for every point; servers forward with transport tcp; distinct existing names (*.miss.test: an A record, no AAAA or TXT) at dnsperf -Q RATE, asked for A (ours fetches A and AAAA together: two upstream queries per miss) or TXT (one); peak connections sampled every 50 ms with ss; CPU seconds over the point from /proc/PID/stat (dnsmasq with its reaped per-connection children; $DURATION s on $(nproc) cores is $((DURATION * $(nproc))) CPU s in all); $(caps_note tcp); $pool_note" \
         server "query type" "offered QPS" "achieved QPS" lost SERVFAIL "avg latency ms" "peak upstream TCP conns" "server CPU s" "dnsmasq + knotd CPU s"
 }
 
@@ -807,7 +833,7 @@ scenario_pair() {
         pair_point "floor-$s" forward "knotd (TCP)" together
     done
     report 6-pair-stream "distinct misses asked A then AAAA, as stub resolvers ask" \
-        "each name (*.miss.test: an A record, no AAAA) asked for A and then AAAA at $PAIR_RATE queries a second, paced (dnsperf -Q: the AAAA 1 / rate after its A) or together (benches/loadgen.rs --burst 2: both back to back from one socket, as glibc, musl and Go ask); ours fetches both halves in one resolution (the AAAA finds the pair in flight or cached), through Debian's dnsmasq over TCP (as in scenario 4) and straight to knotd over TCP, beside dnsdist forwarding over TCP without a cache; upstream queries per name from coredns_forward_requests_total (dnsdist and the floor: one per query answered); floor-forward relays each query to one TCP connection to knotd with nothing else (benches/floor.rs), the least a forwarder over TCP costs on this machine; CPU µs per upstream query = the server's CPU over the point / its upstream queries" \
+        "each name (*.miss.test: an A record, no AAAA) asked for A and then AAAA at $PAIR_RATE queries a second, paced (dnsperf -Q: the AAAA 1 / rate after its A) or together (benches/loadgen.rs --burst 2: both back to back from one socket, as glibc, musl and Go ask); ours fetches both halves in one resolution (the AAAA finds the pair in flight or cached), through Debian's dnsmasq over TCP (as in scenario 4) and straight to knotd over TCP, beside dnsdist forwarding over TCP without a cache; upstream queries per name from coredns_forward_requests_total (dnsdist and the floor: one per query answered); floor-forward relays each query to one TCP connection to knotd with nothing else (benches/floor.rs), the least a forwarder over TCP costs on this machine; CPU µs per upstream query = the server's CPU over the point / its upstream queries; ours caches with its caps ($(mode_max_ttl forward) s, NXDOMAIN and NODATA $DENIAL_TTL s); dnsdist and the floors cache nothing" \
         server upstream load "offered QPS" "achieved QPS" lost SERVFAIL "upstream queries per name" "server CPU s" "CPU µs per upstream query"
 }
 
@@ -841,7 +867,7 @@ scenario_memory() {
     local headers=() stage
     for stage in "${stages[@]}"; do headers+=("RSS after $stage names"); done
     report 5-memory "memory per cached name" \
-        "distinct existing names (*.mem.test A, TTL 3600) filled by dnsperf -n 1; caches sized for $total entries with a 1 h TTL cap; bytes per entry: growth = (last RSS - idle RSS) / names answered NOERROR, total = last RSS / names (a cache allocated at startup, like dnsmasq's, shows in the idle RSS and only in the total)" \
+        "distinct existing names (*.mem.test A, TTL 3600) filled by dnsperf -n 1; caches sized for $total entries; bytes per entry: growth = (last RSS - idle RSS) / names answered NOERROR, total = last RSS / names (a cache allocated at startup, like dnsmasq's, shows in the idle RSS and only in the total); $(caps_note memory dnsmasq)" \
         server "RSS idle" "${headers[@]}" "names answered" "bytes/entry (growth)" "bytes/entry (total)"
 }
 

@@ -351,7 +351,8 @@ impl Responder {
                 question_end,
                 edns,
             }) => {
-                let question = question_end.map(|end| EchoedQuestion::from_packet(packet, end));
+                let question =
+                    question_end.and_then(|end| EchoedQuestion::from_packet(packet, end));
                 write_error(
                     out,
                     header.id,
@@ -619,11 +620,9 @@ impl Responder {
             && let Lookup::Fresh(entry) =
                 self.cache
                     .lookup(&query, PLAIN_VIEW, now, policy.stale_window)
+            && !entry.refresh_due(now, policy.prefetch.percentage)
         {
-            let remaining = entry.expires_at().saturating_duration_since(now);
-            if remaining >= entry.ttl() * u32::from(policy.prefetch.percentage) / 100 {
-                return Some(Plain::Entry(entry));
-            }
+            return Some(Plain::Entry(entry));
         }
         Some(Plain::Fetched(
             self.resolve_plain(route_id, &query, asker, now).await,

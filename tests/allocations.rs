@@ -206,17 +206,19 @@ async fn count_pair_misses(transport: &str) -> u64 {
     // Every name was a miss answered from upstream: the count has something to count.
     assert_eq!(answered, COUNTED, "names answered with an address");
     // The A of every name misses; its AAAA may find the pair in flight or already stored.
-    let misses = forwarder.metric("coredns_cache_misses_total", &[]);
+    let misses = forwarder.scrape().sum("coredns_cache_misses_total", &[]);
     assert!(
         misses >= (WARM + COUNTED) as f64,
         "every name missed the cache: {misses}"
     );
-    let evictions = forwarder.metric("coredns_cache_evictions_total", &[]);
+    let evictions = forwarder.scrape().sum("coredns_cache_evictions_total", &[]);
     assert!(
         evictions >= (WARM + COUNTED - CAPACITY) as f64 - 1.0,
         "the cache was full: {evictions} evictions"
     );
-    let forwarded = forwarder.metric("coredns_forward_requests_total", &[]);
+    let forwarded = forwarder
+        .scrape()
+        .sum("coredns_forward_requests_total", &[]);
     assert_eq!(
         forwarded,
         (2 * (WARM + COUNTED)) as f64,

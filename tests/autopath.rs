@@ -13,9 +13,7 @@ use hickory_proto::rr::{RData, RecordType};
 use tokio::net::{TcpSocket, UdpSocket};
 
 use common::fake_apiserver::{FakeApiServer, FakePod};
-use common::{
-    Authority, CLIENT_TIMEOUT, EXAMPLE_COM, metric_value, query, read_frame, write_frame,
-};
+use common::{Authority, CLIENT_TIMEOUT, EXAMPLE_COM, Exposition, query, read_frame, write_frame};
 use nodelocal_dns::config::Config;
 use nodelocal_dns::kube::{PodIndex, PodWatch};
 use nodelocal_dns::observe::Metrics;
@@ -111,8 +109,8 @@ impl World {
             .expect("the pod index syncs");
     }
 
-    fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        metric_value(&self.metrics.render(), name, labels)
+    fn scrape(&self) -> Exposition {
+        Exposition::parse(&self.metrics.render())
     }
 
     /// Asks `name` over UDP from the source address `from`.
@@ -218,14 +216,21 @@ async fn a_completed_pod_with_the_same_ip_never_steals_autopath() {
         assert!(is_autopath(&answer, "api.example.com."), "{answer:?}");
     }
     assert_eq!(
-        world.metric("nodelocaldns_autopath_applied_total", &[]),
+        world
+            .scrape()
+            .value("nodelocaldns_autopath_applied_total", &[]),
         22.0
     );
     assert_eq!(
-        world.metric("nodelocaldns_autopath_skipped_total", &[]),
+        world
+            .scrape()
+            .sum("nodelocaldns_autopath_skipped_total", &[]),
         0.0
     );
-    assert_eq!(world.metric("nodelocaldns_kube_pods_indexed", &[]), 1.0);
+    assert_eq!(
+        world.scrape().value("nodelocaldns_kube_pods_indexed", &[]),
+        1.0
+    );
     world.stop().await;
 }
 
@@ -286,7 +291,7 @@ async fn a_pod_that_stops_running_stops_matching_and_a_new_pod_takes_its_ip() {
         ));
     }
     assert!(
-        world.metric(
+        world.scrape().value(
             "nodelocaldns_autopath_skipped_total",
             &[("reason", "not_running")]
         ) >= 5.0
@@ -325,24 +330,29 @@ async fn host_network_pods_and_ambiguous_ips_never_match() {
         }
     }
     assert_eq!(
-        world.metric("nodelocaldns_autopath_applied_total", &[]),
+        world
+            .scrape()
+            .value("nodelocaldns_autopath_applied_total", &[]),
         0.0
     );
     assert_eq!(
-        world.metric(
+        world.scrape().value(
             "nodelocaldns_autopath_skipped_total",
             &[("reason", "ambiguous")]
         ),
         2.0
     );
     assert_eq!(
-        world.metric(
+        world.scrape().value(
             "nodelocaldns_autopath_skipped_total",
             &[("reason", "no_pod")]
         ),
         4.0
     );
-    assert_eq!(world.metric("nodelocaldns_kube_ambiguous_ips", &[]), 1.0);
+    assert_eq!(
+        world.scrape().value("nodelocaldns_kube_ambiguous_ips", &[]),
+        1.0
+    );
 
     // Once one of the two is gone, the other owns the IP.
     world.api.delete("team-b", "two");
@@ -376,7 +386,7 @@ async fn another_namespace_asking_the_same_name_gets_the_plain_answer() {
     let again = world.ask("127.0.0.27", ASKED, RecordType::A).await;
     assert!(is_autopath(&again, "api.example.com."), "{again:?}");
     assert_eq!(
-        world.metric(
+        world.scrape().value(
             "nodelocaldns_autopath_skipped_total",
             &[("reason", "no_match")]
         ),
@@ -398,7 +408,7 @@ async fn api_server_down_at_start_and_restarted_mid_run() {
     assert!(is_plain_nxdomain(&answer), "{answer:?}");
     assert!(start.elapsed() < Duration::from_secs(1));
     assert!(
-        world.metric(
+        world.scrape().value(
             "nodelocaldns_autopath_skipped_total",
             &[("reason", "unsynced")]
         ) >= 1.0
@@ -443,13 +453,13 @@ async fn api_server_down_at_start_and_restarted_mid_run() {
         .until(ip, ASKED, Duration::from_secs(15), is_plain_nxdomain)
         .await;
     assert!(
-        world.metric(
+        world.scrape().value(
             "nodelocaldns_kube_watch_restarts_total",
             &[("reason", "relist")]
         ) >= 1.0
     );
     assert!(
-        world.metric(
+        world.scrape().value(
             "nodelocaldns_kube_watch_restarts_total",
             &[("reason", "error")]
         ) >= 1.0

@@ -390,10 +390,18 @@ async fn each_bad_packet_gets_its_rfc_answer_or_none_over_udp() {
         }
     }
 
-    let drops = |reason| forwarder.metric("nodelocaldns_dropped_total", &[("reason", reason)]);
+    let drops = |reason| {
+        forwarder
+            .scrape()
+            .value("nodelocaldns_dropped_total", &[("reason", reason)])
+    };
     assert_eq!(drops("short_header"), 1.0);
     assert_eq!(drops("response"), expected(None) - 1.0);
-    let answered = |rcode| forwarder.metric("coredns_dns_responses_total", &[("rcode", rcode)]);
+    let answered = |rcode| {
+        forwarder
+            .scrape()
+            .sum("coredns_dns_responses_total", &[("rcode", rcode)])
+    };
     assert_eq!(answered("FORMERR"), expected(Some(ResponseCode::FormErr)));
     assert_eq!(answered("NOTIMP"), expected(Some(ResponseCode::NotImp)));
     // The cases plus one sentinel per case.
@@ -445,7 +453,9 @@ async fn names_in_no_routed_zone_are_refused() {
         "the zone apex is routed"
     );
     assert_eq!(
-        forwarder.metric("coredns_dns_responses_total", &[("rcode", "REFUSED")]),
+        forwarder
+            .scrape()
+            .sum("coredns_dns_responses_total", &[("rcode", "REFUSED")]),
         1.0
     );
     forwarder.stop().await;
@@ -485,7 +495,7 @@ async fn bad_messages_over_tcp_do_not_end_the_connection() {
         1
     );
     assert_eq!(
-        forwarder.metric("nodelocaldns_dropped_total", &[]),
+        forwarder.scrape().sum("nodelocaldns_dropped_total", &[]),
         expected(None),
         "the short and the QR=1 messages"
     );
@@ -546,6 +556,6 @@ async fn random_garbage_never_stops_the_forwarder() {
         }
     }
     assert!(answered, "the forwarder still serves after the garbage");
-    assert!(forwarder.metric("nodelocaldns_dropped_total", &[]) > 0.0);
+    assert!(forwarder.scrape().sum("nodelocaldns_dropped_total", &[]) > 0.0);
     forwarder.stop().await;
 }

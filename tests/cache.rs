@@ -253,14 +253,20 @@ async fn popular_entries_are_refreshed_before_they_expire() {
         "refreshed in the background"
     );
     assert_eq!(
-        forwarder.metric("coredns_cache_misses_total", &[]),
+        forwarder.scrape().sum("coredns_cache_misses_total", &[]),
         1.0,
         "only the first query missed"
     );
-    assert!(forwarder.metric("coredns_cache_prefetch_total", &[]) >= 2.0);
+    assert!(forwarder.scrape().sum("coredns_cache_prefetch_total", &[]) >= 2.0);
     let success = [("type", "success")];
-    assert_eq!(forwarder.metric("coredns_cache_entries", &success), 1.0);
-    assert_eq!(forwarder.metric("coredns_cache_evictions_total", &[]), 0.0);
+    assert_eq!(
+        forwarder.scrape().value("coredns_cache_entries", &success),
+        1.0
+    );
+    assert_eq!(
+        forwarder.scrape().sum("coredns_cache_evictions_total", &[]),
+        0.0
+    );
     forwarder.stop().await;
 }
 
@@ -304,7 +310,9 @@ async fn expired_entries_are_served_stale_when_the_upstream_is_down() {
     assert_eq!(stale.answers.len(), 1);
     assert_eq!(stale.answers[0].ttl, 30, "stale answers carry TTL 30");
     assert_eq!(
-        with_stale.metric("coredns_cache_served_stale_total", &[]),
+        with_stale
+            .scrape()
+            .sum("coredns_cache_served_stale_total", &[]),
         1.0
     );
 
@@ -315,7 +323,9 @@ async fn expired_entries_are_served_stale_when_the_upstream_is_down() {
     .await;
     assert_eq!(none.metadata.response_code, ResponseCode::ServFail);
     assert_eq!(
-        without_stale.metric("coredns_cache_served_stale_total", &[]),
+        without_stale
+            .scrape()
+            .sum("coredns_cache_served_stale_total", &[]),
         0.0
     );
     with_stale.stop().await;
@@ -359,7 +369,7 @@ async fn split_answers_are_answered_but_not_cached_and_counted() {
         "the split pair was asked again once"
     );
     assert_eq!(
-        forwarder.metric(
+        forwarder.scrape().value(
             "nodelocaldns_cache_split_answers_total",
             &[("zone", "example.")]
         ),
@@ -440,8 +450,10 @@ async fn a_cohort_of_refreshes_goes_out_a_bounded_number_at_a_time() {
     tokio::time::sleep(Duration::from_millis(5200)).await;
     ask_every_name().await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let started = forwarder.metric("coredns_cache_prefetch_total", &[]);
-    let deferred = forwarder.metric("nodelocaldns_cache_prefetch_deferred_total", &[]);
+    let started = forwarder.scrape().sum("coredns_cache_prefetch_total", &[]);
+    let deferred = forwarder
+        .scrape()
+        .sum("nodelocaldns_cache_prefetch_deferred_total", &[]);
     assert_eq!(started, SLOTS, "at most the slots at once");
     assert_eq!(deferred, NAMES as f64 - SLOTS, "the rest put off, counted");
 
@@ -451,12 +463,12 @@ async fn a_cohort_of_refreshes_goes_out_a_bounded_number_at_a_time() {
         ask_every_name().await;
     }
     assert_eq!(
-        forwarder.metric("coredns_cache_prefetch_total", &[]),
+        forwarder.scrape().sum("coredns_cache_prefetch_total", &[]),
         NAMES as f64,
         "every entry refreshed once"
     );
     assert_eq!(
-        forwarder.metric("coredns_cache_misses_total", &[]),
+        forwarder.scrape().sum("coredns_cache_misses_total", &[]),
         NAMES as f64,
         "no hit ever missed: the refreshes came back before expiry"
     );

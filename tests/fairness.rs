@@ -218,7 +218,7 @@ async fn storm(pool: &str) -> (Vec<Quiet>, (usize, usize), f64, usize) {
     }
     let noisy = noisy.await.expect("noisy client");
     let label = upstream.addr.to_string();
-    let client_share = forwarder.metric(
+    let client_share = forwarder.scrape().value(
         "nodelocaldns_queue_rejected_total",
         &[("upstream", &label), ("reason", "client_share")],
     );
@@ -432,8 +432,7 @@ async fn glibc_resolvers_in_a_quiet_pod_resolve_while_another_pod_storms() {
     let metrics = node
         .run_inside(|| cluster::http_get(cluster::METRICS, "/metrics"))
         .unwrap_or_else(|| panic!("no metrics: the forwarder {}", forwarder.report()));
-    let client_share = common::metric_value(
-        &metrics,
+    let client_share = common::Exposition::parse(&metrics).sum(
         "nodelocaldns_queue_rejected_total",
         &[("reason", "client_share")],
     );

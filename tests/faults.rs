@@ -96,7 +96,7 @@ async fn a_tcp_upstream_that_never_answers_gets_servfail_within_the_deadline() {
         "the query went to it"
     );
     assert!(
-        forwarder.metric(
+        forwarder.scrape().sum(
             "nodelocaldns_upstream_failures_total",
             &[("reason", "timeout")]
         ) >= 1.0
@@ -124,7 +124,7 @@ async fn a_tcp_upstream_that_resets_mid_answer_fails_over() {
     );
     let reset = resetting.to_string();
     assert!(
-        forwarder.metric(
+        forwarder.scrape().sum(
             "nodelocaldns_upstream_failures_total",
             &[("upstream", reset.as_str())]
         ) >= 1.0,
@@ -174,9 +174,16 @@ async fn a_flood_of_misses_is_answered_fast_bounded_and_recovers() {
             let (mut queue_peak, mut inflight_peak) = (0.0f64, 0.0f64);
             while flooding.load(Ordering::Relaxed) {
                 let labels = [("upstream", label.as_str())];
-                queue_peak = queue_peak.max(forwarder.metric("nodelocaldns_queue_depth", &labels));
-                inflight_peak =
-                    inflight_peak.max(forwarder.metric("nodelocaldns_upstream_inflight", &labels));
+                queue_peak = queue_peak.max(
+                    forwarder
+                        .scrape()
+                        .value("nodelocaldns_queue_depth", &labels),
+                );
+                inflight_peak = inflight_peak.max(
+                    forwarder
+                        .scrape()
+                        .value("nodelocaldns_upstream_inflight", &labels),
+                );
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             (queue_peak, inflight_peak)
@@ -214,8 +221,12 @@ async fn a_flood_of_misses_is_answered_fast_bounded_and_recovers() {
     assert!(queue_peak <= 16.0, "queue depth peaked at {queue_peak}");
     assert!(inflight_peak <= 4.0, "in flight peaked at {inflight_peak}");
     let labels = [("upstream", label.as_str())];
-    let shed = forwarder.metric("nodelocaldns_queue_rejected_total", &labels)
-        + forwarder.metric("nodelocaldns_rejected_total", &[("reason", "inflight")]);
+    let shed = forwarder
+        .scrape()
+        .sum("nodelocaldns_queue_rejected_total", &labels)
+        + forwarder
+            .scrape()
+            .value("nodelocaldns_rejected_total", &[("reason", "inflight")]);
     assert!(
         shed >= servfail as f64,
         "every SERVFAIL has a counted reason: {shed} counted, {servfail} SERVFAIL"
@@ -225,7 +236,9 @@ async fn a_flood_of_misses_is_answered_fast_bounded_and_recovers() {
     let after = udp_query(addr, &query("after.example.", RecordType::A, None)).await;
     assert_eq!(after.metadata.response_code, ResponseCode::NoError);
     assert_eq!(
-        forwarder.metric("nodelocaldns_queue_depth", &labels),
+        forwarder
+            .scrape()
+            .value("nodelocaldns_queue_depth", &labels),
         0.0,
         "the queue drains"
     );
@@ -270,7 +283,9 @@ async fn under_overload_an_expired_name_is_answered_stale_not_servfail() {
         .filter(|(m, _)| m.metadata.response_code == ResponseCode::ServFail)
         .count();
     assert!(servfail > 900, "the flood of new names is shed: {servfail}");
-    let served_stale = forwarder.metric("coredns_cache_served_stale_total", &[]);
+    let served_stale = forwarder
+        .scrape()
+        .sum("coredns_cache_served_stale_total", &[]);
     assert!(
         served_stale >= STALE as f64,
         "each stale answer is counted: {served_stale}"

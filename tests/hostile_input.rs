@@ -270,7 +270,7 @@ async fn ten_thousand_tcp_connections_are_bounded_and_udp_keeps_serving() {
         "connections beyond the bound are closed"
     );
     assert_eq!(
-        forwarder.metric(
+        forwarder.scrape().value(
             "nodelocaldns_rejected_total",
             &[("reason", "tcp_connections")]
         ),

@@ -235,7 +235,7 @@ async fn tcp_connections_beyond_the_bound_are_closed() {
         .expect("the extra connection is closed, not left hanging");
     assert!(answer.is_none(), "the extra connection got no answer");
     assert_eq!(
-        forwarder.metric(
+        forwarder.scrape().value(
             "nodelocaldns_rejected_total",
             &[("reason", "tcp_connections")]
         ),
@@ -286,7 +286,9 @@ async fn ipv6_listeners_answer_over_udp_and_tcp() {
     let answer = tcp_query(forwarder.addr, &msg).await;
     assert_eq!(addresses(&answer), [Ipv4Addr::new(192, 0, 2, 1)]);
     assert_eq!(
-        forwarder.metric("coredns_dns_requests_total", &[("family", "2")]),
+        forwarder
+            .scrape()
+            .sum("coredns_dns_requests_total", &[("family", "2")]),
         2.0,
         "counted as IPv6"
     );

@@ -72,7 +72,9 @@ async fn a_zone_whose_upstream_loops_back_is_refused_and_the_rest_keeps_working(
 
     assert_eq!(looped, vec!["loop.test.".to_string()]);
     assert_eq!(
-        forwarder.metric("nodelocaldns_loop_detected", &[("zone", "loop.test.")]),
+        forwarder
+            .scrape()
+            .value("nodelocaldns_loop_detected", &[("zone", "loop.test.")]),
         1.0
     );
     let answer = udp_query(
@@ -103,7 +105,10 @@ async fn zones_without_a_loop_are_left_alone() {
         .await;
 
     assert!(looped.is_empty(), "{looped:?}");
-    assert_eq!(forwarder.metric("nodelocaldns_loop_detected", &[]), 0.0);
+    assert_eq!(
+        forwarder.scrape().sum("nodelocaldns_loop_detected", &[]),
+        0.0
+    );
     let answer = udp_query(forwarder.addr, &query("www.example.", RecordType::A, None)).await;
     assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
     forwarder.stop().await;

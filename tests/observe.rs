@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +11,7 @@ use std::time::Duration;
 
 use tokio::net::UdpSocket;
 
-use common::{Forwarder, query, udp_query};
+use common::{Exposition, Forwarder, query, udp_query};
 use hickory_proto::rr::RecordType;
 
 /// Generous bound for state changes driven by timers (health probes every 100 ms here).
@@ -162,161 +161,36 @@ async fn ready_waits_for_every_condition() {
     forwarder.stop().await;
 }
 
-/// One parsed sample: metric name, labels, value.
-type Sample = (String, BTreeMap<String, String>, f64);
+/// Three series of one counter: two in zone `a.`, and one whose `errortype` label ends in
+/// another label's name.
+const READER_SAMPLE: &str = "# HELP x_total X.\n# TYPE x_total counter\n\
+    x_total{zone=\"a.\",type=\"timeout\"} 2\n\
+    x_total{zone=\"a.\",type=\"closed\"} 3\n\
+    x_total{zone=\"b.\",errortype=\"timeout\"} 5\n";
 
-/// Parses Prometheus text exposition format strictly: every line is a `# HELP`, a `# TYPE`
-/// or a sample of a declared family; label values are quoted and escaped properly; values
-/// parse; histogram buckets are cumulative and end in `+Inf` equal to `_count`.
-fn parse_exposition(text: &str) -> Vec<Sample> {
-    let mut types: BTreeMap<String, String> = BTreeMap::new();
-    let mut samples = Vec::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            let (name, _) = rest.split_once(' ').expect("HELP has a name and text");
-            assert!(valid_name(name), "bad metric name in {line:?}");
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').expect("TYPE has a name and a type");
-            assert!(
-                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
-                "bad type in {line:?}"
-            );
-            assert!(
-                types.insert(name.to_string(), kind.to_string()).is_none(),
-                "family {name} declared twice"
-            );
-            continue;
-        }
-        assert!(!line.starts_with('#'), "stray comment {line:?}");
-        assert!(!line.is_empty(), "empty line in exposition");
-        let (series, value) = line.rsplit_once(' ').expect("sample has a value");
-        let value: f64 = match value {
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            v => v
-                .parse()
-                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
-        };
-        let (name, labels) = match series.split_once('{') {
-            Some((name, rest)) => (
-                name,
-                parse_labels(rest.strip_suffix('}').expect("labels end with }")),
-            ),
-            None => (series, BTreeMap::new()),
-        };
-        assert!(valid_name(name), "bad metric name in {line:?}");
-        let family = ["_bucket", "_sum", "_count"]
-            .iter()
-            .find_map(|suffix| {
-                name.strip_suffix(suffix)
-                    .filter(|base| types.get(*base).is_some_and(|t| t == "histogram"))
-            })
-            .unwrap_or(name);
-        assert!(types.contains_key(family), "sample {name} has no TYPE");
-        samples.push((name.to_string(), labels, value));
-    }
-    check_histograms(&types, &samples);
-    samples
+#[test]
+fn the_metric_reader_matches_label_values_whole_and_sums_only_when_asked() {
+    let metrics = Exposition::parse(READER_SAMPLE);
+    assert_eq!(
+        metrics.value("x_total", &[("zone", "a."), ("type", "timeout")]),
+        2.0
+    );
+    assert_eq!(
+        metrics.value("x_total", &[("type", "timeout")]),
+        2.0,
+        "errortype is not type"
+    );
+    assert_eq!(metrics.value("x_total", &[("zone", "a")]), 0.0);
+    assert_eq!(metrics.value("x_total", &[("zone", "b.")]), 5.0);
+    assert_eq!(metrics.sum("x_total", &[("zone", "a.")]), 5.0);
+    assert_eq!(metrics.sum("x_total", &[]), 10.0);
+    assert_eq!(metrics.value("y_total", &[]), 0.0);
 }
 
-fn valid_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-}
-
-fn parse_labels(mut text: &str) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::new();
-    while !text.is_empty() {
-        let (key, rest) = text.split_once("=\"").expect("label is key=\"value\"");
-        assert!(valid_name(key), "bad label name {key:?}");
-        let mut value = String::new();
-        let mut chars = rest.char_indices();
-        let end = loop {
-            match chars.next().expect("label value is closed") {
-                (_, '\\') => match chars.next().expect("escape has a character") {
-                    (_, 'n') => value.push('\n'),
-                    (_, c @ ('\\' | '"')) => value.push(c),
-                    (_, c) => panic!("bad escape \\{c}"),
-                },
-                (i, '"') => break i,
-                (_, c) => value.push(c),
-            }
-        };
-        assert!(
-            labels.insert(key.to_string(), value).is_none(),
-            "label {key} twice"
-        );
-        text = &rest[end + 1..];
-        text = text.strip_prefix(',').unwrap_or(text);
-    }
-    labels
-}
-
-/// A histogram bucket: upper bound and cumulative count.
-type Bucket = (f64, f64);
-
-/// Buckets never decrease, and `+Inf` equals `_count`, per series.
-fn check_histograms(types: &BTreeMap<String, String>, samples: &[Sample]) {
-    for (family, _) in types.iter().filter(|(_, t)| *t == "histogram") {
-        let bucket = format!("{family}_bucket");
-        let count = format!("{family}_count");
-        // Labels without `le` -> (le, cumulative count) per bucket.
-        let mut series: BTreeMap<Vec<(String, String)>, Vec<Bucket>> = BTreeMap::new();
-        for (name, labels, value) in samples.iter().filter(|(n, ..)| *n == bucket) {
-            let le: f64 = match labels["le"].as_str() {
-                "+Inf" => f64::INFINITY,
-                le => le.parse().expect("le is a number"),
-            };
-            let key: Vec<_> = labels
-                .iter()
-                .filter(|(k, _)| *k != "le")
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            assert_eq!(name, &bucket);
-            series.entry(key).or_default().push((le, *value));
-        }
-        for (key, buckets) in series {
-            assert!(
-                buckets
-                    .windows(2)
-                    .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1),
-                "{family} {key:?}: buckets not cumulative: {buckets:?}"
-            );
-            let (last_le, last) = *buckets.last().expect("a bucket");
-            assert_eq!(last_le, f64::INFINITY, "{family} {key:?} ends without +Inf");
-            let total = samples
-                .iter()
-                .find(|(n, l, _)| {
-                    *n == count
-                        && l.iter()
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect::<Vec<_>>()
-                            == key
-                })
-                .map(|(.., v)| *v);
-            assert_eq!(total, Some(last), "{family} {key:?}: _count is not +Inf");
-        }
-    }
-}
-
-/// The value of the one sample of `name` with exactly these labels (0 when absent).
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
-    let wanted: BTreeMap<String, String> = labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let found: Vec<f64> = samples
-        .iter()
-        .filter(|(n, l, _)| n == name && *l == wanted)
-        .map(|(.., v)| *v)
-        .collect();
-    assert!(found.len() <= 1, "{name} {labels:?} appears twice");
-    found.first().copied().unwrap_or(0.0)
+#[test]
+#[should_panic(expected = "matches 2 series")]
+fn the_metric_reader_does_not_pick_one_of_several_series() {
+    Exposition::parse(READER_SAMPLE).value("x_total", &[("zone", "a.")]);
 }
 
 #[tokio::test]
@@ -329,11 +203,10 @@ async fn metrics_parse_as_prometheus_text() {
     .await;
     let (status, text) = forwarder.get("/metrics").await;
     assert_eq!(status, 200);
-    let samples = parse_exposition(&text);
+    let samples = Exposition::parse(&text);
     let healthy = format!("{}", upstream.addr);
     assert_eq!(
-        value(
-            &samples,
+        samples.value(
             "nodelocaldns_upstream_healthy",
             &[("zone", "."), ("upstream", &healthy)]
         ),
@@ -370,14 +243,14 @@ async fn scripted_queries_move_the_request_counters() {
 
     let (status, text) = forwarder.get("/metrics").await;
     assert_eq!(status, 200);
-    let samples = parse_exposition(&text);
+    let samples = Exposition::parse(&text);
     // The configured listen address labels the server (port 0 here, as configured).
     let server = ("server", "dns://127.0.0.1:0");
     let zone = ("zone", "example.");
     let requests = |labels: &[(&str, &str)]| {
         let mut all = vec![server];
         all.extend_from_slice(labels);
-        value(&samples, "coredns_dns_requests_total", &all)
+        samples.value("coredns_dns_requests_total", &all)
     };
     let udp_v4 = [("proto", "udp"), ("family", "1")];
     assert_eq!(
@@ -395,8 +268,7 @@ async fn scripted_queries_move_the_request_counters() {
         "a name no zone serves counts under zone=dropped"
     );
     let responses = |zone: (&'static str, &'static str), rcode: &str, plugin: &str| {
-        value(
-            &samples,
+        samples.value(
             "coredns_dns_responses_total",
             &[server, zone, ("rcode", rcode), ("plugin", plugin)],
         )
@@ -406,42 +278,35 @@ async fn scripted_queries_move_the_request_counters() {
     assert_eq!(responses(zone, "NXDOMAIN", "forward"), 1.0);
     assert_eq!(responses(("zone", "dropped"), "REFUSED", ""), 1.0);
     assert_eq!(
-        value(&samples, "coredns_dns_do_requests_total", &[server, zone]),
+        samples.value("coredns_dns_do_requests_total", &[server, zone]),
         0.0
     );
     assert_eq!(
-        value(
-            &samples,
+        samples.value(
             "coredns_dns_request_duration_seconds_count",
             &[server, zone, ("type", "A")]
         ),
         3.0
     );
     assert_eq!(
-        value(
-            &samples,
+        samples.value(
             "coredns_dns_request_size_bytes_count",
             &[server, zone, ("proto", "udp")]
         ),
         3.0
     );
     // The hits' answers are no larger than the miss's, and every answer is counted.
-    let response_bytes = value(
-        &samples,
+    let response_bytes = samples.value(
         "coredns_dns_response_size_bytes_sum",
         &[server, zone, ("proto", "udp")],
     );
     assert!(response_bytes > 3.0 * 12.0, "{response_bytes}");
     assert_eq!(
-        value(
-            &samples,
-            "coredns_cache_hits_total",
-            &[server, ("type", "success")]
-        ),
+        samples.value("coredns_cache_hits_total", &[server, ("type", "success")]),
         2.0
     );
     assert_eq!(
-        value(&samples, "coredns_cache_misses_total", &[server]),
+        samples.value("coredns_cache_misses_total", &[server]),
         2.0,
         "www and nope"
     );
@@ -475,18 +340,13 @@ async fn a_queue_rejection_is_counted_and_answered_servfail() {
     );
     assert_eq!(answer.queries[0].name().to_string(), "second.example.");
 
-    let samples = parse_exposition(&forwarder.get("/metrics").await.1);
+    let samples = Exposition::parse(&forwarder.get("/metrics").await.1);
     assert_eq!(
-        value(
-            &samples,
-            "nodelocaldns_rejected_total",
-            &[("reason", "inflight")]
-        ),
+        samples.value("nodelocaldns_rejected_total", &[("reason", "inflight")]),
         1.0
     );
     assert_eq!(
-        value(
-            &samples,
+        samples.value(
             "coredns_dns_responses_total",
             &[
                 ("server", "dns://127.0.0.1:0"),
@@ -683,12 +543,12 @@ async fn ready_waits_for_pod_sync_and_debug_autopath_explains_the_match() {
         .await
         .expect("answered")
         .expect("receive");
-    let samples = parse_exposition(&forwarder.get("/metrics").await.1);
+    let samples = Exposition::parse(&forwarder.get("/metrics").await.1);
     assert_eq!(
-        value(&samples, "nodelocaldns_autopath_applied_total", &[]),
+        samples.value("nodelocaldns_autopath_applied_total", &[]),
         1.0
     );
-    assert_eq!(value(&samples, "nodelocaldns_kube_synced", &[]), 1.0);
+    assert_eq!(samples.value("nodelocaldns_kube_synced", &[]), 1.0);
     // The answer is cached in the namespace's view, which /debug/cache finds.
     let (status, body) = forwarder
         .get("/debug/cache?name=web.default.svc.cluster.local")

@@ -44,7 +44,7 @@ fn pool_metric(
     let label = upstream.to_string();
     let mut labels = vec![("upstream", label.as_str())];
     labels.extend_from_slice(extra);
-    forwarder.metric(name, &labels)
+    forwarder.scrape().value(name, &labels)
 }
 
 /// 1000 concurrent misses through a pool of 4: never more than 4 connections at the upstream,
@@ -133,11 +133,15 @@ async fn a_full_queue_answers_servfail_at_once_and_counts_why() {
     assert_eq!(rejects("full"), 7.0);
     assert_eq!(rejects("timeout"), 2.0);
     assert_eq!(
-        forwarder.metric("coredns_forward_max_concurrent_rejects_total", &[]),
+        forwarder
+            .scrape()
+            .value("coredns_forward_max_concurrent_rejects_total", &[]),
         9.0
     );
     assert_eq!(
-        forwarder.metric("nodelocaldns_upstream_failures_total", &[]),
+        forwarder
+            .scrape()
+            .sum("nodelocaldns_upstream_failures_total", &[]),
         0.0,
         "a busy upstream is not a failing one"
     );
@@ -264,7 +268,7 @@ async fn a_connection_silent_for_a_whole_timeout_is_replaced() {
         1.0
     );
     assert_eq!(
-        forwarder.metric(
+        forwarder.scrape().sum(
             "nodelocaldns_upstream_failures_total",
             &[("reason", "timeout")]
         ),
@@ -310,7 +314,9 @@ async fn queries_on_a_connection_the_server_closes_are_retried() {
         ) >= 9.0
     );
     assert_eq!(
-        forwarder.metric("nodelocaldns_upstream_failures_total", &[]),
+        forwarder
+            .scrape()
+            .sum("nodelocaldns_upstream_failures_total", &[]),
         0.0,
         "no query failed over to a second pass"
     );
@@ -330,12 +336,12 @@ async fn idle_connections_are_reused_then_closed() {
             &[],
         )
     };
+    // Open connections, idle and busy alike.
+    let upstream_label = upstream.addr.to_string();
     let open = || {
-        pool_metric(
-            &forwarder,
+        forwarder.scrape().sum(
             "nodelocaldns_pool_connections",
-            upstream.addr,
-            &[],
+            &[("upstream", upstream_label.as_str())],
         )
     };
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{Authority, EXAMPLE_ZONE, http_get, metric_value, query, udp_raw};
+use common::{Authority, EXAMPLE_ZONE, Exposition, http_get, query, udp_raw};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 
@@ -148,8 +148,7 @@ async fn a_changed_config_is_applied_under_load_and_a_broken_one_is_refused() {
     );
     let failures = || async {
         let (_, text) = http_get(http, "/metrics").await;
-        metric_value(
-            &text,
+        Exposition::parse(&text).value(
             "nodelocaldns_config_reloads_total",
             &[("result", "failure")],
         )
@@ -165,8 +164,7 @@ async fn a_changed_config_is_applied_under_load_and_a_broken_one_is_refused() {
     );
     let (_, text) = http_get(http, "/metrics").await;
     assert_eq!(
-        metric_value(
-            &text,
+        Exposition::parse(&text).value(
             "nodelocaldns_config_reloads_total",
             &[("result", "success")]
         ),
@@ -221,7 +219,9 @@ async fn fifty_reloads_under_load_leave_one_pool_and_lose_no_query() {
         metrics.clone(),
     );
     let addr = server.local_addrs()[0];
-    let gauge = |name: &str, labels: &[(&str, &str)]| metric_value(&metrics.render(), name, labels);
+    let gauge = |name: &str, labels: &[(&str, &str)]| {
+        Exposition::parse(&metrics.render()).value(name, labels)
+    };
 
     // A new name each time: a miss, asked upstream over the pool.
     let stream = MissStream::start(addr, "q", Duration::from_millis(5));
@@ -368,11 +368,7 @@ async fn node_cache_applies_a_changed_corefile_and_kube_dns_configmap_without_a_
     );
     let reloads = |result: &'static str| async move {
         let (_, text) = http_get(http, "/metrics").await;
-        metric_value(
-            &text,
-            "nodelocaldns_config_reloads_total",
-            &[("result", result)],
-        )
+        Exposition::parse(&text).value("nodelocaldns_config_reloads_total", &[("result", result)])
     };
     assert!(
         common::eventually_async(|| async { reloads("success").await == 2.0 }).await,

@@ -468,19 +468,25 @@ impl World {
     /// Queries of `rtype` the forwarder answered so far (from every client).
     fn asked(&self, rtype: &str) -> f64 {
         self.forwarder
-            .metric("coredns_dns_requests_total", &[("type", rtype)])
+            .scrape()
+            .sum("coredns_dns_requests_total", &[("type", rtype)])
     }
 
     /// Queries the forwarder answered over `proto` (`udp`, `tcp`).
     fn asked_over(&self, proto: &str) -> f64 {
         self.forwarder
-            .metric("coredns_dns_requests_total", &[("proto", proto)])
+            .scrape()
+            .sum("coredns_dns_requests_total", &[("proto", proto)])
     }
 
     /// Looks `name` up from `pod` and returns the outcome and how many A and AAAA queries the
     /// forwarder got for it; checks they came over TCP exactly when the pod says `use-vc`.
     fn lookup_counted(&self, pod: &Pod, name: &str) -> (Lookup, (f64, f64)) {
-        let upstream = || self.forwarder.metric("coredns_forward_requests_total", &[]);
+        let upstream = || {
+            self.forwarder
+                .scrape()
+                .sum("coredns_forward_requests_total", &[])
+        };
         let before = (self.asked("A"), self.asked("AAAA"), self.asked_over("tcp"));
         let upstream_before = upstream();
         let lookup = pod.lookup(name);
@@ -700,12 +706,14 @@ fn a_pod_ip_a_completed_pod_once_held_gets_the_new_pods_namespace() {
         }
         let skipped = world
             .forwarder
-            .metric("nodelocaldns_autopath_skipped_total", &[]);
+            .scrape()
+            .sum("nodelocaldns_autopath_skipped_total", &[]);
         assert_eq!(skipped, 0.0, "autopath applied to every query of the pods");
         assert!(
             world
                 .forwarder
-                .metric("nodelocaldns_autopath_applied_total", &[])
+                .scrape()
+                .value("nodelocaldns_autopath_applied_total", &[])
                 >= 2.0 * lab.pods.len() as f64
         );
     });

@@ -48,13 +48,15 @@ async fn a_dead_upstream_fails_over_and_is_skipped_after_max_fails() {
     .await;
     let dead_label = dead_addr.to_string();
     let failures = || {
-        forwarder.metric(
+        forwarder.scrape().sum(
             "nodelocaldns_upstream_failures_total",
             &[("upstream", &dead_label)],
         )
     };
     let healthy = |upstream: &str| {
-        forwarder.metric("nodelocaldns_upstream_healthy", &[("upstream", upstream)])
+        forwarder
+            .scrape()
+            .value("nodelocaldns_upstream_healthy", &[("upstream", upstream)])
     };
     assert_eq!(healthy(&dead_label), 1.0, "upstreams start healthy");
 
@@ -74,7 +76,7 @@ async fn a_dead_upstream_fails_over_and_is_skipped_after_max_fails() {
         );
     }
     assert_eq!(
-        forwarder.metric(
+        forwarder.scrape().value(
             "nodelocaldns_upstream_failures_total",
             &[("upstream", &dead_label), ("reason", "timeout")]
         ),
@@ -117,7 +119,7 @@ async fn servfail_and_refused_fail_over_to_the_next_upstream() {
         (1, 1)
     );
     let counted = |upstream: &Scripted, rcode| {
-        forwarder.metric(
+        forwarder.scrape().value(
             "nodelocaldns_upstream_servfail_total",
             &[("upstream", &upstream.addr.to_string()), ("rcode", rcode)],
         )
@@ -125,7 +127,7 @@ async fn servfail_and_refused_fail_over_to_the_next_upstream() {
     assert_eq!(counted(&servfail, "SERVFAIL"), 1.0);
     assert_eq!(counted(&refused, "REFUSED"), 1.0);
     assert_eq!(
-        forwarder.metric("nodelocaldns_upstream_healthy", &[]),
+        forwarder.scrape().sum("nodelocaldns_upstream_healthy", &[]),
         3.0,
         "an upstream that answers, even SERVFAIL, is healthy"
     );
@@ -156,7 +158,7 @@ async fn only_genuine_used(
     assert_eq!(addresses(answer), [real], "only the genuine answer is used");
     let label = upstream.to_string();
     assert_eq!(
-        forwarder.metric(
+        forwarder.scrape().value(
             "nodelocaldns_upstream_mismatched_total",
             &[("upstream", &label)]
         ),
@@ -287,7 +289,7 @@ async fn a_question_that_timed_out_everywhere_is_not_asked_again_at_once() {
     assert_eq!(again.metadata.response_code, ResponseCode::ServFail);
     assert_eq!(silent.count(RecordType::A), tries, "not sent again");
     assert_eq!(
-        forwarder.metric(
+        forwarder.scrape().value(
             "nodelocaldns_unanswered_cached_total",
             &[("zone", "example.")]
         ),

@@ -34,7 +34,7 @@ fuzz_target!(|packet: &[u8]| {
             question_end,
             edns,
         }) => {
-            let question = question_end.map(|end| EchoedQuestion::from_packet(packet, end));
+            let question = question_end.and_then(|end| EchoedQuestion::from_packet(packet, end));
             write_error(
                 &mut out,
                 header.id,

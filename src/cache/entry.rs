@@ -20,7 +20,7 @@ use super::policy::{AnswerKind, TtlPolicy};
 use crate::wire::answer::Answer;
 use crate::wire::query::Query;
 use crate::wire::reply::{ReplyLimits, patch_answer};
-use crate::wire::{HEADER_LEN, RType, Rcode, flag, rcode, read_u16, read_u32, rtype, write_u16};
+use crate::wire::{HEADER_LEN, RType, Rcode, flag, get_u16, rcode, rtype, update_u16};
 
 /// TTL of answers served stale (RFC 8767 section 4 suggests 30 seconds).
 pub const STALE_TTL: u32 = 30;
@@ -159,7 +159,8 @@ impl Entry {
             [first, second] => {
                 let len = question_len(&second.message);
                 let qtype_at = HEADER_LEN + len.saturating_sub(4);
-                let aaaa = len > 0 && RType(read_u16(&second.message, qtype_at)) == rtype::AAAA;
+                let aaaa = len > 0
+                    && get_u16(&second.message, qtype_at).is_ok_and(|t| RType(t) == rtype::AAAA);
                 if aaaa && question_len(&first.message) == len {
                     len
                 } else {
@@ -300,18 +301,24 @@ impl Entry {
     }
 
     /// Counts a hit and says whether this hit should start a background refresh: the entry is
-    /// popular (`min_hits` hits so far) and less than its refresh point remains of its TTL:
-    /// `percentage` of the TTL, up to half as much again (see `refresh_spread`). Only one
-    /// refresh per entry is started.
+    /// popular (`min_hits` hits so far) and [`Entry::refresh_due`]. Only one refresh per entry
+    /// is started.
     pub fn hit_wants_refresh(&self, now: Instant, min_hits: u32, percentage: u8) -> bool {
         let fields = self.fields();
         let hits = fields.hits.fetch_add(1, Ordering::Relaxed) + 1;
         if min_hits == 0 || hits < min_hits {
             return false;
         }
-        let remaining = fields.expires_at.saturating_duration_since(now);
-        remaining < self.refresh_point(percentage)
-            && !fields.refreshing.swap(true, Ordering::Relaxed)
+        self.refresh_due(now, percentage) && !fields.refreshing.swap(true, Ordering::Relaxed)
+    }
+
+    /// Whether at `now` this entry is inside its prefetch window: less than its refresh point
+    /// remains of its TTL, `percentage` of the TTL up to half as much again (see
+    /// `refresh_spread`). The one answer to "is this entry nearly expired" for everything
+    /// that asks (a hit deciding on a refresh, an autopath walk deciding whether an entry is
+    /// worth building on), so that they never disagree about an entry.
+    pub fn refresh_due(&self, now: Instant, percentage: u8) -> bool {
+        self.expires_at().saturating_duration_since(now) < self.refresh_point(percentage)
     }
 
     /// How much of the TTL remains when this entry wants its refresh.
@@ -346,23 +353,27 @@ impl Entry {
         }
         let truncated = patch_answer(out, false, query, limits);
         // A cached answer is not authoritative, whatever the upstream said.
-        let flags = read_u16(out, 2) & !flag::AA;
-        write_u16(out, 2, flags);
+        update_u16(out, 2, |flags| flags & !flag::AA);
         if truncated {
             return;
         }
         let elapsed = now.saturating_duration_since(self.stored_at()).as_secs();
         let remaining = self.expires_at().saturating_duration_since(now).as_secs();
         for offset in offsets {
+            // Offsets were found in this very wire when it was stored; one that is not in it
+            // is left alone rather than trusted.
+            let Some(field) = out.get_mut(offset..).and_then(|f| f.first_chunk_mut::<4>()) else {
+                continue;
+            };
             let ttl = match served {
                 Served::Stale => STALE_TTL,
                 Served::Fresh => {
                     // Still as stored: patching touched the header, question and OPT only.
-                    let original = u64::from(read_u32(out, offset));
+                    let original = u64::from(u32::from_be_bytes(*field));
                     original.saturating_sub(elapsed).min(remaining) as u32
                 }
             };
-            out[offset..offset + 4].copy_from_slice(&ttl.to_be_bytes());
+            *field = ttl.to_be_bytes();
         }
     }
 }
@@ -489,8 +500,7 @@ mod tests {
                 &query,
                 LIMITS,
             );
-            let flags = read_u16(&expected, 2) & !flag::AA;
-            write_u16(&mut expected, 2, flags);
+            update_u16(&mut expected, 2, |flags| flags & !flag::AA);
             let mut out = Vec::new();
             entry.write_for(&query, now, Served::Fresh, LIMITS, &mut out);
             assert_eq!(out, expected, "qtype {qtype}");
@@ -585,6 +595,37 @@ mod tests {
             !entry.hit_wants_refresh(late, 2, 10),
             "one refresh at a time"
         );
+    }
+
+    #[test]
+    fn a_hit_and_the_entry_agree_on_when_a_refresh_is_due() {
+        let stored = Instant::now();
+        let a = answer(rtype::A, ResponseCode::NoError, vec![a_record(30)]);
+        // Several entries: each draws its own spread, and the window must be the entry's.
+        for _ in 0..20 {
+            let entry = Entry::single(&a, &policy(), stored).unwrap();
+            let expires = stored + Duration::from_secs(30);
+            let (mut due, mut not_due) = (0, 0);
+            for percentage in [1, 10, 50, 100] {
+                // Every remaining TTL from all of it down to none, 10 ms apart.
+                for remaining_ms in (0..=30_000).rev().step_by(10) {
+                    let now = expires - Duration::from_millis(remaining_ms);
+                    let entry_says = entry.refresh_due(now, percentage);
+                    let hit_says = entry.hit_wants_refresh(now, 1, percentage);
+                    assert_eq!(
+                        hit_says, entry_says,
+                        "{remaining_ms} ms left at {percentage} %: the hit and the entry disagree"
+                    );
+                    if hit_says {
+                        entry.refresh_declined();
+                        due += 1;
+                    } else {
+                        not_due += 1;
+                    }
+                }
+            }
+            assert!(due > 0 && not_due > 0, "both answers were compared");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use thiserror::Error;
 
 use super::name;
 use super::query::Question;
-use super::{HEADER_LEN, Header, RType, Rcode, WireError, read_u16, read_u32, rtype, write_u16};
+use super::{HEADER_LEN, Header, RType, Rcode, WireError, bytes_at, get_u32, rtype, update_u16};
 
 /// Records whose TTL offsets an [`AnswerInfo`] holds without allocating: an address answer
 /// with a CNAME chain, or a negative answer's SOA, fits.
@@ -97,12 +97,10 @@ pub fn inspect(msg: &[u8], id: u16, question: &Question) -> Result<AnswerInfo, A
         return Err(AnswerError::QuestionMismatch);
     }
     let (name, after_name) = name::read_uncompressed(msg, HEADER_LEN)?;
-    if after_name + 4 > msg.len() {
-        return Err(WireError::Truncated.into());
-    }
+    let [t0, t1, c0, c1] = *bytes_at::<4>(msg, after_name).ok_or(WireError::Truncated)?;
     if name.to_lowercase() != question.name
-        || RType(read_u16(msg, after_name)) != question.qtype
-        || read_u16(msg, after_name + 2) != question.qclass
+        || RType(u16::from_be_bytes([t0, t1])) != question.qtype
+        || u16::from_be_bytes([c0, c1]) != question.qclass
     {
         return Err(AnswerError::QuestionMismatch);
     }
@@ -157,7 +155,7 @@ fn read_records(
                     if record.rdata_end - record.rdata_start < 22 {
                         return Err(WireError::Truncated);
                     }
-                    let minimum = read_u32(msg, record.rdata_end - 4);
+                    let minimum = get_u32(msg, record.rdata_end - 4)?;
                     info.negative_ttl = Some(record.ttl.min(minimum));
                 }
                 _ => {}
@@ -196,8 +194,7 @@ pub fn strip_trailing_opt(msg: &mut impl MessageBuffer, info: &mut AnswerInfo) -
         return false;
     }
     msg.truncate(start);
-    let arcount = read_u16(msg, 10);
-    write_u16(msg, 10, arcount.saturating_sub(1));
+    update_u16(msg, 10, |arcount| arcount.saturating_sub(1));
     info.opt = None;
     true
 }
@@ -206,7 +203,7 @@ pub fn strip_trailing_opt(msg: &mut impl MessageBuffer, info: &mut AnswerInfo) -
 mod tests {
     use super::*;
     use crate::wire::query::{UpstreamFlags, build_upstream};
-    use crate::wire::{CLASS_IN, Name};
+    use crate::wire::{CLASS_IN, Name, write_u16};
 
     fn question() -> Question {
         Question {

@@ -178,16 +178,14 @@ pub struct Header {
 impl Header {
     /// Decodes the header; `None` when the message is shorter than 12 bytes.
     pub fn read(msg: &[u8]) -> Option<Header> {
-        if msg.len() < HEADER_LEN {
-            return None;
-        }
+        let [i0, i1, f0, f1, q0, q1, a0, a1, n0, n1, r0, r1] = *msg.first_chunk::<HEADER_LEN>()?;
         Some(Header {
-            id: read_u16(msg, 0),
-            flags: read_u16(msg, 2),
-            qdcount: read_u16(msg, 4),
-            ancount: read_u16(msg, 6),
-            nscount: read_u16(msg, 8),
-            arcount: read_u16(msg, 10),
+            id: u16::from_be_bytes([i0, i1]),
+            flags: u16::from_be_bytes([f0, f1]),
+            qdcount: u16::from_be_bytes([q0, q1]),
+            ancount: u16::from_be_bytes([a0, a1]),
+            nscount: u16::from_be_bytes([n0, n1]),
+            arcount: u16::from_be_bytes([r0, r1]),
         })
     }
 
@@ -209,24 +207,37 @@ impl Header {
     }
 }
 
-pub(crate) fn read_u16(msg: &[u8], pos: usize) -> u16 {
-    u16::from_be_bytes([msg[pos], msg[pos + 1]])
-}
-
-pub(crate) fn read_u32(msg: &[u8], pos: usize) -> u32 {
-    u32::from_be_bytes([msg[pos], msg[pos + 1], msg[pos + 2], msg[pos + 3]])
-}
-
-pub(crate) fn write_u16(msg: &mut [u8], pos: usize, value: u16) {
-    msg[pos..pos + 2].copy_from_slice(&value.to_be_bytes());
+/// The `N` bytes of `msg` from `pos`, or `None` when the message ends first. Fields are read
+/// through this (or from the fixed-size array it gives), never by indexing: a position
+/// derived from a message cannot then read past its end.
+pub(crate) fn bytes_at<const N: usize>(msg: &[u8], pos: usize) -> Option<&[u8; N]> {
+    msg.get(pos..)?.first_chunk()
 }
 
 /// Reads a big-endian u16 at `pos`, or reports truncation.
 pub(crate) fn get_u16(msg: &[u8], pos: usize) -> Result<u16, WireError> {
-    if pos + 2 > msg.len() {
-        return Err(WireError::Truncated);
+    bytes_at(msg, pos)
+        .map(|field| u16::from_be_bytes(*field))
+        .ok_or(WireError::Truncated)
+}
+
+/// Reads a big-endian u32 at `pos`, or reports truncation.
+pub(crate) fn get_u32(msg: &[u8], pos: usize) -> Result<u32, WireError> {
+    bytes_at(msg, pos)
+        .map(|field| u32::from_be_bytes(*field))
+        .ok_or(WireError::Truncated)
+}
+
+/// Replaces the big-endian u16 at `pos` with `update` of it; a message too short to hold it
+/// is left as it is.
+pub(crate) fn update_u16(msg: &mut [u8], pos: usize, update: impl FnOnce(u16) -> u16) {
+    if let Some(field) = msg.get_mut(pos..).and_then(|m| m.first_chunk_mut::<2>()) {
+        *field = update(u16::from_be_bytes(*field)).to_be_bytes();
     }
-    Ok(read_u16(msg, pos))
+}
+
+pub(crate) fn write_u16(msg: &mut [u8], pos: usize, value: u16) {
+    msg[pos..pos + 2].copy_from_slice(&value.to_be_bytes());
 }
 
 /// The fixed part of a resource record after its owner name.
@@ -245,21 +256,51 @@ pub struct RecordHead {
 /// Reads the record whose owner name starts at `pos`; returns its head and the record start.
 pub(crate) fn read_record(msg: &[u8], pos: usize) -> Result<RecordHead, WireError> {
     let after_name = name::skip(msg, pos)?;
-    if after_name + 10 > msg.len() {
-        return Err(WireError::Truncated);
-    }
-    let rdlen = read_u16(msg, after_name + 8) as usize;
+    let [t0, t1, c0, c1, l0, l1, l2, l3, r0, r1] =
+        *bytes_at::<10>(msg, after_name).ok_or(WireError::Truncated)?;
     let rdata_start = after_name + 10;
-    let rdata_end = rdata_start + rdlen;
+    let rdata_end = rdata_start + usize::from(u16::from_be_bytes([r0, r1]));
     if rdata_end > msg.len() {
         return Err(WireError::Truncated);
     }
     Ok(RecordHead {
-        rtype: RType(read_u16(msg, after_name)),
-        class: read_u16(msg, after_name + 2),
+        rtype: RType(u16::from_be_bytes([t0, t1])),
+        class: u16::from_be_bytes([c0, c1]),
         ttl_offset: after_name + 4,
-        ttl: read_u32(msg, after_name + 4),
+        ttl: u32::from_be_bytes([l0, l1, l2, l3]),
         rdata_start,
         rdata_end,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_past_the_end_of_a_message_are_reported_not_read() {
+        let msg = [0x12, 0x34, 0x56, 0x78, 0x9a];
+        assert_eq!(get_u16(&msg, 3), Ok(0x789a));
+        assert_eq!(get_u16(&msg, 4), Err(WireError::Truncated));
+        assert_eq!(get_u16(&msg, usize::MAX), Err(WireError::Truncated));
+        assert_eq!(get_u32(&msg, 1), Ok(0x3456_789a));
+        assert_eq!(get_u32(&msg, 2), Err(WireError::Truncated));
+        assert_eq!(Header::read(&[0; HEADER_LEN - 1]), None);
+        // A question end that is not in the packet, or leaves no room for type and class.
+        let packet = [0; HEADER_LEN + 5];
+        assert!(reply::EchoedQuestion::from_packet(&packet, HEADER_LEN + 6).is_none());
+        assert!(reply::EchoedQuestion::from_packet(&packet, HEADER_LEN + 3).is_none());
+        assert!(reply::EchoedQuestion::from_packet(&packet, 4).is_none());
+        let question = reply::EchoedQuestion::from_packet(&packet, HEADER_LEN + 5);
+        assert_eq!(question.map(|q| q.name.len()), Some(1));
+    }
+
+    #[test]
+    fn an_update_past_the_end_of_a_message_changes_nothing() {
+        let mut msg = [0x00, 0x01, 0x02];
+        update_u16(&mut msg, 1, |v| v + 1);
+        assert_eq!(msg, [0x00, 0x01, 0x03]);
+        update_u16(&mut msg, 2, |_| 0xffff);
+        assert_eq!(msg, [0x00, 0x01, 0x03]);
+    }
 }

@@ -8,8 +8,7 @@ use bytes::BufMut;
 
 use super::name::{self, LetterCase, Name};
 use super::{
-    CLASS_IN, HEADER_LEN, Header, RType, Rcode, WireError, flag, get_u16, rcode, read_record,
-    read_u16, rtype,
+    CLASS_IN, HEADER_LEN, Header, RType, Rcode, WireError, flag, get_u16, rcode, read_record, rtype,
 };
 
 /// What a question asks: the name lowercased, with its type and class.
@@ -193,12 +192,13 @@ pub const OPTION_NSID: u16 = 3;
 /// Whether the OPT RDATA `options` holds an option of `code`. Other options, and a malformed
 /// tail, are ignored (RFC 6891 6.1.2: unknown options are not an error).
 fn has_option(mut options: &[u8], code: u16) -> bool {
-    while options.len() >= 4 {
-        if read_u16(options, 0) == code {
+    while let Some((head, rest)) = options.split_first_chunk::<4>() {
+        let [c0, c1, l0, l1] = *head;
+        if u16::from_be_bytes([c0, c1]) == code {
             return true;
         }
-        let len = read_u16(options, 2) as usize;
-        options = options.get(4 + len..).unwrap_or_default();
+        let len = usize::from(u16::from_be_bytes([l0, l1]));
+        options = rest.get(len..).unwrap_or_default();
     }
     false
 }
@@ -261,7 +261,7 @@ pub(crate) fn push_opt(msg: &mut impl BufMut, udp_size: u16, extended_rcode: u8,
 
 /// The ID of a message, for matching answers to queries.
 pub fn message_id(msg: &[u8]) -> Option<u16> {
-    (msg.len() >= 2).then(|| read_u16(msg, 0))
+    msg.first_chunk().map(|id| u16::from_be_bytes(*id))
 }
 
 #[cfg(test)]

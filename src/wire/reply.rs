@@ -4,7 +4,8 @@
 use super::name::LetterCase;
 use super::query::{Edns, OPTION_NSID, Query, push_opt};
 use super::{
-    HEADER_LEN, Header, RType, Rcode, flag, name, read_record, read_u16, rtype, write_u16,
+    HEADER_LEN, Header, RType, Rcode, flag, get_u16, name, read_record, rtype, update_u16,
+    write_u16,
 };
 
 /// The smallest UDP payload every DNS client accepts (RFC 1035 2.3.4).
@@ -68,14 +69,19 @@ pub struct EchoedQuestion<'a> {
 }
 
 impl<'a> EchoedQuestion<'a> {
-    /// The question of `packet`, which ends at `question_end` (as [`super::query::parse`] found).
-    pub fn from_packet(packet: &'a [u8], question_end: usize) -> EchoedQuestion<'a> {
-        EchoedQuestion {
-            name: &packet[HEADER_LEN..question_end - 4],
+    /// The question of `packet`, which ends at `question_end` (as [`super::query::parse`] found);
+    /// `None` when the packet holds no question there.
+    pub fn from_packet(packet: &'a [u8], question_end: usize) -> Option<EchoedQuestion<'a>> {
+        let (name, fixed) = packet
+            .get(HEADER_LEN..question_end)?
+            .split_last_chunk::<4>()?;
+        let [t0, t1, c0, c1] = *fixed;
+        Some(EchoedQuestion {
+            name,
             case: LetterCase::LOWER,
-            qtype: RType(read_u16(packet, question_end - 4)),
-            qclass: read_u16(packet, question_end - 2),
-        }
+            qtype: RType(u16::from_be_bytes([t0, t1])),
+            qclass: u16::from_be_bytes([c0, c1]),
+        })
     }
 
     pub fn of_query(query: &'a Query) -> EchoedQuestion<'a> {
@@ -156,15 +162,19 @@ pub fn patch_answer(
     let ReplyLimits { max_size, udp_size } = limits;
     write_u16(out, 0, query.id);
     // RFC 4035 3.2.2: CD is the client's, copied from its query, whatever the upstream said.
-    let flags = (read_u16(out, 2) & !flag::CD) | (query.flags & flag::CD);
-    write_u16(out, 2, flags);
+    update_u16(out, 2, |flags| {
+        (flags & !flag::CD) | (query.flags & flag::CD)
+    });
     let name = query.question.name.as_wire();
     let echoed = &mut out[HEADER_LEN..HEADER_LEN + name.len()];
     echoed.copy_from_slice(name);
     query.case.apply(echoed);
     let mut fits = true;
     if query.edns.is_some() && !answer_has_opt {
-        match read_u16(out, 10).checked_add(1) {
+        match get_u16(out, 10)
+            .ok()
+            .and_then(|arcount| arcount.checked_add(1))
+        {
             Some(arcount) => {
                 write_u16(out, 10, arcount);
                 push_opt(out, udp_size, 0, query.dnssec_ok());
@@ -178,8 +188,7 @@ pub fn patch_answer(
     if !fits || out.len() > max_size {
         let question_end = HEADER_LEN + name.len() + 4;
         out.truncate(question_end);
-        let flags = read_u16(out, 2) | flag::TC;
-        write_u16(out, 2, flags);
+        update_u16(out, 2, |flags| flags | flag::TC);
         write_u16(out, 6, 0);
         write_u16(out, 8, 0);
         write_u16(out, 10, u16::from(query.edns.is_some()));

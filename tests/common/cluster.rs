@@ -231,11 +231,7 @@ zones:
     /// when its HTTP endpoint does not answer.
     pub fn our_responses(&self) -> Option<f64> {
         let body = self.node.run_inside(|| http_get(METRICS, "/metrics"))?;
-        Some(crate::common::metric_value(
-            &body,
-            "coredns_dns_responses_total",
-            &[],
-        ))
+        Some(crate::common::Exposition::parse(&body).sum("coredns_dns_responses_total", &[]))
     }
 
     /// Lines of `iptables-save` that are ours (node-cache's comment, our fallback chain).

@@ -10,7 +10,10 @@ pub mod cluster;
 pub mod fake_apiserver;
 pub mod netns;
 pub mod process;
+pub mod prometheus;
 pub mod serial_tcp;
+
+pub use prometheus::Exposition;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::str::FromStr;
@@ -195,10 +198,9 @@ impl Forwarder {
         }
     }
 
-    /// The value of a metric sample whose labels include every `name=value` pair given
-    /// (summed over the samples that match); 0 when there is none.
-    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        metric_value(&self.metrics.render(), name, labels)
+    /// `/metrics` as it reads now, for [`Exposition::value`] and [`Exposition::sum`].
+    pub fn scrape(&self) -> Exposition {
+        Exposition::parse(&self.metrics.render())
     }
 
     pub async fn stop(mut self) {
@@ -266,27 +268,6 @@ fn dechunk(mut body: &str) -> String {
         out.push_str(&rest[..size]);
         body = &rest[size + 2..];
     }
-}
-
-/// Sums the samples of `name` in Prometheus text whose labels include all of `labels`.
-pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric, label_text) = match series.split_once('{') {
-                Some((metric, rest)) => (metric, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            if metric != name {
-                return None;
-            }
-            let all = labels
-                .iter()
-                .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")));
-            all.then(|| value.parse::<f64>().ok()).flatten()
-        })
-        .sum()
 }
 
 /// A query message for `name`/`rtype` with RD set; with EDNS when `edns_size` is given.
