@@ -350,52 +350,49 @@ mod tests {
         }
     }
 
+    /// Asserts the decision for each `(qname, qtype, decision)`.
+    fn decides(hosts: &Hosts, cases: &[(&str, RecordType, Decision)]) {
+        for &(qname, qtype, want) in cases {
+            assert_eq!(ask(hosts, qname, qtype).0, want, "{qname} {qtype}");
+        }
+    }
+
     #[test]
     fn unsupported_types_fall_through_only_when_asked_to() {
         let hosts = hosts(
             "entries: [\"10.0.0.5 v4only.internal\"]\nfallthrough: true\nfallthrough_unsupported: true\n",
             ".",
         );
-        assert_eq!(
-            ask(&hosts, "v4only.internal.", RecordType::TXT).0,
-            Decision::Next
-        );
-        assert_eq!(
-            ask(&hosts, "v4only.internal.", RecordType::AAAA).0,
-            Decision::Answered
+        decides(
+            &hosts,
+            &[
+                ("v4only.internal.", RecordType::TXT, Decision::Next),
+                ("v4only.internal.", RecordType::AAAA, Decision::Answered),
+            ],
         );
     }
 
     #[test]
     fn an_unknown_name_is_servfail_unless_it_falls_through() {
-        let off = hosts("entries: [\"10.0.0.5 db.internal\"]\n", ".");
-        assert_eq!(
-            ask(&off, "other.internal.", RecordType::A).0,
-            Decision::ServFail
+        let entries = "entries: [\"10.0.0.5 db.internal\"]\n";
+        let other = "other.internal.";
+        let off = hosts(entries, ".");
+        decides(
+            &off,
+            &[
+                (other, RecordType::A, Decision::ServFail),
+                (other, RecordType::MX, Decision::ServFail),
+            ],
         );
-        assert_eq!(
-            ask(&off, "other.internal.", RecordType::MX).0,
-            Decision::ServFail
-        );
-        let all = hosts(
-            "entries: [\"10.0.0.5 db.internal\"]\nfallthrough: true\n",
-            ".",
-        );
-        assert_eq!(
-            ask(&all, "other.internal.", RecordType::A).0,
-            Decision::Next
-        );
-        let some = hosts(
-            "entries: [\"10.0.0.5 db.internal\"]\nfallthrough: [example.org]\n",
-            ".",
-        );
-        assert_eq!(
-            ask(&some, "a.example.org.", RecordType::A).0,
-            Decision::Next
-        );
-        assert_eq!(
-            ask(&some, "other.internal.", RecordType::A).0,
-            Decision::ServFail
+        let all = hosts(&format!("{entries}fallthrough: true\n"), ".");
+        decides(&all, &[(other, RecordType::A, Decision::Next)]);
+        let some = hosts(&format!("{entries}fallthrough: [example.org]\n"), ".");
+        decides(
+            &some,
+            &[
+                ("a.example.org.", RecordType::A, Decision::Next),
+                (other, RecordType::A, Decision::ServFail),
+            ],
         );
     }
 
@@ -405,14 +402,13 @@ mod tests {
             "entries: [\"10.0.0.5 db.internal\", \"10.0.0.7 a.cluster.local\"]\nzones: [cluster.local]\n",
             ".",
         );
-        assert_eq!(ask(&hosts, "db.internal.", RecordType::A).0, Decision::Next);
-        assert_eq!(
-            ask(&hosts, "b.cluster.local.", RecordType::A).0,
-            Decision::ServFail
-        );
-        assert_eq!(
-            ask(&hosts, "a.cluster.local.", RecordType::A).0,
-            Decision::Answered
+        decides(
+            &hosts,
+            &[
+                ("db.internal.", RecordType::A, Decision::Next),
+                ("b.cluster.local.", RecordType::A, Decision::ServFail),
+                ("a.cluster.local.", RecordType::A, Decision::Answered),
+            ],
         );
     }
 
@@ -429,21 +425,20 @@ mod tests {
         let (_, answer) = ask(&hosts, v6, RecordType::PTR);
         assert_eq!(rdatas(&answer.unwrap()), ["v6.internal."]);
         // Unknown addresses and names that are no address go on, even without fallthrough.
-        assert_eq!(
-            ask(&hosts, "6.0.0.10.in-addr.arpa.", RecordType::PTR).0,
-            Decision::Next
-        );
-        assert_eq!(
-            ask(&hosts, "x.internal.", RecordType::PTR).0,
-            Decision::Next
+        decides(
+            &hosts,
+            &[
+                ("6.0.0.10.in-addr.arpa.", RecordType::PTR, Decision::Next),
+                ("x.internal.", RecordType::PTR, Decision::Next),
+            ],
         );
         let quiet = super::tests::hosts(
             "entries: [\"10.0.0.5 db.internal\"]\nno_reverse: true\n",
             ".",
         );
-        assert_eq!(
-            ask(&quiet, "5.0.0.10.in-addr.arpa.", RecordType::PTR).0,
-            Decision::Next
+        decides(
+            &quiet,
+            &[("5.0.0.10.in-addr.arpa.", RecordType::PTR, Decision::Next)],
         );
     }
 
