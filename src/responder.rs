@@ -804,8 +804,9 @@ impl Responder {
 }
 
 /// The hosts entries of each zone that has a `hosts` section, with their file checks running
-/// on `tasks`. Zones whose sections name the same entries for the same zones (a Corefile
-/// block's zones) share one table, so a file is read and checked once.
+/// on `tasks` (so a responder whose zones reload a hosts file is built inside the runtime, as
+/// every responder of `instance` is). Zones whose sections name the same entries for the same
+/// zones (a Corefile block's zones) share one table, so a file is read and checked once.
 fn hosts_routes(config: &Config, router: &ZoneRouter, tasks: &Tasks) -> Vec<(RouteId, Arc<Hosts>)> {
     let mut built: Vec<(HostsConfig, Arc<Hosts>)> = Vec::new();
     let mut routes = Vec::new();
