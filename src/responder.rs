@@ -4,6 +4,7 @@
 //! begin (synchronous, on the listener's task)
 //!   parse + validate  -> drop (too short, QR=1) | FORMERR | NOTIMP | BADVERS | REFUSED
 //!   route by zone     -> REFUSED when no zone contains the name
+//!   hosts entries     -> a zone with `hosts`: answered from them, or SERVFAIL, or on (src/hosts)
 //!   view              -> the client pod's namespace view when autopath applies (src/kube)
 //!   cache lookup      -> fresh hit: answered here, no task, no allocation
 //!                        (a popular entry near expiry also asks for a background refresh)
@@ -17,8 +18,9 @@
 //! Splitting at `begin`/`finish` keeps everything that can be answered without waiting off the
 //! async machinery: that is where the fast path lives.
 //!
-//! It stands on `upstream`, `kube`, `cache`, `tasks`, `observe` and `wire`; the listeners
-//! (`server`) stand on it. Config keys: `server.max_udp_size`, `zones[].autopath`, and
+//! It stands on `upstream`, `kube`, `cache`, `hosts`, `tasks`, `observe` and `wire`; the
+//! listeners (`server`) stand on it. Config keys: `server.max_udp_size`, `zones[].autopath`,
+//! `zones[].hosts` (its tables are built here, shared by zones with the same section), and
 //! `cache.capacity` (a reload keeps the cache when it is unchanged); the modules it builds
 //! read the rest and list them in their docs. Metrics: CoreDNS's request families (`coredns_dns_*`, [`crate::observe::requests`])
 //! and `nodelocaldns_dropped_total{reason}` for `short_header` and `response`,
@@ -36,6 +38,8 @@ use tracing::debug;
 use crate::Proto;
 use crate::cache::{Cache, Entry, Fetched, Lookup, PLAIN_VIEW, RefreshSlot, Resolved, Served};
 use crate::config::Config;
+use crate::config::hosts::HostsConfig;
+use crate::hosts::{Decision, Hosts};
 use crate::kube::autopath::{AutopathError, Plain};
 use crate::kube::{Autopath, ClientNamespace, PodIndex};
 use crate::observe::Metrics;
@@ -157,6 +161,9 @@ pub struct Responder {
     autopath: Option<Autopath>,
     /// The zones with `autopath: true`.
     autopath_routes: Vec<RouteId>,
+    /// The zones with `hosts`, and their entries. Empty for most configs: the fast path of a
+    /// zone without hosts scans nothing.
+    hosts_routes: Vec<(RouteId, Arc<Hosts>)>,
     /// CoreDNS's request metrics.
     requests: Arc<RequestMetrics>,
     /// Each zone's route, by the zone's index in `requests`.
@@ -243,6 +250,7 @@ impl Responder {
         let autopath = pods
             .clone()
             .map(|index| Autopath::new(index, &config.kubernetes.host_search, &metrics));
+        let hosts_routes = hosts_routes(config, &router, &tasks);
         let zone_routes: Vec<RouteId> = config
             .zones
             .iter()
@@ -277,6 +285,7 @@ impl Responder {
             nsid: config.server.nsid.as_deref().map(|n| n.as_bytes().into()),
             autopath,
             autopath_routes,
+            hosts_routes,
             requests,
             zone_routes,
             tasks,
@@ -384,6 +393,22 @@ impl Responder {
             self.write_query_error(&query, rcode::REFUSED, out);
             self.record((&tally, None), rcode::REFUSED, Source::Server, out);
             return Step::Answered;
+        }
+        if let Some((_, hosts)) = self.hosts_routes.iter().find(|(r, _)| *r == route_id) {
+            let limits = self.limits(&query, proto);
+            match hosts.answer(&query, limits, out) {
+                Decision::Answered => {
+                    self.add_nsid(&query, limits, out);
+                    self.record((&tally, None), rcode::NOERROR, Source::Hosts, out);
+                    return Step::Answered;
+                }
+                Decision::ServFail => {
+                    self.write_query_error(&query, rcode::SERVFAIL, out);
+                    self.record((&tally, None), rcode::SERVFAIL, Source::Server, out);
+                    return Step::Answered;
+                }
+                Decision::Next => {}
+            }
         }
         let autopath = match &self.autopath {
             Some(autopath) if self.autopath_routes.contains(&route_id) => {
@@ -775,4 +800,39 @@ impl Responder {
             .position(|r| *r == route)
             .unwrap_or(self.zone_routes.len())
     }
+}
+
+/// The hosts entries of each zone that has a `hosts` section, with their file checks running
+/// on `tasks` (so a responder whose zones reload a hosts file is built inside the runtime, as
+/// every responder of `instance` is). Zones whose sections name the same entries for the same
+/// zones (a Corefile block's zones) share one table, so a file is read and checked once.
+fn hosts_routes(config: &Config, router: &ZoneRouter, tasks: &Tasks) -> Vec<(RouteId, Arc<Hosts>)> {
+    let mut built: Vec<(HostsConfig, Arc<Hosts>)> = Vec::new();
+    let mut routes = Vec::new();
+    for zone in &config.zones {
+        let (Some(section), Some(route)) = (&zone.hosts, router.route(&zone.name.0)) else {
+            continue;
+        };
+        let key = HostsConfig {
+            zones: Hosts::zones_of(section, &zone.name.0)
+                .into_iter()
+                .map(crate::config::ZoneName)
+                .collect(),
+            ..section.clone()
+        };
+        let hosts = match built.iter().find(|(k, _)| *k == key) {
+            Some((_, hosts)) => hosts.clone(),
+            None => {
+                let hosts = Arc::new(Hosts::new(section, &zone.name.0));
+                if let Some(every) = hosts.reload_interval() {
+                    let watched = Arc::downgrade(&hosts);
+                    tasks.spawn(TaskKind::HostsReload, crate::hosts::watch(watched, every));
+                }
+                built.push((key, hosts.clone()));
+                hosts
+            }
+        };
+        routes.push((route, hosts));
+    }
+    routes
 }

@@ -1,5 +1,5 @@
 //! The owner of every background task: cache refreshes, pooled upstream connections, health
-//! probes and the start-up loop check.
+//! probes, the start-up loop check and the hosts files' checks.
 //!
 //! A query's own task is owned by its listener (`server`), which drains it. Everything else a
 //! query or a config sets going runs here, so that one call ends it all: [`Tasks::stop`] cancels
@@ -8,7 +8,7 @@
 //! config's upstream connections end as soon as its last query has (see `upstream::pool`).
 //!
 //! Metrics: `nodelocaldns_tasks{kind}`, the tasks alive now, by kind (`refresh`, `connection`,
-//! `probe`, `loop_check`): after a reload or a burst they return to their steady value.
+//! `probe`, `loop_check`, `hosts_reload`): after a reload or a burst they return to their steady value.
 
 use std::future::Future;
 use std::time::Duration;
@@ -31,15 +31,18 @@ pub enum TaskKind {
     Probe,
     /// The start-up forwarding-loop check.
     LoopCheck,
+    /// The periodic check of a zone's hosts file (`zones[].hosts.reload`).
+    HostsReload,
 }
 
 impl TaskKind {
     /// Every kind, for showing zeros before the first task of a kind.
-    pub const ALL: [TaskKind; 4] = [
+    pub const ALL: [TaskKind; 5] = [
         TaskKind::Refresh,
         TaskKind::Connection,
         TaskKind::Probe,
         TaskKind::LoopCheck,
+        TaskKind::HostsReload,
     ];
 
     pub fn label(self) -> &'static str {
@@ -48,6 +51,7 @@ impl TaskKind {
             TaskKind::Connection => "connection",
             TaskKind::Probe => "probe",
             TaskKind::LoopCheck => "loop_check",
+            TaskKind::HostsReload => "hosts_reload",
         }
     }
 }

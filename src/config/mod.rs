@@ -38,6 +38,7 @@
 //! | `zones[].cache.serve_stale.client_timeout` | `1800ms` | wait this long for upstreams before answering stale (RFC 8767) |
 //! | `zones[].autopath` | `false` | answer the search-path walk of pods server-side (needs `kubernetes.enabled`; see [`crate::kube`]) |
 //! | `zones[].pool.*` | see [`pool`] | connections, in-flight queries and the wait queue per upstream |
+//! | `zones[].hosts.*` | none | names answered from hosts-file entries, a file and inline lines (CoreDNS `hosts`): see [`hosts`] |
 //! | `kubernetes.enabled` | `false` | watch this node's pods (for autopath) |
 //! | `kubernetes.node_name` | `$NODE_NAME` | the node whose pods are watched (`spec.nodeName`) |
 //! | `kubernetes.kubeconfig` | none (in-cluster) | a kubeconfig file instead of the pod's service account |
@@ -59,6 +60,7 @@
 
 pub mod duration;
 pub mod env;
+pub mod hosts;
 pub mod node;
 pub mod pool;
 pub mod resolv;
@@ -407,6 +409,9 @@ pub struct ZoneConfig {
     pub autopath: bool,
     #[serde(default)]
     pub pool: pool::PoolConfig,
+    /// Names answered from hosts-file entries (CoreDNS `hosts`); none by default.
+    #[serde(default)]
+    pub hosts: Option<hosts::HostsConfig>,
 }
 
 /// How queries reach a zone's upstreams.
@@ -706,6 +711,11 @@ impl Config {
             zone.pool
                 .validate()
                 .map_err(|(key, message)| (field(&format!("pool.{key}")), message))?;
+            if let Some(hosts) = &zone.hosts {
+                hosts
+                    .validate()
+                    .map_err(|(key, message)| (field(&format!("hosts{key}")), message))?;
+            }
             if zone.autopath {
                 self.validate_autopath(i)
                     .map_err(|message| (field("autopath"), message))?;
@@ -1199,6 +1209,78 @@ mod tests {
         );
         let err = error_of(&format!("metrics:\n  port: 1\n{zone}"));
         assert!(err.contains("unknown field `port`"), "{err}");
+    }
+
+    #[test]
+    fn hosts_sections_default_like_coredns_and_errors_name_their_line() {
+        let zone = "zones:\n  - name: .\n    upstreams: [10.0.0.1]\n    hosts:\n";
+        let config = Config::from_yaml(
+            &format!("{zone}      entries: [\"10.0.0.5 db.internal\"]\n      fallthrough: [example.org, in-addr.arpa]\n"),
+            "t",
+        )
+        .unwrap();
+        let hosts = config.zones[0].hosts.as_ref().unwrap();
+        assert_eq!(hosts.ttl, Duration::from_secs(3600));
+        assert_eq!(hosts.reload, Duration::from_secs(5));
+        assert!(!hosts.no_reverse);
+        assert_eq!(hosts.file, None);
+        assert_eq!(
+            hosts.fallthrough,
+            hosts::Fallthrough::Zones(vec![
+                ZoneName(Name::from_dotted("example.org").unwrap()),
+                ZoneName(Name::from_dotted("in-addr.arpa").unwrap()),
+            ])
+        );
+        assert_eq!(
+            Config::from_yaml(&config.to_yaml(), "printed").unwrap(),
+            config
+        );
+        let on = Config::from_yaml(
+            &format!("{zone}      file: /etc/hosts\n      fallthrough: true\n"),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            on.zones[0].hosts.as_ref().unwrap().fallthrough,
+            hosts::Fallthrough::All
+        );
+        assert_eq!(Config::from_yaml(&on.to_yaml(), "printed").unwrap(), on);
+
+        let err = error_of(&format!("{zone}      ttl: 60s\n"));
+        assert_eq!(
+            err,
+            "test.yaml:4: zones[0].hosts: needs a file, entries, or both"
+        );
+        let err = error_of(&format!("{zone}      file: /etc/hosts\n      ttl: 0s\n"));
+        assert!(
+            err.starts_with("test.yaml:6: zones[0].hosts.ttl: must be whole seconds"),
+            "{err}"
+        );
+        let err = error_of(&format!(
+            "{zone}      file: /etc/hosts\n      fallthrough_unsupported: true\n"
+        ));
+        assert!(
+            err.starts_with(
+                "test.yaml:6: zones[0].hosts.fallthrough_unsupported: needs fallthrough"
+            ),
+            "{err}"
+        );
+        let err = error_of(&format!(
+            "{zone}      file: /etc/hosts\n      fallthrough: yes\n"
+        ));
+        assert!(
+            err.contains("zones[0].hosts.fallthrough: invalid type"),
+            "{err}"
+        );
+        let err = error_of(&format!(
+            "{zone}      file: /etc/hosts\n      fallthrough: []\n"
+        ));
+        assert!(err.contains("an empty list falls through nowhere"), "{err}");
+        let err = error_of(&format!("{zone}      files: /etc/hosts\n"));
+        assert!(
+            err.contains("zones[0].hosts.files: unknown field `files`"),
+            "{err}"
+        );
     }
 
     #[test]

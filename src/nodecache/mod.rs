@@ -29,6 +29,7 @@
 //! | `cache [TTL]` | `cache.success_ttl` = `cache.denial_ttl` = TTL (CoreDNS: 3600s / 1800s without TTL) |
 //! | `cache { success N [TTL [MINTTL]]; denial N [TTL [MINTTL]]; prefetch N [D] [P%]; serve_stale [D [MODE]]; servfail D }` | `success_ttl`, `denial_ttl`, `min_ttl`, `prefetch`, `serve_stale.max_age`, `servfail_ttl`; capacities add up into `cache.capacity` |
 //! | no `cache` | `zones[].cache.enabled: false` |
+//! | `hosts [FILE [ZONES...]] { INLINE...; ttl S; reload D; no_reverse; fallthrough [ZONES...]; fallthrough_unsupported }` | `zones[].hosts`: `file` (default `/etc/hosts`), `entries` (the lines before `fallthrough`), `zones` (ZONES, else the block's zones), `ttl`, `reload`, `no_reverse`, `fallthrough`, `fallthrough_unsupported`; one section shared by the block's zones |
 //! | `health [ADDR]` | `metrics.health_listen` (`/health` and `/ready` there; `:PORT` is `0.0.0.0:PORT`) |
 //! | `prometheus [ADDR]` | `metrics.listen`; without it `metrics.enabled: false`, as CoreDNS serves no metrics then |
 //! | `log` | `log.query_sample: 1` (every query logged, target `query`) |

@@ -1,9 +1,10 @@
 //! The last stage: a parsed Corefile's server blocks into one native config, directive by
-//! directive (the table in the module documentation of [`super`]). `forward` and `cache`, the
-//! two directives with options, have a file each.
+//! directive (the table in the module documentation of [`super`]). `forward`, `cache` and
+//! `hosts`, the directives with options, have a file each.
 
 mod cache;
 mod forward;
+mod hosts;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use super::import::{self, Source};
 use super::parse::{Directive, IMPORT_ALONE, ServerBlock, parse_source};
 use super::render::DEFAULT_RESOLV_CONF;
 use super::{CorefileError, Token};
+use crate::config::hosts::HostsConfig;
 use crate::config::pool::PoolConfig;
 use crate::config::{
     CacheConfig, Config, KubernetesConfig, LogConfig, MetricsConfig, ServerConfig, ZoneCacheConfig,
@@ -211,6 +213,8 @@ struct BlockSettings {
     bind: Vec<IpAddr>,
     forward: Option<Forward>,
     cache: Option<ZoneCacheConfig>,
+    /// `hosts`, its ZONES those of the whole block.
+    hosts: Option<HostsConfig>,
 }
 
 impl Translator<'_> {
@@ -231,7 +235,7 @@ impl Translator<'_> {
         options: &TranslateOptions,
     ) -> Result<(), CorefileError> {
         let (names, port) = self.zone_names(block, options)?;
-        let settings = self.directives(block)?;
+        let settings = self.directives(block, &names)?;
         let line = block.keys[0].line;
         self.listen_on(&settings.bind, port, line);
         let Some(forward) = &settings.forward else {
@@ -241,7 +245,7 @@ impl Translator<'_> {
             ));
         };
         for (name, name_line) in names {
-            self.add_zone(&name, name_line, forward, settings.cache.as_ref())?;
+            self.add_zone(&name, name_line, forward, &settings)?;
         }
         Ok(())
     }
@@ -289,13 +293,14 @@ impl Translator<'_> {
         }
     }
 
-    /// The native zone `name` (on `name_line`), forwarded and cached as its block says.
+    /// The native zone `name` (on `name_line`), forwarded, cached and with hosts entries as
+    /// its block says.
     fn add_zone(
         &mut self,
         name: &str,
         name_line: usize,
         forward: &Forward,
-        cache: Option<&ZoneCacheConfig>,
+        settings: &BlockSettings,
     ) -> Result<(), CorefileError> {
         if forward.from != "." && normalize_zone(&forward.from) != normalize_zone(name) {
             return Err(self.err(
@@ -320,6 +325,13 @@ impl Translator<'_> {
                 ),
             ));
         }
+        // Zones that are only this one are the section's default: left out of the YAML.
+        let hosts = settings.hosts.clone().map(|mut hosts| {
+            if hosts.zones == [zone] {
+                hosts.zones.clear();
+            }
+            hosts
+        });
         self.zones.push(ZoneConfig {
             name: zone,
             upstreams: forward.upstreams.clone(),
@@ -330,7 +342,7 @@ impl Translator<'_> {
             max_fails: forward.max_fails,
             health_check: forward.health_check,
             unanswered_ttl: crate::config::default_unanswered_ttl(),
-            cache: cache.cloned().unwrap_or(ZoneCacheConfig {
+            cache: settings.cache.clone().unwrap_or(ZoneCacheConfig {
                 enabled: false,
                 ..ZoneCacheConfig::default()
             }),
@@ -341,6 +353,7 @@ impl Translator<'_> {
                     .unwrap_or(PoolConfig::default().idle_timeout),
                 ..PoolConfig::default()
             },
+            hosts,
         });
         self.zone_lines.push(name_line);
         Ok(())
@@ -379,11 +392,17 @@ impl Translator<'_> {
         Ok((zone.to_string(), port))
     }
 
-    fn directives(&mut self, block: &ServerBlock) -> Result<BlockSettings, CorefileError> {
+    /// The block's directives; `names` are its zones (with their lines).
+    fn directives(
+        &mut self,
+        block: &ServerBlock,
+        names: &[(String, usize)],
+    ) -> Result<BlockSettings, CorefileError> {
         let mut settings = BlockSettings {
             bind: Vec::new(),
             forward: None,
             cache: None,
+            hosts: None,
         };
         for d in &block.directives {
             let line = d.name.line;
@@ -423,6 +442,12 @@ impl Translator<'_> {
                     }
                     settings.cache = Some(self.cache(d)?);
                 }
+                "hosts" => {
+                    if settings.hosts.is_some() {
+                        return Err(self.err(line, "a second hosts in one server block"));
+                    }
+                    settings.hosts = Some(self.hosts(d, names)?);
+                }
                 "health" => {
                     self.no_block(d)?;
                     let addr = self.optional_addr(d, ":8080")?;
@@ -451,7 +476,7 @@ impl Translator<'_> {
                         line,
                         format!(
                             "unsupported directive `{other}` (supported: bind, cache, forward, \
-                             health, prometheus, errors, log, reload, loop)"
+                             hosts, health, prometheus, errors, log, reload, loop)"
                         ),
                     ));
                 }
@@ -715,6 +740,104 @@ mod tests {
             err.contains(":3: health node-a:8080: expected IP:PORT"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn hosts_translates_inline_and_file_forms_with_every_option() {
+        use crate::config::hosts::Fallthrough;
+        let t = translate_text(
+            "cluster.local:53 in-addr.arpa:53 {\n    hosts {\n        10.0.0.5 db.cluster.local\n        fallthrough\n    }\n    forward . 10.0.0.10\n}\n.:53 {\n    hosts /etc/coredns/customhosts example.org {\n        ttl 60\n        reload 10s\n        no_reverse\n        fallthrough in-addr.arpa\n        fallthrough_unsupported\n    }\n    forward . 10.0.0.10\n}\n",
+        )
+        .unwrap();
+        let zone = |name: &str| {
+            let name = Name::from_dotted(name).unwrap();
+            let zone = t.config.zones.iter().find(|z| z.name.0 == name).unwrap();
+            zone.hosts.clone().unwrap()
+        };
+        let names =
+            |zones: &[ZoneName]| -> Vec<String> { zones.iter().map(|z| z.0.to_dotted()).collect() };
+        let cluster = zone("cluster.local");
+        assert_eq!(cluster.file, Some(PathBuf::from("/etc/hosts")));
+        assert_eq!(cluster.entries, ["10.0.0.5 db.cluster.local"]);
+        assert_eq!(names(&cluster.zones), ["cluster.local.", "in-addr.arpa."]);
+        assert_eq!(cluster.fallthrough, Fallthrough::All);
+        assert_eq!(cluster.ttl, Duration::from_secs(3600));
+        assert_eq!(zone("in-addr.arpa"), cluster, "one block, one section");
+        let root = zone(".");
+        assert_eq!(root.file, Some(PathBuf::from("/etc/coredns/customhosts")));
+        assert_eq!(names(&root.zones), ["example.org."]);
+        assert_eq!(root.ttl, Duration::from_secs(60));
+        assert_eq!(root.reload, Duration::from_secs(10));
+        assert!(root.no_reverse && root.fallthrough_unsupported);
+        assert_eq!(
+            root.fallthrough,
+            Fallthrough::Zones(vec![ZoneName(Name::from_dotted("in-addr.arpa").unwrap())])
+        );
+        // A block of one zone leaves `zones` to its default.
+        let t = translate_text(".:53 {\n    hosts\n    forward . 10.0.0.10\n}\n").unwrap();
+        let hosts = t.config.zones[0].hosts.clone().unwrap();
+        assert!(hosts.zones.is_empty());
+        assert_eq!(hosts.fallthrough, Fallthrough::Off);
+        let t = translate_text(
+            ".:53 {\n    hosts f {\n        reload 0\n    }\n    forward . 10.0.0.10\n}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            t.config.zones[0].hosts.as_ref().unwrap().reload,
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn hosts_errors_name_file_and_line() {
+        let block = |hosts: &str| format!(".:53 {{\n    forward . 10.0.0.10\n{hosts}}}\n");
+        let err_of = |hosts: &str| translate_text(&block(hosts)).unwrap_err().to_string();
+        let cases = [
+            (
+                "    hosts {\n        fallthrough\n        10.0.0.5 late\n    }\n",
+                "Corefile:5: hosts: unknown property `10.0.0.5`",
+            ),
+            (
+                "    hosts {\n        ttl 0\n    }\n",
+                "Corefile:4: hosts: ttl 0 is invalid",
+            ),
+            (
+                "    hosts {\n        ttl 65536\n    }\n",
+                "Corefile:4: hosts: ttl 65536 is invalid",
+            ),
+            (
+                "    hosts {\n        ttl x\n    }\n",
+                "Corefile:4: hosts: ttl needs a number",
+            ),
+            (
+                "    hosts {\n        reload\n    }\n",
+                "Corefile:4: hosts: reload needs a duration",
+            ),
+            (
+                "    hosts {\n        reload soon\n    }\n",
+                "Corefile:4: \"soon\": invalid duration",
+            ),
+            (
+                "    hosts {\n        no_reverse x\n    }\n",
+                "Corefile:4: hosts: no_reverse takes no arguments",
+            ),
+            (
+                "    hosts {\n        fallthrough_unsupported\n    }\n",
+                "Corefile:3: fallthrough_unsupported requires fallthrough",
+            ),
+            (
+                "    hosts\n    hosts\n",
+                "Corefile:4: a second hosts in one server block",
+            ),
+            (
+                "    hosts f 10.0.0.0/8\n",
+                "Corefile:3: 10.0.0.0/8: CIDR zones are not supported",
+            ),
+        ];
+        for (hosts, want) in cases {
+            let err = err_of(hosts);
+            assert!(err.starts_with(want), "{hosts:?}: {err}");
+        }
     }
 
     #[test]

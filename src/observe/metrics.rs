@@ -51,7 +51,13 @@ pub const SETUP_ERROR_TYPES: [&str; 5] = [
 
 /// The `kind` labels of `nodelocaldns_tasks`, shown as zeros from the start (`crate::tasks`'
 /// `TaskKind::label` names each kind from this set; a test there keeps the two together).
-pub const TASK_KINDS: [&str; 4] = ["refresh", "connection", "probe", "loop_check"];
+pub const TASK_KINDS: [&str; 5] = [
+    "refresh",
+    "connection",
+    "probe",
+    "loop_check",
+    "hosts_reload",
+];
 
 /// The forwarder's metrics.
 pub struct Metrics {

@@ -100,8 +100,10 @@ pub enum Source {
     Cache = 1,
     /// An upstream answer fetched for this query.
     Forward = 2,
+    /// A zone's hosts entries (`zones[].hosts`).
+    Hosts = 3,
 }
-const SOURCES: [&str; 3] = ["", "cache", "forward"];
+const SOURCES: [&str; 4] = ["", "cache", "forward", "hosts"];
 
 /// `coredns_dns_request_duration_seconds` buckets: 0.25 ms doubling to 8.192 s
 /// (CoreDNS `plugin.TimeBuckets`), in nanoseconds.

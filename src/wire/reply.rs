@@ -200,6 +200,52 @@ pub fn patch_answer(
     false
 }
 
+/// Writes an answer of our own to `query` into `out`: `rdatas` as records of `rtype` owned by
+/// the question's name, each with `ttl`, and the AA bit set. It is what CoreDNS writes for the
+/// data it serves itself (`hosts`): the opcode, RD and CD copied, RA not set. No `rdatas` is an
+/// empty (NODATA) answer. Then as [`patch_answer`]: the client's letter case, an OPT when the
+/// client used EDNS, truncation beyond `limits`. Returns whether it was truncated.
+pub fn write_authoritative<R: AsRef<[u8]>>(
+    out: &mut Vec<u8>,
+    query: &Query,
+    rtype: RType,
+    ttl: u32,
+    rdatas: impl IntoIterator<Item = R>,
+    limits: ReplyLimits,
+) -> bool {
+    out.clear();
+    let flags = flag::QR | flag::AA | (query.flags & (flag::OPCODE_MASK | flag::RD | flag::CD));
+    out.extend_from_slice(&query.id.to_be_bytes());
+    out.extend_from_slice(&flags.to_be_bytes());
+    // One question; the answer count is written once the records are.
+    out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(query.question.name.as_wire());
+    out.extend_from_slice(&query.question.qtype.to_be_bytes());
+    out.extend_from_slice(&query.question.qclass.to_be_bytes());
+    let mut count: u16 = 0;
+    for rdata in rdatas {
+        let rdata = rdata.as_ref();
+        // Past 65535 records (or RDATA) the message could not say so; it is truncated below
+        // long before that for any client.
+        let Ok(rdlen) = u16::try_from(rdata.len()) else {
+            continue;
+        };
+        let Some(next) = count.checked_add(1) else {
+            break;
+        };
+        count = next;
+        // The owner is the question's name: a pointer to it (offset 12).
+        out.extend_from_slice(&[0xC0, HEADER_LEN as u8]);
+        out.extend_from_slice(&rtype.to_be_bytes());
+        out.extend_from_slice(&super::CLASS_IN.to_be_bytes());
+        out.extend_from_slice(&ttl.to_be_bytes());
+        out.extend_from_slice(&rdlen.to_be_bytes());
+        out.extend_from_slice(rdata);
+    }
+    write_u16(out, 6, count);
+    patch_answer(out, false, query, limits)
+}
+
 /// Adds our name server identifier (RFC 5001 2.2) to the answer in `out`, whose last record
 /// must be its OPT (the one written for the client), when the answer still fits in
 /// `max_size`; otherwise leaves the answer as it is: the identifier is a courtesy, the answer

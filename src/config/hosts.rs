@@ -1,0 +1,146 @@
+//! A zone's `hosts:` section: names answered from hosts-file entries before the cache and the
+//! upstreams, as CoreDNS's `hosts` plugin answers them (see [`crate::hosts`]).
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `zones[].hosts.file` | none | a hosts file (`IP NAME...` lines), read at start and re-read when its modification time or size changes |
+//! | `zones[].hosts.entries` | `[]` | hosts-file lines written in the config, served beside the file's |
+//! | `zones[].hosts.zones` | the zone's name | only names under these are taken from the entries and answered (CoreDNS's `ZONES`) |
+//! | `zones[].hosts.ttl` | `3600s` | TTL of the answers (whole seconds, 1s to 65535s) |
+//! | `zones[].hosts.reload` | `5s` | how often the file's modification time and size are checked; `0s` reads it once |
+//! | `zones[].hosts.no_reverse` | `false` | no PTR answers for the entries' addresses |
+//! | `zones[].hosts.fallthrough` | `false` | a name the entries do not hold goes on to the cache and upstreams: `true` for every name, or a list of zones; otherwise it is answered SERVFAIL |
+//! | `zones[].hosts.fallthrough_unsupported` | `false` | a query of another type than A, AAAA or PTR for a name the entries hold goes on too (where `fallthrough` applies), instead of an empty answer |
+//!
+//! A Corefile's `hosts` directive is translated into this section by
+//! [`crate::nodecache::translate`] (its `FILE` defaults to `/etc/hosts` there, as in CoreDNS;
+//! here a zone reads no file unless `file` names one).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ZoneName, duration};
+
+/// The largest `ttl`: CoreDNS refuses a larger one.
+pub const MAX_TTL_SECS: u64 = 65535;
+
+/// Hosts-file entries served for a zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostsConfig {
+    /// The hosts file; none serves only `entries`.
+    pub file: Option<PathBuf>,
+    /// Hosts-file lines, served whatever the file holds (and after its records).
+    pub entries: Vec<String>,
+    /// Names outside these are neither read from the entries nor answered; empty means the
+    /// zone's own name.
+    pub zones: Vec<ZoneName>,
+    #[serde(with = "duration")]
+    pub ttl: Duration,
+    /// 0 reads the file once.
+    #[serde(with = "duration")]
+    pub reload: Duration,
+    pub no_reverse: bool,
+    pub fallthrough: Fallthrough,
+    pub fallthrough_unsupported: bool,
+}
+
+impl Default for HostsConfig {
+    fn default() -> Self {
+        HostsConfig {
+            file: None,
+            entries: Vec::new(),
+            zones: Vec::new(),
+            ttl: Duration::from_secs(3600),
+            reload: Duration::from_secs(5),
+            no_reverse: false,
+            fallthrough: Fallthrough::Off,
+            fallthrough_unsupported: false,
+        }
+    }
+}
+
+impl HostsConfig {
+    /// Range and consistency checks. Returns (the field's path below `hosts`, such as `.ttl`,
+    /// or empty when the section as a whole is wrong; message).
+    pub(super) fn validate(&self) -> Result<(), (String, String)> {
+        if self.file.is_none() && self.entries.is_empty() {
+            return Err((String::new(), "needs a file, entries, or both".into()));
+        }
+        let ttl = self.ttl.as_secs();
+        if !(1..=MAX_TTL_SECS).contains(&ttl) || self.ttl.subsec_nanos() != 0 {
+            return Err((
+                ".ttl".into(),
+                format!("must be whole seconds from 1s to {MAX_TTL_SECS}s"),
+            ));
+        }
+        if self.fallthrough == Fallthrough::Zones(Vec::new()) {
+            return Err((
+                ".fallthrough".into(),
+                "an empty list falls through nowhere: write false, true, or zones".into(),
+            ));
+        }
+        if self.fallthrough_unsupported && self.fallthrough == Fallthrough::Off {
+            return Err((
+                ".fallthrough_unsupported".into(),
+                "needs fallthrough (it uses the same zones)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where a name the entries do not hold goes on to the cache and upstreams.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Fallthrough {
+    /// Nowhere: such a name is answered SERVFAIL (CoreDNS's answer: it has no SOA for an
+    /// NXDOMAIN).
+    #[default]
+    Off,
+    /// For every name.
+    All,
+    /// For names under these zones.
+    Zones(Vec<ZoneName>),
+}
+
+impl Serialize for Fallthrough {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Fallthrough::Off => serializer.serialize_bool(false),
+            Fallthrough::All => serializer.serialize_bool(true),
+            Fallthrough::Zones(zones) => zones.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Fallthrough {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Fallthrough;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("true, false, or a list of zones")
+            }
+            fn visit_bool<E: serde::de::Error>(self, on: bool) -> Result<Fallthrough, E> {
+                Ok(if on {
+                    Fallthrough::All
+                } else {
+                    Fallthrough::Off
+                })
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<Fallthrough, A::Error> {
+                let zones = Vec::<ZoneName>::deserialize(
+                    serde::de::value::SeqAccessDeserializer::new(seq),
+                )?;
+                Ok(Fallthrough::Zones(zones))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
