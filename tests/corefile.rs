@@ -302,3 +302,37 @@ fn imports_splice_blocks_and_directives_and_errors_name_the_imported_file() {
         "a plain path must exist: {stderr}"
     );
 }
+
+/// A block that forwards to an address it binds is accepted, as CoreDNS accepts it (IPVS takes
+/// such a query to the kube-dns pods first), with a warning at the block; forwarding to our own
+/// loopback listener is a loop nothing can redirect, refused at the Corefile's line, not at a
+/// line of the YAML the translation made.
+#[test]
+fn forwarding_to_an_own_bind_is_warned_and_a_loopback_loop_is_refused_at_its_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_, out) = translate_conf_only(
+        dir.path(),
+        "cluster.local:53 {\n    errors\n    bind 169.254.20.10 10.96.0.10\n    forward . 10.96.0.10\n}\n",
+        &["-localip", "169.254.20.10,10.96.0.10"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let yaml = String::from_utf8(out.stdout).expect("UTF-8");
+    assert!(
+        yaml.contains("Corefile:1: forwards to 10.96.0.10:53, which this server also binds"),
+        "{yaml}"
+    );
+
+    let (corefile, out) = translate_conf_only(
+        dir.path(),
+        "# loopback\n\n.:53 {\n    bind 127.0.0.1\n    forward . 127.0.0.1\n}\n",
+        &["-localip", "127.0.0.1"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let at = format!(
+        "{}:3: zones[0].upstreams (translated): 127.0.0.1:53 is where this server listens",
+        corefile.display()
+    );
+    assert!(stderr.contains(&at), "want {at}: {stderr}");
+}

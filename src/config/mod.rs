@@ -669,10 +669,14 @@ impl Config {
             if zone.upstreams.is_empty() {
                 return Err((field("upstreams"), "at least one upstream is needed".into()));
             }
+            // On loopback nothing can take the query elsewhere. On another address, something
+            // in front of our socket may (IPVS owns a ClusterIP we also bind; a Corefile that
+            // forwards to it is accepted by CoreDNS): the start-up loop probe decides there,
+            // and without it the config is refused.
             if let Some(addr) = zone
                 .upstream_addrs()
                 .into_iter()
-                .find(|a| self.listens_on(*a))
+                .find(|a| self.listens_on(*a) && (a.ip().is_loopback() || !self.server.loop_check))
             {
                 return Err((
                     field("upstreams"),
@@ -1038,6 +1042,14 @@ mod tests {
             Config::from_yaml(yaml, "test.yaml").is_ok(),
             "another port is no loop"
         );
+        let own =
+            "listen: [\"10.96.0.10:53\"]\nzones:\n  - name: .\n    upstreams: [\"10.96.0.10\"]\n";
+        assert!(
+            Config::from_yaml(own, "test.yaml").is_ok(),
+            "a redirect in front may take it elsewhere: the loop probe decides"
+        );
+        let unprobed = format!("{own}server:\n  loop_check: false\n");
+        assert!(error_of(&unprobed).contains("is where this server listens"));
     }
 
     #[test]

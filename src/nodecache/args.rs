@@ -372,13 +372,8 @@ impl NodeCacheArgs {
         // place to send queries while no process of ours runs.
         node.fallback.service = Some(format!("kube-system/{}", self.upstream_svc));
         // The same checks a native file gets, now with the node section filled in.
-        let config =
-            Config::from_yaml(&translation.portable.to_yaml(), &source).map_err(|error| {
-                CorefileError::Native {
-                    file: source,
-                    error,
-                }
-            })?;
+        let config = Config::from_yaml(&translation.portable.to_yaml(), &source)
+            .map_err(|error| translation.origins.error(error))?;
         translation.config = config;
         translation.warnings.extend(warnings);
         Ok(NodeCacheConfig {

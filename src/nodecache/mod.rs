@@ -20,7 +20,7 @@
 //! |---|---|
 //! | `ZONE[:PORT] [ZONE...] {` | one native zone per name; listen on every `bind` IP at PORT (default `-dns.port`, 53) |
 //! | `bind IP...` | `listen` (the union over blocks: every zone is answered on every listen address) |
-//! | `forward FROM TO... { ... }` | `zones[].upstreams`; FROM must be `.` or the block's zone; TO is `IP`, `IP:PORT`, `[IPv6]:PORT`, `dns://...` or a resolv.conf path |
+//! | `forward FROM TO... { ... }` | `zones[].upstreams`; FROM must be `.` or the block's zone; TO is `IP`, `IP:PORT`, `[IPv6]:PORT`, `dns://...` or a resolv.conf path; a TO this server binds is accepted with a warning (IPVS may take it elsewhere; the start-up loop probe checks), on loopback it is a loop |
 //! | `  force_tcp` / `prefer_udp` | `transport: tcp` / `prefer_udp` (else `udp`) |
 //! | `  policy random\|round_robin\|sequential` | `policy` |
 //! | `  health_check D`, `max_fails N` | `health_check`, `max_fails` (CoreDNS defaults 500ms and 2) |
@@ -38,6 +38,10 @@
 //! | `reload [INTERVAL [JITTER]]` | always on, with or without the directive: the template (or `-conf`), the kube-dns ConfigMap and the Service variable are read, rendered and translated every 2 s, and a changed translation is applied without dropping a query ([`source`](mod@source)); a broken one is logged and counted (`nodelocaldns_config_reloads_total{result="failure"}`) while the running one keeps serving |
 //! | `import FILE\|GLOB` | the files' text in place of the line, at the top level or in a block, relative to the Corefile's directory ([`import`]); a glob with no match imports nothing (a warning), a missing plain file is an error; snippets are refused |
 //! | anything else | an error naming file and line |
+//!
+//! An error the native validation finds in a translated zone names the line of the server
+//! block that made the zone (`Corefile:3: zones[0].upstreams (translated): ...`); one in a part
+//! no block made names the field only.
 //!
 //! Where CoreDNS and our defaults differ, the translation keeps CoreDNS's numbers (2 s per
 //! upstream, 5 s per query, SERVFAIL cached 5 s, minimum TTL 5 s) except that prefetch and
@@ -79,11 +83,13 @@ pub enum CorefileError {
     /// An error that is not tied to one line (a missing variable, a bad kube-dns ConfigMap).
     #[error("{0}")]
     Input(String),
-    /// The translation is not a valid native config.
-    #[error("{file}: the translation is not a valid config: {error}")]
+    /// The translation is not a valid native config, in a part no one Corefile line made
+    /// (a zone's part is [`CorefileError::Invalid`] at the zone's line).
+    #[error("{file}: {field} (translated): {message}")]
     Native {
         file: String,
-        error: crate::config::ConfigError,
+        field: String,
+        message: String,
     },
 }
 

@@ -17,8 +17,8 @@ use super::{CorefileError, Token};
 use crate::config::hosts::HostsConfig;
 use crate::config::pool::PoolConfig;
 use crate::config::{
-    CacheConfig, Config, KubernetesConfig, LogConfig, MetricsConfig, ServerConfig, ZoneCacheConfig,
-    ZoneConfig, ZoneName,
+    CacheConfig, Config, ConfigError, KubernetesConfig, LogConfig, MetricsConfig, ServerConfig,
+    ZoneCacheConfig, ZoneConfig, ZoneName,
 };
 use crate::wire::Name;
 use forward::Forward;
@@ -39,6 +39,46 @@ pub struct Translation {
     pub metrics: Option<String>,
     /// `file:line: ...` for every directive or option that was ignored.
     pub warnings: Vec<String>,
+    /// Where the translation's parts were written, for errors found in it later.
+    pub origins: Origins,
+}
+
+/// Where each part of a translation came from in the Corefile, so that an error the native
+/// validation finds points at the Corefile, not at a line of YAML its reader never saw.
+#[derive(Debug, Clone, Default)]
+pub struct Origins {
+    /// The Corefile as named in errors.
+    pub file: String,
+    /// Each zone's file and line (the server block key that defined it), by zone index.
+    pub zones: Vec<(String, usize)>,
+}
+
+impl Origins {
+    /// `error` from validating the translation, as a Corefile error: a zone's field at the
+    /// line of the block that defined the zone; anything else names the field without a line.
+    pub fn error(&self, error: ConfigError) -> CorefileError {
+        let ConfigError::Invalid { field, message, .. } = error else {
+            // Only reading a file fails otherwise, and a translation is not read from one.
+            return CorefileError::Input(error.to_string());
+        };
+        let zone = field
+            .strip_prefix("zones[")
+            .and_then(|rest| rest.split(']').next())
+            .and_then(|index| index.parse::<usize>().ok())
+            .and_then(|index| self.zones.get(index));
+        match zone {
+            Some((file, line)) => CorefileError::Invalid {
+                file: file.clone(),
+                line: *line,
+                message: format!("{field} (translated): {message}"),
+            },
+            None => CorefileError::Native {
+                file: self.file.clone(),
+                field,
+                message,
+            },
+        }
+    }
 }
 
 impl Translation {
@@ -144,6 +184,7 @@ pub fn translate(
     for block in &blocks {
         t.block(block, options)?;
     }
+    t.warn_forwards_to_own_binds();
     if t.zones.is_empty() {
         return Err(CorefileError::Invalid {
             file: file.into(),
@@ -177,14 +218,21 @@ pub fn translate(
     };
     // Through the YAML once: the same validation and resolv.conf expansion as a native file.
     let portable = config;
+    let origins = Origins {
+        file: file.to_string(),
+        zones: t
+            .zone_lines
+            .iter()
+            .map(|&line| source.locate(line))
+            .map(|(f, l)| (f.to_string(), l))
+            .collect(),
+    };
     let config =
-        Config::from_yaml(&portable.to_yaml(), file).map_err(|error| CorefileError::Native {
-            file: file.into(),
-            error,
-        })?;
+        Config::from_yaml(&portable.to_yaml(), file).map_err(|error| origins.error(error))?;
     Ok(Translation {
         config,
         portable,
+        origins,
         health: t.health,
         metrics: t.metrics,
         warnings: t.warnings,
@@ -220,6 +268,29 @@ struct BlockSettings {
 impl Translator<'_> {
     fn err(&self, line: usize, message: impl Into<String>) -> CorefileError {
         self.source.invalid(line, message)
+    }
+
+    /// A block that forwards to an address it binds (not loopback) is accepted, as CoreDNS
+    /// accepts it: IPVS, which owns the ClusterIPs on a node, takes such a query to the
+    /// kube-dns pods before our socket sees it. Without a redirect it comes back to us, which
+    /// the start-up loop probe finds (the zone is then answered REFUSED); said once here.
+    fn warn_forwards_to_own_binds(&mut self) {
+        let own: Vec<(usize, SocketAddr)> = self
+            .zones
+            .iter()
+            .zip(&self.zone_lines)
+            .flat_map(|(zone, &line)| zone.upstream_addrs().into_iter().map(move |a| (line, a)))
+            .filter(|(_, addr)| self.listen.contains(addr) && !addr.ip().is_loopback())
+            .collect();
+        for (line, addr) in own {
+            self.warn(
+                line,
+                format!(
+                    "forwards to {addr}, which this server also binds: only a redirect in front \
+                     of the socket (IPVS) takes it elsewhere; the start-up loop probe checks"
+                ),
+            );
+        }
     }
 
     fn warn(&mut self, line: usize, message: impl AsRef<str>) {
