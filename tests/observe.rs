@@ -215,6 +215,29 @@ async fn metrics_parse_as_prometheus_text() {
     forwarder.stop().await;
 }
 
+/// `[::]` (what CoreDNS's `prometheus :9253` translates to) serves both families, as Go's
+/// `:9253` does: an IPv6-only cluster's Prometheus and an IPv4 one both scrape it.
+#[tokio::test]
+async fn metrics_on_the_ipv6_wildcard_answer_both_families() {
+    let upstream = Switchable::start(true).await;
+    let forwarder = Forwarder::start(&format!(
+        "metrics:\n  listen: \"[::]:0\"\nzones:\n  - name: .\n    upstreams: [\"{}\"]\n",
+        upstream.addr
+    ))
+    .await;
+    let port = forwarder.http.expect("HTTP is served").port();
+    for client in ["127.0.0.1", "::1"] {
+        let addr = SocketAddr::new(client.parse().expect("an IP"), port);
+        let (status, text) = common::http_get(addr, "/metrics").await;
+        assert_eq!(status, 200, "over {client}");
+        assert!(
+            text.contains("nodelocaldns_upstream_healthy"),
+            "over {client}"
+        );
+    }
+    forwarder.stop().await;
+}
+
 #[tokio::test]
 async fn scripted_queries_move_the_request_counters() {
     let authority = common::Authority::start(&[("example.", common::EXAMPLE_ZONE)]).await;

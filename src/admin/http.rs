@@ -130,7 +130,7 @@ async fn serve(
     let bind_error = |error| HttpBindError { addr, error };
     // SO_REUSEPORT on a fixed port: during a rolling update the new pod binds the same
     // host-network address while the old one serves its lameduck.
-    let listener = crate::server::bind_tcp(addr, addr.port() != 0).map_err(bind_error)?;
+    let listener = crate::server::bind_tcp_endpoint(addr, addr.port() != 0).map_err(bind_error)?;
     let bound = listener.local_addr().map_err(bind_error)?;
     let stop = cancel.clone().cancelled_owned();
     tasks.spawn(async move {

@@ -46,7 +46,7 @@
 //! | `kubernetes.wait_for_sync` | `false` | `/ready` waits for the first full list of pods |
 //! | `node.*` | off | the link-local interface and NOTRACK rules: see [`node`] |
 //! | `metrics.enabled` | `true` | serve HTTP on `metrics.listen`; `false`: no listener there (`health_listen` still serves) |
-//! | `metrics.listen` | `127.0.0.1:9253` | `/metrics`, `/health`, `/ready` (and `/debug/*`); `null` means the default. Deployments use `0.0.0.0:9253` |
+//! | `metrics.listen` | `127.0.0.1:9253` | `/metrics`, `/health`, `/ready` (and `/debug/*`); `null` means the default. Deployments use `0.0.0.0:9253`, or `[::]:9253` for both families |
 //! | `metrics.health_listen` | none | a second listener with only `/health` and `/ready` (node-cache's `health` on the local IP, probed by kubelet) |
 //! | `shutdown.lameduck` | `5s` | on SIGTERM, keep answering this long while `/ready` fails, so a new instance (SO_REUSEPORT on the same addresses) takes over without a gap |
 //! | `shutdown.drain` | `5s` | then stop listening and give the queries already taken this long; those still waiting then are answered SERVFAIL |

@@ -18,7 +18,7 @@
 //!
 //! | directive | translation |
 //! |---|---|
-//! | `ZONE[:PORT] [ZONE...] {` | one native zone per name; listen on every `bind` IP at PORT (default `-dns.port`, 53) |
+//! | `ZONE[:PORT] [ZONE...] {` | one native zone per name; listen on every `bind` IP at each zone's PORT (default `-dns.port`, 53); without `bind`, on `0.0.0.0` (IPv4 only, where CoreDNS takes both families: an IPv6 cluster binds its address) |
 //! | `bind IP...` | `listen` (the union over blocks: every zone is answered on every listen address) |
 //! | `forward FROM TO... { ... }` | `zones[].upstreams`; FROM must be `.` or the block's zone; TO is `IP`, `IP:PORT`, `[IPv6]:PORT`, `dns://...` or a resolv.conf path; a TO this server binds is accepted with a warning (IPVS may take it elsewhere; the start-up loop probe checks), on loopback it is a loop |
 //! | `  force_tcp` / `prefer_udp` | `transport: tcp` / `prefer_udp` (else `udp`) |
@@ -30,8 +30,8 @@
 //! | `cache { success N [TTL [MINTTL]]; denial N [TTL [MINTTL]]; prefetch N [D] [P%]; serve_stale [D [MODE]]; servfail D }` | `success_ttl`, `denial_ttl`, `min_ttl`, `prefetch`, `serve_stale.max_age`, `servfail_ttl`; capacities add up into `cache.capacity` |
 //! | no `cache` | `zones[].cache.enabled: false` |
 //! | `hosts [FILE [ZONES...]] { INLINE...; ttl S; reload D; no_reverse; fallthrough [ZONES...]; fallthrough_unsupported }` | `zones[].hosts`: `file` (default `/etc/hosts`), `entries` (the lines before `fallthrough`), `zones` (ZONES, else the block's zones), `ttl`, `reload`, `no_reverse`, `fallthrough`, `fallthrough_unsupported`; one section shared by the block's zones |
-//! | `health [ADDR]` | `metrics.health_listen` (`/health` and `/ready` there; `:PORT` is `0.0.0.0:PORT`) |
-//! | `prometheus [ADDR]` | `metrics.listen`; without it `metrics.enabled: false`, as CoreDNS serves no metrics then |
+//! | `health [ADDR]` | `metrics.health_listen` (`/health` and `/ready` there; `:PORT` is `[::]:PORT`, which serves both families as Go's `:PORT` does) |
+//! | `prometheus [ADDR]` | `metrics.listen` (`:PORT` as for `health`); without it `metrics.enabled: false`, as CoreDNS serves no metrics then |
 //! | `log` | `log.query_sample: 1` (every query logged, target `query`) |
 //! | `loop` | `server.loop_check: true` (the default: a start-up probe per zone) |
 //! | `errors` | implied: errors are always logged |

@@ -128,10 +128,14 @@ impl Default for TranslateOptions {
 }
 
 /// A Go listen address as CoreDNS's `health` and `prometheus` take it: `:PORT` is every
-/// address (0.0.0.0 here), `localhost:PORT` is loopback, otherwise `IP:PORT`.
+/// address of both families (`[::]`, which the HTTP endpoints bind dual-stack),
+/// `localhost:PORT` is loopback, otherwise `IP:PORT`.
 fn endpoint_addr(text: &str) -> Option<SocketAddr> {
     if let Some(port) = text.strip_prefix(':') {
-        return Some(SocketAddr::from(([0, 0, 0, 0], port.parse().ok()?)));
+        return Some(SocketAddr::from((
+            std::net::Ipv6Addr::UNSPECIFIED,
+            port.parse().ok()?,
+        )));
     }
     if let Some(port) = text.strip_prefix("localhost:") {
         return Some(SocketAddr::from(([127, 0, 0, 1], port.parse().ok()?)));
@@ -256,6 +260,9 @@ struct Translator<'a> {
     warnings: Vec<String>,
 }
 
+/// A server block's zone names, each with its line.
+type ZoneNames = Vec<(String, usize)>;
+
 /// What one server block's directives say.
 struct BlockSettings {
     bind: Vec<IpAddr>,
@@ -305,10 +312,12 @@ impl Translator<'_> {
         block: &ServerBlock,
         options: &TranslateOptions,
     ) -> Result<(), CorefileError> {
-        let (names, port) = self.zone_names(block, options)?;
+        let (names, ports) = self.zone_names(block, options)?;
         let settings = self.directives(block, &names)?;
         let line = block.keys[0].line;
-        self.listen_on(&settings.bind, port, line);
+        for port in ports {
+            self.listen_on(&settings.bind, port, line);
+        }
         let Some(forward) = &settings.forward else {
             return Err(self.err(
                 line,
@@ -321,26 +330,24 @@ impl Translator<'_> {
         Ok(())
     }
 
-    /// The block's zone names with their lines, and the one port they share.
+    /// The block's zone names with their lines, and the ports they are on. Zones on several
+    /// ports (`example.com example.io:1053`) make a listener per port, as CoreDNS makes a
+    /// server per port; every zone is answered on every listener here (see `listen_on`).
     fn zone_names(
         &self,
         block: &ServerBlock,
         options: &TranslateOptions,
-    ) -> Result<(Vec<(String, usize)>, u16), CorefileError> {
+    ) -> Result<(ZoneNames, Vec<u16>), CorefileError> {
         let mut names = Vec::new();
-        let mut port = None;
+        let mut ports = Vec::new();
         for key in &block.keys {
-            let (name, key_port) = self.zone_key(key, options.default_port)?;
-            if port.is_some_and(|p| p != key_port) {
-                return Err(self.err(
-                    key.line,
-                    "zones of one server block on different ports are not supported",
-                ));
+            let (name, port) = self.zone_key(key, options.default_port)?;
+            if !ports.contains(&port) {
+                ports.push(port);
             }
-            port = Some(key_port);
             names.push((name, key.line));
         }
-        Ok((names, port.unwrap_or(options.default_port)))
+        Ok((names, ports))
     }
 
     /// Listens on every `bind` address (all of IPv4 without one) at `port`.
@@ -437,7 +444,18 @@ impl Translator<'_> {
             if scheme != "dns" {
                 return Err(self.err(
                     key.line,
-                    format!("{scheme}:// server blocks are not supported; only plain DNS"),
+                    format!(
+                        "{scheme}:// server blocks (DNS over {}) are not served: pods ask the \
+                         node's cache in plain DNS; drop the block, or serve {scheme}:// from a \
+                         CoreDNS or dnsdist beside us that forwards here",
+                        match scheme {
+                            "https" | "https3" => "HTTPS",
+                            "tls" => "TLS",
+                            "quic" => "QUIC",
+                            "grpc" => "gRPC",
+                            _ => "another transport",
+                        }
+                    ),
                 ));
             }
             text = rest;
@@ -784,6 +802,29 @@ mod tests {
     }
 
     #[test]
+    fn zones_of_one_block_on_several_ports_listen_on_each() {
+        let t = translate_text(
+            "example.com example.io:1053 {\n    bind 169.254.20.10\n    forward . 10.0.0.10\n}\n",
+        )
+        .unwrap();
+        let listen: Vec<String> = t.config.listen.iter().map(|a| a.to_string()).collect();
+        assert_eq!(listen, ["169.254.20.10:53", "169.254.20.10:1053"]);
+        assert_eq!(t.config.zones.len(), 2);
+    }
+
+    #[test]
+    fn a_doh_block_is_refused_with_what_to_do_instead() {
+        let err = translate_text("https://.:443 {\n    forward . 10.0.0.10\n}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("Corefile:1: https:// server blocks (DNS over HTTPS) are not served"),
+            "{err}"
+        );
+        assert!(err.contains("drop the block"), "{err}");
+    }
+
+    #[test]
     fn health_and_prometheus_become_the_http_listeners() {
         let t = translate_text(
             ".:53 {\n    bind 169.254.20.10\n    forward . 10.0.0.10\n    health 169.254.20.10:8080\n    prometheus :9253\n}\n",
@@ -791,7 +832,11 @@ mod tests {
         .unwrap();
         let metrics = &t.config.metrics;
         assert!(metrics.enabled);
-        assert_eq!(metrics.listen, "0.0.0.0:9253".parse().unwrap());
+        assert_eq!(
+            metrics.listen,
+            "[::]:9253".parse().unwrap(),
+            "both families, as Go's :9253"
+        );
         assert_eq!(
             metrics.health_listen,
             Some("169.254.20.10:8080".parse().unwrap())

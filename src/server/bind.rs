@@ -2,7 +2,7 @@
 //! listener on the same port, and the TCP listener the HTTP endpoints use too.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
@@ -84,11 +84,31 @@ fn bind_udp(addr: SocketAddr) -> io::Result<ListenSocket> {
 }
 
 /// A TCP listener; with `reuse_port` a second instance (a rolling update's new pod) can bind
-/// the same address while this one still serves. Also used by the HTTP endpoints.
+/// the same address while this one still serves.
 pub fn bind_tcp(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+    bind_tcp_families(addr, reuse_port, false)
+}
+
+/// A TCP listener for the HTTP endpoints: as [`bind_tcp`], except that `[::]` takes both
+/// families, as Go's `:PORT` does (so CoreDNS's `prometheus :9253` is scrapeable on an
+/// IPv6-only cluster and an IPv4 one alike), and falls back to `0.0.0.0` on a node with IPv6
+/// turned off.
+pub fn bind_tcp_endpoint(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+    if addr.ip() != IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
+        return bind_tcp(addr, reuse_port);
+    }
+    match bind_tcp_families(addr, reuse_port, true) {
+        Err(err) if err.raw_os_error() == Some(nix::errno::Errno::EAFNOSUPPORT as i32) => {
+            bind_tcp(SocketAddr::from(([0, 0, 0, 0], addr.port())), reuse_port)
+        }
+        bound => bound,
+    }
+}
+
+fn bind_tcp_families(addr: SocketAddr, reuse_port: bool, both: bool) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
+        socket.set_only_v6(!both)?;
     }
     socket.set_reuse_address(true)?;
     if reuse_port {

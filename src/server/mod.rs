@@ -52,7 +52,7 @@ use tracing::info;
 use crate::config::{Config, ServerConfig};
 use crate::responder::{CurrentResponder, Pending, Rejected, Responder};
 use bind::bind_pair;
-pub use bind::{BindError, bind_tcp};
+pub use bind::{BindError, bind_tcp, bind_tcp_endpoint};
 use delivery::Delivery;
 
 /// The responder the listeners use, replaceable while they run.
