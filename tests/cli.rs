@@ -205,6 +205,17 @@ impl Drop for Running {
 /// and every answered query (`log.query_sample: 1`) to `dir/output.log`; at SIGTERM it has no
 /// lameduck and drains for `drain`.
 async fn start_run(dir: &Path, zones: &str, drain: &str, probe: &[u8]) -> (Running, SocketAddr) {
+    start_run_sampling(dir, zones, drain, probe, 1).await
+}
+
+/// [`start_run`] with `log.query_sample: sample`.
+async fn start_run_sampling(
+    dir: &Path,
+    zones: &str,
+    drain: &str,
+    probe: &[u8],
+    sample: u64,
+) -> (Running, SocketAddr) {
     for _ in 0..5 {
         let addr = {
             let (udp, _tcp) = common::bind_udp_tcp_pair().await;
@@ -214,7 +225,7 @@ async fn start_run(dir: &Path, zones: &str, drain: &str, probe: &[u8]) -> (Runni
             dir,
             "run.yaml",
             &format!(
-                "listen: [\"{addr}\"]\nworkers: 1\nshutdown:\n  lameduck: 0s\n  drain: {drain}\nlog:\n  level: warn,query=info\n  query_sample: 1\n{zones}"
+                "listen: [\"{addr}\"]\nworkers: 1\nshutdown:\n  lameduck: 0s\n  drain: {drain}\nlog:\n  level: warn,query=info\n  query_sample: {sample}\n{zones}"
             ),
         );
         let log = std::fs::File::create(dir.join("output.log")).expect("log file");
@@ -306,6 +317,41 @@ async fn run_serves_a_config_and_exits_cleanly_on_sigterm() {
         !log.contains("shutting down"),
         "info lines are filtered out: {log}"
     );
+}
+
+/// `zones[].log` (CoreDNS's `log` in one block) logs every answer of that zone and none of
+/// another's, whichever zone routes the name (the longest that contains it).
+#[tokio::test]
+async fn a_zone_with_log_logs_its_answers_only() {
+    let world = Authority::start(&[("example.", EXAMPLE_ZONE)]).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let zones = format!(
+        "zones:\n  - name: example\n    upstreams: [\"{0}\"]\n    log: true\n  - name: www.example\n    upstreams: [\"{0}\"]\n  - name: .\n    upstreams: [\"{0}\"]\n",
+        world.addr
+    );
+    let probe = query("probe.invalid.", RecordType::A, None)
+        .to_vec()
+        .expect("encodes");
+    let (mut running, addr) = start_run_sampling(dir.path(), &zones, "1s", &probe, 0).await;
+    for qname in ["nope.example.", "www.example.", "other.invalid."] {
+        common::udp_query(addr, &query(qname, RecordType::A, None)).await;
+    }
+    let status = sigterm(&mut running, Duration::from_secs(5)).await;
+    assert!(status.success(), "exit status {status}");
+    let log = std::fs::read_to_string(dir.path().join("output.log")).expect("log written");
+    let logged = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(
+        logged("name=nope.example."),
+        1,
+        "the logged zone's answer: {log}"
+    );
+    assert_eq!(
+        logged("name=www.example."),
+        0,
+        "a closer zone without log: {log}"
+    );
+    assert_eq!(logged("name=other.invalid."), 0, "another zone: {log}");
+    assert_eq!(logged("name=probe.invalid."), 0, "{log}");
 }
 
 /// SIGTERM while queries wait on a slow upstream: the listeners stop, the queries already

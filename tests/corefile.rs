@@ -274,7 +274,19 @@ fn imports_splice_blocks_and_directives_and_errors_name_the_imported_file() {
     let config = Config::from_yaml(&yaml, "translation").expect("a valid config");
     let zones: Vec<String> = config.zones.iter().map(|z| z.name.0.to_dotted()).collect();
     assert!(zones.contains(&"acme.internal.".to_string()), "{zones:?}");
-    assert_eq!(config.log.query_sample, 1, "the imported `log` applies");
+    let root = config
+        .zones
+        .iter()
+        .find(|z| z.name.0.to_dotted() == ".")
+        .expect("the root zone");
+    assert!(root.log, "the imported `log` applies to its block");
+    assert!(
+        !config
+            .zones
+            .iter()
+            .any(|z| z.log && z.name.0.to_dotted() != "."),
+        "and to no other block"
+    );
     assert!(
         yaml.contains("import optional/*.server: no file matches"),
         "a glob with no match is a warning: {yaml}"

@@ -36,6 +36,7 @@
 //! | `zones[].cache.prefetch.percentage` | `10` | refresh when less than this % of the TTL remains (up to 1.5x, random per entry) |
 //! | `zones[].cache.serve_stale.max_age` | `1h` | serve expired entries this long when upstreams fail; 0 off |
 //! | `zones[].cache.serve_stale.client_timeout` | `1800ms` | wait this long for upstreams before answering stale (RFC 8767) |
+//! | `zones[].log` | `false` | log every answered query of this zone (target `query`), as CoreDNS's `log` in the zone's block; `log.query_sample` samples all zones |
 //! | `zones[].autopath` | `false` | answer the search-path walk of pods server-side (needs `kubernetes.enabled`; see [`crate::kube`]) |
 //! | `zones[].pool.*` | see [`pool`] | connections, in-flight queries and the wait queue per upstream |
 //! | `zones[].hosts.*` | none | names answered from hosts-file entries, a file and inline lines (CoreDNS `hosts`): see [`hosts`] |
@@ -412,6 +413,9 @@ pub struct ZoneConfig {
     /// Names answered from hosts-file entries (CoreDNS `hosts`); none by default.
     #[serde(default)]
     pub hosts: Option<hosts::HostsConfig>,
+    /// Log every answered query of this zone (CoreDNS `log` in the zone's block).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub log: bool,
 }
 
 /// How queries reach a zone's upstreams.

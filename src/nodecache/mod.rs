@@ -32,7 +32,7 @@
 //! | `hosts [FILE [ZONES...]] { INLINE...; ttl S; reload D; no_reverse; fallthrough [ZONES...]; fallthrough_unsupported }` | `zones[].hosts`: `file` (default `/etc/hosts`), `entries` (the lines before `fallthrough`), `zones` (ZONES, else the block's zones), `ttl`, `reload`, `no_reverse`, `fallthrough`, `fallthrough_unsupported`; one section shared by the block's zones |
 //! | `health [ADDR]` | `metrics.health_listen` (`/health` and `/ready` there; `:PORT` is `[::]:PORT`, which serves both families as Go's `:PORT` does) |
 //! | `prometheus [ADDR]` | `metrics.listen` (`:PORT` as for `health`); without it `metrics.enabled: false`, as CoreDNS serves no metrics then |
-//! | `log` | `log.query_sample: 1` (every query logged, target `query`) |
+//! | `log` | `zones[].log: true` for the block's zones: every answer of theirs logged, target `query` (our line format; CoreDNS's format arguments are not read) |
 //! | `loop` | `server.loop_check: true` (the default: a start-up probe per zone) |
 //! | `errors` | implied: errors are always logged |
 //! | `reload [INTERVAL [JITTER]]` | always on, with or without the directive: the template (or `-conf`), the kube-dns ConfigMap and the Service variable are read, rendered and translated every 2 s, and a changed translation is applied without dropping a query ([`source`](mod@source)); a broken one is logged and counted (`nodelocaldns_config_reloads_total{result="failure"}`) while the running one keeps serving |

@@ -182,7 +182,6 @@ pub fn translate(
         resolv_conf: None,
         health: None,
         metrics: None,
-        query_log: false,
         warnings,
     };
     for block in &blocks {
@@ -214,7 +213,6 @@ pub fn translate(
         node: Default::default(),
         metrics: metrics_config(t.metrics.as_deref(), t.health.as_deref()),
         log: LogConfig {
-            query_sample: u64::from(t.query_log),
             ..LogConfig::default()
         },
         shutdown: Default::default(),
@@ -255,8 +253,6 @@ struct Translator<'a> {
     resolv_conf: Option<(PathBuf, usize)>,
     health: Option<String>,
     metrics: Option<String>,
-    /// A block had `log`: CoreDNS logs every query there.
-    query_log: bool,
     warnings: Vec<String>,
 }
 
@@ -270,6 +266,8 @@ struct BlockSettings {
     cache: Option<ZoneCacheConfig>,
     /// `hosts`, its ZONES those of the whole block.
     hosts: Option<HostsConfig>,
+    /// `log`: every answer of the block's zones.
+    log: bool,
 }
 
 impl Translator<'_> {
@@ -432,6 +430,7 @@ impl Translator<'_> {
                 ..PoolConfig::default()
             },
             hosts,
+            log: settings.log,
         });
         self.zone_lines.push(name_line);
         Ok(())
@@ -492,6 +491,7 @@ impl Translator<'_> {
             forward: None,
             cache: None,
             hosts: None,
+            log: false,
         };
         for d in &block.directives {
             let line = d.name.line;
@@ -552,8 +552,9 @@ impl Translator<'_> {
                 "errors" => {}
                 // An `import` on a line of its own was spliced in before parsing.
                 "import" => return Err(self.err(line, IMPORT_ALONE)),
-                // Every query, as CoreDNS's `log` does (for all zones: one query log).
-                "log" => self.query_log = true,
+                // Every answer of this block's zones, as CoreDNS's `log` logs its block's. Its
+                // format and class arguments are CoreDNS's own log format: ours has one.
+                "log" => settings.log = true,
                 // Always on: node-cache's inputs are read again every 2 s and a changed
                 // translation applied (`nodecache::source`); a native config file likewise.
                 // CoreDNS's interval and jitter only pace its polling.

@@ -1,54 +1,95 @@
-//! The sampled query log: one answered query in `log.query_sample`, as one line with the
-//! client, the question and the rcode (log target `query`, so a filter can route or silence
-//! it). Off by default; when off, the cost per answer is one branch.
+//! The query log: one answered query in `log.query_sample` for every zone, and every answered
+//! query of the zones with `log: true` (CoreDNS's `log` in a server block logs that block's
+//! zones only), as one line with the client, the question and the rcode (log target `query`,
+//! so a filter can route or silence it). Off by default; when off, the cost per answer is one
+//! branch and one pointer load.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use arc_swap::ArcSwapOption;
 use tracing::info;
 
 use crate::Proto;
-use crate::wire::Rcode;
 use crate::wire::name::read_uncompressed;
+use crate::wire::{Name, Rcode};
 
-/// One answered query in `every` logged; `every` changes with a reloaded config.
+/// Which zones log every answer: a name is logged when the zone that routes it (the longest
+/// that contains it) logs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedZones {
+    /// Every zone with whether it logs, longest first: the first that contains a name is the
+    /// one that routes it.
+    zones: Vec<(Name, bool)>,
+}
+
+impl LoggedZones {
+    /// `None` when no zone logs, so that the log costs nothing more then.
+    pub fn new(zones: impl IntoIterator<Item = (Name, bool)>) -> Option<LoggedZones> {
+        let mut zones: Vec<(Name, bool)> = zones.into_iter().collect();
+        if !zones.iter().any(|(_, logs)| *logs) {
+            return None;
+        }
+        zones.sort_by_key(|(zone, _)| std::cmp::Reverse(zone.label_count()));
+        Some(LoggedZones { zones })
+    }
+
+    /// Whether the zone that routes `name` logs.
+    pub fn logs(&self, name: &Name) -> bool {
+        self.zones
+            .iter()
+            .find(|(zone, _)| name.is_subdomain_of(zone))
+            .is_some_and(|(_, logs)| *logs)
+    }
+}
+
+/// One answered query in `every` logged, and every one of the logged zones; both change with
+/// a reloaded config.
 pub struct QueryLog {
     every: AtomicU64,
     seen: AtomicU64,
+    zones: ArcSwapOption<LoggedZones>,
 }
 
 impl QueryLog {
-    /// Logs one answer in `every`; 0 logs none.
-    pub fn new(every: u64) -> QueryLog {
+    /// Logs one answer in `every` (0 none) and every answer of `zones`.
+    pub fn new(every: u64, zones: Option<LoggedZones>) -> QueryLog {
         QueryLog {
             every: AtomicU64::new(every),
             seen: AtomicU64::new(0),
+            zones: ArcSwapOption::from_pointee(zones),
         }
     }
 
-    /// Logs one answer in `every` from now on; 0 logs none.
-    pub fn set_every(&self, every: u64) {
+    /// From now on, logs one answer in `every` and every answer of `zones`.
+    pub fn set(&self, every: u64, zones: Option<LoggedZones>) {
         self.every.store(every, Ordering::Relaxed);
+        self.zones.store(zones.map(std::sync::Arc::new));
     }
 
-    /// Logs `answer` (the bytes sent to `client`) when it is the one in `every`.
+    /// Logs `answer` (the bytes sent to `client`) when it is the one in `every`, or its zone
+    /// logs.
     #[inline]
     pub fn answered(&self, client: SocketAddr, proto: Proto, answer: &[u8]) {
         let every = self.every.load(Ordering::Relaxed);
-        if every == 0
-            || !self
+        if every != 0
+            && self
                 .seen
                 .fetch_add(1, Ordering::Relaxed)
                 .is_multiple_of(every)
         {
+            log(client, proto, answer, None);
             return;
         }
-        log(client, proto, answer);
+        if let Some(zones) = self.zones.load().as_deref() {
+            log(client, proto, answer, Some(zones));
+        }
     }
 }
 
+/// Logs `answer`; with `only`, when the zone of its question logs.
 #[cold]
-fn log(client: SocketAddr, proto: Proto, answer: &[u8]) {
+fn log(client: SocketAddr, proto: Proto, answer: &[u8], only: Option<&LoggedZones>) {
     let proto = match proto {
         Proto::Udp => "udp",
         Proto::Tcp => "tcp",
@@ -57,12 +98,42 @@ fn log(client: SocketAddr, proto: Proto, answer: &[u8]) {
     let code = Rcode(answer.get(3).map_or(0, |flags| u16::from(flags & 0x0f)));
     let question = read_uncompressed(answer, 12).ok().and_then(|(name, end)| {
         let qtype = answer.get(end..end + 2)?;
-        Some((name.to_dotted(), u16::from_be_bytes([qtype[0], qtype[1]])))
+        Some((name, u16::from_be_bytes([qtype[0], qtype[1]])))
     });
+    if let Some(zones) = only
+        && !question.as_ref().is_some_and(|(name, _)| zones.logs(name))
+    {
+        return;
+    }
+    let question = question.map(|(name, qtype)| (name.to_dotted(), qtype));
     let (name, qtype) = question.unwrap_or_else(|| ("-".into(), 0));
     info!(
         target: "query",
         %client, proto, %name, qtype, rcode = code.name(), bytes = answer.len(),
         "query"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_zone_that_routes_a_name_decides_whether_it_is_logged() {
+        let name = |text: &str| Name::from_dotted(text).expect("a name");
+        assert!(LoggedZones::new([(name("."), false), (name("example"), false)]).is_none());
+        let zones = LoggedZones::new([
+            (name("."), false),
+            (name("example"), true),
+            (name("www.example"), false),
+        ])
+        .expect("one zone logs");
+        assert!(zones.logs(&name("nope.example")));
+        assert!(zones.logs(&name("EXAMPLE")));
+        assert!(
+            !zones.logs(&name("a.www.example")),
+            "the closer zone decides"
+        );
+        assert!(!zones.logs(&name("other.invalid")));
+    }
 }

@@ -1,7 +1,7 @@
 //! What became of the answers a listener sends: the sends that failed
 //! (`nodelocaldns_dropped_total{reason="send_error"}`), the TCP clients turned away by
 //! `server.max_tcp_connections` (`nodelocaldns_rejected_total{reason="tcp_connections"}`), and
-//! the sampled query log (`log.query_sample`). The listener owns these, not the responder:
+//! the query log (`log.query_sample`, `zones[].log`). The listener owns these, not the responder:
 //! they are about sockets, and the responder never sees one.
 
 use std::net::SocketAddr;
@@ -9,8 +9,9 @@ use std::net::SocketAddr;
 use prometheus::IntCounter;
 
 use crate::Proto;
+use crate::config::Config;
 use crate::observe::Metrics;
-use crate::observe::querylog::QueryLog;
+use crate::observe::querylog::{LoggedZones, QueryLog};
 
 /// The counters and the query log of one server's listeners.
 pub(crate) struct Delivery {
@@ -21,12 +22,12 @@ pub(crate) struct Delivery {
 
 impl Delivery {
     /// Resolves the counters once (a flood must not cost a label lookup per packet) and logs
-    /// one answer in `query_sample`.
-    pub(crate) fn new(metrics: &Metrics, query_sample: u64) -> Delivery {
+    /// as `config` says (`log.query_sample`, `zones[].log`).
+    pub(crate) fn new(metrics: &Metrics, config: &Config) -> Delivery {
         Delivery {
             send_error: metrics.dropped.with_label_values(&["send_error"]),
             rejected_connection: metrics.rejected.with_label_values(&["tcp_connections"]),
-            query_log: QueryLog::new(query_sample),
+            query_log: QueryLog::new(config.log.query_sample, logged_zones(config)),
         }
     }
 
@@ -46,8 +47,13 @@ impl Delivery {
         self.rejected_connection.inc();
     }
 
-    /// A reloaded config's `log.query_sample`.
-    pub(crate) fn set_query_sample(&self, every: u64) {
-        self.query_log.set_every(every);
+    /// A reloaded config's `log.query_sample` and `zones[].log`.
+    pub(crate) fn set_query_log(&self, config: &Config) {
+        self.query_log
+            .set(config.log.query_sample, logged_zones(config));
     }
+}
+
+fn logged_zones(config: &Config) -> Option<LoggedZones> {
+    LoggedZones::new(config.zones.iter().map(|z| (z.name.0, z.log)))
 }

@@ -106,10 +106,7 @@ impl Server {
     /// Binds every listen address and starts serving with whatever `responder` holds; a
     /// reload ([`Server::watch_config`]) swaps it there, for every holder of it.
     pub fn start_with(config: &Config, responder: Current) -> Result<Server, BindError> {
-        let delivery = Arc::new(Delivery::new(
-            responder.load().metrics(),
-            config.log.query_sample,
-        ));
+        let delivery = Arc::new(Delivery::new(responder.load().metrics(), config));
         let workers = config.worker_count();
         let lifecycle = Lifecycle {
             cancel: CancellationToken::new(),

@@ -74,7 +74,7 @@ pub(super) async fn watch(
                 }
                 let next = current.load().reloaded(&config);
                 current.store(Arc::new(next));
-                delivery.set_query_sample(config.log.query_sample);
+                delivery.set_query_log(&config);
                 reloads("success");
                 info!(%path, zones = config.zones.len(), "config reloaded");
                 running = config;

@@ -343,7 +343,8 @@ mod tests {
             .unwrap();
         let to = client.local_addr().unwrap();
         let gathered = Arc::new(Gathered::new());
-        let delivery = Arc::new(Delivery::new(&Metrics::new(), 0));
+        let config = crate::config::Config::embedded_default().expect("the embedded config");
+        let delivery = Arc::new(Delivery::new(&Metrics::new(), &config));
 
         let tasks: Vec<_> = [b"first".to_vec(), b"second".to_vec()]
             .into_iter()
