@@ -27,7 +27,7 @@
 //! | `  max_concurrent N` | `server.max_inflight` (smallest over blocks; over the limit we answer SERVFAIL where CoreDNS answers REFUSED) |
 //! | `  expire D` | `pool.idle_timeout` (closed exactly then, where CoreDNS sweeps every D) |
 //! | `cache [TTL]` | `cache.success_ttl` = `cache.denial_ttl` = TTL (CoreDNS: 3600s / 1800s without TTL) |
-//! | `cache { success N [TTL [MINTTL]]; denial N [TTL [MINTTL]]; prefetch N [D] [P%]; serve_stale [D [MODE]]; servfail D }` | `success_ttl`, `denial_ttl`, `min_ttl`, `prefetch`, `serve_stale.max_age`, `servfail_ttl`; capacities add up into `cache.capacity` |
+//! | `cache { success N [TTL [MINTTL]]; denial N [TTL [MINTTL]]; prefetch N [D] [P%]; serve_stale [D [MODE]]; servfail D }` | `success_ttl`, `denial_ttl`, `min_ttl`, `prefetch`, `serve_stale.max_age` (and `client_timeout`: `0s` for CoreDNS's `immediate`, its default; the query's 5 s deadline for `verify`), `servfail_ttl`; capacities add up into `cache.capacity` |
 //! | no `cache` | `zones[].cache.enabled: false` |
 //! | `hosts [FILE [ZONES...]] { INLINE...; ttl S; reload D; no_reverse; fallthrough [ZONES...]; fallthrough_unsupported }` | `zones[].hosts`: `file` (default `/etc/hosts`), `entries` (the lines before `fallthrough`), `zones` (ZONES, else the block's zones), `ttl`, `reload`, `no_reverse`, `fallthrough`, `fallthrough_unsupported`; one section shared by the block's zones |
 //! | `health [ADDR]` | `metrics.health_listen` (`/health` and `/ready` there; `:PORT` is `[::]:PORT`, which serves both families as Go's `:PORT` does) |

@@ -739,6 +739,24 @@ mod tests {
     }
 
     #[test]
+    fn serve_stale_modes_wait_for_upstreams_or_not_as_coredns_does() {
+        let stale = |options: &str| {
+            let t = translate_text(&format!(
+                ".:53 {{\n    forward . 10.0.0.10\n    cache 30 {{\n        serve_stale {options}\n    }}\n}}\n"
+            ))
+            .unwrap();
+            t.config.zones[0].cache.serve_stale.clone()
+        };
+        let immediate = stale("");
+        assert_eq!(immediate.max_age, Duration::from_secs(3600));
+        assert_eq!(immediate.client_timeout, Duration::ZERO, "stale at once");
+        assert_eq!(stale("10m immediate").client_timeout, Duration::ZERO);
+        let verify = stale("10m verify");
+        assert_eq!(verify.max_age, Duration::from_secs(600));
+        assert_eq!(verify.client_timeout, FORWARD_DEADLINE, "upstreams first");
+    }
+
+    #[test]
     fn plain_cache_caps_both_ttls_like_coredns() {
         let t = translate_text(".:5353 {\n  bind 127.0.0.1\n  cache 30\n  forward . 10.0.0.1\n}\n")
             .unwrap();

@@ -85,15 +85,19 @@ impl Translator<'_> {
                     Some(d) => self.duration(d)?,
                     None => Duration::from_secs(3600),
                 };
-                match args.get(1).map(|t| t.text.as_str()) {
-                    None | Some("immediate") | Some("verify") => {}
+                // CoreDNS's modes: `immediate` (its default) answers stale at once and
+                // refreshes behind the answer; `verify` asks the upstreams first and answers
+                // stale only when they fail, within the query's deadline.
+                cache.serve_stale.client_timeout = match args.get(1).map(|t| t.text.as_str()) {
+                    None | Some("immediate") => Duration::ZERO,
+                    Some("verify") => super::FORWARD_DEADLINE,
                     Some(other) => {
                         return Err(self.err(
                             name.line,
                             format!("serve_stale mode {other:?}: want immediate or verify"),
                         ));
                     }
-                }
+                };
             }
             "servfail" => {
                 let [dur] = args else {
