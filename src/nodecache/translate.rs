@@ -354,6 +354,7 @@ impl Translator<'_> {
                 ..PoolConfig::default()
             },
             hosts,
+            tls: forward.tls.clone(),
         });
         self.zone_lines.push(name_line);
         Ok(())
