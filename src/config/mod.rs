@@ -18,7 +18,7 @@
 //! | `server.loop_check` | `true` | at start, send each zone a probe through our own listener; a zone whose upstreams send it back is answered REFUSED and logged |
 //! | `server.nsid` | none | the name server identifier (RFC 5001, 1-253 bytes) returned to queries that carry an NSID option, e.g. `${NODE_NAME}` |
 //! | `zones[].name` | required | zone routed; longest suffix wins, `.` is the default route |
-//! | `zones[].upstreams` | required | `IP`, `IP:PORT`, `[IPv6]:PORT`, or `resolv.conf` |
+//! | `zones[].upstreams` | required | `IP`, `IP:PORT`, `[IPv6]:PORT`, or `resolv.conf`; without a port, 53 (853 with `transport: tls`) |
 //! | `zones[].transport` | `udp` | `udp`, `tcp`, `prefer_udp` or `tls` (see [`Transport`]) |
 //! | `zones[].policy` | `random` | `random`, `round_robin` or `sequential` |
 //! | `zones[].timeout` | `2s` | wait for one upstream's answer |
