@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Forwarder, addresses, ask_all, eventually, query, udp_query};
+use common::{
+    Forwarder, addresses, answered_with, ask_all, eventually, query, udp_query, upstream_metric,
+};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
@@ -200,11 +202,9 @@ async fn forwarder(
     .await
 }
 
-fn metric(forwarder: &Forwarder, name: &str, upstream: SocketAddr, extra: &[(&str, &str)]) -> f64 {
-    let label = upstream.to_string();
-    let mut labels = vec![("upstream", label.as_str())];
-    labels.extend_from_slice(extra);
-    forwarder.scrape().value(name, &labels)
+/// The TLS connections opened to `upstream`.
+fn connects(forwarder: &Forwarder, upstream: SocketAddr) -> f64 {
+    upstream_metric(forwarder, "nodelocaldns_pool_connects_total", upstream, &[])
 }
 
 async fn ask(forwarder: &Forwarder, name: &str) -> (ResponseCode, Vec<Ipv4Addr>) {
@@ -227,7 +227,7 @@ async fn answers_come_over_tls_and_a_reconnect_resumes() {
         (ResponseCode::NoError, vec![ANSWER])
     );
     let handshakes = |kind| {
-        metric(
+        upstream_metric(
             &forwarder,
             "nodelocaldns_pool_tls_handshakes_total",
             unbound.addr,
@@ -238,7 +238,7 @@ async fn answers_come_over_tls_and_a_reconnect_resumes() {
 
     let idle = [("reason", "idle")];
     assert!(
-        eventually(|| metric(
+        eventually(|| upstream_metric(
             &forwarder,
             "nodelocaldns_pool_closed_total",
             unbound.addr,
@@ -256,15 +256,7 @@ async fn answers_come_over_tls_and_a_reconnect_resumes() {
         (1.0, 1.0),
         "the second connection resumed the first one's session"
     );
-    assert_eq!(
-        metric(
-            &forwarder,
-            "nodelocaldns_pool_connects_total",
-            unbound.addr,
-            &[]
-        ),
-        2.0
-    );
+    assert_eq!(connects(&forwarder, unbound.addr), 2.0);
 }
 
 /// A certificate that does not carry the configured name is refused: no answer from that
@@ -279,14 +271,14 @@ async fn a_certificate_for_another_name_is_refused() {
         ask(&forwarder, "www.example.").await,
         (ResponseCode::ServFail, vec![])
     );
-    let failures = metric(
+    let failures = upstream_metric(
         &forwarder,
         "nodelocaldns_pool_tls_handshake_failures_total",
         unbound.addr,
         &[],
     );
     assert!(failures >= 1.0, "{failures} failed handshakes counted");
-    let done = metric(
+    let done = upstream_metric(
         &forwarder,
         "nodelocaldns_pool_tls_handshakes_total",
         unbound.addr,
@@ -311,22 +303,9 @@ async fn one_connection_carries_many_queries_at_once() {
 
     let answers = ask_all(forwarder.addr, 200, "many").await;
 
-    let answered = answers
-        .iter()
-        .filter(|(m, _)| {
-            m.metadata.response_code == ResponseCode::NoError && addresses(m) == vec![ANSWER]
-        })
-        .count();
+    let answered = answered_with(&answers, ANSWER);
     assert_eq!(answered, 200, "every query answered over TLS");
-    assert_eq!(
-        metric(
-            &forwarder,
-            "nodelocaldns_pool_connects_total",
-            unbound.addr,
-            &[]
-        ),
-        1.0
-    );
+    assert_eq!(connects(&forwarder, unbound.addr), 1.0);
 }
 
 /// The first upstream goes away with a connection open: the next question finds the
@@ -363,12 +342,5 @@ async fn an_upstream_that_goes_away_is_failed_over_and_reconnected() {
         ask(&forwarder, "back.example.").await,
         (ResponseCode::NoError, vec![ANSWER])
     );
-    assert!(
-        metric(
-            &forwarder,
-            "nodelocaldns_pool_connects_total",
-            first.addr,
-            &[]
-        ) >= 2.0
-    );
+    assert!(connects(&forwarder, first.addr) >= 2.0);
 }
