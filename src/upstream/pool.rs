@@ -89,19 +89,22 @@ impl Pools {
     pub fn get(&mut self, addr: SocketAddr, zone: &ZoneConfig, metrics: &Metrics) -> Arc<Pool> {
         let config = &zone.pool;
         let over_tls = zone.transport == Transport::Tls;
+        // A tls zone's pool is a TLS one even without its section loaded: it then fails its
+        // connects rather than sending in the clear.
+        let settings = over_tls.then(|| zone.tls.clone().unwrap_or_default());
         let pool = self.by_addr.entry((addr, over_tls)).or_insert_with(|| {
-            let tls = zone.tls.as_ref().filter(|_| over_tls).map(|settings| Tls {
-                settings: settings.clone(),
+            let tls = settings.clone().map(|settings| Tls {
                 connector: settings
                     .client
                     .as_ref()
                     .map(|client| TlsConnector::from(client.config.clone())),
                 server_name: settings.server_name(addr.ip()),
+                settings,
             });
             Arc::new(Pool::new(addr, config.clone(), tls, metrics, &self.tasks))
         });
-        let settings = pool.tls.as_ref().map(|tls| &tls.settings);
-        if pool.config != *config || settings != zone.tls.as_ref().filter(|_| over_tls) {
+        if pool.config != *config || pool.tls.as_ref().map(|tls| &tls.settings) != settings.as_ref()
+        {
             tracing::warn!(
                 upstream = %addr,
                 "zones that forward to this upstream have different pool settings; the first zone's apply to all"
@@ -476,9 +479,10 @@ impl Pool {
     pub fn describe(&self) -> String {
         let admission = self.admission.report(HEAVIEST_SHOWN);
         let mut out = format!(
-            "upstream {}: {} of {} slots in use (limit now {}), {} waiting (queue capacity {}, \
+            "upstream {}{}: {} of {} slots in use (limit now {}), {} waiting (queue capacity {}, \
              {} per client)\n",
             self.addr,
+            if self.is_tls() { " over TLS" } else { "" },
             admission.inflight,
             self.config.slots(),
             admission.limit,
