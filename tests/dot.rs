@@ -344,3 +344,39 @@ async fn an_upstream_that_goes_away_is_failed_over_and_reconnected() {
     );
     assert!(connects(&forwarder, first.addr) >= 2.0);
 }
+
+/// CoreDNS's DoT forms in a Corefile (`tls://IP%NAME:PORT` and `tls CA`) translate to a zone
+/// that asks over TLS and gets the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corefile_forward_to_tls_is_answered_over_tls() {
+    use nodelocal_dns::nodecache::translate::{TranslateOptions, translate};
+
+    let pki = Pki::new();
+    let unbound = Unbound::start(&pki, ANSWER);
+    let corefile = format!(
+        "example:53 {{\n  bind 127.0.0.1\n  forward . tls://127.0.0.1%{SERVER_NAME}:{port} {{\n    tls {ca}\n  }}\n}}\n",
+        port = unbound.addr.port(),
+        ca = pki.path("ca.pem").display(),
+    );
+    let translation =
+        translate(&corefile, "Corefile", &TranslateOptions::default()).expect("translates");
+    // Served on a port of its own rather than the Corefile's 53.
+    let yaml = translation
+        .config
+        .to_yaml()
+        .replace("127.0.0.1:53", "127.0.0.1:0");
+    let forwarder = Forwarder::start(&yaml).await;
+
+    assert_eq!(
+        ask(&forwarder, "www.example.").await,
+        (ResponseCode::NoError, vec![ANSWER])
+    );
+    let full = [("kind", "full")];
+    let handshakes = upstream_metric(
+        &forwarder,
+        "nodelocaldns_pool_tls_handshakes_total",
+        unbound.addr,
+        &full,
+    );
+    assert_eq!(handshakes, 1.0);
+}
