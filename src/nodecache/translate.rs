@@ -693,7 +693,7 @@ mod tests {
             ),
             (
                 ".:53 {\n  forward . tls://9.9.9.9 {\n    tls /nonexistent/ca.pem\n  }\n}\n",
-                "Corefile",
+                "Corefile:3: forward tls: /nonexistent/ca.pem: ",
             ),
         ];
         for (text, want) in errors {

@@ -73,7 +73,7 @@ impl Translator<'_> {
         }
         if kinds.tls > 0 {
             forward.transport = Transport::Tls;
-            forward.tls = Some(self.tls_config(tls, &kinds.server_names)?);
+            forward.tls = Some(self.tls_config(line, tls, &kinds.server_names)?);
         } else if let Some(line) = tls.line {
             self.warn(line, "tls and tls_servername ignored: no tls:// upstream");
         }
@@ -83,6 +83,7 @@ impl Translator<'_> {
     /// The zone's `tls:` section from the block's `tls`, `tls_servername` and `%NAME`s.
     fn tls_config(
         &self,
+        forward_line: usize,
         options: TlsOptions,
         server_names: &[(String, usize)],
     ) -> Result<TlsConfig, CorefileError> {
@@ -111,13 +112,23 @@ impl Translator<'_> {
             }
         }
         let [cert_file, key_file, ca_file] = options.files;
-        Ok(TlsConfig {
+        let config = TlsConfig {
             server_name: server_name.map(|(name, _)| name),
             ca_file,
             cert_file,
             key_file,
             client: None,
-        })
+        };
+        // Read here too, so that an unreadable file or a bad name is reported at the Corefile
+        // line that names it rather than at the native config's; the config built from the
+        // translation reads them again.
+        config.clone().load().map_err(|(_, message)| {
+            self.err(
+                options.line.unwrap_or(forward_line),
+                format!("forward tls: {message}"),
+            )
+        })?;
+        Ok(config)
     }
 
     /// One TO word: an address, or the one resolv.conf file the config may name.
