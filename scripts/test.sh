@@ -17,6 +17,9 @@ need nft nftables
 need conntrack conntrack
 need dnsmasq dnsmasq-base
 need python3 python3
+# tests/dot.rs: unbound as the DNS-over-TLS upstream, and openssl for its test CA and certificate.
+need unbound unbound
+need openssl openssl
 # tests/resolvers.rs: real stub resolvers in pod namespaces, built at run time: glibc's (cc),
 # musl's (musl-gcc) and Go's pure resolver (go).
 need cc gcc

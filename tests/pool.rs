@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use common::serial_tcp::{SerialTcp, SerialTcpOptions};
 use common::{
-    Authority, Forwarder, Scripted, WILDCARD_ZONE, a_with, addresses, ask_all, eventually, query,
-    reply, udp_query,
+    Authority, Forwarder, Scripted, WILDCARD_ZONE, a_with, addresses, answered_with, ask_all,
+    eventually, query, reply, udp_query, upstream_metric,
 };
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
@@ -35,18 +35,6 @@ async fn behind_serial_tcp(
     (upstream, forwarder, authority)
 }
 
-fn pool_metric(
-    forwarder: &Forwarder,
-    name: &str,
-    upstream: SocketAddr,
-    extra: &[(&str, &str)],
-) -> f64 {
-    let label = upstream.to_string();
-    let mut labels = vec![("upstream", label.as_str())];
-    labels.extend_from_slice(extra);
-    forwarder.scrape().value(name, &labels)
-}
-
 /// 1000 concurrent misses through a pool of 4: never more than 4 connections at the upstream,
 /// and every query answered with the upstream's data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,13 +50,7 @@ async fn a_thousand_concurrent_queries_use_at_most_max_connections() {
 
     let answers = ask_all(forwarder.addr, 1000, "miss").await;
 
-    let answered = answers
-        .iter()
-        .filter(|(m, _)| {
-            m.metadata.response_code == ResponseCode::NoError
-                && addresses(m) == vec![Ipv4Addr::new(192, 0, 2, 7)]
-        })
-        .count();
+    let answered = answered_with(&answers, Ipv4Addr::new(192, 0, 2, 7));
     assert_eq!(answered, 1000, "every query gets the upstream's answer");
     assert!(upstream.peak() >= 1);
     assert!(
@@ -81,7 +63,7 @@ async fn a_thousand_concurrent_queries_use_at_most_max_connections() {
         1000,
         "one upstream query per client query"
     );
-    let connects = pool_metric(
+    let connects = upstream_metric(
         &forwarder,
         "nodelocaldns_pool_connects_total",
         upstream.addr,
@@ -125,7 +107,7 @@ async fn a_full_queue_answers_servfail_at_once_and_counts_why() {
         "rejections are answered without waiting for the upstream"
     );
     let rejects = |reason| {
-        pool_metric(
+        upstream_metric(
             &forwarder,
             "nodelocaldns_queue_rejected_total",
             upstream.addr,
@@ -148,7 +130,7 @@ async fn a_full_queue_answers_servfail_at_once_and_counts_why() {
         "a busy upstream is not a failing one"
     );
     assert_eq!(
-        pool_metric(&forwarder, "nodelocaldns_queue_depth", upstream.addr, &[]),
+        upstream_metric(&forwarder, "nodelocaldns_queue_depth", upstream.addr, &[]),
         0.0
     );
 }
@@ -266,7 +248,7 @@ async fn a_connection_silent_for_a_whole_timeout_is_replaced() {
     let unresponsive = [("reason", "unresponsive")];
     let closed = "nodelocaldns_pool_closed_total";
     assert_eq!(
-        pool_metric(&forwarder, closed, upstream.addr, &unresponsive),
+        upstream_metric(&forwarder, closed, upstream.addr, &unresponsive),
         1.0
     );
     assert_eq!(
@@ -300,7 +282,7 @@ async fn queries_on_a_connection_the_server_closes_are_retried() {
     );
     assert!(upstream.accepted() >= 10, "30 queries, 3 per connection");
     assert!(
-        pool_metric(
+        upstream_metric(
             &forwarder,
             "nodelocaldns_upstream_retries_total",
             upstream.addr,
@@ -308,7 +290,7 @@ async fn queries_on_a_connection_the_server_closes_are_retried() {
         ) >= 1.0
     );
     assert!(
-        pool_metric(
+        upstream_metric(
             &forwarder,
             "nodelocaldns_pool_closed_total",
             upstream.addr,
@@ -331,7 +313,7 @@ async fn idle_connections_are_reused_then_closed() {
     let (upstream, forwarder, _authority) =
         behind_serial_tcp(SerialTcpOptions::default(), "idle_timeout: 1s\n", "").await;
     let connects = || {
-        pool_metric(
+        upstream_metric(
             &forwarder,
             "nodelocaldns_pool_connects_total",
             upstream.addr,
@@ -360,7 +342,7 @@ async fn idle_connections_are_reused_then_closed() {
     );
     assert_eq!(open(), 0.0);
     assert_eq!(
-        pool_metric(
+        upstream_metric(
             &forwarder,
             "nodelocaldns_pool_closed_total",
             upstream.addr,
@@ -392,7 +374,7 @@ async fn connections_are_recycled_by_query_count_and_age() {
     )
     .await;
     let closed = |reason| {
-        pool_metric(
+        upstream_metric(
             &forwarder,
             "nodelocaldns_pool_closed_total",
             upstream.addr,
@@ -455,7 +437,7 @@ async fn udp_upstreams_share_the_same_bound() {
         "the rejected query never reached the upstream"
     );
     assert_eq!(
-        pool_metric(
+        upstream_metric(
             &forwarder,
             "nodelocaldns_queue_rejected_total",
             slow.addr,
@@ -523,7 +505,7 @@ async fn a_replaced_connection_counts_until_its_socket_is_closed() {
     }
     sampling.store(false, std::sync::atomic::Ordering::Relaxed);
     let (peak, samples) = sampler.join().expect("sampler");
-    let closed = pool_metric(
+    let closed = upstream_metric(
         &forwarder,
         "nodelocaldns_pool_closed_total",
         upstream.addr,

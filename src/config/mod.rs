@@ -18,8 +18,8 @@
 //! | `server.loop_check` | `true` | at start, send each zone a probe through our own listener; a zone whose upstreams send it back is answered REFUSED and logged |
 //! | `server.nsid` | none | the name server identifier (RFC 5001, 1-253 bytes) returned to queries that carry an NSID option, e.g. `${NODE_NAME}` |
 //! | `zones[].name` | required | zone routed; longest suffix wins, `.` is the default route |
-//! | `zones[].upstreams` | required | `IP`, `IP:PORT`, `[IPv6]:PORT`, or `resolv.conf` |
-//! | `zones[].transport` | `udp` | `udp`, `tcp` or `prefer_udp` (see [`Transport`]) |
+//! | `zones[].upstreams` | required | `IP`, `IP:PORT`, `[IPv6]:PORT`, or `resolv.conf`; without a port, 53 (853 with `transport: tls`) |
+//! | `zones[].transport` | `udp` | `udp`, `tcp`, `prefer_udp` or `tls` (see [`Transport`]) |
 //! | `zones[].policy` | `random` | `random`, `round_robin` or `sequential` |
 //! | `zones[].timeout` | `2s` | wait for one upstream's answer |
 //! | `zones[].deadline` | `5s` | the whole query, across failovers |
@@ -39,6 +39,7 @@
 //! | `zones[].log` | `false` | log every answered query of this zone (target `query`), as CoreDNS's `log` in the zone's block; `log.query_sample` samples all zones |
 //! | `zones[].autopath` | `false` | answer the search-path walk of pods server-side (needs `kubernetes.enabled`; see [`crate::kube`]) |
 //! | `zones[].pool.*` | see [`pool`] | connections, in-flight queries and the wait queue per upstream |
+//! | `zones[].tls.*` | none | with `transport: tls`: the upstreams' certificate name, CAs and a client certificate: see [`tls`] |
 //! | `zones[].hosts.*` | none | names answered from hosts-file entries, a file and inline lines (CoreDNS `hosts`): see [`hosts`] |
 //! | `kubernetes.enabled` | `false` | watch this node's pods (for autopath) |
 //! | `kubernetes.node_name` | `$NODE_NAME` | the node whose pods are watched (`spec.nodeName`) |
@@ -66,6 +67,7 @@ pub mod node;
 pub mod pool;
 pub mod resolv;
 pub mod source;
+pub mod tls;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -416,6 +418,10 @@ pub struct ZoneConfig {
     /// Log every answered query of this zone (CoreDNS `log` in the zone's block).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub log: bool,
+    /// With `transport: tls`: how the upstreams' certificates are checked (the system's roots
+    /// and the upstream's IP when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<tls::TlsConfig>,
 }
 
 /// How queries reach a zone's upstreams.
@@ -431,6 +437,19 @@ pub enum Transport {
     /// Always UDP first, whatever the client used; truncated answers are retried over TCP
     /// (CoreDNS `prefer_udp`).
     PreferUdp,
+    /// DNS over TLS (RFC 7858; CoreDNS `tls://`), always, over the pooled connections:
+    /// upstream port 853 unless named.
+    Tls,
+}
+
+impl Transport {
+    /// The upstream port when none is written.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Transport::Tls => 853,
+            Transport::Udp | Transport::Tcp | Transport::PreferUdp => 53,
+        }
+    }
 }
 
 /// The order in which a zone's upstreams are tried.
@@ -481,7 +500,9 @@ impl UpstreamAddr {
             return Some(UpstreamAddr::Addr(addr));
         }
         let ip: IpAddr = text.parse().ok()?;
-        Some(UpstreamAddr::Addr(SocketAddr::new(ip, 53)))
+        // The port follows the zone's transport (53, or 853 for TLS): set by
+        // `Config::default_ports` once the zone is read. No upstream listens on port 0.
+        Some(UpstreamAddr::Addr(SocketAddr::new(ip, 0)))
     }
 }
 
@@ -596,6 +617,7 @@ impl Config {
                 message,
             }
         })?;
+        config.default_ports();
         let invalid = |field: String, message: String| {
             let line = locate_line(text, &field);
             ConfigError::Invalid {
@@ -606,6 +628,7 @@ impl Config {
             }
         };
         config.validate().map_err(|(f, m)| invalid(f, m))?;
+        config.load_tls().map_err(|(f, m)| invalid(f, m))?;
         config
             .expand_resolv_conf()
             .map_err(|(f, m)| invalid(f, m))?;
@@ -785,6 +808,42 @@ impl Config {
         }
     }
 
+    /// Builds the TLS client of each `transport: tls` zone, reading its files; a `tls:`
+    /// section elsewhere would be silently unused, so it is an error.
+    fn load_tls(&mut self) -> Result<(), (String, String)> {
+        for (i, zone) in self.zones.iter_mut().enumerate() {
+            if zone.transport != Transport::Tls {
+                if zone.tls.is_some() {
+                    return Err((
+                        format!("zones[{i}].tls"),
+                        "only read with transport: tls".into(),
+                    ));
+                }
+                continue;
+            }
+            zone.tls
+                .get_or_insert_default()
+                .load()
+                .map_err(|(key, message)| (format!("zones[{i}].tls.{key}"), message))?;
+        }
+        Ok(())
+    }
+
+    /// Gives upstreams written without a port their transport's: 853 for DNS over TLS
+    /// (RFC 7858), else 53.
+    fn default_ports(&mut self) {
+        for zone in &mut self.zones {
+            let port = zone.transport.default_port();
+            for upstream in &mut zone.upstreams {
+                if let UpstreamAddr::Addr(addr) = upstream
+                    && addr.port() == 0
+                {
+                    addr.set_port(port);
+                }
+            }
+        }
+    }
+
     /// Reads the search domains of `resolv_conf` when a zone has autopath.
     fn read_host_search(&mut self) -> Result<(), (String, String)> {
         if !self.zones.iter().any(|z| z.autopath) {
@@ -836,13 +895,14 @@ impl Config {
             return Err((field, format!("{} names no nameserver", path.display())));
         }
         for zone in &mut self.zones {
+            let port = zone.transport.default_port();
             let mut expanded = Vec::with_capacity(zone.upstreams.len());
             for upstream in zone.upstreams.drain(..) {
                 match upstream {
                     UpstreamAddr::ResolvConf => expanded.extend(
                         conf.nameservers
                             .iter()
-                            .map(|ip| UpstreamAddr::Addr(SocketAddr::new(*ip, 53))),
+                            .map(|ip| UpstreamAddr::Addr(SocketAddr::new(*ip, port))),
                     ),
                     addr => expanded.push(addr),
                 }
@@ -953,6 +1013,65 @@ fn locate_line(text: &str, path: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_zones_default_to_port_853_and_check_their_files() {
+        let zone = "listen: [\"127.0.0.1:53\"]\nzones:\n  - name: .\n    upstreams: [\"9.9.9.9\", \"9.9.9.10:8853\"]\n    transport: tls\n";
+        let tls = |extra: &str| Config::from_yaml(&format!("{zone}{extra}"), "test.yaml");
+        let config = tls(
+            "    tls:\n      server_name: dns.quad9.net\n      ca_file: /etc/ssl/certs/ca-certificates.crt\n",
+        );
+        // The system store may be absent where this runs; the CA file then names it.
+        if let Ok(config) = config {
+            let addrs: Vec<String> = config.zones[0]
+                .upstream_addrs()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            assert_eq!(addrs, ["9.9.9.9:853", "9.9.9.10:8853"]);
+            assert!(
+                config.zones[0]
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| t.client.is_some())
+            );
+        }
+        let errors = [
+            (
+                "    tls:\n      ca_file: /nonexistent/ca.pem\n",
+                "test.yaml:7: zones[0].tls.ca_file: /nonexistent/ca.pem",
+            ),
+            (
+                "    tls:\n      cert_file: /nonexistent/c.pem\n",
+                "test.yaml:7: zones[0].tls.cert_file: needs key_file too",
+            ),
+            (
+                "    tls:\n      server_name: \"not a name\"\n",
+                "test.yaml:7: zones[0].tls.server_name",
+            ),
+        ];
+        for (extra, want) in errors {
+            let err = tls(extra).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{err}");
+        }
+        let plain = "listen: [\"127.0.0.1:53\"]\nzones:\n  - name: .\n    upstreams: [\"9.9.9.9\"]\n    tls:\n      server_name: dns.quad9.net\n";
+        let err = Config::from_yaml(plain, "test.yaml")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "test.yaml:5: zones[0].tls: only read with transport: tls"
+        );
+        let plain = Config::from_yaml(
+            &plain.replace("    tls:\n      server_name: dns.quad9.net\n", ""),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            plain.zones[0].upstream_addrs(),
+            ["9.9.9.9:53".parse().unwrap()]
+        );
+    }
 
     fn error_of(yaml: &str) -> String {
         Config::from_yaml(yaml, "test.yaml")

@@ -20,12 +20,14 @@
 //! |---|---|
 //! | `ZONE[:PORT] [ZONE...] {` | one native zone per name; listen on every `bind` IP at each zone's PORT (default `-dns.port`, 53); without `bind`, on `0.0.0.0` (IPv4 only, where CoreDNS takes both families: an IPv6 cluster binds its address) |
 //! | `bind IP...` | `listen` (the union over blocks: every zone is answered on every listen address) |
-//! | `forward FROM TO... { ... }` | `zones[].upstreams`; FROM must be `.` or the block's zone; TO is `IP`, `IP:PORT`, `[IPv6]:PORT`, `dns://...` or a resolv.conf path; a TO this server binds is accepted with a warning (IPVS may take it elsewhere; the start-up loop probe checks), on loopback it is a loop |
+//! | `forward FROM TO... { ... }` | `zones[].upstreams`; FROM must be `.` or the block's zone; TO is `IP`, `IP:PORT`, `[IPv6]:PORT`, `dns://...` or a resolv.conf path; `tls://IP[%NAME][:PORT]` (all TOs alike) makes `transport: tls`, port 853 by default, `%NAME` the `tls.server_name`; a TO this server binds is accepted with a warning (IPVS may take it elsewhere; the start-up loop probe checks), on loopback it is a loop |
 //! | `  force_tcp` / `prefer_udp` | `transport: tcp` / `prefer_udp` (else `udp`) |
 //! | `  policy random\|round_robin\|sequential` | `policy` |
 //! | `  health_check D`, `max_fails N` | `health_check`, `max_fails` (CoreDNS defaults 500ms and 2) |
 //! | `  max_concurrent N` | `server.max_inflight` (smallest over blocks; over the limit we answer SERVFAIL where CoreDNS answers REFUSED) |
 //! | `  expire D` | `pool.idle_timeout` (closed exactly then, where CoreDNS sweeps every D) |
+//! | `  tls_servername NAME` | `tls.server_name` (not with `%NAME`, as CoreDNS) |
+//! | `  tls [CA]`, `tls CERT KEY [CA]` | `tls.ca_file`, `tls.cert_file`, `tls.key_file` (no CA: the system's roots); ignored, with a warning, without `tls://` upstreams |
 //! | `cache [TTL]` | `cache.success_ttl` = `cache.denial_ttl` = TTL (CoreDNS: 3600s / 1800s without TTL) |
 //! | `cache { success N [TTL [MINTTL]]; denial N [TTL [MINTTL]]; prefetch N [D] [P%]; serve_stale [D [MODE]]; servfail D }` | `success_ttl`, `denial_ttl`, `min_ttl`, `prefetch`, `serve_stale.max_age` (and `client_timeout`: `0s` for CoreDNS's `immediate`, its default; the query's 5 s deadline for `verify`), `servfail_ttl`; capacities add up into `cache.capacity` |
 //! | no `cache` | `zones[].cache.enabled: false` |

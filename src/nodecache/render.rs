@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use super::CorefileError;
-use super::target::parse_forward_target;
+use super::target::{ForwardTarget, parse_forward_target};
 use crate::wire::Name;
 
 /// The `forward` block node-cache swaps for plain UDP when `upstreamNameservers` is set
@@ -79,7 +79,7 @@ impl KubeDnsConfig {
             ));
         }
         for server in &self.upstream_nameservers {
-            parse_forward_target(server).map_err(|m| format!("upstreamNameservers: {m}"))?;
+            plain_nameserver(server).map_err(|m| format!("upstreamNameservers: {m}"))?;
         }
         for (domain, servers) in &self.stub_domains {
             Name::from_dotted(domain)
@@ -88,10 +88,19 @@ impl KubeDnsConfig {
                 return Err(format!("stubDomains: {domain} has no nameserver"));
             }
             for server in servers {
-                parse_forward_target(server).map_err(|m| format!("stubDomains[{domain}]: {m}"))?;
+                plain_nameserver(server).map_err(|m| format!("stubDomains[{domain}]: {m}"))?;
             }
         }
         Ok(())
+    }
+}
+
+/// A kube-dns ConfigMap nameserver: plain DNS only, as node-cache's own check allows (a
+/// `tls://` word is a Corefile `forward` form, not a kube-dns one).
+fn plain_nameserver(server: &str) -> Result<(), String> {
+    match parse_forward_target(server)? {
+        ForwardTarget::Tls { .. } => Err(format!("{server}: not a plain DNS nameserver")),
+        ForwardTarget::Addr(_) | ForwardTarget::ResolvConf(_) => Ok(()),
     }
 }
 
@@ -167,4 +176,25 @@ fn join_ips(ips: &[IpAddr]) -> String {
 /// `KUBE_DNS_UPSTREAM_SERVICE_HOST`.
 pub fn service_host_env(service: &str) -> String {
     format!("{}_SERVICE_HOST", service.to_uppercase().replace('-', "_"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kube-dns ConfigMap names plain nameservers; `tls://` is refused there as node-cache
+    /// refuses it, though a Corefile's `forward` takes it.
+    #[test]
+    fn kube_dns_nameservers_are_plain_dns() {
+        let config = |server: &str| KubeDnsConfig {
+            stub_domains: BTreeMap::from([("acme.local".to_string(), vec![server.to_string()])]),
+            upstream_nameservers: vec![],
+        };
+        assert_eq!(config("10.0.0.1:5353").validate(), Ok(()));
+        let err = config("tls://10.0.0.1").validate().unwrap_err();
+        assert!(
+            err.starts_with("stubDomains[acme.local]: tls://10.0.0.1: not a plain"),
+            "{err}"
+        );
+    }
 }

@@ -431,6 +431,7 @@ impl Translator<'_> {
             },
             hosts,
             log: settings.log,
+            tls: forward.tls.clone(),
         });
         self.zone_lines.push(name_line);
         Ok(())
@@ -715,18 +716,18 @@ mod tests {
             err.starts_with("Corefile:3: unsupported directive `rewrite`"),
             "{err}"
         );
-        let err = translate_text(".:53 {\n  forward . 1.1.1.1 {\n    tls_servername x\n  }\n}\n")
+        let err = translate_text(".:53 {\n  forward . 1.1.1.1 {\n    tls_servername x y\n  }\n}\n")
             .unwrap_err()
             .to_string();
         assert!(
             err.starts_with("Corefile:3: unsupported forward option"),
             "{err}"
         );
-        let err = translate_text(".:53 {\n  forward . tls://1.1.1.1\n}\n")
+        let err = translate_text(".:53 {\n  forward . https://1.1.1.1\n}\n")
             .unwrap_err()
             .to_string();
         assert!(
-            err.starts_with("Corefile:2: forward: tls://1.1.1.1"),
+            err.starts_with("Corefile:2: forward: https://1.1.1.1"),
             "{err}"
         );
         let err = translate_text(".:53 {\n  forward . 1.1.1.1\n")
@@ -736,6 +737,68 @@ mod tests {
             err.starts_with("Corefile:1: server block is not closed"),
             "{err}"
         );
+    }
+
+    /// CoreDNS's DoT forms: tls:// upstreams (port 853 by default), the server name from
+    /// tls_servername or the upstreams' %NAME, and tls's CA file; errors at their lines.
+    #[test]
+    fn tls_upstreams_translate_to_a_tls_zone() {
+        let ca = "/etc/ssl/certs/ca-certificates.crt";
+        let t = translate_text(&format!(
+            ".:53 {{\n  forward . tls://9.9.9.9 tls://149.112.112.112:8853 {{\n    tls {ca}\n    tls_servername dns.quad9.net\n  }}\n}}\n"
+        ))
+        .unwrap();
+        let zone = &t.config.zones[0];
+        assert_eq!(zone.transport, crate::config::Transport::Tls);
+        let addrs: Vec<String> = zone
+            .upstream_addrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(addrs, ["9.9.9.9:853", "149.112.112.112:8853"]);
+        let tls = zone.tls.as_ref().unwrap();
+        assert_eq!(tls.server_name.as_deref(), Some("dns.quad9.net"));
+        assert_eq!(tls.ca_file.as_deref(), Some(std::path::Path::new(ca)));
+        assert!(tls.client.is_some(), "the files were read");
+
+        let t = translate_text(&format!(
+            ".:53 {{\n  forward . tls://9.9.9.9%dns.quad9.net {{\n    tls {ca}\n  }}\n}}\n"
+        ))
+        .unwrap();
+        let tls = t.config.zones[0].tls.as_ref().unwrap();
+        assert_eq!(tls.server_name.as_deref(), Some("dns.quad9.net"));
+
+        let errors = [
+            (
+                ".:53 {\n  forward . tls://9.9.9.9 1.1.1.1\n}\n",
+                "Corefile:2: forward mixes tls:// and plain",
+            ),
+            (
+                ".:53 {\n  forward . tls://9.9.9.9%a.test tls://9.9.9.10%b.test\n}\n",
+                "Corefile:2: forward: server name b.test differs from a.test",
+            ),
+            (
+                ".:53 {\n  forward . tls://9.9.9.9%a.test {\n    tls_servername b.test\n  }\n}\n",
+                "Corefile:2: forward: tls_servername on line 3",
+            ),
+            (
+                ".:53 {\n  forward . tls://9.9.9.9 {\n    tls /nonexistent/ca.pem\n  }\n}\n",
+                "Corefile:3: forward tls: /nonexistent/ca.pem: ",
+            ),
+        ];
+        for (text, want) in errors {
+            let err = translate_text(text).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{err}");
+        }
+        let t =
+            translate_text(".:53 {\n  forward . 1.1.1.1 {\n    tls_servername x.test\n  }\n}\n")
+                .unwrap();
+        assert!(
+            t.warnings.iter().any(|w| w.contains("no tls:// upstream")),
+            "{:?}",
+            t.warnings
+        );
+        assert_eq!(t.config.zones[0].tls, None);
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //! | `nodelocaldns_pool_connections` | `upstream`, `state` | open TCP connections, `idle` (no query) or `busy` |
 //! | `nodelocaldns_pool_connects_total` | `upstream` | TCP connections opened |
 //! | `nodelocaldns_pool_connect_errors_total` | `upstream` | TCP connects that failed or timed out |
+//! | `nodelocaldns_pool_tls_handshakes_total` | `upstream`, `kind` | TLS handshakes of DNS-over-TLS connections that succeeded: `full`, or `resumed` from an earlier connection's session |
+//! | `nodelocaldns_pool_tls_handshake_failures_total` | `upstream` | TLS handshakes that failed: a certificate that does not verify (wrong name, unknown CA) or an upstream that does not speak TLS; counted in `connect_errors` too |
 //! | `nodelocaldns_pool_queries_per_connection` | `upstream` | queries a TCP connection carried before it closed |
 //! | `nodelocaldns_pool_closed_total` | `upstream`, `reason` | TCP connections closed: `idle`, `max_queries`, `max_age`, `server` (closed or reset by the upstream), `error`, `retired` (its config was replaced, or the server stopped), `unresponsive` (nothing read for a whole query timeout) |
 //! | `nodelocaldns_upstream_retries_total` | `upstream` | queries sent again because their connection closed before the answer |
@@ -42,6 +44,8 @@ pub struct UpstreamMetrics {
     connections: IntGaugeVec,
     connects: IntCounterVec,
     connect_errors: IntCounterVec,
+    tls_handshakes: IntCounterVec,
+    tls_failures: IntCounterVec,
     queries_per_connection: HistogramVec,
     closed: IntCounterVec,
     retries: IntCounterVec,
@@ -107,6 +111,9 @@ pub struct UpstreamHandles {
     pub busy: IntGauge,
     pub connects: IntCounter,
     pub connect_errors: IntCounter,
+    /// Full and resumed TLS handshakes.
+    tls_handshakes: [IntCounter; 2],
+    pub tls_failures: IntCounter,
     pub queries_per_connection: Histogram,
     closed: [IntCounter; 7],
     pub retries: IntCounter,
@@ -127,6 +134,11 @@ struct AnsweredSeries {
 }
 
 impl UpstreamHandles {
+    /// The count of successful TLS handshakes of a kind.
+    pub fn tls_handshake(&self, resumed: bool) -> &IntCounter {
+        &self.tls_handshakes[usize::from(resumed)]
+    }
+
     pub fn closed(&self, reason: CloseReason) -> &IntCounter {
         // `ALL` lists the reasons in declaration order.
         &self.closed[reason as usize]
@@ -227,6 +239,16 @@ impl UpstreamMetrics {
                 "TCP connects to the upstream that failed or timed out.",
                 &["upstream"],
             ),
+            tls_handshakes: counter(
+                "nodelocaldns_pool_tls_handshakes_total",
+                "TLS handshakes with the upstream that succeeded, full or resumed.",
+                &["upstream", "kind"],
+            ),
+            tls_failures: counter(
+                "nodelocaldns_pool_tls_handshake_failures_total",
+                "TLS handshakes with the upstream that failed.",
+                &["upstream"],
+            ),
             queries_per_connection: histogram(
                 "nodelocaldns_pool_queries_per_connection",
                 "Queries a TCP connection carried before it closed.",
@@ -290,6 +312,9 @@ impl UpstreamMetrics {
             busy: self.connections.with_label_values(&[upstream, "busy"]),
             connects: self.connects.with_label_values(&one),
             connect_errors: self.connect_errors.with_label_values(&one),
+            tls_handshakes: ["full", "resumed"]
+                .map(|kind| self.tls_handshakes.with_label_values(&[upstream, kind])),
+            tls_failures: self.tls_failures.with_label_values(&one),
             queries_per_connection: self.queries_per_connection.with_label_values(&one),
             closed: CloseReason::ALL.map(|r| self.closed.with_label_values(&[upstream, r.label()])),
             retries: self.retries.with_label_values(&one),

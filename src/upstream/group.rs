@@ -121,7 +121,8 @@ impl Upstream {
             return Err(ExchangeError::Timeout(timeout));
         }
         let started = Instant::now();
-        if !use_tcp {
+        // A TLS upstream is never asked in the clear, whatever the caller chose.
+        if !use_tcp && !self.pool.is_tls() {
             self.pool.metrics.forward_requests.inc();
             let result = udp::exchange(
                 self.addr,
@@ -245,7 +246,7 @@ impl UpstreamGroup {
                 Arc::new(Upstream {
                     addr,
                     label,
-                    pool: pools.get(addr, &zone.pool, &metrics),
+                    pool: pools.get(addr, zone, &metrics),
                     health: Health::default(),
                     healthy,
                 })
@@ -385,7 +386,7 @@ impl UpstreamGroup {
     /// Whether this zone asks over TCP, given the protocol the client asked over.
     fn uses_tcp(&self, client_proto: Proto) -> bool {
         match self.transport {
-            Transport::Tcp => true,
+            Transport::Tcp | Transport::Tls => true,
             Transport::Udp => client_proto == Proto::Tcp,
             Transport::PreferUdp => false,
         }
@@ -467,7 +468,7 @@ async fn probe(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        let use_tcp = transport == Transport::Tcp;
+        let use_tcp = matches!(transport, Transport::Tcp | Transport::Tls);
         let deadline = Instant::now() + timeout;
         let result = upstream
             .exchange(

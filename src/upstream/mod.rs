@@ -19,7 +19,8 @@
 //! |---|---|---|
 //! | `zones[].name` | required | [`router`]: longest suffix wins, `.` is the default route |
 //! | `zones[].upstreams` | required | [`group`]: `IP`, `IP:PORT`, `[IPv6]:PORT`, or `resolv.conf` (with `resolv_conf`) |
-//! | `zones[].transport` | `udp` | [`group`]: `udp`, `tcp` or `prefer_udp` |
+//! | `zones[].transport` | `udp` | [`group`]: `udp`, `tcp`, `prefer_udp` or `tls` (over [`pool`]'s connections) |
+//! | `zones[].tls.*` | see [`crate::config::tls`] | [`pool`]: the TLS client of a `tls` zone's connections |
 //! | `zones[].policy` | `random` | [`group`]: `random`, `round_robin` or `sequential` |
 //! | `zones[].timeout`, `zones[].deadline` | `2s`, `5s` | [`group`]: one upstream's wait, the whole query's |
 //! | `zones[].max_fails`, `zones[].health_check` | `3`, `500ms` | [`health`]: when an upstream is skipped, how often it is probed then |

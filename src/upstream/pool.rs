@@ -10,6 +10,11 @@
 //! `Overdue::Unresponsive`): its outstanding queries then go once more over another
 //! connection if their deadline allows.
 //!
+//! A `transport: tls` upstream's connections are the same, over TLS (RFC 7858): the handshake
+//! is part of the connect (and of `connect_timeout`), and the stream the connection serves is
+//! the TLS stream instead of the socket. The zone's one rustls config keeps the sessions the
+//! upstream hands out, so a reconnect resumes rather than repeating the full handshake.
+//!
 //! Each connection is a task owned by the server's [`Tasks`], and the pools of one config end
 //! with it: when a reload replaces the config and the old config's last query has ended, its
 //! [`Pools`] are dropped, and each of its connections closes (`retired`) once what it still
@@ -30,15 +35,21 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use prometheus::IntCounter;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::HandshakeKind;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use super::admission::{Admission, Overloaded, Requester, Slot};
 use super::{Answer, ExchangeError};
 use crate::config::pool::PoolConfig;
+use crate::config::tls::TlsConfig;
+use crate::config::{Transport, ZoneConfig};
 use crate::observe::Metrics;
 use crate::observe::upstream::{CloseReason, UpstreamHandles};
 use crate::tasks::{TaskKind, Tasks};
@@ -46,11 +57,12 @@ use crate::wire::answer::AnswerError;
 use crate::wire::framing::FrameBuffer;
 use crate::wire::query::{Question, UpstreamFlags, append_upstream, message_id};
 
-/// The pools of a server, one per upstream address: zones that forward to the same address
-/// (cluster.local, in-addr.arpa and ip6.arpa all go to kube-dns) share its bound. Dropping
-/// them (the config they belong to is gone) retires every pool's connections.
+/// The pools of a server, one per upstream address (and whether it is reached over TLS):
+/// zones that forward to the same address (cluster.local, in-addr.arpa and ip6.arpa all go to
+/// kube-dns) share its bound. Dropping them (the config they belong to is gone) retires every
+/// pool's connections.
 pub struct Pools {
-    by_addr: HashMap<SocketAddr, Arc<Pool>>,
+    by_addr: HashMap<(SocketAddr, bool), Arc<Pool>>,
     tasks: Tasks,
 }
 
@@ -71,14 +83,28 @@ impl Pools {
         }
     }
 
-    /// The pool of `addr`, made with `config` the first time the address is named. A later
-    /// zone naming it with a different `pool:` section shares the first one's (logged).
-    pub fn get(&mut self, addr: SocketAddr, config: &PoolConfig, metrics: &Metrics) -> Arc<Pool> {
-        let pool = self
-            .by_addr
-            .entry(addr)
-            .or_insert_with(|| Arc::new(Pool::new(addr, config.clone(), metrics, &self.tasks)));
-        if pool.config != *config {
+    /// The pool of `addr` as `zone` reaches it, made with the zone's `pool:` section (and TLS
+    /// settings) the first time the address is named. A later zone naming it with a different
+    /// `pool:` or `tls:` section shares the first one's (logged).
+    pub fn get(&mut self, addr: SocketAddr, zone: &ZoneConfig, metrics: &Metrics) -> Arc<Pool> {
+        let config = &zone.pool;
+        let over_tls = zone.transport == Transport::Tls;
+        // A tls zone's pool is a TLS one even without its section loaded: it then fails its
+        // connects rather than sending in the clear.
+        let settings = over_tls.then(|| zone.tls.clone().unwrap_or_default());
+        let pool = self.by_addr.entry((addr, over_tls)).or_insert_with(|| {
+            let tls = settings.clone().map(|settings| Tls {
+                connector: settings
+                    .client
+                    .as_ref()
+                    .map(|client| TlsConnector::from(client.config.clone())),
+                server_name: settings.server_name(addr.ip()),
+                settings,
+            });
+            Arc::new(Pool::new(addr, config.clone(), tls, metrics, &self.tasks))
+        });
+        if pool.config != *config || pool.tls.as_ref().map(|tls| &tls.settings) != settings.as_ref()
+        {
             tracing::warn!(
                 upstream = %addr,
                 "zones that forward to this upstream have different pool settings; the first zone's apply to all"
@@ -95,15 +121,28 @@ impl Pools {
     /// Every pool, in address order.
     pub fn all(&self) -> Vec<Arc<Pool>> {
         let mut pools: Vec<Arc<Pool>> = self.by_addr.values().cloned().collect();
-        pools.sort_by_key(|pool| pool.addr);
+        pools.sort_by_key(|pool| (pool.addr, pool.tls.is_some()));
         pools
     }
+}
+
+/// How a TLS pool's connections are made: the zone's client config, and the name the
+/// upstream's certificate must carry.
+struct Tls {
+    /// What the first zone naming the upstream said, to tell a later one that differs.
+    settings: TlsConfig,
+    /// None only if the config was not loaded (`Config::from_yaml` builds it): every connect
+    /// then fails rather than going out in the clear.
+    connector: Option<TlsConnector>,
+    server_name: ServerName<'static>,
 }
 
 /// One upstream address: its slots, its queue and its TCP connections.
 pub struct Pool {
     addr: SocketAddr,
     config: PoolConfig,
+    /// Set for a DNS-over-TLS upstream: every connection handshakes first.
+    tls: Option<Tls>,
     admission: Admission,
     connections: Mutex<Connections>,
     /// Woken when a connection closes or a full one has room again, for queries that found
@@ -216,7 +255,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 const HEAVIEST_SHOWN: usize = 10;
 
 impl Pool {
-    fn new(addr: SocketAddr, config: PoolConfig, metrics: &Metrics, tasks: &Tasks) -> Pool {
+    fn new(
+        addr: SocketAddr,
+        config: PoolConfig,
+        tls: Option<Tls>,
+        metrics: &Metrics,
+        tasks: &Tasks,
+    ) -> Pool {
         let label = addr.to_string();
         metrics.upstream_pools.inc();
         let handles = metrics.upstream.handles(&label);
@@ -227,6 +272,7 @@ impl Pool {
             addr,
             admission: Admission::new(&config, &handles),
             config,
+            tls,
             connections: Mutex::new(Connections::default()),
             room: Notify::new(),
             metrics: handles,
@@ -237,6 +283,11 @@ impl Pool {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Whether the upstream is reached over TLS only (never over UDP).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// A slot to send one query (over UDP or TCP) for `requester`, waiting for its turn if
@@ -428,9 +479,10 @@ impl Pool {
     pub fn describe(&self) -> String {
         let admission = self.admission.report(HEAVIEST_SHOWN);
         let mut out = format!(
-            "upstream {}: {} of {} slots in use (limit now {}), {} waiting (queue capacity {}, \
+            "upstream {}{}: {} of {} slots in use (limit now {}), {} waiting (queue capacity {}, \
              {} per client)\n",
             self.addr,
+            if self.is_tls() { " over TLS" } else { "" },
             admission.inflight,
             self.config.slots(),
             admission.limit,
@@ -544,19 +596,71 @@ enum Overdue {
     Unresponsive,
 }
 
+/// A connection's byte stream: the socket itself, or TLS over it. Answers are read and
+/// queries written through it; the socket underneath is asked for the TCP-level tricks
+/// ([`acknowledge_now`], [`has_unread`]).
+trait PoolStream: AsyncRead + AsyncWrite + Unpin {
+    fn socket(&self) -> &TcpStream;
+}
+
+impl PoolStream for TcpStream {
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl PoolStream for TlsStream<TcpStream> {
+    fn socket(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+/// A connected connection, in the clear or over TLS.
+enum Connected {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// Connects to the pool's upstream, and handshakes if it is a TLS one.
+async fn connect(pool: &Pool) -> std::io::Result<Connected> {
+    let stream = TcpStream::connect(pool.addr).await?;
+    // Queries are small and latency matters more than packing segments.
+    let _ = stream.set_nodelay(true);
+    let Some(tls) = &pool.tls else {
+        return Ok(Connected::Tcp(stream));
+    };
+    let Some(connector) = &tls.connector else {
+        return Err(std::io::Error::other(
+            "the zone's TLS settings were not loaded",
+        ));
+    };
+    match connector.connect(tls.server_name.clone(), stream).await {
+        Ok(stream) => {
+            let resumed = stream.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
+            pool.metrics.tls_handshake(resumed).inc();
+            Ok(Connected::Tls(Box::new(stream)))
+        }
+        Err(err) => {
+            // A certificate that does not verify (wrong name, unknown CA), or an upstream
+            // that does not speak TLS: the error says which, in the exchange's log line.
+            pool.metrics.tls_failures.inc();
+            Err(err)
+        }
+    }
+}
+
 /// The task of one connection: connect, then serve until a close condition.
 async fn run_connection(pool: Arc<Pool>, id: u64, mut requests: mpsc::UnboundedReceiver<Request>) {
-    let connected =
-        tokio::time::timeout(pool.config.connect_timeout, TcpStream::connect(pool.addr))
-            .await
-            .unwrap_or_else(|_| {
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("connect timed out after {:?}", pool.config.connect_timeout),
-                ))
-            });
-    let stream = match connected {
-        Ok(stream) => stream,
+    let connected = tokio::time::timeout(pool.config.connect_timeout, connect(&pool))
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("connect timed out after {:?}", pool.config.connect_timeout),
+            ))
+        });
+    let connected = match connected {
+        Ok(connected) => connected,
         Err(err) => {
             pool.metrics.connect_errors.inc();
             pool.remove(id);
@@ -569,10 +673,21 @@ async fn run_connection(pool: Arc<Pool>, id: u64, mut requests: mpsc::UnboundedR
         }
     };
     pool.metrics.connects.inc();
-    // Queries are small and latency matters more than packing segments.
-    let _ = stream.set_nodelay(true);
+    match connected {
+        Connected::Tcp(stream) => serve_connection(&pool, id, stream, requests).await,
+        Connected::Tls(stream) => serve_connection(&pool, id, *stream, requests).await,
+    }
+}
+
+/// Serves a connected connection until a close condition, then hands back what it carried.
+async fn serve_connection(
+    pool: &Pool,
+    id: u64,
+    stream: impl PoolStream,
+    mut requests: mpsc::UnboundedReceiver<Request>,
+) {
     let mut connection = Live {
-        pool: &pool,
+        pool,
         id,
         outstanding: HashMap::default(),
         expiries: BinaryHeap::new(),
@@ -636,11 +751,10 @@ struct Live<'a> {
 impl Live<'_> {
     async fn serve(
         &mut self,
-        stream: TcpStream,
+        mut stream: impl PoolStream,
         requests: &mut mpsc::UnboundedReceiver<Request>,
     ) -> CloseReason {
         let config = &self.pool.config;
-        let (mut reader, mut writer) = stream.into_split();
         let mut frames = FrameBuffer::default();
         let opened = Instant::now();
         let never = opened + Duration::from_secs(365 * 24 * 3600);
@@ -677,7 +791,8 @@ impl Live<'_> {
                     while let Ok(request) = requests.try_recv() {
                         self.write_into(request, &mut batch);
                     }
-                    if writer.write_all(&batch).await.is_err() {
+                    // The flush sends what TLS still holds of the batch (a no-op on a socket).
+                    if stream.write_all(&batch).await.is_err() || stream.flush().await.is_err() {
                         return CloseReason::Server;
                     }
                     idle_at = None;
@@ -689,7 +804,7 @@ impl Live<'_> {
                 // Cancel-safe: a read the select abandons has read nothing, and a frame read
                 // in part stays in the buffer for the next read. A frame taken keeps sharing
                 // the buffer's allocation: the answer is not copied.
-                read = reader.read_buf(frames.buffer_for_read()) => match read {
+                read = stream.read_buf(frames.buffer_for_read()) => match read {
                     // End of stream, a half-close or a reset: nothing more will come.
                     Ok(0) | Err(_) => return CloseReason::Server,
                     Ok(_) => {
@@ -699,7 +814,7 @@ impl Live<'_> {
                             ended |= self.answer(frame);
                         }
                         if !self.outstanding.is_empty() {
-                            acknowledge_now(reader.as_ref());
+                            acknowledge_now(stream.socket());
                         }
                         if !ended {
                             continue;
@@ -714,7 +829,7 @@ impl Live<'_> {
                         retiring = Some(CloseReason::MaxAge);
                     }
                     let overdue = match next_expiry {
-                        Some(at) if at <= now => self.expire(now, reader.as_ref()),
+                        Some(at) if at <= now => self.expire(now, stream.socket()),
                         _ => Overdue::None,
                     };
                     if overdue == Overdue::Unresponsive {

@@ -667,6 +667,29 @@ pub fn soa(zone: &str, ttl: u32, minimum: u32) -> Record {
 }
 
 /// The IPv4 addresses in an answer section, in order.
+/// The value of an upstream metric `name` of `forwarder`, for `upstream` and `extra` labels.
+pub fn upstream_metric(
+    forwarder: &Forwarder,
+    name: &str,
+    upstream: SocketAddr,
+    extra: &[(&str, &str)],
+) -> f64 {
+    let label = upstream.to_string();
+    let mut labels = vec![("upstream", label.as_str())];
+    labels.extend_from_slice(extra);
+    forwarder.scrape().value(name, &labels)
+}
+
+/// How many of `answers` are NOERROR with exactly the address `answer`.
+pub fn answered_with(answers: &[(Message, tokio::time::Instant)], answer: Ipv4Addr) -> usize {
+    answers
+        .iter()
+        .filter(|(m, _)| {
+            m.metadata.response_code == ResponseCode::NoError && addresses(m) == vec![answer]
+        })
+        .count()
+}
+
 pub fn addresses(msg: &Message) -> Vec<Ipv4Addr> {
     msg.answers
         .iter()

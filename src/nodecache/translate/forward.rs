@@ -1,8 +1,10 @@
 //! `forward FROM TO... { options }`: a zone's upstreams and how they are used.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{CorefileError, Directive, FORWARD_HEALTH_CHECK, FORWARD_MAX_FAILS, Token, Translator};
+use crate::config::tls::TlsConfig;
 use crate::config::{Policy, Transport, UpstreamAddr};
 use crate::nodecache::target::{ForwardTarget, parse_forward_target};
 
@@ -17,6 +19,17 @@ pub(super) struct Forward {
     pub(super) health_check: Duration,
     /// `expire`: how long an idle upstream connection is kept.
     pub(super) idle_timeout: Option<Duration>,
+    /// With `tls://` upstreams: `tls_servername`, `tls` and the upstreams' `%NAME`.
+    pub(super) tls: Option<TlsConfig>,
+}
+
+/// What a `forward`'s TO words say beyond their addresses.
+#[derive(Default)]
+struct Targets {
+    tls: usize,
+    plain: usize,
+    /// The `%NAME`s of `tls://` targets, with their lines.
+    server_names: Vec<(String, usize)>,
 }
 
 impl Translator<'_> {
@@ -29,11 +42,19 @@ impl Translator<'_> {
             return Err(self.err(line, "forward needs at least one TO address"));
         }
         let mut upstreams = Vec::new();
+        let mut kinds = Targets::default();
         for target in targets {
-            let upstream = self.upstream(target)?;
+            let upstream = self.upstream(target, &mut kinds)?;
             if !upstreams.contains(&upstream) {
                 upstreams.push(upstream);
             }
+        }
+        if kinds.tls > 0 && kinds.plain > 0 {
+            return Err(self.err(
+                line,
+                "forward mixes tls:// and plain upstreams: one forward (one zone) reaches all \
+                 its upstreams the same way",
+            ));
         }
         let mut forward = Forward {
             line,
@@ -44,20 +65,94 @@ impl Translator<'_> {
             max_fails: FORWARD_MAX_FAILS,
             health_check: FORWARD_HEALTH_CHECK,
             idle_timeout: None,
+            tls: None,
         };
+        let mut tls = TlsOptions::default();
         for option in &d.block {
-            self.forward_option(&mut forward, option)?;
+            self.forward_option(&mut forward, &mut tls, option)?;
+        }
+        if kinds.tls > 0 {
+            forward.transport = Transport::Tls;
+            forward.tls = Some(self.tls_config(line, tls, &kinds.server_names)?);
+        } else if let Some(line) = tls.line {
+            self.warn(line, "tls and tls_servername ignored: no tls:// upstream");
         }
         Ok(forward)
     }
 
+    /// The zone's `tls:` section from the block's `tls`, `tls_servername` and `%NAME`s.
+    fn tls_config(
+        &self,
+        forward_line: usize,
+        options: TlsOptions,
+        server_names: &[(String, usize)],
+    ) -> Result<TlsConfig, CorefileError> {
+        if let (Some((_, line)), Some((_, name_line))) =
+            (&options.server_name, server_names.first())
+        {
+            // CoreDNS refuses both levels at once as well.
+            return Err(self.err(
+                *name_line,
+                format!("forward: tls_servername on line {line} and a tls://IP%NAME server name are both set"),
+            ));
+        }
+        let mut server_name = options.server_name;
+        for (name, name_line) in server_names {
+            match &server_name {
+                Some((known, line)) if known != name => {
+                    return Err(self.err(
+                        *name_line,
+                        format!(
+                            "forward: server name {name} differs from {known} on line {line}: \
+                             one forward's TLS upstreams share one server name"
+                        ),
+                    ));
+                }
+                _ => server_name = Some((name.clone(), *name_line)),
+            }
+        }
+        let [cert_file, key_file, ca_file] = options.files;
+        let config = TlsConfig {
+            server_name: server_name.map(|(name, _)| name),
+            ca_file,
+            cert_file,
+            key_file,
+            client: None,
+        };
+        // Read here too, so that an unreadable file or a bad name is reported at the Corefile
+        // line that names it rather than at the native config's; the config built from the
+        // translation reads them again.
+        config.clone().load().map_err(|(_, message)| {
+            self.err(
+                options.line.unwrap_or(forward_line),
+                format!("forward tls: {message}"),
+            )
+        })?;
+        Ok(config)
+    }
+
     /// One TO word: an address, or the one resolv.conf file the config may name.
-    fn upstream(&mut self, target: &Token) -> Result<UpstreamAddr, CorefileError> {
+    fn upstream(
+        &mut self,
+        target: &Token,
+        kinds: &mut Targets,
+    ) -> Result<UpstreamAddr, CorefileError> {
         let upstream = match parse_forward_target(&target.text)
             .map_err(|m| self.err(target.line, format!("forward: {m}")))?
         {
-            ForwardTarget::Addr(addr) => UpstreamAddr::Addr(addr),
+            ForwardTarget::Addr(addr) => {
+                kinds.plain += 1;
+                UpstreamAddr::Addr(addr)
+            }
+            ForwardTarget::Tls { addr, server_name } => {
+                kinds.tls += 1;
+                kinds
+                    .server_names
+                    .extend(server_name.map(|name| (name, target.line)));
+                UpstreamAddr::Addr(addr)
+            }
             ForwardTarget::ResolvConf(path) => {
+                kinds.plain += 1;
                 match &self.resolv_conf {
                     Some((known, known_line)) if *known != path => {
                         return Err(self.err(
@@ -83,6 +178,7 @@ impl Translator<'_> {
     fn forward_option(
         &mut self,
         forward: &mut Forward,
+        tls: &mut TlsOptions,
         option: &[Token],
     ) -> Result<(), CorefileError> {
         let name = &option[0];
@@ -135,12 +231,28 @@ impl Translator<'_> {
                 );
             }
             ("expire", [dur]) => forward.idle_timeout = Some(self.duration(dur)?),
+            ("tls_servername", [server_name]) => {
+                tls.server_name = Some((server_name.text.clone(), name.line));
+                tls.line = Some(name.line);
+            }
+            // CoreDNS's plugin/pkg/tls: CA; CERT KEY; or CERT KEY CA (none: system roots).
+            ("tls", files) if files.len() <= 3 => {
+                let path = |token: &Token| Some(PathBuf::from(&token.text));
+                tls.files = match files {
+                    [ca] => [None, None, path(ca)],
+                    [cert, key] => [path(cert), path(key), None],
+                    [cert, key, ca] => [path(cert), path(key), path(ca)],
+                    _ => [None, None, None],
+                };
+                tls.line.get_or_insert(name.line);
+            }
             (other, _) => {
                 return Err(self.err(
                     name.line,
                     format!(
                         "unsupported forward option `{}` (supported: force_tcp, prefer_udp, \
-                         policy P, max_fails N, health_check D, max_concurrent N, expire D)",
+                         policy P, max_fails N, health_check D, max_concurrent N, expire D, \
+                         tls [CERT KEY] [CA], tls_servername NAME)",
                         std::iter::once(other)
                             .chain(args.iter().map(|a| a.text.as_str()))
                             .collect::<Vec<_>>()
@@ -151,4 +263,15 @@ impl Translator<'_> {
         }
         Ok(())
     }
+}
+
+/// A `forward` block's `tls` and `tls_servername` lines.
+#[derive(Default)]
+struct TlsOptions {
+    /// `tls_servername` and its line.
+    server_name: Option<(String, usize)>,
+    /// `tls`'s client certificate, its key, and CA file.
+    files: [Option<PathBuf>; 3],
+    /// The first of those lines, for the warning when no upstream is `tls://`.
+    line: Option<usize>,
 }
