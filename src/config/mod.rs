@@ -39,6 +39,7 @@
 //! | `zones[].autopath` | `false` | answer the search-path walk of pods server-side (needs `kubernetes.enabled`; see [`crate::kube`]) |
 //! | `zones[].pool.*` | see [`pool`] | connections, in-flight queries and the wait queue per upstream |
 //! | `zones[].hosts.*` | none | names answered from hosts-file entries, a file and inline lines (CoreDNS `hosts`): see [`hosts`] |
+//! | `zones[].templates[].*` | `[]` | answers made from the query name by regex and record templates, tried in order (CoreDNS `template`): see [`template`] |
 //! | `kubernetes.enabled` | `false` | watch this node's pods (for autopath) |
 //! | `kubernetes.node_name` | `$NODE_NAME` | the node whose pods are watched (`spec.nodeName`) |
 //! | `kubernetes.kubeconfig` | none (in-cluster) | a kubeconfig file instead of the pod's service account |
@@ -65,6 +66,7 @@ pub mod node;
 pub mod pool;
 pub mod resolv;
 pub mod source;
+pub mod template;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -412,6 +414,9 @@ pub struct ZoneConfig {
     /// Names answered from hosts-file entries (CoreDNS `hosts`); none by default.
     #[serde(default)]
     pub hosts: Option<hosts::HostsConfig>,
+    /// Answers made from the query name (CoreDNS `template`), tried in order; none by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub templates: Vec<template::TemplateConfig>,
 }
 
 /// How queries reach a zone's upstreams.
@@ -716,6 +721,11 @@ impl Config {
                     .validate()
                     .map_err(|(key, message)| (field(&format!("hosts{key}")), message))?;
             }
+            for (j, template) in zone.templates.iter().enumerate() {
+                template
+                    .compile(&zone.name.0)
+                    .map_err(|e| (field(&format!("templates[{j}].{}", e.field)), e.message))?;
+            }
             if zone.autopath {
                 self.validate_autopath(i)
                     .map_err(|message| (field("autopath"), message))?;
@@ -928,7 +938,10 @@ fn locate_line(text: &str, path: &str) -> Option<usize> {
             let items: Vec<usize> = (from..to)
                 .filter(|&i| lines[i].1.starts_with("- "))
                 .collect();
-            let item_indent = items.iter().map(|&i| lines[i].0).min()?;
+            // A flow sequence (`[a, b]`) has no item lines: its key's line is the nearest.
+            let Some(item_indent) = items.iter().map(|&i| lines[i].0).min() else {
+                break;
+            };
             let items: Vec<usize> = items
                 .into_iter()
                 .filter(|&i| lines[i].0 == item_indent)

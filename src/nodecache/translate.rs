@@ -1,10 +1,11 @@
 //! The last stage: a parsed Corefile's server blocks into one native config, directive by
-//! directive (the table in the module documentation of [`super`]). `forward`, `cache` and
-//! `hosts`, the directives with options, have a file each.
+//! directive (the table in the module documentation of [`super`]). `forward`, `cache`, `hosts`
+//! and `template`, the directives with options, have a file each.
 
 mod cache;
 mod forward;
 mod hosts;
+mod template;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use super::render::DEFAULT_RESOLV_CONF;
 use super::{CorefileError, Token};
 use crate::config::hosts::HostsConfig;
 use crate::config::pool::PoolConfig;
+use crate::config::template::TemplateConfig;
 use crate::config::{
     CacheConfig, Config, KubernetesConfig, LogConfig, MetricsConfig, ServerConfig, ZoneCacheConfig,
     ZoneConfig, ZoneName,
@@ -215,6 +217,8 @@ struct BlockSettings {
     cache: Option<ZoneCacheConfig>,
     /// `hosts`, its ZONES those of the whole block.
     hosts: Option<HostsConfig>,
+    /// The `template`s in order, their ZONES those of the whole block.
+    templates: Vec<TemplateConfig>,
 }
 
 impl Translator<'_> {
@@ -332,6 +336,17 @@ impl Translator<'_> {
             }
             hosts
         });
+        let templates = settings
+            .templates
+            .iter()
+            .cloned()
+            .map(|mut template| {
+                if template.zones == [zone] {
+                    template.zones.clear();
+                }
+                template
+            })
+            .collect();
         self.zones.push(ZoneConfig {
             name: zone,
             upstreams: forward.upstreams.clone(),
@@ -354,6 +369,7 @@ impl Translator<'_> {
                 ..PoolConfig::default()
             },
             hosts,
+            templates,
         });
         self.zone_lines.push(name_line);
         Ok(())
@@ -403,6 +419,7 @@ impl Translator<'_> {
             forward: None,
             cache: None,
             hosts: None,
+            templates: Vec::new(),
         };
         for d in &block.directives {
             let line = d.name.line;
@@ -448,6 +465,10 @@ impl Translator<'_> {
                     }
                     settings.hosts = Some(self.hosts(d, names)?);
                 }
+                "template" => {
+                    let template = self.template(d, names)?;
+                    settings.templates.push(template);
+                }
                 "health" => {
                     self.no_block(d)?;
                     let addr = self.optional_addr(d, ":8080")?;
@@ -476,7 +497,7 @@ impl Translator<'_> {
                         line,
                         format!(
                             "unsupported directive `{other}` (supported: bind, cache, forward, \
-                             hosts, health, prometheus, errors, log, reload, loop)"
+                             hosts, template, health, prometheus, errors, log, reload, loop)"
                         ),
                     ));
                 }

@@ -102,8 +102,10 @@ pub enum Source {
     Forward = 2,
     /// A zone's hosts entries (`zones[].hosts`).
     Hosts = 3,
+    /// A zone's templates (`zones[].templates`).
+    Template = 4,
 }
-const SOURCES: [&str; 4] = ["", "cache", "forward", "hosts"];
+const SOURCES: [&str; 5] = ["", "cache", "forward", "hosts", "template"];
 
 /// `coredns_dns_request_duration_seconds` buckets: 0.25 ms doubling to 8.192 s
 /// (CoreDNS `plugin.TimeBuckets`), in nanoseconds.
