@@ -30,6 +30,7 @@
 //! | `cache { success N [TTL [MINTTL]]; denial N [TTL [MINTTL]]; prefetch N [D] [P%]; serve_stale [D [MODE]]; servfail D }` | `success_ttl`, `denial_ttl`, `min_ttl`, `prefetch`, `serve_stale.max_age`, `servfail_ttl`; capacities add up into `cache.capacity` |
 //! | no `cache` | `zones[].cache.enabled: false` |
 //! | `hosts [FILE [ZONES...]] { INLINE...; ttl S; reload D; no_reverse; fallthrough [ZONES...]; fallthrough_unsupported }` | `zones[].hosts`: `file` (default `/etc/hosts`), `entries` (the lines before `fallthrough`), `zones` (ZONES, else the block's zones), `ttl`, `reload`, `no_reverse`, `fallthrough`, `fallthrough_unsupported`; one section shared by the block's zones |
+//! | `template CLASS TYPE [ZONES...] { match REGEX...; answer RR...; authority RR...; additional RR...; rcode CODE; fallthrough [ZONES...] }` | one entry of `zones[].templates` per directive, in order: `class`, `type`, `zones` (ZONES, else the block's zones), `match`, `answer`, `authority`, `additional`, `rcode`, `fallthrough`; checked at its line. `upstream` is ignored, as in CoreDNS; `ederror`, `var` and `expr` are refused |
 //! | `health [ADDR]` | `metrics.health_listen` (`/health` and `/ready` there; `:PORT` is `0.0.0.0:PORT`) |
 //! | `prometheus [ADDR]` | `metrics.listen`; without it `metrics.enabled: false`, as CoreDNS serves no metrics then |
 //! | `log` | `log.query_sample: 1` (every query logged, target `query`) |
