@@ -149,6 +149,7 @@ impl TemplateConfig {
             } else {
                 self.zones.iter().map(|z| z.0).collect()
             },
+            matched: !self.matches.is_empty(),
             regexes,
             answer,
             authority,
@@ -185,7 +186,10 @@ pub struct Template {
     /// [`TYPE_ANY`] answers every type.
     pub qtype: RType,
     pub zones: Vec<Name>,
+    /// `.*` when the template has no `match`.
     pub regexes: Vec<Regex>,
+    /// The template has a `match` (else every name matches).
+    pub matched: bool,
     pub answer: Vec<Rr>,
     pub authority: Vec<Rr>,
     pub additional: Vec<Rr>,
@@ -202,6 +206,16 @@ impl Template {
     /// Whether it answers every type.
     pub fn any_type(&self) -> bool {
         self.qtype == TYPE_ANY
+    }
+
+    /// Whether an answer needs the name written out: to try `match` on it, or for a record's
+    /// substitutions. Without `match` every name matches.
+    pub fn reads_name(&self) -> bool {
+        self.matched
+            || [&self.answer, &self.authority, &self.additional]
+                .into_iter()
+                .flatten()
+                .any(|rr| matches!(rr, Rr::Rendered(_)))
     }
 }
 

@@ -91,21 +91,25 @@ impl Templates {
             {
                 continue;
             }
-            let dotted: &str = dotted.get_or_insert_with(|| name.to_dotted());
-            let Some((regex, captures)) = template
-                .regexes
-                .iter()
-                .find_map(|r| r.captures(dotted).map(|c| (r, c)))
-            else {
-                if template.fallthrough.covers(name) {
-                    continue;
+            // A template without `match` and without substitutions (the chart's rcode-only
+            // AAAA) answers without the name written out: nothing is allocated for it.
+            let mut matched = None;
+            if template.reads_name() {
+                let dotted: &str = dotted.get_or_insert_with(|| name.to_dotted());
+                let found = template
+                    .regexes
+                    .iter()
+                    .find_map(|r| r.captures(dotted).map(|c| (r, c)));
+                match found {
+                    Some((regex, captures)) => matched = Some((dotted, regex, captures)),
+                    None if template.fallthrough.covers(name) => continue,
+                    None => return Decision::ServFail,
                 }
-                return Decision::ServFail;
-            };
+            }
             if template.rcode == rcode::SERVFAIL {
                 return Decision::ServFail;
             }
-            let data = Data {
+            let data = matched.map(|(dotted, regex, captures)| Data {
                 name: dotted,
                 zone,
                 class: if question.qclass == CLASS_ANY {
@@ -121,9 +125,9 @@ impl Templates {
                 remote: client,
                 regex,
                 captures,
-            };
+            });
             let render = |rrs: &[Rr]| -> Result<Vec<Record>, String> {
-                rrs.iter().map(|rr| data.record(rr)).collect()
+                rrs.iter().map(|rr| record(data.as_ref(), rr)).collect()
             };
             let sections: Result<[Vec<Record>; 3], String> = (|| {
                 Ok([
@@ -135,7 +139,7 @@ impl Templates {
             let [answer, authority, additional] = match sections {
                 Ok(sections) => sections,
                 Err(err) => {
-                    warn!(name = %dotted, %err, "template record did not render; answered SERVFAIL");
+                    warn!(%name, %err, "template record did not render; answered SERVFAIL");
                     return Decision::ServFail;
                 }
             };
@@ -162,17 +166,20 @@ struct Data<'a> {
     captures: Captures<'a>,
 }
 
-impl Data<'_> {
-    fn record(&self, rr: &Rr) -> Result<Record, String> {
-        match rr {
-            Rr::Static(record) => Ok(Record::clone(record)),
-            Rr::Rendered(text) => {
-                let rendered = self.render(text)?;
-                parse_record(&rendered).map_err(|e| format!("{rendered:?}: {e}"))
-            }
+/// One record of a template for a query; `data` is there whenever the template has
+/// substitutions ([`Template::reads_name`]).
+fn record(data: Option<&Data>, rr: &Rr) -> Result<Record, String> {
+    match (rr, data) {
+        (Rr::Static(record), _) => Ok(Record::clone(record)),
+        (Rr::Rendered(text), Some(data)) => {
+            let rendered = data.render(text)?;
+            parse_record(&rendered).map_err(|e| format!("{rendered:?}: {e}"))
         }
+        (Rr::Rendered(_), None) => Err("no match to render from".into()),
     }
+}
 
+impl Data<'_> {
     fn render(&self, text: &Text) -> Result<String, String> {
         let mut out = String::new();
         for piece in &text.0 {
