@@ -810,6 +810,49 @@ mod tests {
     }
 
     #[test]
+    fn templates_translate_in_order_with_the_blocks_zones() {
+        use crate::config::hosts::Fallthrough;
+        let t = translate_text(
+            "cluster.local:53 in-addr.arpa:53 {\n    template IN AAAA {\n        rcode NOERROR\n    }\n    template ANY ANY invalid.cluster.local {\n        match ^a[.] \"^b[.]\"\n        match ^c[.]\n        answer \"{{ .Name }} 60 IN A 10.0.0.1\" \"{{ .Name }} 60 IN A 10.0.0.2\"\n        authority \"{{ .Zone }} 60 IN SOA ns. host. 1 60 60 60 60\"\n        additional \"x. 60 IN TXT y\"\n        rcode NXDOMAIN\n        fallthrough in-addr.arpa\n        upstream\n    }\n    forward . 10.0.0.10\n}\n.:53 {\n    template IN AAAA {\n        rcode NOERROR\n    }\n    forward . 10.0.0.10\n}\n",
+        )
+        .unwrap();
+        let zone = |name: &str| {
+            let name = Name::from_dotted(name).unwrap();
+            let zone = t.config.zones.iter().find(|z| z.name.0 == name).unwrap();
+            zone.templates.clone()
+        };
+        let names =
+            |zones: &[ZoneName]| -> Vec<String> { zones.iter().map(|z| z.0.to_dotted()).collect() };
+        let cluster = zone("cluster.local");
+        assert_eq!(cluster.len(), 2, "in the order written");
+        assert_eq!(
+            (cluster[0].class.as_str(), cluster[0].qtype.as_str()),
+            ("IN", "AAAA")
+        );
+        assert_eq!(
+            names(&cluster[0].zones),
+            ["cluster.local.", "in-addr.arpa."]
+        );
+        assert_eq!(cluster[0].rcode, "NOERROR");
+        assert_eq!(cluster[0].fallthrough, Fallthrough::Off);
+        let synth = &cluster[1];
+        assert_eq!((synth.class.as_str(), synth.qtype.as_str()), ("ANY", "ANY"));
+        assert_eq!(names(&synth.zones), ["invalid.cluster.local."]);
+        assert_eq!(synth.matches, ["^a[.]", "^b[.]", "^c[.]"]);
+        assert_eq!(synth.answer.len(), 2);
+        assert_eq!(synth.authority.len(), 1);
+        assert_eq!(synth.additional, ["x. 60 IN TXT y"]);
+        assert_eq!(synth.rcode, "NXDOMAIN");
+        assert_eq!(
+            synth.fallthrough,
+            Fallthrough::Zones(vec![ZoneName(Name::from_dotted("in-addr.arpa").unwrap())])
+        );
+        assert_eq!(zone("in-addr.arpa"), cluster, "one block, one list");
+        // A block of one zone leaves `zones` to its default.
+        assert!(zone(".")[0].zones.is_empty());
+    }
+
+    #[test]
     fn hosts_errors_name_file_and_line() {
         let block = |hosts: &str| format!(".:53 {{\n    forward . 10.0.0.10\n{hosts}}}\n");
         let err_of = |hosts: &str| translate_text(&block(hosts)).unwrap_err().to_string();

@@ -15,6 +15,11 @@
 //! A record that does not read after rendering (a group that matched text an A record cannot
 //! hold) makes a SERVFAIL, logged, as CoreDNS answers it.
 //!
+//! Where it differs from CoreDNS: a CNAME answered for an A or AAAA query is not followed (CoreDNS
+//! looks its target up and appends those records; here the client's resolver follows it);
+//! `ederror`, `var`, `expr` and template data beyond `.Name .Zone .Class .Type .Remote .Match
+//! .Group` are refused when the config is read; `coredns_template_*` metrics are not exported.
+//!
 //! It stands on [`crate::config`] and [`crate::wire`]; the responder asks it first for a zone
 //! that has templates. Metrics: none of its own (its answers count in the request metrics,
 //! plugin label `template`).
