@@ -3,8 +3,8 @@
 //! records (so an answer can only pass when a template gave it): the Helm chart's rcode-only
 //! AAAA template beside A lookups that still resolve and cache, records rendered from regex
 //! groups, fallthrough to the next template and to the upstream versus SERVFAIL, class and type
-//! mismatches going on, an NXDOMAIN with a SOA, a Corefile's templates translated and served,
-//! and config errors naming their field and line.
+//! mismatches going on, an NXDOMAIN with a SOA, templates answering before hosts entries, a
+//! Corefile's templates translated and served, and config errors naming their field and line.
 
 mod common;
 
@@ -357,4 +357,32 @@ fn config_errors_name_the_field_and_line() {
         let err = corefile_error(options);
         assert!(err.starts_with(want), "{options:?}: {err}");
     }
+}
+
+#[tokio::test]
+async fn templates_answer_before_hosts_entries_as_in_coredns_plugin_order() {
+    let upstream = dual_stack_upstream(&["example."]).await;
+    let forwarder = Forwarder::start(&format!(
+        "{}    hosts:\n      entries: [\"10.0.0.5 db.example web.example\"]\n      fallthrough: true\n",
+        zone_with_templates(
+            upstream.addr,
+            "      - type: A\n        match: ['^db[.]']\n        answer: ['{{ .Name }} 60 A 10.0.0.1']\n        fallthrough: true\n",
+        )
+    ))
+    .await;
+    let ask = |name: &'static str| async move {
+        addresses(&udp_query(forwarder.addr, &query(name, RecordType::A, None)).await)
+    };
+    assert_eq!(
+        ask("db.example.").await,
+        [Ipv4Addr::new(10, 0, 0, 1)],
+        "the template's"
+    );
+    assert_eq!(
+        ask("web.example.").await,
+        [Ipv4Addr::new(10, 0, 0, 5)],
+        "the hosts entry"
+    );
+    assert_eq!(ask("www.example.").await, [UPSTREAM_A], "the upstream's");
+    forwarder.stop().await;
 }
