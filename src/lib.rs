@@ -8,7 +8,7 @@
 //!
 //! Floors, each importing only from the ones below (README.md, "How a query flows"):
 //! `instance` > `admin` > `server` > `responder` > `upstream`, `kube` > `cache`, `node`,
-//! `hosts`, `tasks` > `config` > `wire`, `observe`.
+//! `hosts`, `template`, `tasks` > `config` > `wire`, `observe`.
 
 pub mod admin;
 pub mod cache;
@@ -22,6 +22,7 @@ pub mod observe;
 pub mod responder;
 pub mod server;
 pub mod tasks;
+pub mod template;
 pub mod upstream;
 pub mod wire;
 

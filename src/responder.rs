@@ -4,6 +4,7 @@
 //! begin (synchronous, on the listener's task)
 //!   parse + validate  -> drop (too short, QR=1) | FORMERR | NOTIMP | BADVERS | REFUSED
 //!   route by zone     -> REFUSED when no zone contains the name
+//!   templates         -> a zone with `templates`: answered by one, or SERVFAIL, or on (src/template)
 //!   hosts entries     -> a zone with `hosts`: answered from them, or SERVFAIL, or on (src/hosts)
 //!   view              -> the client pod's namespace view when autopath applies (src/kube)
 //!   cache lookup      -> fresh hit: answered here, no task, no allocation
@@ -18,9 +19,10 @@
 //! Splitting at `begin`/`finish` keeps everything that can be answered without waiting off the
 //! async machinery: that is where the fast path lives.
 //!
-//! It stands on `upstream`, `kube`, `cache`, `hosts`, `tasks`, `observe` and `wire`; the
+//! It stands on `upstream`, `kube`, `cache`, `hosts`, `template`, `tasks`, `observe` and `wire`; the
 //! listeners (`server`) stand on it. Config keys: `server.max_udp_size`, `zones[].autopath`,
-//! `zones[].hosts` (its tables are built here, shared by zones with the same section), and
+//! `zones[].hosts` (its tables are built here, shared by zones with the same section),
+//! `zones[].templates` (compiled here), and
 //! `cache.capacity` (a reload keeps the cache when it is unchanged); the modules it builds
 //! read the rest and list them in their docs. Metrics: CoreDNS's request families (`coredns_dns_*`, [`crate::observe::requests`])
 //! and `nodelocaldns_dropped_total{reason}` for `short_header` and `response`,
@@ -33,7 +35,7 @@ use std::time::Duration;
 
 use prometheus::IntCounter;
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, error};
 
 use crate::Proto;
 use crate::cache::{Cache, Entry, Fetched, Lookup, PLAIN_VIEW, RefreshSlot, Resolved, Served};
@@ -45,6 +47,7 @@ use crate::kube::{Autopath, ClientNamespace, PodIndex};
 use crate::observe::Metrics;
 use crate::observe::requests::{Arrival, RequestMetrics, Response, SharedCollector, Source, Tally};
 use crate::tasks::{TaskKind, Tasks};
+use crate::template::{self, Templates};
 use crate::upstream::ZoneRouter;
 use crate::upstream::admission::Requester;
 use crate::upstream::loop_check::LoopCheck;
@@ -164,6 +167,8 @@ pub struct Responder {
     /// The zones with `hosts`, and their entries. Empty for most configs: the fast path of a
     /// zone without hosts scans nothing.
     hosts_routes: Vec<(RouteId, Arc<Hosts>)>,
+    /// The zones with `templates`, and theirs; empty for most configs, as `hosts_routes`.
+    template_routes: Vec<(RouteId, Templates)>,
     /// CoreDNS's request metrics.
     requests: Arc<RequestMetrics>,
     /// Each zone's route, by the zone's index in `requests`.
@@ -251,6 +256,7 @@ impl Responder {
             .clone()
             .map(|index| Autopath::new(index, &config.kubernetes.host_search, &metrics));
         let hosts_routes = hosts_routes(config, &router, &tasks);
+        let template_routes = template_routes(config, &router);
         let zone_routes: Vec<RouteId> = config
             .zones
             .iter()
@@ -286,6 +292,7 @@ impl Responder {
             autopath,
             autopath_routes,
             hosts_routes,
+            template_routes,
             requests,
             zone_routes,
             tasks,
@@ -393,6 +400,23 @@ impl Responder {
             self.write_query_error(&query, rcode::REFUSED, out);
             self.record((&tally, None), rcode::REFUSED, Source::Server, out);
             return Step::Answered;
+        }
+        // Before hosts, as CoreDNS's plugin order has it.
+        if let Some((_, templates)) = self.template_routes.iter().find(|(r, _)| *r == route_id) {
+            let limits = self.limits(&query, proto);
+            match templates.answer(&query, client, limits, out) {
+                template::Decision::Answered(rcode) => {
+                    self.add_nsid(&query, limits, out);
+                    self.record((&tally, None), rcode, Source::Template, out);
+                    return Step::Answered;
+                }
+                template::Decision::ServFail => {
+                    self.write_query_error(&query, rcode::SERVFAIL, out);
+                    self.record((&tally, None), rcode::SERVFAIL, Source::Server, out);
+                    return Step::Answered;
+                }
+                template::Decision::Next => {}
+            }
         }
         if let Some((_, hosts)) = self.hosts_routes.iter().find(|(r, _)| *r == route_id) {
             let limits = self.limits(&query, proto);
@@ -833,6 +857,25 @@ fn hosts_routes(config: &Config, router: &ZoneRouter, tasks: &Tasks) -> Vec<(Rou
             }
         };
         routes.push((route, hosts));
+    }
+    routes
+}
+
+/// The templates of each zone that has some. A config that was not validated can hold one that
+/// does not compile: that zone's templates are left out, logged.
+fn template_routes(config: &Config, router: &ZoneRouter) -> Vec<(RouteId, Templates)> {
+    let mut routes = Vec::new();
+    for zone in &config.zones {
+        let Some(route) = router.route(&zone.name.0) else {
+            continue;
+        };
+        if zone.templates.is_empty() {
+            continue;
+        }
+        match Templates::new(&zone.templates, &zone.name.0) {
+            Ok(templates) => routes.push((route, templates)),
+            Err(err) => error!(zone = %zone.name.0, %err, "templates left out"),
+        }
     }
     routes
 }

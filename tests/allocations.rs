@@ -3,6 +3,8 @@
 //! - A cache hit, from the query's bytes to the answer's bytes (parse and validate, route,
 //!   look up, copy and patch, count in the metrics), allocates nothing once the answer is
 //!   cached and its metric series exist.
+//! - An AAAA answered by an rcode-only template (the Helm chart's `template IN AAAA`, on every
+//!   block) allocates nothing either.
 //! - A miss allocates only what it must hold past the moment it was read: its task, the
 //!   flight other askers join, each upstream query's reply, the answers, the cache entry.
 //!   Counted over real sockets, from the listener's read to its send.
@@ -23,7 +25,7 @@ use common::{Authority, EXAMPLE_ZONE, Forwarder, mixed_case, query};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 use nodelocal_dns::Proto;
-use nodelocal_dns::responder::Step;
+use nodelocal_dns::responder::{Responder, Step};
 
 struct CountingAllocator;
 
@@ -66,6 +68,25 @@ fn packet(rtype: RecordType) -> Vec<u8> {
     mixed_case(&query("www.example.", rtype, Some(1232)))
 }
 
+/// The allocations of 1000 answers to `packet` that `begin` writes itself (no task), counted
+/// after a first one that creates the metric series of its (zone, type, ...).
+fn allocations_in_answers(responder: &Responder, packet: &[u8], out: &mut Vec<u8>) -> u64 {
+    let step = responder.begin(0, packet, Proto::Udp, CLIENT, out);
+    assert!(
+        matches!(step, Step::Answered),
+        "answered in begin: {step:?}"
+    );
+    let before = allocations();
+    for _ in 0..1000 {
+        let step = responder.begin(0, packet, Proto::Udp, CLIENT, out);
+        assert!(
+            matches!(step, Step::Answered),
+            "answered in begin: {step:?}"
+        );
+    }
+    allocations() - before
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_cache_hit_allocates_nothing() {
     // `www` has both address types, so its A/AAAA pair is cached as one entry.
@@ -82,16 +103,7 @@ async fn a_cache_hit_allocates_nothing() {
     assert_eq!(first.metadata.response_code, ResponseCode::NoError);
     for rtype in [RecordType::A, RecordType::AAAA] {
         let packet = packet(rtype);
-        // The first hit of a (zone, type, ...) creates its metric series.
-        let step = responder.begin(0, &packet, Proto::Udp, CLIENT, &mut out);
-        assert!(matches!(step, Step::Answered), "a hit: {step:?}");
-
-        let before = allocations();
-        for _ in 0..1000 {
-            let step = responder.begin(0, &packet, Proto::Udp, CLIENT, &mut out);
-            assert!(matches!(step, Step::Answered), "a hit: {step:?}");
-        }
-        let allocated = allocations() - before;
+        let allocated = allocations_in_answers(responder, &packet, &mut out);
 
         // The answer is the real one, not an empty buffer: the counter has something to count.
         let answer = Message::from_vec(&out).expect("the answer parses");
@@ -102,6 +114,26 @@ async fn a_cache_hit_allocates_nothing() {
         }
         assert_eq!(allocated, 0, "allocations in 1000 {rtype} hits");
     }
+    forwarder.stop().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_aaaa_answered_by_an_rcode_only_template_allocates_nothing() {
+    // The upstream is never asked: the template answers before the cache.
+    let forwarder = Forwarder::start(
+        "zones:\n  - name: example\n    upstreams: [\"127.0.0.1:9\"]\n    templates:\n      - type: AAAA\n        rcode: NOERROR\n",
+    )
+    .await;
+    let responder = &forwarder.responder;
+    let mut out = Vec::with_capacity(1232);
+    let packet = packet(RecordType::AAAA);
+    let allocated = allocations_in_answers(responder, &packet, &mut out);
+
+    let answer = Message::from_vec(&out).expect("the answer parses");
+    assert_eq!(answer.queries[0].name().to_string(), "WwW.ExAmPlE.");
+    assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+    assert!(answer.metadata.authoritative && answer.answers.is_empty());
+    assert_eq!(allocated, 0, "allocations in 1000 template answers");
     forwarder.stop().await;
 }
 

@@ -93,7 +93,8 @@ impl HostsConfig {
     }
 }
 
-/// Where a name the entries do not hold goes on to the cache and upstreams.
+/// Where a name the entries do not hold (or no template matches) goes on to the cache and
+/// upstreams.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Fallthrough {
     /// Nowhere: such a name is answered SERVFAIL (CoreDNS's answer: it has no SOA for an
@@ -104,6 +105,17 @@ pub enum Fallthrough {
     All,
     /// For names under these zones.
     Zones(Vec<ZoneName>),
+}
+
+impl Fallthrough {
+    /// Whether a name not answered goes on (shared by `hosts` and `templates`).
+    pub fn covers(&self, name: &crate::wire::Name) -> bool {
+        match self {
+            Fallthrough::Off => false,
+            Fallthrough::All => true,
+            Fallthrough::Zones(zones) => zones.iter().any(|z| name.is_subdomain_of(&z.0)),
+        }
+    }
 }
 
 impl Serialize for Fallthrough {

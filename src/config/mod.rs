@@ -41,6 +41,7 @@
 //! | `zones[].pool.*` | see [`pool`] | connections, in-flight queries and the wait queue per upstream |
 //! | `zones[].tls.*` | none | with `transport: tls`: the upstreams' certificate name, CAs and a client certificate: see [`tls`] |
 //! | `zones[].hosts.*` | none | names answered from hosts-file entries, a file and inline lines (CoreDNS `hosts`): see [`hosts`] |
+//! | `zones[].templates[].*` | `[]` | answers made from the query name by regex and record templates, tried in order (CoreDNS `template`): see [`template`] |
 //! | `kubernetes.enabled` | `false` | watch this node's pods (for autopath) |
 //! | `kubernetes.node_name` | `$NODE_NAME` | the node whose pods are watched (`spec.nodeName`) |
 //! | `kubernetes.kubeconfig` | none (in-cluster) | a kubeconfig file instead of the pod's service account |
@@ -67,6 +68,7 @@ pub mod node;
 pub mod pool;
 pub mod resolv;
 pub mod source;
+pub mod template;
 pub mod tls;
 
 use std::fmt;
@@ -422,6 +424,9 @@ pub struct ZoneConfig {
     /// and the upstream's IP when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<tls::TlsConfig>,
+    /// Answers made from the query name (CoreDNS `template`), tried in order; none by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub templates: Vec<template::TemplateConfig>,
 }
 
 /// How queries reach a zone's upstreams.
@@ -747,6 +752,11 @@ impl Config {
                     .validate()
                     .map_err(|(key, message)| (field(&format!("hosts{key}")), message))?;
             }
+            for (j, template) in zone.templates.iter().enumerate() {
+                template
+                    .compile(&zone.name.0)
+                    .map_err(|e| (field(&format!("templates[{j}].{}", e.field)), e.message))?;
+            }
             if zone.autopath {
                 self.validate_autopath(i)
                     .map_err(|message| (field("autopath"), message))?;
@@ -996,7 +1006,10 @@ fn locate_line(text: &str, path: &str) -> Option<usize> {
             let items: Vec<usize> = (from..to)
                 .filter(|&i| lines[i].1.starts_with("- "))
                 .collect();
-            let item_indent = items.iter().map(|&i| lines[i].0).min()?;
+            // A flow sequence (`[a, b]`) has no item lines: its key's line is the nearest.
+            let Some(item_indent) = items.iter().map(|&i| lines[i].0).min() else {
+                break;
+            };
             let items: Vec<usize> = items
                 .into_iter()
                 .filter(|&i| lines[i].0 == item_indent)

@@ -182,11 +182,7 @@ impl Hosts {
     }
 
     fn falls_through(&self, qname: &Name) -> bool {
-        match &self.fallthrough {
-            Fallthrough::Off => false,
-            Fallthrough::All => true,
-            Fallthrough::Zones(zones) => zones.iter().any(|z| qname.is_subdomain_of(&z.0)),
-        }
+        self.fallthrough.covers(qname)
     }
 
     /// Reads the file again when its modification time or size changed since it was last

@@ -35,6 +35,7 @@
 //! | `health [ADDR]` | `metrics.health_listen` (`/health` and `/ready` there; `:PORT` is `[::]:PORT`, which serves both families as Go's `:PORT` does) |
 //! | `prometheus [ADDR]` | `metrics.listen` (`:PORT` as for `health`); without it `metrics.enabled: false`, as CoreDNS serves no metrics then |
 //! | `log` | `zones[].log: true` for the block's zones: every answer of theirs logged, target `query` (our line format; CoreDNS's format arguments are not read) |
+//! | `template CLASS TYPE [ZONES...] { match REGEX...; answer RR...; authority RR...; additional RR...; rcode CODE; fallthrough [ZONES...] }` | one entry of `zones[].templates` per directive, in order: `class`, `type`, `zones` (ZONES, else the block's zones), `match`, `answer`, `authority`, `additional`, `rcode`, `fallthrough`; checked at its line. `upstream` is ignored, as in CoreDNS; `ederror`, `var` and `expr` are refused |
 //! | `loop` | `server.loop_check: true` (the default: a start-up probe per zone) |
 //! | `errors` | implied: errors are always logged |
 //! | `reload [INTERVAL [JITTER]]` | always on, with or without the directive: the template (or `-conf`), the kube-dns ConfigMap and the Service variable are read, rendered and translated every 2 s, and a changed translation is applied without dropping a query ([`source`](mod@source)); a broken one is logged and counted (`nodelocaldns_config_reloads_total{result="failure"}`) while the running one keeps serving |

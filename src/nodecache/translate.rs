@@ -1,10 +1,11 @@
 //! The last stage: a parsed Corefile's server blocks into one native config, directive by
-//! directive (the table in the module documentation of [`super`]). `forward`, `cache` and
-//! `hosts`, the directives with options, have a file each.
+//! directive (the table in the module documentation of [`super`]). `forward`, `cache`, `hosts`
+//! and `template`, the directives with options, have a file each.
 
 mod cache;
 mod forward;
 mod hosts;
+mod template;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use super::render::DEFAULT_RESOLV_CONF;
 use super::{CorefileError, Token};
 use crate::config::hosts::HostsConfig;
 use crate::config::pool::PoolConfig;
+use crate::config::template::TemplateConfig;
 use crate::config::{
     CacheConfig, Config, ConfigError, KubernetesConfig, LogConfig, MetricsConfig, ServerConfig,
     ZoneCacheConfig, ZoneConfig, ZoneName,
@@ -268,6 +270,8 @@ struct BlockSettings {
     hosts: Option<HostsConfig>,
     /// `log`: every answer of the block's zones.
     log: bool,
+    /// The `template`s in order, their ZONES those of the whole block.
+    templates: Vec<TemplateConfig>,
 }
 
 impl Translator<'_> {
@@ -408,6 +412,17 @@ impl Translator<'_> {
             }
             hosts
         });
+        let templates = settings
+            .templates
+            .iter()
+            .cloned()
+            .map(|mut template| {
+                if template.zones == [zone] {
+                    template.zones.clear();
+                }
+                template
+            })
+            .collect();
         self.zones.push(ZoneConfig {
             name: zone,
             upstreams: forward.upstreams.clone(),
@@ -432,6 +447,7 @@ impl Translator<'_> {
             hosts,
             log: settings.log,
             tls: forward.tls.clone(),
+            templates,
         });
         self.zone_lines.push(name_line);
         Ok(())
@@ -493,6 +509,7 @@ impl Translator<'_> {
             cache: None,
             hosts: None,
             log: false,
+            templates: Vec::new(),
         };
         for d in &block.directives {
             let line = d.name.line;
@@ -538,6 +555,10 @@ impl Translator<'_> {
                     }
                     settings.hosts = Some(self.hosts(d, names)?);
                 }
+                "template" => {
+                    let template = self.template(d, names)?;
+                    settings.templates.push(template);
+                }
                 "health" => {
                     self.no_block(d)?;
                     let addr = self.optional_addr(d, ":8080")?;
@@ -567,7 +588,7 @@ impl Translator<'_> {
                         line,
                         format!(
                             "unsupported directive `{other}` (supported: bind, cache, forward, \
-                             hosts, health, prometheus, errors, log, reload, loop)"
+                             hosts, template, health, prometheus, errors, log, reload, loop, import)"
                         ),
                     ));
                 }
@@ -984,6 +1005,49 @@ mod tests {
             t.config.zones[0].hosts.as_ref().unwrap().reload,
             Duration::ZERO
         );
+    }
+
+    #[test]
+    fn templates_translate_in_order_with_the_blocks_zones() {
+        use crate::config::hosts::Fallthrough;
+        let t = translate_text(
+            "cluster.local:53 in-addr.arpa:53 {\n    template IN AAAA {\n        rcode NOERROR\n    }\n    template ANY ANY invalid.cluster.local {\n        match ^a[.] \"^b[.]\"\n        match ^c[.]\n        answer \"{{ .Name }} 60 IN A 10.0.0.1\" \"{{ .Name }} 60 IN A 10.0.0.2\"\n        authority \"{{ .Zone }} 60 IN SOA ns. host. 1 60 60 60 60\"\n        additional \"x. 60 IN TXT y\"\n        rcode NXDOMAIN\n        fallthrough in-addr.arpa\n        upstream\n    }\n    forward . 10.0.0.10\n}\n.:53 {\n    template IN AAAA {\n        rcode NOERROR\n    }\n    forward . 10.0.0.10\n}\n",
+        )
+        .unwrap();
+        let zone = |name: &str| {
+            let name = Name::from_dotted(name).unwrap();
+            let zone = t.config.zones.iter().find(|z| z.name.0 == name).unwrap();
+            zone.templates.clone()
+        };
+        let names =
+            |zones: &[ZoneName]| -> Vec<String> { zones.iter().map(|z| z.0.to_dotted()).collect() };
+        let cluster = zone("cluster.local");
+        assert_eq!(cluster.len(), 2, "in the order written");
+        assert_eq!(
+            (cluster[0].class.as_str(), cluster[0].qtype.as_str()),
+            ("IN", "AAAA")
+        );
+        assert_eq!(
+            names(&cluster[0].zones),
+            ["cluster.local.", "in-addr.arpa."]
+        );
+        assert_eq!(cluster[0].rcode, "NOERROR");
+        assert_eq!(cluster[0].fallthrough, Fallthrough::Off);
+        let synth = &cluster[1];
+        assert_eq!((synth.class.as_str(), synth.qtype.as_str()), ("ANY", "ANY"));
+        assert_eq!(names(&synth.zones), ["invalid.cluster.local."]);
+        assert_eq!(synth.matches, ["^a[.]", "^b[.]", "^c[.]"]);
+        assert_eq!(synth.answer.len(), 2);
+        assert_eq!(synth.authority.len(), 1);
+        assert_eq!(synth.additional, ["x. 60 IN TXT y"]);
+        assert_eq!(synth.rcode, "NXDOMAIN");
+        assert_eq!(
+            synth.fallthrough,
+            Fallthrough::Zones(vec![ZoneName(Name::from_dotted("in-addr.arpa").unwrap())])
+        );
+        assert_eq!(zone("in-addr.arpa"), cluster, "one block, one list");
+        // A block of one zone leaves `zones` to its default.
+        assert!(zone(".")[0].zones.is_empty());
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! (malformed, not served, no zone: CoreDNS's label for the same); `type` is one of CoreDNS's
 //! monitored qtypes or `other`; `family` is `1` (IPv4) or `2` (IPv6); `plugin` is `cache` for
 //! answers from the cache (fresh or stale), `forward` for answers that came from upstream now,
-//! and empty for errors we wrote ourselves (REFUSED, FORMERR, SERVFAIL after upstreams failed).
+//! `hosts` and `template` for a zone's hosts entries and templates, and empty for errors we wrote ourselves (REFUSED, FORMERR, SERVFAIL after upstreams failed).
 //! Every label is from a closed set: no qname, no client address.
 //!
 //! Why not `IntCounterVec::with_label_values` per query: it hashes the label values and takes
@@ -102,8 +102,10 @@ pub enum Source {
     Forward = 2,
     /// A zone's hosts entries (`zones[].hosts`).
     Hosts = 3,
+    /// A zone's templates (`zones[].templates`).
+    Template = 4,
 }
-const SOURCES: [&str; 4] = ["", "cache", "forward", "hosts"];
+const SOURCES: [&str; 5] = ["", "cache", "forward", "hosts", "template"];
 
 /// `coredns_dns_request_duration_seconds` buckets: 0.25 ms doubling to 8.192 s
 /// (CoreDNS `plugin.TimeBuckets`), in nanoseconds.

@@ -17,6 +17,7 @@ pub mod framing;
 pub mod name;
 pub mod query;
 pub mod reply;
+pub mod text;
 
 pub use name::{LetterCase, Name};
 pub use query::{Edns, Query, Question};

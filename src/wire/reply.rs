@@ -1,8 +1,9 @@
 //! Writing answers to clients: error answers built from the query bytes, and forwarded (or
 //! cached) answers patched for the client that asked.
 
-use super::name::LetterCase;
+use super::name::{LetterCase, Name};
 use super::query::{Edns, OPTION_NSID, Query, push_opt};
+use super::text::Record;
 use super::{
     HEADER_LEN, Header, RType, Rcode, flag, get_u16, name, read_record, rtype, update_u16,
     write_u16,
@@ -213,37 +214,111 @@ pub fn write_authoritative<R: AsRef<[u8]>>(
     rdatas: impl IntoIterator<Item = R>,
     limits: ReplyLimits,
 ) -> bool {
+    start_authoritative(out, query, super::rcode::NOERROR);
+    let mut count: u16 = 0;
+    for rdata in rdatas {
+        // Past 65535 records the message could not say so; it is truncated below long before
+        // that for any client.
+        let Some(next) = count.checked_add(1) else {
+            break;
+        };
+        if push_record(
+            out,
+            &query.question.name,
+            query,
+            rtype,
+            super::CLASS_IN,
+            ttl,
+            rdata.as_ref(),
+        ) {
+            count = next;
+        }
+    }
+    write_u16(out, 6, count);
+    patch_answer(out, false, query, limits)
+}
+
+/// The records of an answer of our own, by section.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sections<'a> {
+    pub answer: &'a [Record],
+    pub authority: &'a [Record],
+    pub additional: &'a [Record],
+}
+
+/// [`write_authoritative`] for records of any owner, type and class in all three sections, and
+/// any header `rcode` (CoreDNS's `template` answers).
+pub fn write_records(
+    out: &mut Vec<u8>,
+    query: &Query,
+    rcode: Rcode,
+    sections: Sections<'_>,
+    limits: ReplyLimits,
+) -> bool {
+    start_authoritative(out, query, rcode);
+    let counts = [
+        (6, sections.answer),
+        (8, sections.authority),
+        (10, sections.additional),
+    ];
+    for (at, records) in counts {
+        let mut count: u16 = 0;
+        for r in records {
+            let Some(next) = count.checked_add(1) else {
+                break;
+            };
+            if push_record(out, &r.owner, query, r.rtype, r.class, r.ttl, &r.rdata) {
+                count = next;
+            }
+        }
+        write_u16(out, at, count);
+    }
+    patch_answer(out, false, query, limits)
+}
+
+/// The header and question of an answer of our own: the query's ID, QR and AA, its opcode, RD
+/// and CD copied, RA not set, `rcode`; no records yet.
+fn start_authoritative(out: &mut Vec<u8>, query: &Query, rcode: Rcode) {
     out.clear();
-    let flags = flag::QR | flag::AA | (query.flags & (flag::OPCODE_MASK | flag::RD | flag::CD));
+    let flags = flag::QR
+        | flag::AA
+        | (query.flags & (flag::OPCODE_MASK | flag::RD | flag::CD))
+        | rcode.header_bits();
     out.extend_from_slice(&query.id.to_be_bytes());
     out.extend_from_slice(&flags.to_be_bytes());
-    // One question; the answer count is written once the records are.
+    // One question; the record counts are written once the records are.
     out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
     out.extend_from_slice(query.question.name.as_wire());
     out.extend_from_slice(&query.question.qtype.to_be_bytes());
     out.extend_from_slice(&query.question.qclass.to_be_bytes());
-    let mut count: u16 = 0;
-    for rdata in rdatas {
-        let rdata = rdata.as_ref();
-        // Past 65535 records (or RDATA) the message could not say so; it is truncated below
-        // long before that for any client.
-        let Ok(rdlen) = u16::try_from(rdata.len()) else {
-            continue;
-        };
-        let Some(next) = count.checked_add(1) else {
-            break;
-        };
-        count = next;
-        // The owner is the question's name: a pointer to it (offset 12).
+}
+
+/// Appends one record; an owner that is the question's name is a pointer to it (offset 12), so
+/// it takes the client's letter case with the question. Returns false, appending nothing, for
+/// RDATA too long for its length field.
+fn push_record(
+    out: &mut Vec<u8>,
+    owner: &Name,
+    query: &Query,
+    rtype: RType,
+    class: u16,
+    ttl: u32,
+    rdata: &[u8],
+) -> bool {
+    let Ok(rdlen) = u16::try_from(rdata.len()) else {
+        return false;
+    };
+    if *owner == query.question.name {
         out.extend_from_slice(&[0xC0, HEADER_LEN as u8]);
-        out.extend_from_slice(&rtype.to_be_bytes());
-        out.extend_from_slice(&super::CLASS_IN.to_be_bytes());
-        out.extend_from_slice(&ttl.to_be_bytes());
-        out.extend_from_slice(&rdlen.to_be_bytes());
-        out.extend_from_slice(rdata);
+    } else {
+        out.extend_from_slice(owner.as_wire());
     }
-    write_u16(out, 6, count);
-    patch_answer(out, false, query, limits)
+    out.extend_from_slice(&rtype.to_be_bytes());
+    out.extend_from_slice(&class.to_be_bytes());
+    out.extend_from_slice(&ttl.to_be_bytes());
+    out.extend_from_slice(&rdlen.to_be_bytes());
+    out.extend_from_slice(rdata);
+    true
 }
 
 /// Adds our name server identifier (RFC 5001 2.2) to the answer in `out`, whose last record

@@ -27,15 +27,10 @@ impl Translator<'_> {
         };
         if let [file, zones @ ..] = d.args.as_slice() {
             hosts.file = Some(PathBuf::from(&file.text));
-            for zone in zones {
-                let (text, _port) = self.zone_key(zone, 0)?;
-                hosts.zones.push(self.hosts_zone(&text, zone.line)?);
-            }
+            hosts.zones = self.plugin_zones("hosts", zones, &[])?;
         }
         if hosts.zones.is_empty() {
-            for (text, line) in block_zones {
-                hosts.zones.push(self.hosts_zone(text, *line)?);
-            }
+            hosts.zones = self.plugin_zones("hosts", &[], block_zones)?;
         }
         for option in &d.block {
             self.hosts_option(&mut hosts, option)?;
@@ -57,16 +52,7 @@ impl Translator<'_> {
         let line = name.line;
         match name.text.as_str() {
             "fallthrough" => {
-                hosts.fallthrough = if args.is_empty() {
-                    Fallthrough::All
-                } else {
-                    let mut zones = Vec::new();
-                    for zone in args {
-                        let (text, _port) = self.zone_key(zone, 0)?;
-                        zones.push(self.hosts_zone(&text, zone.line)?);
-                    }
-                    Fallthrough::Zones(zones)
-                };
+                hosts.fallthrough = self.fallthrough("hosts", args)?;
             }
             "fallthrough_unsupported" | "no_reverse" if !args.is_empty() => {
                 return Err(self.err(line, format!("hosts: {} takes no arguments", name.text)));
@@ -116,9 +102,48 @@ impl Translator<'_> {
         Ok(())
     }
 
-    fn hosts_zone(&self, text: &str, line: usize) -> Result<ZoneName, CorefileError> {
+    /// A plugin's ZONES: `args` written after it, else `block_zones` (with their lines).
+    /// `plugin` names it in errors.
+    pub(super) fn plugin_zones(
+        &self,
+        plugin: &str,
+        args: &[Token],
+        block_zones: &[(String, usize)],
+    ) -> Result<Vec<ZoneName>, CorefileError> {
+        let mut zones = Vec::new();
+        for zone in args {
+            let (text, _port) = self.zone_key(zone, 0)?;
+            zones.push(self.plugin_zone(plugin, &text, zone.line)?);
+        }
+        if args.is_empty() {
+            for (text, line) in block_zones {
+                zones.push(self.plugin_zone(plugin, text, *line)?);
+            }
+        }
+        Ok(zones)
+    }
+
+    /// `fallthrough [ZONES...]`'s arguments, as CoreDNS's plugins read them: none is every name.
+    pub(super) fn fallthrough(
+        &self,
+        plugin: &str,
+        args: &[Token],
+    ) -> Result<Fallthrough, CorefileError> {
+        Ok(if args.is_empty() {
+            Fallthrough::All
+        } else {
+            Fallthrough::Zones(self.plugin_zones(plugin, args, &[])?)
+        })
+    }
+
+    fn plugin_zone(
+        &self,
+        plugin: &str,
+        text: &str,
+        line: usize,
+    ) -> Result<ZoneName, CorefileError> {
         Name::from_dotted(&text.to_lowercase())
             .map(ZoneName)
-            .map_err(|e| self.err(line, format!("hosts: invalid zone {text:?}: {e}")))
+            .map_err(|e| self.err(line, format!("{plugin}: invalid zone {text:?}: {e}")))
     }
 }
