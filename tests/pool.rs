@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -447,28 +448,31 @@ async fn udp_upstreams_share_the_same_bound() {
     );
 }
 
-/// Our side's sockets to `upstream` that are ESTABLISHED now, as the kernel lists them
-/// (`/proc/net/tcp`; IPv4 loopback): what `ss` shows an operator, not the pool's own count.
-/// The table is taken in one read: read in pieces (as `read_to_string` does), a socket closed
-/// and its replacement opened between two pieces would both be counted, though never open
-/// together, and on a loaded machine the pieces are far apart.
-fn established_to(upstream: SocketAddr) -> usize {
-    use std::io::Read;
-    let mut buffer = vec![0u8; 1 << 20];
-    let read = std::fs::File::open("/proc/net/tcp")
-        .and_then(|mut file| file.read(&mut buffer))
-        .expect("read /proc/net/tcp");
-    let table = String::from_utf8_lossy(&buffer[..read]);
-    let port = format!(":{:04X}", upstream.port());
-    table
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            // rem_address ends with the upstream's port; st 01 is ESTABLISHED.
-            fields.len() > 3 && fields[2].ends_with(&port) && fields[3] == "01"
-        })
-        .count()
+/// Our side's sockets to `upstream` that are ESTABLISHED now, by inode, as `ss` shows them
+/// to an operator (not the pool's own count).
+fn established_to(upstream: SocketAddr) -> HashSet<u64> {
+    let out = std::process::Command::new("ss")
+        .args(["-Htne", "state", "established", "dst"])
+        .arg(upstream.to_string())
+        .output()
+        .expect("ss runs (iproute2)");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|word| word.strip_prefix("ino:")?.parse().ok())
+        .collect()
+}
+
+/// How many sockets to `upstream` were established at once, as far as listings can tell. A
+/// listing is not a snapshot: the kernel walks its socket table bucket by bucket while other
+/// CPUs close and open sockets, so a socket closed and its replacement opened during one walk
+/// can both be listed. A count above `bound` is therefore taken only for the sockets the next
+/// listing still shows: a socket really kept open beside its replacement is in both.
+fn established_at_once(upstream: SocketAddr, bound: usize) -> usize {
+    let listed = established_to(upstream);
+    if listed.len() <= bound {
+        return listed.len();
+    }
+    listed.intersection(&established_to(upstream)).count()
 }
 
 /// Under churn (every connection retired after two queries, and the upstream closing some
@@ -492,7 +496,7 @@ async fn a_replaced_connection_counts_until_its_socket_is_closed() {
             let mut peak = 0;
             let mut samples = 0;
             while sampling.load(std::sync::atomic::Ordering::Relaxed) {
-                peak = peak.max(established_to(addr));
+                peak = peak.max(established_at_once(addr, 4));
                 samples += 1;
                 std::thread::sleep(Duration::from_micros(200));
             }
