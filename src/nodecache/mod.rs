@@ -14,42 +14,11 @@
 //!
 //! It stands on [`crate::config`] (the model it produces) and [`crate::wire`] (zone names),
 //! and nothing but the command line (`main.rs`) imports it. Config keys: none read; it writes
-//! them, as the table below says ([`args`] has the flags'). Metrics: none of its own.
+//! them, as `docs/corefile.md` says ([`args`] has the flags'). Metrics: none of its own.
 //!
-//! | directive | translation |
-//! |---|---|
-//! | `ZONE[:PORT] [ZONE...] {` | one native zone per name; listen on every `bind` IP at each zone's PORT (default `-dns.port`, 53); without `bind`, on `0.0.0.0` (IPv4 only, where CoreDNS takes both families: an IPv6 cluster binds its address) |
-//! | `bind IP...` | `listen` (the union over blocks: every zone is answered on every listen address) |
-//! | `forward FROM TO... { ... }` | `zones[].upstreams`; FROM must be `.` or the block's zone; TO is `IP`, `IP:PORT`, `[IPv6]:PORT`, `dns://...` or a resolv.conf path; `tls://IP[%NAME][:PORT]` (all TOs alike) makes `transport: tls`, port 853 by default, `%NAME` the `tls.server_name`; a TO this server binds is accepted with a warning (IPVS may take it elsewhere; the start-up loop probe checks), on loopback it is a loop |
-//! | `  force_tcp` / `prefer_udp` | `transport: tcp` / `prefer_udp` (else `udp`) |
-//! | `  policy random\|round_robin\|sequential` | `policy` |
-//! | `  health_check D`, `max_fails N` | `health_check`, `max_fails` (CoreDNS defaults 500ms and 2) |
-//! | `  max_concurrent N` | `server.max_inflight` (smallest over blocks; over the limit we answer SERVFAIL where CoreDNS answers REFUSED) |
-//! | `  expire D` | `pool.idle_timeout` (closed exactly then, where CoreDNS sweeps every D) |
-//! | `  tls_servername NAME` | `tls.server_name` (not with `%NAME`, as CoreDNS) |
-//! | `  tls [CA]`, `tls CERT KEY [CA]` | `tls.ca_file`, `tls.cert_file`, `tls.key_file` (no CA: the system's roots); ignored, with a warning, without `tls://` upstreams |
-//! | `cache [TTL]` | `cache.success_ttl` = `cache.denial_ttl` = TTL (CoreDNS: 3600s / 1800s without TTL) |
-//! | `cache { success N [TTL [MINTTL]]; denial N [TTL [MINTTL]]; prefetch N [D] [P%]; serve_stale [D [MODE]]; servfail D }` | `success_ttl`, `denial_ttl`, `min_ttl`, `prefetch`, `serve_stale.max_age` (and `client_timeout`: `0s` for CoreDNS's `immediate`, its default; the query's 5 s deadline for `verify`), `servfail_ttl`; capacities add up into `cache.capacity` |
-//! | no `cache` | `zones[].cache.enabled: false` |
-//! | `hosts [FILE [ZONES...]] { INLINE...; ttl S; reload D; no_reverse; fallthrough [ZONES...]; fallthrough_unsupported }` | `zones[].hosts`: `file` (default `/etc/hosts`), `entries` (the lines before `fallthrough`), `zones` (ZONES, else the block's zones), `ttl`, `reload`, `no_reverse`, `fallthrough`, `fallthrough_unsupported`; one section shared by the block's zones |
-//! | `health [ADDR]` | `metrics.health_listen` (`/health` and `/ready` there; `:PORT` is `[::]:PORT`, which serves both families as Go's `:PORT` does) |
-//! | `prometheus [ADDR]` | `metrics.listen` (`:PORT` as for `health`); without it `metrics.enabled: false`, as CoreDNS serves no metrics then |
-//! | `log` | `zones[].log: true` for the block's zones: every answer of theirs logged, target `query` (our line format; CoreDNS's format arguments are not read) |
-//! | `template CLASS TYPE [ZONES...] { match REGEX...; answer RR...; authority RR...; additional RR...; rcode CODE; fallthrough [ZONES...] }` | one entry of `zones[].templates` per directive, in order: `class`, `type`, `zones` (ZONES, else the block's zones), `match`, `answer`, `authority`, `additional`, `rcode`, `fallthrough`; checked at its line. `upstream` is ignored, as in CoreDNS; `ederror`, `var` and `expr` are refused |
-//! | `loop` | `server.loop_check: true` (the default: a start-up probe per zone) |
-//! | `errors` | implied: errors are always logged |
-//! | `reload [INTERVAL [JITTER]]` | always on, with or without the directive: the template (or `-conf`), the kube-dns ConfigMap and the Service variable are read, rendered and translated every 2 s, and a changed translation is applied without dropping a query ([`source`](mod@source)); a broken one is logged and counted (`nodelocaldns_config_reloads_total{result="failure"}`) while the running one keeps serving |
-//! | `import FILE\|GLOB` | the files' text in place of the line, at the top level or in a block, relative to the Corefile's directory ([`import`]); a glob with no match imports nothing (a warning), a missing plain file is an error; snippets are refused |
-//! | anything else | an error naming file and line |
-//!
-//! An error the native validation finds in a translated zone names the line of the server
-//! block that made the zone (`Corefile:3: zones[0].upstreams (translated): ...`); one in a part
-//! no block made names the field only.
-//!
-//! Where CoreDNS and our defaults differ, the translation keeps CoreDNS's numbers (2 s per
-//! upstream, 5 s per query, SERVFAIL cached 5 s, minimum TTL 5 s) except that prefetch and
-//! serve-stale stay on with our defaults unless the Corefile sets them: that is what users
-//! asked node-cache for (kubernetes/dns #652), and it only ever answers where CoreDNS fails.
+//! The directives, their options and how each is taken are listed once, in
+//! `docs/corefile.md`; `tests/corefile.rs` runs the corpus of field Corefiles in
+//! `tests/data/corefiles/` through this module.
 
 pub mod args;
 pub mod import;
