@@ -86,6 +86,26 @@ async fn rcode_of(server: std::net::SocketAddr, name: &str) -> Option<ResponseCo
     Some(Message::from_vec(&answer).ok()?.metadata.response_code)
 }
 
+/// Starts the binary with `args` and waits until it answers on `addr`.
+async fn start_answering(args: &[&str], addr: std::net::SocketAddr) -> Running {
+    let server = Running(
+        Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the binary starts"),
+    );
+    assert!(
+        common::eventually_async(|| async {
+            rcode_of(addr, "www.example.").await == Some(ResponseCode::NoError)
+        })
+        .await,
+        "the server answers"
+    );
+    server
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_config_is_applied_under_load_and_a_broken_one_is_refused() {
     let example = Authority::start(&[("example.", EXAMPLE_ZONE)]).await;
@@ -105,21 +125,7 @@ async fn a_changed_config_is_applied_under_load_and_a_broken_one_is_refused() {
     );
     publish(dir.path(), 1, &base);
     let config = dir.path().join("config.yaml").display().to_string();
-    let _server = Running(
-        Command::new(BIN)
-            .args(["run", "--config", &config])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the binary starts"),
-    );
-    assert!(
-        common::eventually_async(|| async {
-            rcode_of(addr, "www.example.").await == Some(ResponseCode::NoError)
-        })
-        .await,
-        "the server answers"
-    );
+    let _server = start_answering(&["run", "--config", &config], addr).await;
     assert_eq!(
         rcode_of(addr, "host.other.test.").await,
         Some(ResponseCode::Refused)
@@ -306,34 +312,24 @@ async fn node_cache_applies_a_changed_corefile_and_kube_dns_configmap_without_a_
     let base = coredns.path().join("Corefile.base").display().to_string();
     let rendered = coredns.path().join("Corefile").display().to_string();
     let kube_dns_dir = kube_dns.path().display().to_string();
-    let _server = Running(
-        Command::new(BIN)
-            .args([
-                "-localip",
-                "127.0.0.1",
-                "-setupinterface=false",
-                "-setupiptables=false",
-                "-basecorefile",
-                &base,
-                "-conf",
-                &rendered,
-                "-kubednscm",
-                &kube_dns_dir,
-                "-dns.port",
-                &port.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the binary starts"),
-    );
-    assert!(
-        common::eventually_async(|| async {
-            rcode_of(addr, "www.example.").await == Some(ResponseCode::NoError)
-        })
-        .await,
-        "the server answers"
-    );
+    let _server = start_answering(
+        &[
+            "-localip",
+            "127.0.0.1",
+            "-setupinterface=false",
+            "-setupiptables=false",
+            "-basecorefile",
+            &base,
+            "-conf",
+            &rendered,
+            "-kubednscm",
+            &kube_dns_dir,
+            "-dns.port",
+            &port.to_string(),
+        ],
+        addr,
+    )
+    .await;
     assert_ne!(
         rcode_of(addr, "host.other.test.").await,
         Some(ResponseCode::NoError),
