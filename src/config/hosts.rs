@@ -13,7 +13,7 @@
 //! | `zones[].hosts.fallthrough_unsupported` | `false` | a query of another type than A, AAAA or PTR for a name the entries hold goes on too (where `fallthrough` applies), instead of an empty answer |
 //!
 //! A Corefile's `hosts` directive is translated into this section by
-//! [`crate::nodecache::translate`] (its `FILE` defaults to `/etc/hosts` there, as in CoreDNS;
+//! [`crate::nodecache::translate`](mod@crate::nodecache::translate) (its `FILE` defaults to `/etc/hosts` there, as in CoreDNS;
 //! here a zone reads no file unless `file` names one).
 
 use std::fmt;

@@ -5,58 +5,10 @@
 //! already replaced by the nameservers it names. Every error names the file, the line and the
 //! field (`config.yaml:7: zones[0].transport: unknown variant ...`).
 //!
-//! | key | default | meaning |
-//! |---|---|---|
-//! | `listen` | `["127.0.0.1:5300"]` | addresses answered on, UDP and TCP on each |
-//! | `workers` | `0` (one per core) | runtime threads, and UDP sockets per listen address (SO_REUSEPORT) |
-//! | `resolv_conf` | `/etc/resolv.conf` | the file the `resolv.conf` upstream reads |
-//! | `server.max_udp_size` | `1232` | largest UDP answer, whatever the client advertises |
-//! | `server.tcp_idle_timeout` | `10s` | a TCP client connection idle this long is closed |
-//! | `server.max_tcp_connections` | `1024` | TCP client connections at once, per listen address |
-//! | `server.max_tcp_pipelined` | `64` | queries in progress per TCP client connection |
-//! | `server.max_inflight` | `8192` | client queries waiting on upstreams at once, per listener |
-//! | `server.loop_check` | `true` | at start, send each zone a probe through our own listener; a zone whose upstreams send it back is answered REFUSED and logged |
-//! | `server.nsid` | none | the name server identifier (RFC 5001, 1-253 bytes) returned to queries that carry an NSID option, e.g. `${NODE_NAME}` |
-//! | `zones[].name` | required | zone routed; longest suffix wins, `.` is the default route |
-//! | `zones[].upstreams` | required | `IP`, `IP:PORT`, `[IPv6]:PORT`, or `resolv.conf`; without a port, 53 (853 with `transport: tls`) |
-//! | `zones[].transport` | `udp` | `udp`, `tcp`, `prefer_udp` or `tls` (see [`Transport`]) |
-//! | `zones[].policy` | `random` | `random`, `round_robin` or `sequential` |
-//! | `zones[].timeout` | `2s` | wait for one upstream's answer |
-//! | `zones[].deadline` | `5s` | the whole query, across failovers |
-//! | `zones[].max_fails` | `3` | consecutive failures before an upstream is skipped; 0 never |
-//! | `zones[].health_check` | `500ms` | probe interval of a skipped upstream |
-//! | `zones[].unanswered_ttl` | `2s` | a question whose upstreams all timed out is answered SERVFAIL (or stale) this long without asking again; 0 off |
-//! | `cache.capacity` | `100000` | cached entries at most, all zones together (an A+AAAA pair is one) |
-//! | `zones[].cache.enabled` | `true` | cache this zone's answers |
-//! | `zones[].cache.success_ttl` | `30s` | cap on positive answers' TTL |
-//! | `zones[].cache.denial_ttl` | `5s` | cap on NXDOMAIN/NODATA TTL (RFC 2308: min of SOA TTL and MINIMUM) |
-//! | `zones[].cache.min_ttl` | `0s` | TTLs below are raised to this |
-//! | `zones[].cache.servfail_ttl` | `0s` | how long an upstream SERVFAIL is cached; 0 never |
-//! | `zones[].cache.prefetch.min_hits` | `2` | hits that make an entry refreshed before expiry; 0 off |
-//! | `zones[].cache.prefetch.percentage` | `10` | refresh when less than this % of the TTL remains (up to 1.5x, random per entry) |
-//! | `zones[].cache.serve_stale.max_age` | `1h` | serve expired entries this long when upstreams fail; 0 off |
-//! | `zones[].cache.serve_stale.client_timeout` | `1800ms` | wait this long for upstreams before answering stale (RFC 8767) |
-//! | `zones[].log` | `false` | log every answered query of this zone (target `query`), as CoreDNS's `log` in the zone's block; `log.query_sample` samples all zones |
-//! | `zones[].autopath` | `false` | answer the search-path walk of pods server-side (needs `kubernetes.enabled`; see [`crate::kube`]) |
-//! | `zones[].pool.*` | see [`pool`] | connections, in-flight queries and the wait queue per upstream |
-//! | `zones[].tls.*` | none | with `transport: tls`: the upstreams' certificate name, CAs and a client certificate: see [`tls`] |
-//! | `zones[].hosts.*` | none | names answered from hosts-file entries, a file and inline lines (CoreDNS `hosts`): see [`hosts`] |
-//! | `zones[].templates[].*` | `[]` | answers made from the query name by regex and record templates, tried in order (CoreDNS `template`): see [`template`] |
-//! | `kubernetes.enabled` | `false` | watch this node's pods (for autopath) |
-//! | `kubernetes.node_name` | `$NODE_NAME` | the node whose pods are watched (`spec.nodeName`) |
-//! | `kubernetes.kubeconfig` | none (in-cluster) | a kubeconfig file instead of the pod's service account |
-//! | `kubernetes.cluster_domain` | `cluster.local` | the cluster domain of pods' search paths |
-//! | `kubernetes.wait_for_sync` | `false` | `/ready` waits for the first full list of pods |
-//! | `node.*` | off | the link-local interface and NOTRACK rules: see [`node`] |
-//! | `metrics.enabled` | `true` | serve HTTP on `metrics.listen`; `false`: no listener there (`health_listen` still serves) |
-//! | `metrics.listen` | `127.0.0.1:9253` | `/metrics`, `/health`, `/ready` (and `/debug/*`); `null` means the default. Deployments use `0.0.0.0:9253`, or `[::]:9253` for both families |
-//! | `metrics.health_listen` | none | a second listener with only `/health` and `/ready` (node-cache's `health` on the local IP, probed by kubelet) |
-//! | `shutdown.lameduck` | `5s` | on SIGTERM, keep answering this long while `/ready` fails, so a new instance (SO_REUSEPORT on the same addresses) takes over without a gap |
-//! | `shutdown.drain` | `5s` | then stop listening and give the queries already taken this long; those still waiting then are answered SERVFAIL |
-//! | `log.level` | `info` | log filter (`warn`, `nodelocal_dns=debug`, ...); `--log-level` and `RUST_LOG` override it |
-//! | `log.query_sample` | `0` | log one answered query in N (client, name, type, rcode, protocol; log target `query`); 0 none |
-//! | `metrics.debug` | `false` | serve `/debug/cache`, `/debug/autopath`, `/debug/pool` on `metrics.listen`; refused on a non-loopback address unless `debug_remote` |
-//! | `metrics.debug_remote` | `false` | allow `debug` on a non-loopback `listen`: the endpoints show cached names and pod names to whoever reaches the port |
+//! Every key, its default and its meaning are listed once, in the README's "Configuration
+//! reference": the list users read. `tests/config_docs.rs` checks it against this model (every
+//! key it names is a key here, every default it states is the default here). The section
+//! modules ([`node`], [`pool`], [`hosts`], [`tls`], [`template`]) say what their sections do.
 //!
 //! A node-cache command line and Corefile are translated into this model by
 //! [`crate::nodecache`], which stands on this module.

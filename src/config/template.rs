@@ -21,7 +21,7 @@
 //! with them are read per query, and one that does not read makes a SERVFAIL (logged).
 //!
 //! A Corefile's `template` directive is translated into this list by
-//! [`crate::nodecache::translate`].
+//! [`crate::nodecache::translate`](mod@crate::nodecache::translate).
 
 use regex::Regex;
 use serde::{Deserialize, Serialize};
