@@ -22,7 +22,7 @@
 //! a lock, on every query. Here every series is a slot in fixed arrays indexed by small
 //! integers computed once per query ([`Tally`]). Each recording thread owns a shard of the
 //! arrays and adds with plain loads and stores (no locked instructions, no cache line bouncing
-//! between cores); threads beyond [`OWNED_SHARDS`] share one shard with atomic adds. A scrape
+//! between cores); threads beyond `OWNED_SHARDS` share one shard with atomic adds. A scrape
 //! sums the shards. Series that never counted anything are not exported (as with CoreDNS,
 //! which creates them on use).
 //!
