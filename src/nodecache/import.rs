@@ -136,7 +136,14 @@ impl Splice {
             }
             self.imported_any = true;
             let path = dir.join(pattern);
-            for imported in matches(&path, pattern).map_err(|m| here(number, m))? {
+            let imported_files = matches(&path, pattern).map_err(|m| here(number, m))?;
+            if imported_files.is_empty() {
+                // Only a glob matches nothing without an error (`matches`).
+                self.warnings.push(format!(
+                    "{file}:{number}: import {pattern}: no file matches (nothing imported)"
+                ));
+            }
+            for imported in imported_files {
                 if chain.contains(&imported) {
                     return Err(here(
                         number,
@@ -152,11 +159,6 @@ impl Splice {
                 self.add(&text, name, &parent, chain)?;
                 chain.pop();
             }
-            if is_glob(pattern) && glob_is_empty(&path) {
-                self.warnings.push(format!(
-                    "{file}:{number}: import {pattern}: no file matches (nothing imported)"
-                ));
-            }
         }
         Ok(())
     }
@@ -164,10 +166,6 @@ impl Splice {
 
 fn is_glob(pattern: &str) -> bool {
     pattern.contains(['*', '?', '['])
-}
-
-fn glob_is_empty(path: &Path) -> bool {
-    glob::glob(&path.to_string_lossy()).map_or(true, |mut paths| paths.next().is_none())
 }
 
 /// The files `path` names: the matches of a glob in name order, or the one file.
