@@ -62,18 +62,30 @@ fn translate(dir: &Path, corefile: &str) -> Output {
         .expect("the binary runs")
 }
 
+/// What a successful `translate` printed; on failure, `what` and its error.
+fn printed(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+/// What a successful `translate` printed, and the config it is: printed, a translation must
+/// load as a native config.
+fn translated(out: Output, what: &str) -> (String, Config) {
+    let yaml = printed(out, what);
+    let config = Config::from_yaml(&yaml, what).expect("a valid config");
+    (yaml, config)
+}
+
 #[test]
 fn the_stock_corefile_and_kube_dns_configmap_translate_to_the_native_config() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = translate(dir.path(), &stock_corefile());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let yaml = String::from_utf8(out.stdout).expect("UTF-8");
     // The printed translation is itself a valid config.
-    let config = Config::from_yaml(&yaml, "translation").expect("a valid config");
+    let (yaml, config) = translated(out, "translation");
 
     assert_eq!(
         config.listen,
@@ -181,13 +193,7 @@ fn without_a_base_corefile_the_conf_file_is_served_as_written() {
         ],
     );
     let missing = dir.path().join("Corefile.base");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let yaml = String::from_utf8(out.stdout).expect("UTF-8");
-    let config = Config::from_yaml(&yaml, "translation").expect("a valid config");
+    let (_, config) = translated(out, "translation");
     assert_eq!(
         config.listen,
         vec!["169.254.25.10:53".parse().expect("an address")]
@@ -226,12 +232,7 @@ fn translate_keeps_resolv_conf_for_every_node_and_check_config_expands_it() {
         ".:53 {\n    bind 169.254.20.10\n    cache 30\n    forward . /etc/resolv.conf\n}\n",
         &["-localip", "169.254.20.10"],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let yaml = String::from_utf8(out.stdout).expect("UTF-8");
+    let yaml = printed(out, "translation");
     assert!(
         yaml.contains("  upstreams:\n  - resolv.conf\n"),
         "the portable form: {yaml}"
@@ -268,10 +269,7 @@ fn imports_splice_blocks_and_directives_and_errors_name_the_imported_file() {
     std::fs::write(custom.join("log.override"), "# every query\nlog\n").expect("write");
     let corefile = ".:53 {\n    bind 169.254.20.10\n    import custom/*.override\n    forward . 10.96.0.10\n}\nimport custom/*.server\nimport optional/*.server\n";
     let (_, out) = translate_conf_only(dir.path(), corefile, &["-localip", "169.254.20.10"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let yaml = String::from_utf8(out.stdout).expect("UTF-8");
-    let config = Config::from_yaml(&yaml, "translation").expect("a valid config");
+    let (yaml, config) = translated(out, "translation");
     let zones: Vec<String> = config.zones.iter().map(|z| z.name.0.to_dotted()).collect();
     assert!(zones.contains(&"acme.internal.".to_string()), "{zones:?}");
     let root = config
@@ -327,9 +325,7 @@ fn forwarding_to_an_own_bind_is_warned_and_a_loopback_loop_is_refused_at_its_lin
         "cluster.local:53 {\n    errors\n    bind 169.254.20.10 10.96.0.10\n    forward . 10.96.0.10\n}\n",
         &["-localip", "169.254.20.10,10.96.0.10"],
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let yaml = String::from_utf8(out.stdout).expect("UTF-8");
+    let yaml = printed(out, "translation");
     assert!(
         yaml.contains("Corefile:1: forwards to 10.96.0.10:53, which this server also binds"),
         "{yaml}"
@@ -437,13 +433,7 @@ fn every_corefile_of_the_corpus_translates_with_its_launch_flags() {
             .output()
             .expect("the binary runs");
         let name = &entry.name;
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let yaml = String::from_utf8(out.stdout).expect("UTF-8");
-        let config = Config::from_yaml(&yaml, name).expect("a valid config");
+        let (yaml, config) = translated(out, name);
         let mut zones: Vec<String> = config.zones.iter().map(|z| z.name.0.to_dotted()).collect();
         let mut want = entry.zones.clone();
         zones.sort();
