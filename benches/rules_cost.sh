@@ -291,14 +291,9 @@ check_rules_match() {
 
 # ---------------------------------------------------------------- measures
 
-dp_sent() { awk '/Queries sent:/ {print $3}' "$1"; }
-dp_completed() { awk '/Queries completed:/ {print $3}' "$1"; }
-dp_lost() { awk '/Queries lost:/ {print $3}' "$1"; }
-dp_qps() { awk '/Queries per second:/ {printf "%.0f", $4}' "$1"; }
-dp_avg_ms() { awk '/Average Latency/ {printf "%.3f", $4 * 1000}' "$1"; }
-dp_rcode() {
-    grep 'Response codes:' "$1" | tr ',' '\n' | awk -v c="$2" '{for (i = 1; i < NF; i++) if ($i == c) n = $(i + 1)} END {print n + 0}'
-}
+# dp_sent, dp_completed, dp_lost, dp_qps, dp_avg_ms, dp_rcode
+# shellcheck source=benches/dnsperf.sh
+. "$BENCH_DIR/dnsperf.sh"
 
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 # The ksoftirqd threads: softirq work the kernel defers to them is charged to no process of ours.
@@ -360,7 +355,7 @@ point() {
     local done
     done=$(dp_completed "$dp")
     QPS[$key]+="$(dp_qps "$dp") "
-    AVG[$key]+="$(dp_avg_ms "$dp") "
+    AVG[$key]+="$(dp_avg_ms "$dp" 3) "
     LOST[$key]+="$(pct "$(dp_lost "$dp")" "$(dp_sent "$dp")") "
     local path=$((f1 - f0 + load + k1 - k0))
     FWD[$key]+="$(per_query $((f1 - f0)) "$done") "

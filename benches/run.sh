@@ -483,15 +483,9 @@ dnsperf_run() {
     taskset -c "$LOAD_CPU" dnsperf -s "$SUT_IP" -p "$PORT" "$@" >"$out" 2>&1 ||
         { cat "$out" >&2; die "dnsperf failed"; }
 }
-dp_sent() { awk '/Queries sent:/ {print $3}' "$1"; }
-dp_completed() { awk '/Queries completed:/ {print $3}' "$1"; }
-dp_lost() { awk '/Queries lost:/ {print $3}' "$1"; }
-dp_qps() { awk '/Queries per second:/ {printf "%.0f", $4}' "$1"; }
-dp_avg_ms() { awk '/Average Latency/ {printf "%.2f", $4 * 1000}' "$1"; }
-# dp_rcode FILE CODE: count of one response code (0 when absent).
-dp_rcode() {
-    grep 'Response codes:' "$1" | tr ',' '\n' | awk -v c="$2" '{for (i = 1; i < NF; i++) if ($i == c) n = $(i + 1)} END {print n + 0}'
-}
+# dp_sent, dp_completed, dp_lost, dp_qps, dp_avg_ms, dp_rcode
+# shellcheck source=benches/dnsperf.sh
+. "$BENCH_DIR/dnsperf.sh"
 
 loadgen_run() {
     local out=$1
