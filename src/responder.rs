@@ -60,6 +60,16 @@ use crate::wire::{RType, Rcode, rcode};
 /// A query's request-metrics series, and when it arrived if it was not answered synchronously.
 type Counted<'a> = (&'a Tally, Option<std::time::Instant>);
 
+/// What a zone's own data (templates, hosts entries) made of a query.
+enum Local {
+    /// Its answer, with this rcode, is in the output buffer.
+    Answered(Rcode, Source),
+    /// Answer SERVFAIL.
+    ServFail,
+    /// Not for it: on to the cache and upstreams.
+    Next,
+}
+
 /// What `begin` did with a packet.
 #[derive(Debug)]
 pub enum Step {
@@ -401,38 +411,18 @@ impl Responder {
             self.record((&tally, None), rcode::REFUSED, Source::Server, out);
             return Step::Answered;
         }
-        // Before hosts, as CoreDNS's plugin order has it.
-        if let Some((_, templates)) = self.template_routes.iter().find(|(r, _)| *r == route_id) {
-            let limits = self.limits(&query, proto);
-            match templates.answer(&query, client, limits, out) {
-                template::Decision::Answered(rcode) => {
-                    self.add_nsid(&query, limits, out);
-                    self.record((&tally, None), rcode, Source::Template, out);
-                    return Step::Answered;
-                }
-                template::Decision::ServFail => {
-                    self.write_query_error(&query, rcode::SERVFAIL, out);
-                    self.record((&tally, None), rcode::SERVFAIL, Source::Server, out);
-                    return Step::Answered;
-                }
-                template::Decision::Next => {}
+        match self.answer_locally(route_id, &query, client, proto, out) {
+            Local::Answered(code, source) => {
+                self.add_nsid(&query, self.limits(&query, proto), out);
+                self.record((&tally, None), code, source, out);
+                return Step::Answered;
             }
-        }
-        if let Some((_, hosts)) = self.hosts_routes.iter().find(|(r, _)| *r == route_id) {
-            let limits = self.limits(&query, proto);
-            match hosts.answer(&query, limits, out) {
-                Decision::Answered => {
-                    self.add_nsid(&query, limits, out);
-                    self.record((&tally, None), rcode::NOERROR, Source::Hosts, out);
-                    return Step::Answered;
-                }
-                Decision::ServFail => {
-                    self.write_query_error(&query, rcode::SERVFAIL, out);
-                    self.record((&tally, None), rcode::SERVFAIL, Source::Server, out);
-                    return Step::Answered;
-                }
-                Decision::Next => {}
+            Local::ServFail => {
+                self.write_query_error(&query, rcode::SERVFAIL, out);
+                self.record((&tally, None), rcode::SERVFAIL, Source::Server, out);
+                return Step::Answered;
             }
+            Local::Next => {}
         }
         let autopath = match &self.autopath {
             Some(autopath) if self.autopath_routes.contains(&route_id) => {
@@ -560,6 +550,35 @@ impl Responder {
             Some(entry) if failed => self.write_stale(&entry, query, (tally, arrived), limits, out),
             _ => self.write_upstream_answer(query, (tally, arrived), answer, limits, out),
         }
+    }
+
+    /// What the zone's own data makes of `query`: its templates first, then its hosts entries,
+    /// as CoreDNS's plugin order has it. Zones without either scan two empty lists.
+    fn answer_locally(
+        &self,
+        route_id: RouteId,
+        query: &Query,
+        client: IpAddr,
+        proto: Proto,
+        out: &mut Vec<u8>,
+    ) -> Local {
+        if let Some((_, templates)) = self.template_routes.iter().find(|(r, _)| *r == route_id) {
+            match templates.answer(query, client, self.limits(query, proto), out) {
+                template::Decision::Answered(code) => {
+                    return Local::Answered(code, Source::Template);
+                }
+                template::Decision::ServFail => return Local::ServFail,
+                template::Decision::Next => {}
+            }
+        }
+        if let Some((_, hosts)) = self.hosts_routes.iter().find(|(r, _)| *r == route_id) {
+            match hosts.answer(query, self.limits(query, proto), out) {
+                Decision::Answered => return Local::Answered(rcode::NOERROR, Source::Hosts),
+                Decision::ServFail => return Local::ServFail,
+                Decision::Next => {}
+            }
+        }
+        Local::Next
     }
 
     /// Refreshes the entry a hit found close to expiry, in the background.
