@@ -8,6 +8,9 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use nodelocal_dns::config::{Config, Transport};
+
+mod common;
+use common::corpus::corpus;
 use serde_yaml_ng::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_nodelocal-dns");
@@ -345,66 +348,6 @@ fn forwarding_to_an_own_bind_is_warned_and_a_loopback_loop_is_refused_at_its_lin
     assert!(stderr.contains(&at), "want {at}: {stderr}");
 }
 
-/// One Corefile of `tests/data/corefiles/` with the header that says how its DaemonSet
-/// launches it: `# flags:` (node-cache's command line, `{dir}` the pod's config directory),
-/// `# env:` and `# files:` (`PATH=CONTENT`, `;`-separated) beside it, and `# zones:` the zones
-/// the translation must route. A file with `# layout: template` is Corefile.base.
-struct CorpusEntry {
-    name: String,
-    text: String,
-    flags: Vec<String>,
-    env: Vec<(String, String)>,
-    files: Vec<(String, String)>,
-    zones: Vec<String>,
-    template: bool,
-}
-
-fn corpus() -> Vec<CorpusEntry> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/corefiles");
-    let mut entries: Vec<CorpusEntry> = std::fs::read_dir(&dir)
-        .expect("the corpus")
-        .map(|entry| entry.expect("an entry").path())
-        .filter(|path| path.extension().is_some_and(|e| e == "Corefile"))
-        .map(|path| {
-            let text = std::fs::read_to_string(&path).expect("a Corefile");
-            let header = |key: &str| {
-                text.lines()
-                    .find_map(|line| line.strip_prefix(&format!("# {key}: ")))
-                    .map(str::to_string)
-            };
-            let pairs = |value: Option<String>| -> Vec<(String, String)> {
-                value.map_or_else(Vec::new, |v| {
-                    v.split("; ")
-                        .map(|pair| {
-                            let (k, v) = pair.split_once('=').expect("PATH=CONTENT");
-                            (k.to_string(), v.to_string())
-                        })
-                        .collect()
-                })
-            };
-            CorpusEntry {
-                name: path.file_name().expect("a name").to_string_lossy().into(),
-                flags: header("flags")
-                    .expect("# flags:")
-                    .split_whitespace()
-                    .map(str::to_string)
-                    .collect(),
-                env: pairs(header("env")),
-                files: pairs(header("files")),
-                zones: header("zones")
-                    .expect("# zones:")
-                    .split_whitespace()
-                    .map(str::to_string)
-                    .collect(),
-                template: header("layout").is_some_and(|l| l.starts_with("template")),
-                text,
-            }
-        })
-        .collect();
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
-    entries
-}
-
 /// Every Corefile of the corpus (the installers' and charts' layouts, and users'
 /// customisations) translates with the command line its DaemonSet uses, and routes the zones
 /// it names.
@@ -414,21 +357,10 @@ fn every_corefile_of_the_corpus_translates_with_its_launch_flags() {
     assert!(corpus.len() >= 8, "the corpus: {} files", corpus.len());
     for entry in corpus {
         let dir = tempfile::tempdir().expect("temp dir");
-        let here = |text: &str| text.replace("{dir}", &dir.path().display().to_string());
-        for (path, content) in &entry.files {
-            let path = dir.path().join(path);
-            std::fs::create_dir_all(path.parent().expect("a parent")).expect("dirs");
-            std::fs::write(path, format!("{content}\n")).expect("write");
-        }
-        let corefile = if entry.template {
-            "Corefile.base"
-        } else {
-            "Corefile"
-        };
-        std::fs::write(dir.path().join(corefile), here(&entry.text)).expect("write Corefile");
+        entry.write_into(dir.path());
         let out = Command::new(BIN)
             .arg("translate")
-            .args(entry.flags.iter().map(|f| here(f)))
+            .args(entry.flags_in(dir.path()))
             .envs(entry.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .output()
             .expect("the binary runs");

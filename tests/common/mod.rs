@@ -7,6 +7,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the fixtures
 
 pub mod cluster;
+pub mod corpus;
 pub mod fake_apiserver;
 pub mod netns;
 pub mod process;
