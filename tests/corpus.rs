@@ -157,14 +157,17 @@ fn ask_once(
     socket
         .set_read_timeout(Some(wait))
         .map_err(|e| format!("timeout: {e}"))?;
-    let packet = query.to_vec().map_err(|e| format!("encode: {e}"))?;
+    // Connected, as glibc's and musl's stubs are: an answer from another address than the
+    // one asked is not theirs.
     socket
-        .send_to(&packet, server)
-        .map_err(|e| format!("send: {e}"))?;
+        .connect(server)
+        .map_err(|e| format!("connect: {e}"))?;
+    let packet = query.to_vec().map_err(|e| format!("encode: {e}"))?;
+    socket.send(&packet).map_err(|e| format!("send: {e}"))?;
     let mut buf = [0u8; 4096];
     loop {
-        let (len, _) = socket
-            .recv_from(&mut buf)
+        let len = socket
+            .recv(&mut buf)
             .map_err(|e| format!("no answer: {e}"))?;
         let answer = Message::from_vec(&buf[..len]).map_err(|e| format!("parse: {e}"))?;
         if answer.metadata.id == query.metadata.id {

@@ -295,6 +295,47 @@ async fn ipv6_listeners_answer_over_udp_and_tcp() {
     forwarder.stop().await;
 }
 
+/// A listener on a wildcard address answers each query from the address it was sent to, as
+/// connected stubs (glibc's, musl's) require: asked at 127.0.0.2, the answer must come from
+/// 127.0.0.2, not from the address the kernel would pick for the client (127.0.0.1). Both a
+/// forwarded answer and a cache hit, and the same over IPv6's wildcard.
+#[tokio::test]
+async fn a_wildcard_listener_answers_from_the_address_it_was_asked_at() {
+    let authority = Authority::start(&[("example.", common::EXAMPLE_ZONE)]).await;
+    for (listen, asked, client) in [
+        ("0.0.0.0:0", "127.0.0.2", "127.0.0.5:0"),
+        ("[::]:0", "::1", "[::1]:0"),
+    ] {
+        let forwarder = Forwarder::start(&format!(
+            "listen: [\"{listen}\"]\nzones:\n  - name: example\n    upstreams: [\"{}\"]\n",
+            authority.addr
+        ))
+        .await;
+        let server = std::net::SocketAddr::new(asked.parse().unwrap(), forwarder.addr.port());
+        let socket = tokio::net::UdpSocket::bind(client).await.expect("bind");
+        // Connected: the kernel delivers only datagrams from `server`.
+        socket.connect(server).await.expect("connect");
+        for round in ["forwarded", "cached"] {
+            let msg = query("www.example.", RecordType::A, None);
+            socket
+                .send(&msg.to_vec().expect("encodes"))
+                .await
+                .expect("send");
+            let mut buf = vec![0u8; 2048];
+            let len = tokio::time::timeout(CLIENT_TIMEOUT, socket.recv(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("{listen}, {round}: an answer from {server}"))
+                .expect("receive");
+            let answer = Message::from_vec(&buf[..len]).expect("decodes");
+            assert_eq!(answer.metadata.id, msg.metadata.id);
+            assert_eq!(addresses(&answer), [Ipv4Addr::new(192, 0, 2, 1)], "{round}");
+        }
+        let hits = forwarder.scrape().sum("coredns_cache_hits_total", &[]);
+        assert_eq!(hits, 1.0, "{listen}: the second answer was a cache hit");
+        forwarder.stop().await;
+    }
+}
+
 /// A query in wire form: `id`, `flags`, one question `name` (dotted, no trailing dot)
 /// `qtype` `qclass`.
 fn raw_query(id: u16, flags: u16, name: &str, qtype: u16, qclass: u16) -> Vec<u8> {

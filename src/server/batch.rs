@@ -14,13 +14,24 @@
 //! buffer as a new write edge), which costs one more `epoll_wait` return per answer. A UDP send
 //! buffer is full only while the device queue is backed up, so a send that would block is
 //! retried after a pause instead ([`send_patiently`]).
+//!
+//! A socket bound to a wildcard (`0.0.0.0`, `[::]`) answers from the address each query was
+//! sent to ([`Peer::local`]): stubs connect their UDP socket to the server they ask and drop an
+//! answer from any other address, and the kernel would otherwise pick the source by route (on
+//! a node, the pod-facing interface's address rather than the local IP the pod asked). The
+//! socket reports each datagram's destination (`IP_PKTINFO`, `IPV6_RECVPKTINFO`) and a run of
+//! answers from one address goes out in one `sendmmsg` carrying it as the source.
 
 use std::io::{self, IoSlice, IoSliceMut};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
-use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
+use nix::libc;
+use nix::sys::socket::{
+    ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg,
+    sendmmsg,
+};
 use tokio::io::Interest;
 use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 
@@ -66,6 +77,53 @@ pub(super) const BATCH: usize = 32;
 /// cuts it (it then fails to parse and is answered FORMERR).
 pub(super) const MAX_QUERY: usize = 4096;
 
+/// The two ends of a query: the client, and on a wildcard socket the address it asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Peer {
+    pub(super) client: SocketAddr,
+    /// The address the query was sent to, which the answer must come from; `None` on a socket
+    /// bound to one address, whose answers the kernel sends from it.
+    pub(super) local: Option<IpAddr>,
+}
+
+/// Where a socket's answers come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AnswerSource {
+    /// The address the socket is bound to.
+    Bound,
+    /// The address each query was sent to, on a wildcard socket of this family.
+    Asked(Family),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Family {
+    V4,
+    V6,
+}
+
+impl AnswerSource {
+    /// How the socket bound to `addr` answers: per query when `addr` is a wildcard.
+    pub(super) fn of(addr: SocketAddr) -> AnswerSource {
+        match addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => AnswerSource::Asked(Family::V4),
+            IpAddr::V6(ip) if ip.is_unspecified() => AnswerSource::Asked(Family::V6),
+            _ => AnswerSource::Bound,
+        }
+    }
+
+    /// The `mmsghdr` array for this socket: with room for one packet-info control message per
+    /// datagram when it answers per query. The room is exactly one message's, since the kernel
+    /// writes the length it used back into the header, where the next `recvmmsg` finds it.
+    fn headers(self) -> Headers {
+        let control = match self {
+            AnswerSource::Bound => None,
+            AnswerSource::Asked(Family::V4) => Some(nix::cmsg_space!(libc::in_pktinfo)),
+            AnswerSource::Asked(Family::V6) => Some(nix::cmsg_space!(libc::in6_pktinfo)),
+        };
+        Headers(MultiHeaders::preallocate(BATCH, control))
+    }
+}
+
 /// The `mmsghdr` array of one socket's batches.
 struct Headers(MultiHeaders<SockaddrStorage>);
 
@@ -76,30 +134,34 @@ struct Headers(MultiHeaders<SockaddrStorage>);
 unsafe impl Send for Headers {}
 
 impl Headers {
-    fn new() -> Headers {
-        Headers(MultiHeaders::preallocate(BATCH, None))
+    fn plain() -> Headers {
+        AnswerSource::Bound.headers()
     }
 }
 
 /// Where one `recvmmsg` puts its datagrams.
 pub(super) struct Inbox {
+    source: AnswerSource,
     headers: Headers,
     buffers: Box<[[u8; MAX_QUERY]; BATCH]>,
-    /// Length and source of each datagram of the last batch.
-    received: [(usize, Option<SocketAddr>); BATCH],
+    /// Length, source and (on a wildcard socket) destination of each datagram of the last
+    /// batch.
+    received: [(usize, Option<SocketAddr>, Option<IpAddr>); BATCH],
     count: usize,
 }
 
 impl Inbox {
-    pub(super) fn new() -> Inbox {
+    /// The inbox of a socket whose answers come from `source`.
+    pub(super) fn new(source: AnswerSource) -> Inbox {
         let buffers = vec![[0u8; MAX_QUERY]; BATCH]
             .into_boxed_slice()
             .try_into()
             .unwrap_or_else(|_| unreachable!("the vector has BATCH elements"));
         Inbox {
-            headers: Headers::new(),
+            source,
+            headers: source.headers(),
             buffers,
-            received: [(0, None); BATCH],
+            received: [(0, None, None); BATCH],
             count: 0,
         }
     }
@@ -139,39 +201,84 @@ impl Inbox {
             None,
         )?;
         let mut count = 0;
+        let mut lost_destination = false;
         for (slot, message) in self.received.iter_mut().zip(results) {
-            *slot = (message.bytes, message.address.as_ref().and_then(std_addr));
+            let from = message.address.as_ref().and_then(std_addr);
+            let to = match self.source {
+                AnswerSource::Bound => None,
+                AnswerSource::Asked(_) => {
+                    let to = message
+                        .cmsgs()
+                        .ok()
+                        .and_then(|mut c| c.find_map(destination));
+                    lost_destination |= to.is_none();
+                    to
+                }
+            };
+            *slot = (message.bytes, from, to);
             count += 1;
+        }
+        if lost_destination {
+            // The header's control length is what the kernel last wrote there; should it ever
+            // have shrunk, fresh headers give every later datagram its room again.
+            self.headers = self.source.headers();
         }
         Ok(count)
     }
 
-    /// The datagrams of the last batch: bytes, and the source unless the kernel gave none.
-    pub(super) fn datagrams(&self) -> impl Iterator<Item = (&[u8], Option<SocketAddr>)> {
+    /// The datagrams of the last batch: bytes, and their peer unless the kernel named no
+    /// source.
+    pub(super) fn datagrams(&self) -> impl Iterator<Item = (&[u8], Option<Peer>)> {
         self.received[..self.count]
             .iter()
             .zip(self.buffers.iter())
-            .map(|(&(len, from), buffer)| (&buffer[..len.min(MAX_QUERY)], from))
+            .map(|(&(len, from, local), buffer)| {
+                let peer = from.map(|client| Peer { client, local });
+                (&buffer[..len.min(MAX_QUERY)], peer)
+            })
+    }
+}
+
+/// The address a datagram was sent to, from its packet-info control message.
+fn destination(message: ControlMessageOwned) -> Option<IpAddr> {
+    match message {
+        ControlMessageOwned::Ipv4PacketInfo(info) => Some(IpAddr::V4(Ipv4Addr::from(
+            u32::from_be(info.ipi_spec_dst.s_addr),
+        ))),
+        ControlMessageOwned::Ipv6PacketInfo(info) => {
+            Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)))
+        }
+        _ => None,
     }
 }
 
 /// Answers collected for one `sendmmsg`.
 pub(super) struct Outbox {
+    /// Headers without control messages, for answers the kernel sends from the bound address.
     headers: Headers,
+    /// Headers with room for one packet-info message of each family, for answers from the
+    /// address asked; made at the first such answer (sockets bound to one address never
+    /// need them).
+    sourced: (Option<Headers>, Option<Headers>),
     answers: Vec<Vec<u8>>,
     /// Valid up to `len`.
-    clients: [SocketAddr; BATCH],
-    /// `clients` as the kernel takes them, converted once per answer.
+    peers: [Peer; BATCH],
+    /// The clients as the kernel takes them, converted once per answer.
     destinations: [Option<SockaddrStorage>; BATCH],
     len: usize,
 }
 
 impl Outbox {
     pub(super) fn new() -> Outbox {
+        let nobody = Peer {
+            client: SocketAddr::from(([0, 0, 0, 0], 0)),
+            local: None,
+        };
         Outbox {
-            headers: Headers::new(),
+            headers: Headers::plain(),
+            sourced: (None, None),
             answers: (0..BATCH).map(|_| Vec::with_capacity(1232)).collect(),
-            clients: [SocketAddr::from(([0, 0, 0, 0], 0)); BATCH],
+            peers: [nobody; BATCH],
             destinations: [None; BATCH],
             len: 0,
         }
@@ -183,21 +290,21 @@ impl Outbox {
         &mut self.answers[self.len.min(BATCH - 1)]
     }
 
-    /// Queues the answer in [`Outbox::next_buffer`] for `client`.
-    pub(super) fn commit(&mut self, client: SocketAddr) {
+    /// Queues the answer in [`Outbox::next_buffer`] for `peer`.
+    pub(super) fn commit(&mut self, peer: Peer) {
         if self.len < BATCH {
-            self.clients[self.len] = client;
-            self.destinations[self.len] = Some(SockaddrStorage::from(client));
+            self.peers[self.len] = peer;
+            self.destinations[self.len] = Some(SockaddrStorage::from(peer.client));
             self.len += 1;
         }
     }
 
     /// The answers queued, with their clients.
     pub(super) fn queued(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
-        self.clients[..self.len]
+        self.peers[..self.len]
             .iter()
             .zip(&self.answers)
-            .map(|(&client, answer)| (client, answer.as_slice()))
+            .map(|(peer, answer)| (peer.client, answer.as_slice()))
     }
 
     /// Sends every queued answer, waiting a while when the socket's send buffer is full, and
@@ -224,24 +331,66 @@ impl Outbox {
         self.len = 0;
     }
 
+    /// Sends the queued answers from `first` on that come from one address: all of them on a
+    /// socket bound to one address.
     fn send_from(&mut self, fd: RawFd, first: usize) -> io::Result<usize> {
-        let count = self.len - first;
+        let local = self.peers[first].local;
+        let count = self.peers[first..self.len]
+            .iter()
+            .take_while(|peer| peer.local == local)
+            .count();
         // An array, not a vector: nothing is allocated per batch.
         let slices: [[IoSlice<'_>; 1]; BATCH] = std::array::from_fn(|i| {
             [IoSlice::new(
                 self.answers.get(first + i).map_or(&[][..], Vec::as_slice),
             )]
         });
-        let results = sendmmsg(
-            fd,
-            &mut self.headers.0,
-            &slices[..count],
-            &self.destinations[first..self.len],
-            [],
-            MsgFlags::MSG_DONTWAIT,
-        )?;
-        Ok(results.count())
+        let (slices, destinations) = (&slices[..count], &self.destinations[first..first + count]);
+        let flags = MsgFlags::MSG_DONTWAIT;
+        let sent = match local {
+            None => sendmmsg(fd, &mut self.headers.0, slices, destinations, [], flags)?.count(),
+            Some(IpAddr::V4(ip)) => {
+                let info = libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: libc::in_addr {
+                        s_addr: u32::from(ip).to_be(),
+                    },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                let headers = sourced_headers(&mut self.sourced, Family::V4);
+                let source = [ControlMessage::Ipv4PacketInfo(&info)];
+                sendmmsg(fd, headers, slices, destinations, source, flags)?.count()
+            }
+            Some(IpAddr::V6(ip)) => {
+                let info = libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr {
+                        s6_addr: ip.octets(),
+                    },
+                    ipi6_ifindex: 0,
+                };
+                let headers = sourced_headers(&mut self.sourced, Family::V6);
+                let source = [ControlMessage::Ipv6PacketInfo(&info)];
+                sendmmsg(fd, headers, slices, destinations, source, flags)?.count()
+            }
+        };
+        Ok(sent)
     }
+}
+
+/// The headers for answers from an address of `family` (of an outbox's pair), whose control
+/// length is exactly that family's packet-info message: the kernel reads every byte of it as
+/// messages.
+fn sourced_headers(
+    sourced: &mut (Option<Headers>, Option<Headers>),
+    family: Family,
+) -> &mut MultiHeaders<SockaddrStorage> {
+    let slot = match family {
+        Family::V4 => &mut sourced.0,
+        Family::V6 => &mut sourced.1,
+    };
+    &mut slot
+        .get_or_insert_with(|| AnswerSource::Asked(family).headers())
+        .0
 }
 
 fn std_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {

@@ -8,7 +8,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
 use tokio::net::TcpListener;
 
-use super::batch::ListenSocket;
+use nix::sys::socket::{setsockopt, sockopt};
+
+use super::batch::{AnswerSource, Family, ListenSocket};
 
 /// Receive buffer of each UDP socket: room for bursts while workers are busy.
 const UDP_RECV_BUFFER: usize = 4 << 20;
@@ -76,6 +78,14 @@ fn bind_udp(addr: SocketAddr) -> io::Result<ListenSocket> {
         socket.set_only_v6(true)?;
     }
     socket.set_reuse_port(true)?;
+    // A wildcard socket learns each query's destination, to answer from it (`batch::Peer`).
+    match AnswerSource::of(addr) {
+        AnswerSource::Bound => {}
+        AnswerSource::Asked(Family::V4) => setsockopt(&socket, sockopt::Ipv4PacketInfo, &true)?,
+        AnswerSource::Asked(Family::V6) => {
+            setsockopt(&socket, sockopt::Ipv6RecvPacketInfo, &true)?;
+        }
+    }
     // Best effort: the kernel caps it at net.core.rmem_max.
     let _ = socket.set_recv_buffer_size(UDP_RECV_BUFFER);
     socket.set_nonblocking(true)?;

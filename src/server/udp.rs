@@ -5,7 +5,6 @@
 //! ([`Gathered`]): a stub's A and AAAA, answered by one fetch, cost one `sendmmsg`.
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -13,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
-use super::batch::{BATCH, Inbox, ListenSocket, Outbox};
+use super::batch::{AnswerSource, BATCH, Inbox, ListenSocket, Outbox, Peer};
 use super::delivery::Delivery;
 use super::{Current, Lifecycle};
 use crate::Proto;
@@ -45,9 +44,14 @@ pub(super) async fn serve(
     lifecycle: Lifecycle,
 ) {
     let cancel = lifecycle.cancel.clone();
+    let source = match socket.get_ref().local_addr() {
+        Ok(local) => AnswerSource::of(local),
+        // Not seen on a bound socket; answering from the bound address is the old way.
+        Err(_) => AnswerSource::Bound,
+    };
     let mut batch = Batch {
         listener,
-        inbox: Inbox::new(),
+        inbox: Inbox::new(source),
         outbox: Outbox::new(),
         gathered: Arc::new(Gathered::new()),
         socket: socket.clone(),
@@ -124,14 +128,14 @@ impl Batch {
     /// Answers the datagrams in the inbox: those that need no upstream in one `sendmmsg`,
     /// the others from a task each (at most `max_inflight`; SERVFAIL at once beyond that).
     async fn answer(&mut self, responder: &Arc<Responder>) {
-        for (packet, client) in self.inbox.datagrams() {
+        for (packet, peer) in self.inbox.datagrams() {
             // The kernel names the source of every datagram on an IP socket.
-            let Some(client) = client else { continue };
+            let Some(peer) = peer else { continue };
             let out = self.outbox.next_buffer();
-            match responder.begin(self.listener, packet, Proto::Udp, client.ip(), out) {
-                Step::Answered => self.outbox.commit(client),
+            match responder.begin(self.listener, packet, Proto::Udp, peer.client.ip(), out) {
+                Step::Answered => self.outbox.commit(peer),
                 Step::AnsweredRefresh(refresh) => {
-                    self.outbox.commit(client);
+                    self.outbox.commit(peer);
                     responder.spawn_refresh(refresh);
                 }
                 Step::Dropped(_) => {}
@@ -145,14 +149,14 @@ impl Batch {
                         self.lifecycle.inflight.spawn(async move {
                             let mut out = gathered.buffer();
                             lifecycle.finish(&responder, &pending, &mut out).await;
-                            gathered.send(&socket, client, out, &delivery).await;
+                            gathered.send(&socket, peer, out, &delivery).await;
                             drop(permit);
                         });
                     }
                     Err(_) => {
                         let out = self.outbox.next_buffer();
                         responder.reject(pending.owed(), Rejected::Inflight, out);
-                        self.outbox.commit(client);
+                        self.outbox.commit(peer);
                     }
                 },
             }
@@ -188,15 +192,15 @@ pub(super) struct Gathered {
 }
 
 struct Queues {
-    /// Answers waiting for a sender, with their clients.
-    waiting: Vec<(SocketAddr, Vec<u8>)>,
+    /// Answers waiting for a sender, with their peers.
+    waiting: Vec<(Peer, Vec<u8>)>,
     /// Empty buffers, at most [`MAX_SPARE`].
     spare: Vec<Vec<u8>>,
 }
 
 struct Sending {
     outbox: Outbox,
-    taken: Vec<(SocketAddr, Vec<u8>)>,
+    taken: Vec<(Peer, Vec<u8>)>,
 }
 
 /// Spare answer buffers kept per socket: about as many as forwarded queries finish at once
@@ -229,18 +233,18 @@ impl Gathered {
             .unwrap_or_else(|| Vec::with_capacity(ANSWER_CAPACITY))
     }
 
-    /// Sends `answer` to `client`, with the answers gathered meanwhile or as one of theirs.
+    /// Sends `answer` to `peer`, with the answers gathered meanwhile or as one of theirs.
     /// Returns how many answers this call sent: 0 when another task's batch took this one.
     pub(super) async fn send(
         &self,
         socket: &ListenSocket,
-        client: SocketAddr,
+        peer: Peer,
         answer: Vec<u8>,
         delivery: &Delivery,
     ) -> usize {
         let leads = {
             let mut queues = self.queues();
-            queues.waiting.push((client, answer));
+            queues.waiting.push((peer, answer));
             queues.waiting.len() == 1
         };
         if !leads {
@@ -252,11 +256,11 @@ impl Gathered {
         std::mem::swap(&mut self.queues().waiting, taken);
         let count = taken.len();
         for chunk in taken.chunks_mut(BATCH) {
-            for (client, answer) in chunk {
+            for (peer, answer) in chunk {
                 // The task's buffer goes out as it is: no copy. The outbox's buffer it
                 // replaces comes back here, to be kept as a spare.
                 std::mem::swap(outbox.next_buffer(), answer);
-                outbox.commit(*client);
+                outbox.commit(*peer);
             }
             deliver(outbox, socket, delivery).await;
         }
@@ -341,7 +345,10 @@ mod tests {
         client
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
-        let to = client.local_addr().unwrap();
+        let to = Peer {
+            client: client.local_addr().unwrap(),
+            local: None,
+        };
         let gathered = Arc::new(Gathered::new());
         let config = crate::config::Config::embedded_default().expect("the embedded config");
         let delivery = Arc::new(Delivery::new(&Metrics::new(), &config));
