@@ -352,9 +352,14 @@ impl Translator<'_> {
         Ok((names, ports))
     }
 
-    /// Listens on every `bind` address (all of IPv4 without one) at `port`.
+    /// Listens on every `bind` address at `port`; without one, on every address of both
+    /// families, as CoreDNS does (`0.0.0.0` and `[::]`; a node without IPv6 skips the second
+    /// at start, see `server::Server`).
     fn listen_on(&mut self, bind: &[IpAddr], port: u16, line: usize) {
-        let every = [IpAddr::from([0, 0, 0, 0])];
+        let every = [
+            IpAddr::from([0, 0, 0, 0]),
+            IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED),
+        ];
         let binds = if bind.is_empty() { &every[..] } else { bind };
         for &ip in binds {
             let addr = SocketAddr::new(ip, port);
@@ -913,6 +918,13 @@ mod tests {
         let listen: Vec<String> = t.config.listen.iter().map(|a| a.to_string()).collect();
         assert_eq!(listen, ["169.254.20.10:53", "169.254.20.10:1053"]);
         assert_eq!(t.config.zones.len(), 2);
+    }
+
+    #[test]
+    fn a_block_without_bind_listens_on_both_families() {
+        let t = translate_text("example.com {\n    forward . 10.0.0.10\n}\n").unwrap();
+        let listen: Vec<String> = t.config.listen.iter().map(|a| a.to_string()).collect();
+        assert_eq!(listen, ["0.0.0.0:53", "[::]:53"]);
     }
 
     #[test]

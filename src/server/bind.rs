@@ -26,6 +26,14 @@ pub struct BindError {
     pub(super) error: io::Error,
 }
 
+impl BindError {
+    /// Whether this is `[::]` on a node whose kernel has IPv6 turned off (`ipv6.disable=1`).
+    pub(super) fn is_ipv6_wildcard_without_ipv6(&self) -> bool {
+        self.addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+            && self.error.raw_os_error() == Some(nix::errno::Errno::EAFNOSUPPORT as i32)
+    }
+}
+
 /// Binds `workers` UDP sockets and one TCP listener on the same port. With port 0 (tests) the
 /// first UDP socket picks the port and TCP must get the same one; SO_REUSEPORT is not set on
 /// TCP then, so we can never join another process's listener that happens to hold that port.

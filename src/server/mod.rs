@@ -47,7 +47,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::{Config, ServerConfig};
 use crate::responder::{CurrentResponder, Pending, Rejected, Responder};
@@ -116,7 +116,15 @@ impl Server {
         let mut tasks = JoinSet::new();
         let mut local_addrs = Vec::new();
         for (listener, &addr) in config.listen.iter().enumerate() {
-            let (udp_sockets, tcp_listener) = bind_pair(addr, workers)?;
+            let (udp_sockets, tcp_listener) = match bind_pair(addr, workers) {
+                Err(err) if err.is_ipv6_wildcard_without_ipv6() && config.listen.len() > 1 => {
+                    // A Corefile block without `bind` listens on both families; a node booted
+                    // with IPv6 off serves the IPv4 one.
+                    warn!(%err, "IPv6 is off on this node: not listening there");
+                    continue;
+                }
+                bound => bound?,
+            };
             let local = tcp_listener.local_addr().map_err(|error| BindError {
                 addr,
                 proto: "tcp",
