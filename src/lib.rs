@@ -6,7 +6,7 @@
 //! counts in; `admin` serves them over HTTP with readiness and the debug reports; `instance`
 //! starts and stops the parts in order; `tasks` owns the background tasks.
 //!
-//! Floors, each importing only from the ones below (README.md, "How a query flows"):
+//! Floors, each importing only from the ones below (docs/design.md, "Where things live"):
 //! `instance` > `admin` > `server` > `responder` > `upstream`, `kube` > `cache`, `node`,
 //! `hosts`, `template`, `tasks` > `config` > `wire`, `observe`.
 
