@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ZoneName, duration};
+use super::{FieldPath, Invalid, ZoneName, duration};
 
 /// The largest `ttl`: CoreDNS refuses a larger one.
 pub const MAX_TTL_SECS: u64 = 65535;
@@ -64,28 +64,27 @@ impl Default for HostsConfig {
 }
 
 impl HostsConfig {
-    /// Range and consistency checks. Returns (the field's path below `hosts`, such as `.ttl`,
-    /// or empty when the section as a whole is wrong; message).
-    pub(super) fn validate(&self) -> Result<(), (String, String)> {
+    /// Range and consistency checks of the section at `at`.
+    pub(super) fn validate(&self, at: FieldPath) -> Result<(), Invalid> {
         if self.file.is_none() && self.entries.is_empty() {
-            return Err((String::new(), "needs a file, entries, or both".into()));
+            return Err((at, "needs a file, entries, or both".into()));
         }
         let ttl = self.ttl.as_secs();
         if !(1..=MAX_TTL_SECS).contains(&ttl) || self.ttl.subsec_nanos() != 0 {
             return Err((
-                ".ttl".into(),
+                at.key("ttl"),
                 format!("must be whole seconds from 1s to {MAX_TTL_SECS}s"),
             ));
         }
         if self.fallthrough == Fallthrough::Zones(Vec::new()) {
             return Err((
-                ".fallthrough".into(),
+                at.key("fallthrough"),
                 "an empty list falls through nowhere: write false, true, or zones".into(),
             ));
         }
         if self.fallthrough_unsupported && self.fallthrough == Fallthrough::Off {
             return Err((
-                ".fallthrough_unsupported".into(),
+                at.key("fallthrough_unsupported"),
                 "needs fallthrough (it uses the same zones)".into(),
             ));
         }

@@ -17,6 +17,7 @@ pub mod duration;
 pub mod env;
 pub mod hosts;
 pub mod node;
+pub mod path;
 pub mod pool;
 pub mod resolv;
 pub mod source;
@@ -32,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::wire::Name;
+pub use path::{FieldPath, Invalid};
 use resolv::ResolvConf;
 
 /// The configuration compiled into the binary: used by `run` without `--config`.
@@ -143,11 +145,11 @@ impl Default for MetricsConfig {
 }
 
 impl MetricsConfig {
-    /// Range and consistency checks. Returns (field under `metrics.`, message).
-    fn validate(&self) -> Result<(), (String, String)> {
+    /// Range and consistency checks.
+    fn validate(&self) -> Result<(), Invalid> {
         if self.debug && !self.debug_remote && !self.listen.ip().is_loopback() {
             return Err((
-                "metrics.debug".into(),
+                FieldPath::top("metrics.debug"),
                 format!(
                     "the debug endpoints show cached names and pod names; {} is not a loopback \
                      address: listen on 127.0.0.1, or set metrics.debug_remote: true",
@@ -157,7 +159,7 @@ impl MetricsConfig {
         }
         if self.enabled && self.health_listen == Some(self.listen) {
             return Err((
-                "metrics.health_listen".into(),
+                FieldPath::top("metrics.health_listen"),
                 "is metrics.listen, which serves /health and /ready already: leave it out".into(),
             ));
         }
@@ -526,8 +528,14 @@ pub enum ConfigError {
     Invalid {
         file: String,
         line: Option<usize>,
-        field: String,
+        field: FieldPath,
         message: String,
+    },
+    #[error("{file}:{line}: ${{{name}}}: environment variable is not set")]
+    Unset {
+        file: String,
+        line: usize,
+        name: String,
     },
 }
 
@@ -540,11 +548,10 @@ impl Config {
             error,
         })?;
         let text = env::expand(&text, |name| std::env::var(name).ok()).map_err(|unset| {
-            ConfigError::Invalid {
+            ConfigError::Unset {
                 file: file.clone(),
-                line: Some(unset.line),
-                field: format!("${{{}}}", unset.name),
-                message: "environment variable is not set".into(),
+                line: unset.line,
+                name: unset.name,
             }
         })?;
         Config::from_yaml(&text, &file)
@@ -559,30 +566,27 @@ impl Config {
     pub fn from_yaml(text: &str, file: &str) -> Result<Config, ConfigError> {
         let deserializer = serde_yaml_ng::Deserializer::from_str(text);
         let mut config: Config = serde_path_to_error::deserialize(deserializer).map_err(|err| {
-            let field = err.path().to_string();
+            let field = FieldPath::from_serde(err.path());
             let inner = err.into_inner();
             let message = strip_location(&inner.to_string());
             // serde_yaml prefixes nested errors with (part of) the path itself.
             let message = match message.split_once(": ") {
-                Some((prefix, rest)) if field.starts_with(prefix) => rest.to_string(),
+                Some((prefix, rest)) if field.to_string().starts_with(prefix) => rest.to_string(),
                 _ => message,
             };
             ConfigError::Invalid {
                 file: file.to_string(),
                 line: inner.location().map(|l| l.line()),
-                field: if field == "." { "(top)".into() } else { field },
+                field,
                 message,
             }
         })?;
         config.default_ports();
-        let invalid = |field: String, message: String| {
-            let line = locate_line(text, &field);
-            ConfigError::Invalid {
-                file: file.to_string(),
-                line,
-                field,
-                message,
-            }
+        let invalid = |field: FieldPath, message: String| ConfigError::Invalid {
+            file: file.to_string(),
+            line: field.line_in(text),
+            field,
+            message,
         };
         config.validate().map_err(|(f, m)| invalid(f, m))?;
         config.load_tls().map_err(|(f, m)| invalid(f, m))?;
@@ -593,17 +597,64 @@ impl Config {
         Ok(config)
     }
 
-    /// Cross-field and range checks that serde cannot express. Returns (field path, message).
-    fn validate(&self) -> Result<(), (String, String)> {
+    /// Cross-field and range checks that serde cannot express.
+    fn validate(&self) -> Result<(), Invalid> {
+        self.validate_server()?;
+        if self.zones.is_empty() {
+            return Err((
+                FieldPath::top("zones"),
+                "at least one zone is needed (name `.` routes everything)".into(),
+            ));
+        }
+        for i in 0..self.zones.len() {
+            self.validate_zone(i)?;
+        }
+        self.node.validate(FieldPath::top("node"))?;
+        if self.node.setup_iptables
+            && let Some(ip) = self
+                .node
+                .local_ips
+                .iter()
+                .find(|&&ip| self.node.listener_of(ip, &self.listen).is_none())
+        {
+            let addr = SocketAddr::new(*ip, self.node.dns_port);
+            return Err((
+                FieldPath::top("node.local_ips"),
+                format!(
+                    "nothing in listen answers {addr}: the rules divert DNS for a local IP only \
+                     while a socket of ours is bound to it, so add {addr} to listen"
+                ),
+            ));
+        }
+        self.metrics.validate()?;
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err((
+                FieldPath::top("log.level"),
+                format!("not a log filter: {err}"),
+            ));
+        }
+        let kube = &self.kubernetes;
+        if kube.enabled && kube.node().is_none() {
+            return Err((
+                FieldPath::top("kubernetes.node_name"),
+                "not set, and NODE_NAME is not set either".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The listeners' and the shared cache's bounds.
+    fn validate_server(&self) -> Result<(), Invalid> {
+        let server = |key: &str| FieldPath::top("server").key(key);
         if self.listen.is_empty() {
             return Err((
-                "listen".into(),
+                FieldPath::top("listen"),
                 "at least one listen address is needed".into(),
             ));
         }
         if self.server.max_udp_size < 512 {
             return Err((
-                "server.max_udp_size".into(),
+                server("max_udp_size"),
                 "must be at least 512 (RFC 1035)".into(),
             ));
         }
@@ -614,133 +665,101 @@ impl Config {
         ];
         for (key, value) in limits {
             if value == 0 {
-                return Err((format!("server.{key}"), "must be at least 1".into()));
+                return Err((server(key), "must be at least 1".into()));
             }
         }
         if let Some(nsid) = &self.server.nsid
             && !(1..=MAX_NSID_LEN).contains(&nsid.len())
         {
             return Err((
-                "server.nsid".into(),
+                server("nsid"),
                 format!(
                     "must be 1 to {MAX_NSID_LEN} bytes (it rides in every answer asking for it)"
                 ),
             ));
         }
         if self.server.tcp_idle_timeout.is_zero() {
-            return Err(("server.tcp_idle_timeout".into(), "must be above 0".into()));
+            return Err((server("tcp_idle_timeout"), "must be above 0".into()));
         }
         if self.cache.capacity == 0 {
             return Err((
-                "cache.capacity".into(),
+                FieldPath::top("cache.capacity"),
                 "must be at least 1 (turn caching off per zone with cache.enabled: false)".into(),
             ));
         }
-        if self.zones.is_empty() {
+        Ok(())
+    }
+
+    /// The checks of `zones[i]`.
+    fn validate_zone(&self, i: usize) -> Result<(), Invalid> {
+        let zone = &self.zones[i];
+        let field = |key: &str| FieldPath::zone(i).key(key);
+        if let Some(j) = self.zones[..i].iter().position(|z| z.name == zone.name) {
             return Err((
-                "zones".into(),
-                "at least one zone is needed (name `.` routes everything)".into(),
+                field("name"),
+                format!("zone {} is also zones[{j}]", zone.name.0),
             ));
         }
-        for (i, zone) in self.zones.iter().enumerate() {
-            let field = |key: &str| format!("zones[{i}].{key}");
-            if let Some(j) = self.zones[..i].iter().position(|z| z.name == zone.name) {
-                return Err((
-                    field("name"),
-                    format!("zone {} is also zones[{j}]", zone.name.0),
-                ));
-            }
-            if zone.upstreams.is_empty() {
-                return Err((field("upstreams"), "at least one upstream is needed".into()));
-            }
-            // On loopback nothing can take the query elsewhere. On another address, something
-            // in front of our socket may (IPVS owns a ClusterIP we also bind; a Corefile that
-            // forwards to it is accepted by CoreDNS): the start-up loop probe decides there,
-            // and without it the config is refused.
-            if let Some(addr) = zone
-                .upstream_addrs()
-                .into_iter()
-                .find(|a| self.listens_on(*a) && (a.ip().is_loopback() || !self.server.loop_check))
-            {
-                return Err((
-                    field("upstreams"),
-                    format!("{addr} is where this server listens: forwarding there is a loop"),
-                ));
-            }
-            if zone.timeout.is_zero() {
-                return Err((field("timeout"), "must be above 0".into()));
-            }
-            if zone.deadline < zone.timeout {
-                return Err((
-                    field("deadline"),
-                    format!(
-                        "{} is shorter than timeout {}",
-                        humantime::format_duration(zone.deadline),
-                        humantime::format_duration(zone.timeout)
-                    ),
-                ));
-            }
-            if zone.health_check.is_zero() {
-                return Err((field("health_check"), "must be above 0".into()));
-            }
-            let cache = &zone.cache;
-            if cache.min_ttl > cache.success_ttl || cache.min_ttl > cache.denial_ttl {
-                return Err((
-                    field("cache.min_ttl"),
-                    "must not exceed cache.success_ttl or cache.denial_ttl".into(),
-                ));
-            }
-            if cache.prefetch.percentage == 0 || cache.prefetch.percentage > 100 {
-                return Err((
-                    field("cache.prefetch.percentage"),
-                    "must be between 1 and 100".into(),
-                ));
-            }
-            zone.pool
-                .validate()
-                .map_err(|(key, message)| (field(&format!("pool.{key}")), message))?;
-            if let Some(hosts) = &zone.hosts {
-                hosts
-                    .validate()
-                    .map_err(|(key, message)| (field(&format!("hosts{key}")), message))?;
-            }
-            for (j, template) in zone.templates.iter().enumerate() {
-                template
-                    .compile(&zone.name.0)
-                    .map_err(|e| (field(&format!("templates[{j}].{}", e.field)), e.message))?;
-            }
-            if zone.autopath {
-                self.validate_autopath(i)
-                    .map_err(|message| (field("autopath"), message))?;
-            }
+        if zone.upstreams.is_empty() {
+            return Err((field("upstreams"), "at least one upstream is needed".into()));
         }
-        self.node.validate()?;
-        if self.node.setup_iptables
-            && let Some(ip) = self
-                .node
-                .local_ips
-                .iter()
-                .find(|&&ip| self.node.listener_of(ip, &self.listen).is_none())
+        // On loopback nothing can take the query elsewhere. On another address, something in
+        // front of our socket may (IPVS owns a ClusterIP we also bind; a Corefile that forwards
+        // to it is accepted by CoreDNS): the start-up loop probe decides there, and without it
+        // the config is refused.
+        if let Some(addr) = zone
+            .upstream_addrs()
+            .into_iter()
+            .find(|a| self.listens_on(*a) && (a.ip().is_loopback() || !self.server.loop_check))
         {
-            let addr = SocketAddr::new(*ip, self.node.dns_port);
             return Err((
-                "node.local_ips".into(),
+                field("upstreams"),
+                format!("{addr} is where this server listens: forwarding there is a loop"),
+            ));
+        }
+        if zone.timeout.is_zero() {
+            return Err((field("timeout"), "must be above 0".into()));
+        }
+        if zone.deadline < zone.timeout {
+            return Err((
+                field("deadline"),
                 format!(
-                    "nothing in listen answers {addr}: the rules divert DNS for a local IP only \
-                     while a socket of ours is bound to it, so add {addr} to listen"
+                    "{} is shorter than timeout {}",
+                    humantime::format_duration(zone.deadline),
+                    humantime::format_duration(zone.timeout)
                 ),
             ));
         }
-        self.metrics.validate()?;
-        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            return Err(("log.level".into(), format!("not a log filter: {err}")));
+        if zone.health_check.is_zero() {
+            return Err((field("health_check"), "must be above 0".into()));
         }
-        let kube = &self.kubernetes;
-        if kube.enabled && kube.node().is_none() {
+        let cache = &zone.cache;
+        if cache.min_ttl > cache.success_ttl || cache.min_ttl > cache.denial_ttl {
             return Err((
-                "kubernetes.node_name".into(),
-                "not set, and NODE_NAME is not set either".into(),
+                field("cache.min_ttl"),
+                "must not exceed cache.success_ttl or cache.denial_ttl".into(),
             ));
+        }
+        if cache.prefetch.percentage == 0 || cache.prefetch.percentage > 100 {
+            return Err((
+                field("cache.prefetch.percentage"),
+                "must be between 1 and 100".into(),
+            ));
+        }
+        zone.pool
+            .validate()
+            .map_err(|(key, message)| (field("pool").key(key), message))?;
+        if let Some(hosts) = &zone.hosts {
+            hosts.validate(field("hosts"))?;
+        }
+        for (j, template) in zone.templates.iter().enumerate() {
+            template
+                .compile(&zone.name.0)
+                .map_err(|e| (field("templates").item(j).join(&e.field), e.message))?;
+        }
+        if zone.autopath {
+            self.validate_autopath(i)
+                .map_err(|message| (field("autopath"), message))?;
         }
         Ok(())
     }
@@ -772,21 +791,19 @@ impl Config {
 
     /// Builds the TLS client of each `transport: tls` zone, reading its files; a `tls:`
     /// section elsewhere would be silently unused, so it is an error.
-    fn load_tls(&mut self) -> Result<(), (String, String)> {
+    fn load_tls(&mut self) -> Result<(), Invalid> {
         for (i, zone) in self.zones.iter_mut().enumerate() {
+            let tls = FieldPath::zone(i).key("tls");
             if zone.transport != Transport::Tls {
                 if zone.tls.is_some() {
-                    return Err((
-                        format!("zones[{i}].tls"),
-                        "only read with transport: tls".into(),
-                    ));
+                    return Err((tls, "only read with transport: tls".into()));
                 }
                 continue;
             }
             zone.tls
                 .get_or_insert_default()
                 .load()
-                .map_err(|(key, message)| (format!("zones[{i}].tls.{key}"), message))?;
+                .map_err(|(key, message)| (tls.key(key), message))?;
         }
         Ok(())
     }
@@ -807,14 +824,14 @@ impl Config {
     }
 
     /// Reads the search domains of `resolv_conf` when a zone has autopath.
-    fn read_host_search(&mut self) -> Result<(), (String, String)> {
+    fn read_host_search(&mut self) -> Result<(), Invalid> {
         if !self.zones.iter().any(|z| z.autopath) {
             return Ok(());
         }
         let path = &self.resolv_conf;
         let conf = ResolvConf::read(path).map_err(|err| {
             (
-                "resolv_conf".to_string(),
+                FieldPath::top("resolv_conf"),
                 format!(
                     "cannot read {} for autopath's search domains: {err}",
                     path.display()
@@ -837,7 +854,7 @@ impl Config {
     }
 
     /// Replaces every `resolv.conf` upstream by the nameservers of `resolv_conf` (port 53).
-    fn expand_resolv_conf(&mut self) -> Result<(), (String, String)> {
+    fn expand_resolv_conf(&mut self) -> Result<(), Invalid> {
         let wanted = self
             .zones
             .iter()
@@ -846,7 +863,7 @@ impl Config {
             return Ok(());
         };
         let path = &self.resolv_conf;
-        let field = format!("zones[{first}].upstreams");
+        let field = FieldPath::zone(first).key("upstreams");
         let conf = ResolvConf::read(path).map_err(|err| {
             (
                 field.clone(),
@@ -910,69 +927,6 @@ fn strip_location(message: &str) -> String {
         Some(pos) => message[..pos].to_string(),
         None => message.to_string(),
     }
-}
-
-/// Finds the line of a field path such as `zones[1].deadline` in block-style YAML text, for
-/// errors found after parsing. Best effort: `None` when the field is not written out (it took
-/// its default) or the text uses flow style.
-fn locate_line(text: &str, path: &str) -> Option<usize> {
-    // (indent, content) per line; a leading "- " counts as indentation of the key after it.
-    let lines: Vec<(usize, &str)> = text
-        .lines()
-        .map(|l| (l.len() - l.trim_start().len(), l.trim_start()))
-        .collect();
-    let key_of = |i: usize| {
-        let (indent, content) = lines[i];
-        match content.strip_prefix("- ") {
-            Some(rest) => (
-                indent + 2 + rest.len() - rest.trim_start().len(),
-                rest.trim_start(),
-            ),
-            None => (indent, content),
-        }
-    };
-    let blank = |i: usize| lines[i].1.is_empty() || lines[i].1.starts_with('#');
-    let (mut from, mut to) = (0, lines.len());
-    let mut found = None;
-    for part in path.split('.') {
-        let (key, index) = match part.split_once('[') {
-            Some((key, rest)) => (key, Some(rest.trim_end_matches(']').parse::<usize>().ok()?)),
-            None => (part, None),
-        };
-        let wanted = format!("{key}:");
-        let at = (from..to)
-            .filter(|&i| !blank(i) && key_of(i).1.starts_with(&wanted))
-            .min_by_key(|&i| key_of(i).0)?;
-        let indent = key_of(at).0;
-        // The value: following lines indented deeper, or sequence items at the key's indent.
-        to = (at + 1..to)
-            .find(|&i| {
-                !blank(i)
-                    && (lines[i].0 < indent
-                        || (lines[i].0 == indent && !lines[i].1.starts_with("- ")))
-            })
-            .unwrap_or(to);
-        from = at + 1;
-        found = Some(at);
-        if let Some(index) = index {
-            let items: Vec<usize> = (from..to)
-                .filter(|&i| lines[i].1.starts_with("- "))
-                .collect();
-            // A flow sequence (`[a, b]`) has no item lines: its key's line is the nearest.
-            let Some(item_indent) = items.iter().map(|&i| lines[i].0).min() else {
-                break;
-            };
-            let items: Vec<usize> = items
-                .into_iter()
-                .filter(|&i| lines[i].0 == item_indent)
-                .collect();
-            let item = *items.get(index)?;
-            to = items.get(index + 1).copied().unwrap_or(to);
-            from = item;
-            found = Some(item);
-        }
-    }
-    found.map(|i| i + 1)
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::duration;
+use super::{FieldPath, Invalid, duration};
 
 /// The node network setup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,9 +145,9 @@ impl NodeConfig {
             .then_some(Listener::Wildcard)
     }
 
-    /// Range and consistency checks. Returns (field under `node.`, message).
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        let err = |key: &str, message: String| Err((format!("node.{key}"), message));
+    /// Range and consistency checks of the section at `at`.
+    pub fn validate(&self, at: FieldPath) -> Result<(), Invalid> {
+        let err = |key: &str, message: String| Err((at.clone().key(key), message));
         if self.enabled() && self.local_ips.is_empty() {
             return err(
                 "local_ips",

@@ -27,8 +27,8 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::ZoneName;
 use super::hosts::Fallthrough;
+use super::{FieldPath, ZoneName};
 use crate::wire::text::{
     CLASS_ANY, Record, TYPE_ANY, class_from_str, parse_record, rcode_from_str, rtype_from_str,
 };
@@ -91,13 +91,20 @@ impl TemplateConfig {
     /// The template read and checked for the zone named `zone`: what answers queries.
     pub fn compile(&self, zone: &Name) -> Result<Template, TemplateError> {
         let class = class_from_str(&self.class).ok_or_else(|| {
-            TemplateError::new("class", format!("unknown class `{}`", self.class))
+            TemplateError::new(
+                FieldPath::top("class"),
+                format!("unknown class `{}`", self.class),
+            )
         })?;
-        let qtype = rtype_from_str(&self.qtype)
-            .ok_or_else(|| TemplateError::new("type", format!("unknown type `{}`", self.qtype)))?;
+        let qtype = rtype_from_str(&self.qtype).ok_or_else(|| {
+            TemplateError::new(
+                FieldPath::top("type"),
+                format!("unknown type `{}`", self.qtype),
+            )
+        })?;
         let rcode = rcode_from_str(&self.rcode).ok_or_else(|| {
             TemplateError::new(
-                "rcode",
+                FieldPath::top("rcode"),
                 format!(
                     "unknown rcode `{}` (NOERROR, NXDOMAIN, SERVFAIL, REFUSED...)",
                     self.rcode
@@ -106,25 +113,28 @@ impl TemplateConfig {
         })?;
         if self.fallthrough == Fallthrough::Zones(Vec::new()) {
             return Err(TemplateError::new(
-                "fallthrough",
+                FieldPath::top("fallthrough"),
                 "an empty list falls through nowhere: write false, true, or zones",
             ));
         }
         let mut regexes = Vec::new();
         for (i, pattern) in self.matches.iter().enumerate() {
-            let field = format!("match[{i}]");
+            let field = FieldPath::top("match").item(i);
             if pattern.len() > MAX_REGEX_LEN {
                 return Err(TemplateError::new(
-                    &field,
+                    field,
                     format!("longer than {MAX_REGEX_LEN} characters"),
                 ));
             }
             let regex = Regex::new(pattern)
-                .map_err(|e| TemplateError::new(&field, format!("bad regular expression: {e}")))?;
+                .map_err(|e| TemplateError::new(field, format!("bad regular expression: {e}")))?;
             regexes.push(regex);
         }
         if regexes.is_empty() {
-            regexes.push(Regex::new(".*").map_err(|e| TemplateError::new("match", e.to_string()))?);
+            regexes.push(
+                Regex::new(".*")
+                    .map_err(|e| TemplateError::new(FieldPath::top("match"), e.to_string()))?,
+            );
         }
         let sections = [
             ("answer", &self.answer),
@@ -134,9 +144,8 @@ impl TemplateConfig {
         let mut records: [Vec<Rr>; 3] = Default::default();
         for ((key, texts), out) in sections.into_iter().zip(&mut records) {
             for (i, text) in texts.iter().enumerate() {
-                let field = format!("{key}[{i}]");
                 let rr = Rr::read(text, &regexes)
-                    .map_err(|message| TemplateError::new(&field, message))?;
+                    .map_err(|message| TemplateError::new(FieldPath::top(key).item(i), message))?;
                 out.push(rr);
             }
         }
@@ -160,19 +169,19 @@ impl TemplateConfig {
     }
 }
 
-/// A template's field (its key below the template, such as `match[0]`) and what is wrong with
-/// it.
+/// A template's field (its path below the template, such as `match[0]`) and what is wrong
+/// with it.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("{field}: {message}")]
 pub struct TemplateError {
-    pub field: String,
+    pub field: FieldPath,
     pub message: String,
 }
 
 impl TemplateError {
-    fn new(field: &str, message: impl Into<String>) -> TemplateError {
+    fn new(field: FieldPath, message: impl Into<String>) -> TemplateError {
         TemplateError {
-            field: field.into(),
+            field,
             message: message.into(),
         }
     }

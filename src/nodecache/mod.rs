@@ -60,7 +60,7 @@ pub enum CorefileError {
     #[error("{file}: {field} (translated): {message}")]
     Native {
         file: String,
-        field: String,
+        field: crate::config::FieldPath,
         message: String,
     },
 }

@@ -63,11 +63,7 @@ impl Origins {
             // Only reading a file fails otherwise, and a translation is not read from one.
             return CorefileError::Input(error.to_string());
         };
-        let zone = field
-            .strip_prefix("zones[")
-            .and_then(|rest| rest.split(']').next())
-            .and_then(|index| index.parse::<usize>().ok())
-            .and_then(|index| self.zones.get(index));
+        let zone = field.zone_index().and_then(|index| self.zones.get(index));
         match zone {
             Some((file, line)) => CorefileError::Invalid {
                 file: file.clone(),

@@ -5,6 +5,7 @@
 //! bad regex or substitution is reported at its Corefile line.
 
 use super::{CorefileError, Directive, Token, Translator};
+use crate::config::FieldPath;
 use crate::config::template::TemplateConfig;
 use crate::wire::Name;
 
@@ -23,7 +24,7 @@ impl Translator<'_> {
         template.class = class.text.clone();
         template.zones = self.plugin_zones("template", zones, block_zones)?;
         // The line of each list entry, by the field name compile's errors use.
-        let mut lines: Vec<(String, usize)> = Vec::new();
+        let mut lines: Vec<(FieldPath, usize)> = Vec::new();
         for option in &d.block {
             self.template_option(&mut template, option, &mut lines)?;
         }
@@ -42,7 +43,7 @@ impl Translator<'_> {
         &mut self,
         template: &mut TemplateConfig,
         option: &[Token],
-        lines: &mut Vec<(String, usize)>,
+        lines: &mut Vec<(FieldPath, usize)>,
     ) -> Result<(), CorefileError> {
         let name = &option[0];
         let args = &option[1..];
@@ -57,7 +58,7 @@ impl Translator<'_> {
                     return Err(self.err(line, "template: rcode needs one CODE"));
                 };
                 template.rcode = code.text.clone();
-                lines.push(("rcode".into(), line));
+                lines.push((FieldPath::top("rcode"), line));
                 return Ok(());
             }
             "fallthrough" => {
@@ -83,7 +84,7 @@ impl Translator<'_> {
             return Err(self.err(line, format!("template: {} needs an argument", name.text)));
         }
         for arg in args {
-            lines.push((format!("{}[{}]", name.text, list.len()), line));
+            lines.push((FieldPath::top(&name.text).item(list.len()), line));
             list.push(arg.text.clone());
         }
         Ok(())
