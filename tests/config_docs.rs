@@ -166,3 +166,51 @@ fn every_key_of_the_readme_reference_exists_with_the_default_it_states() {
         wrong.join("\n")
     );
 }
+
+/// Every key path of `value` (`zones[].pool.queue.capacity`): mappings are walked into, a
+/// sequence of mappings by its first item, anything else is a leaf.
+fn key_paths(value: &Value, at: &str, out: &mut Vec<String>) {
+    match value {
+        Value::Mapping(map) => {
+            for (key, value) in map {
+                let Some(key) = key.as_str() else { continue };
+                let path = if at.is_empty() {
+                    key.to_string()
+                } else {
+                    format!("{at}.{key}")
+                };
+                key_paths(value, &path, out);
+            }
+        }
+        Value::Sequence(items) if items.first().is_some_and(Value::is_mapping) => {
+            key_paths(&items[0], &format!("{at}[]"), out);
+        }
+        _ => out.push(at.to_string()),
+    }
+}
+
+/// The other way round: a key the config takes that the README does not name is a setting
+/// users cannot find. (The README's rows are the only list: module docs point to it.)
+#[test]
+fn every_key_of_the_config_is_in_the_readme_reference() {
+    let config = Config::from_yaml(FULL, "test").expect("a valid config");
+    let full: Value = serde_yaml_ng::from_str(&config.to_yaml()).expect("YAML");
+    let mut paths = Vec::new();
+    key_paths(&full, "", &mut paths);
+    assert!(paths.len() > 60, "the full config's keys: {paths:?}");
+    let named: Vec<String> = reference_rows()
+        .iter()
+        .flat_map(|(cell_key, _)| row_keys(cell_key))
+        .collect();
+    let covered = |path: &str| {
+        named.iter().any(|key| match key.strip_suffix(".*") {
+            Some(section) => path.starts_with(&format!("{section}.")),
+            None => key == path,
+        })
+    };
+    let missing: Vec<&String> = paths.iter().filter(|p| !covered(p)).collect();
+    assert!(
+        missing.is_empty(),
+        "not in the README's reference: {missing:?}"
+    );
+}

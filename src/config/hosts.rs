@@ -1,16 +1,8 @@
 //! A zone's `hosts:` section: names answered from hosts-file entries before the cache and the
 //! upstreams, as CoreDNS's `hosts` plugin answers them (see [`crate::hosts`]).
 //!
-//! | key | default | meaning |
-//! |---|---|---|
-//! | `zones[].hosts.file` | none | a hosts file (`IP NAME...` lines), read at start and re-read when its modification time or size changes |
-//! | `zones[].hosts.entries` | `[]` | hosts-file lines written in the config, served beside the file's |
-//! | `zones[].hosts.zones` | the zone's name | only names under these are taken from the entries and answered (CoreDNS's `ZONES`) |
-//! | `zones[].hosts.ttl` | `3600s` | TTL of the answers (whole seconds, 1s to 65535s) |
-//! | `zones[].hosts.reload` | `5s` | how often the file's modification time and size are checked; `0s` reads it once |
-//! | `zones[].hosts.no_reverse` | `false` | no PTR answers for the entries' addresses |
-//! | `zones[].hosts.fallthrough` | `false` | a name the entries do not hold goes on to the cache and upstreams: `true` for every name, or a list of zones; otherwise it is answered SERVFAIL |
-//! | `zones[].hosts.fallthrough_unsupported` | `false` | a query of another type than A, AAAA or PTR for a name the entries hold goes on too (where `fallthrough` applies), instead of an empty answer |
+//! Its keys, their defaults and meanings are in README.md, "Configuration reference" (the
+//! one list, checked against this model both ways by `tests/config_docs.rs`).
 //!
 //! A Corefile's `hosts` directive is translated into this section by
 //! [`crate::nodecache::translate`](mod@crate::nodecache::translate) (its `FILE` defaults to `/etc/hosts` there, as in CoreDNS;

@@ -1,20 +1,8 @@
 //! The `node:` section: what `run`, `setup` and `teardown` do to the node's network (see
 //! [`crate::node`]). Off by default, so a lab run never touches the machine.
 //!
-//! | key | default | meaning |
-//! |---|---|---|
-//! | `node.setup_interface` | `false` | ensure the link `interface_name` (kind dummy) holds `local_ips` |
-//! | `node.interface_name` | `nodelocaldns` | the link; an existing link of any kind is used as it is (never deleted) |
-//! | `node.local_ips` | `[]` | addresses added to the link (/32, /128) and matched by the rules; IPv4 and IPv6 together (iptables and ip6tables rules per family; node-cache needs a process per family) |
-//! | `node.setup_iptables` | `false` | install the rules that divert DNS for the local IPs to us (node-cache's NOTRACK/ACCEPT rules, effective only while a socket of ours is bound) once the listeners are up |
-//! | `node.backend` | `auto` | how the rules are written: `iptables` (node-cache's rules), `nftables` (one table, `inet nodelocaldns`, in one transaction), or `auto` (nftables where kube-proxy runs in nftables mode, else iptables where the binary is, else nftables) |
-//! | `node.fallback.local_ips` | the link-local ones of `local_ips` | local IPs with no kube-proxy path behind them, whose queries are DNATed to kube-dns while no process of ours listens |
-//! | `node.fallback.endpoints` | `[]` | kube-dns endpoints (`IP:port`) to fall back to, fixed (a lab, or a cluster without the API) |
-//! | `node.fallback.service` | none | `namespace/name` of a Service whose EndpointSlices give the endpoints, watched while we run (node-cache's `-upstreamsvc` sets `kube-system/NAME`) |
-//! | `node.dns_port` | `53` | the DNS port of the rules |
-//! | `node.health_port` | `8080` | the health port of the rules (kubelet's liveness probe) |
-//! | `node.sync_interval` | `60s` | how often the link and the rules are checked and restored |
-//! | `node.skip_teardown` | `false` | leave the rules and the link in place on exit (two instances on one node) |
+//! Its keys, their defaults and meanings are in README.md, "Configuration reference" (the
+//! one list, checked against this model both ways by `tests/config_docs.rs`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;

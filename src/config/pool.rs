@@ -1,19 +1,8 @@
 //! A zone's `pool:` section: how many connections and queries each of its upstreams may have,
 //! and how long a query may wait for room (see [`crate::upstream::pool`]).
 //!
-//! | key | default | meaning |
-//! |---|---|---|
-//! | `zones[].pool.max_connections` | `8` | TCP connections per upstream at most |
-//! | `zones[].pool.max_inflight` | `32` | queries at once per TCP connection (UDP: `max_connections × max_inflight` per upstream) |
-//! | `zones[].pool.idle_timeout` | `2s` | a connection without queries this long is closed, exactly then |
-//! | `zones[].pool.connect_timeout` | `1s` | TCP connect, within the query's own timeout |
-//! | `zones[].pool.max_queries_per_connection` | `0` (unlimited) | queries after which a connection is retired |
-//! | `zones[].pool.max_age` | `60s` (`0s`: never) | a connection this old takes no new queries and closes once drained, so that connections spread over the backends behind a Service IP |
-//! | `zones[].pool.queue.capacity` | `2048` | queries waiting for room, per upstream; beyond that SERVFAIL (or stale) at once |
-//! | `zones[].pool.queue.timeout` | `1s` | the longest wait in the queue |
-//! | `zones[].pool.queue.per_client` | `64` | queries one client (source address) may have waiting per upstream while others wait too (alone, it may fill the queue); beyond that its misses are answered SERVFAIL (or stale) at once, while others' wait their turn |
-//! | `zones[].pool.adaptive` | `true` | lower the upstream's slots after its timeouts and raise them as it answers, so a saturated upstream is not pushed into dropping |
-//! | `zones[].pool.min_slots` | `16` | the fewest slots `adaptive` lowers an upstream to (never more than `max_connections × max_inflight`) |
+//! Its keys, their defaults and meanings are in README.md, "Configuration reference" (the
+//! one list, checked against this model both ways by `tests/config_docs.rs`).
 
 use std::time::Duration;
 

@@ -2,17 +2,8 @@
 //! makes them (see [`crate::template`]). Each entry is one `template` directive; they are tried
 //! in order.
 //!
-//! | key | default | meaning |
-//! |---|---|---|
-//! | `zones[].templates[].class` | `IN` | the query class it answers (`IN`, `CH`..., `ANY` for all) |
-//! | `zones[].templates[].type` | required | the query type it answers (`A`, `AAAA`..., `ANY` for all) |
-//! | `zones[].templates[].zones` | the zone's name | only names under these are answered (CoreDNS's `ZONE...`) |
-//! | `zones[].templates[].match` | `[".*"]` | regular expressions tried on the query name (lowercased, with its trailing dot); the first that matches answers |
-//! | `zones[].templates[].answer` | `[]` | records of the answer section, `NAME TTL CLASS TYPE RDATA`, with `{{ ... }}` substitutions |
-//! | `zones[].templates[].authority` | `[]` | records of the authority section, the same way |
-//! | `zones[].templates[].additional` | `[]` | records of the additional section, the same way |
-//! | `zones[].templates[].rcode` | `NOERROR` | the answer's rcode (`NXDOMAIN`, `SERVFAIL`...) |
-//! | `zones[].templates[].fallthrough` | `false` | a name in its zones that no `match` matches goes on to the next template (and then the cache and upstreams): `true`, or a list of zones; otherwise it is answered SERVFAIL |
+//! Its keys, their defaults and meanings are in README.md, "Configuration reference" (the
+//! one list, checked against this model both ways by `tests/config_docs.rs`).
 //!
 //! Substitutions (the part of Go's templates the field uses): `{{ .Name }}`, `{{ .Zone }}`,
 //! `{{ .Class }}`, `{{ .Type }}`, `{{ .Remote }}`, `{{ index .Match N }}`, `{{ .Group.NAME }}`

@@ -1,11 +1,8 @@
 //! A zone's `tls:` section: how its upstreams are reached over DNS over TLS (RFC 7858), read
 //! with `transport: tls` (see [`crate::upstream::pool`]).
 //!
-//! | key | default | meaning |
-//! |---|---|---|
-//! | `zones[].tls.server_name` | the upstream's IP | the name the upstream's certificate must carry (CoreDNS `tls_servername`); without it, the certificate must carry the IP |
-//! | `zones[].tls.ca_file` | the system's roots | a PEM file of the CAs that may sign the upstream's certificate, instead of the system's |
-//! | `zones[].tls.cert_file`, `zones[].tls.key_file` | none | a client certificate (PEM) and its key, for upstreams that authenticate their clients; both or neither |
+//! Its keys, their defaults and meanings are in README.md, "Configuration reference" (the
+//! one list, checked against this model both ways by `tests/config_docs.rs`).
 //!
 //! The files are read when the config is loaded (and on every reload), so that a missing or
 //! unreadable file is an error of the config, with its line, rather than of the first query.
