@@ -354,6 +354,41 @@ async fn a_zone_with_log_logs_its_answers_only() {
     assert_eq!(logged("name=probe.invalid."), 0, "{log}");
 }
 
+/// `zones[].log` with classes (CoreDNS's `log { class denial }`) logs only answers of those
+/// classes: an NXDOMAIN and a NODATA of the zone, not its NOERROR with records.
+#[tokio::test]
+async fn a_zone_logging_denials_logs_nxdomain_and_nodata_only() {
+    let world = Authority::start(&[("example.", EXAMPLE_ZONE)]).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let zones = format!(
+        "zones:\n  - name: example\n    upstreams: [\"{}\"]\n    log: [denial]\n",
+        world.addr
+    );
+    let probe = query("probe.invalid.", RecordType::A, None)
+        .to_vec()
+        .expect("encodes");
+    let (mut running, addr) = start_run_sampling(dir.path(), &zones, "1s", &probe, 0).await;
+    for (qname, rtype) in [
+        ("nope.example.", RecordType::A),
+        ("v4only.example.", RecordType::AAAA),
+        ("v4only.example.", RecordType::A),
+    ] {
+        common::udp_query(addr, &query(qname, rtype, None)).await;
+    }
+    let status = sigterm(&mut running, Duration::from_secs(5)).await;
+    assert!(status.success(), "exit status {status}");
+    let log = std::fs::read_to_string(dir.path().join("output.log")).expect("log written");
+    // The start-up loop probe's own NXDOMAIN is a denial of the zone too: left out here.
+    let asked = ["name=nope.example.", "name=v4only.example."];
+    let logged: Vec<&str> = log
+        .lines()
+        .filter(|l| asked.iter().any(|name| l.contains(name)))
+        .collect();
+    assert_eq!(logged.len(), 2, "the NXDOMAIN and the NODATA: {log}");
+    assert!(logged[0].contains("name=nope.example.") && logged[0].contains("rcode=\"NXDOMAIN\""));
+    assert!(logged[1].contains("name=v4only.example.") && logged[1].contains("qtype=28"));
+}
+
 /// SIGTERM while queries wait on a slow upstream: the listeners stop, the queries already
 /// taken are still answered (UDP and TCP), then the process exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

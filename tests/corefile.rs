@@ -280,12 +280,15 @@ fn imports_splice_blocks_and_directives_and_errors_name_the_imported_file() {
         .iter()
         .find(|z| z.name.0.to_dotted() == ".")
         .expect("the root zone");
-    assert!(root.log, "the imported `log` applies to its block");
+    assert!(
+        !root.log.is_off(),
+        "the imported `log` applies to its block"
+    );
     assert!(
         !config
             .zones
             .iter()
-            .any(|z| z.log && z.name.0.to_dotted() != "."),
+            .any(|z| !z.log.is_off() && z.name.0.to_dotted() != "."),
         "and to no other block"
     );
     assert!(

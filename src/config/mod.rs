@@ -23,6 +23,7 @@ pub mod resolv;
 pub mod source;
 pub mod template;
 pub mod tls;
+pub mod zone_log;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -371,9 +372,10 @@ pub struct ZoneConfig {
     /// Names answered from hosts-file entries (CoreDNS `hosts`); none by default.
     #[serde(default)]
     pub hosts: Option<hosts::HostsConfig>,
-    /// Log every answered query of this zone (CoreDNS `log` in the zone's block).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub log: bool,
+    /// Which answered queries of this zone are logged (CoreDNS `log` in the zone's block):
+    /// `true`, `false` or classes.
+    #[serde(default, skip_serializing_if = "zone_log::ZoneLog::is_off")]
+    pub log: zone_log::ZoneLog,
     /// With `transport: tls`: how the upstreams' certificates are checked (the system's roots
     /// and the upstream's IP when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]

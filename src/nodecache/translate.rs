@@ -5,6 +5,7 @@
 mod cache;
 mod forward;
 mod hosts;
+mod log;
 mod template;
 
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +19,7 @@ use super::{CorefileError, Token};
 use crate::config::hosts::HostsConfig;
 use crate::config::pool::PoolConfig;
 use crate::config::template::TemplateConfig;
+use crate::config::zone_log::ZoneLog;
 use crate::config::{
     CacheConfig, Config, ConfigError, KubernetesConfig, LogConfig, MetricsConfig, ServerConfig,
     ZoneCacheConfig, ZoneConfig, ZoneName,
@@ -264,8 +266,8 @@ struct BlockSettings {
     cache: Option<ZoneCacheConfig>,
     /// `hosts`, its ZONES those of the whole block.
     hosts: Option<HostsConfig>,
-    /// `log`: every answer of the block's zones.
-    log: bool,
+    /// `log`: which answers of the block's zones are logged.
+    log: ZoneLog,
     /// The `template`s in order, their ZONES those of the whole block.
     templates: Vec<TemplateConfig>,
 }
@@ -509,7 +511,7 @@ impl Translator<'_> {
             forward: None,
             cache: None,
             hosts: None,
-            log: false,
+            log: ZoneLog::default(),
             templates: Vec::new(),
         };
         for d in &block.directives {
@@ -575,9 +577,10 @@ impl Translator<'_> {
                 "errors" => {}
                 // An `import` on a line of its own was spliced in before parsing.
                 "import" => return Err(self.err(line, IMPORT_ALONE)),
-                // Every answer of this block's zones, as CoreDNS's `log` logs its block's. Its
-                // format and class arguments are CoreDNS's own log format: ours has one.
-                "log" => settings.log = true,
+                "log" => {
+                    let log = self.log(d, names)?;
+                    settings.log = settings.log.with(log);
+                }
                 // Always on: node-cache's inputs are read again every 2 s and a changed
                 // translation applied (`nodecache::source`); a native config file likewise.
                 // CoreDNS's interval and jitter only pace its polling.
@@ -921,6 +924,40 @@ mod tests {
         let t = translate_text("example.com {\n    forward . 10.0.0.10\n}\n").unwrap();
         let listen: Vec<String> = t.config.listen.iter().map(|a| a.to_string()).collect();
         assert_eq!(listen, ["0.0.0.0:53", "[::]:53"]);
+    }
+
+    #[test]
+    fn log_classes_names_and_format_are_read_as_coredns_reads_them() {
+        use crate::config::zone_log::{AnswerClass, ZoneLog};
+        let log_of = |directive: &str| {
+            translate_text(&format!(
+                "cluster.local {{\n    {directive}\n    forward . 10.0.0.10\n}}\n"
+            ))
+            .map(|t| (t.config.zones[0].log, t.warnings))
+        };
+        assert_eq!(log_of("log").unwrap().0, ZoneLog::ALL);
+        assert_eq!(log_of("log .").unwrap().0, ZoneLog::ALL);
+        let (log, _) = log_of("log . {\n        class denial error\n    }").unwrap();
+        assert!(log.logs(AnswerClass::Denial) && log.logs(AnswerClass::Error));
+        assert!(!log.logs(AnswerClass::Success));
+        let (log, warnings) = log_of("log . \"{remote} {name}\"").unwrap();
+        assert_eq!(log, ZoneLog::ALL);
+        assert!(
+            warnings.iter().any(|w| w.contains("FORMAT")),
+            "{warnings:?}"
+        );
+        let err = log_of("log svc.cluster.local").unwrap_err().to_string();
+        assert!(
+            err.starts_with("Corefile:2: log: the block's zone cluster.local."),
+            "{err}"
+        );
+        let err = log_of("log {\n        class loud\n    }")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Corefile:3: log: unknown class `loud`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! The query log: one answered query in `log.query_sample` for every zone, and every answered
-//! query of the zones with `log: true` (CoreDNS's `log` in a server block logs that block's
-//! zones only), as one line with the client, the question and the rcode (log target `query`,
+//! The query log: one answered query in `log.query_sample` for every zone, and the answers of
+//! the classes each zone's `log` names (CoreDNS's `log` in a server block logs that block's
+//! zones only; `true` is every answer), as one line with the client, the question and the rcode (log target `query`,
 //! so a filter can route or silence it). Off by default; when off, the cost per answer is one
 //! branch and one pointer load.
 
@@ -11,35 +11,36 @@ use arc_swap::ArcSwapOption;
 use tracing::info;
 
 use crate::Proto;
+use crate::config::zone_log::{AnswerClass, ZoneLog};
 use crate::wire::name::read_uncompressed;
 use crate::wire::{Name, Rcode};
 
-/// Which zones log every answer: a name is logged when the zone that routes it (the longest
-/// that contains it) logs.
+/// Which zones log which answers: an answer is logged when the zone that routes its name (the
+/// longest that contains it) logs its class.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoggedZones {
-    /// Every zone with whether it logs, longest first: the first that contains a name is the
-    /// one that routes it.
-    zones: Vec<(Name, bool)>,
+    /// Every zone with what it logs, longest first: the first that contains a name is the one
+    /// that routes it.
+    zones: Vec<(Name, ZoneLog)>,
 }
 
 impl LoggedZones {
     /// `None` when no zone logs, so that the log costs nothing more then.
-    pub fn new(zones: impl IntoIterator<Item = (Name, bool)>) -> Option<LoggedZones> {
-        let mut zones: Vec<(Name, bool)> = zones.into_iter().collect();
-        if !zones.iter().any(|(_, logs)| *logs) {
+    pub fn new(zones: impl IntoIterator<Item = (Name, ZoneLog)>) -> Option<LoggedZones> {
+        let mut zones: Vec<(Name, ZoneLog)> = zones.into_iter().collect();
+        if zones.iter().all(|(_, log)| log.is_off()) {
             return None;
         }
         zones.sort_by_key(|(zone, _)| std::cmp::Reverse(zone.label_count()));
         Some(LoggedZones { zones })
     }
 
-    /// Whether the zone that routes `name` logs.
-    pub fn logs(&self, name: &Name) -> bool {
+    /// Whether the zone that routes `name` logs answers of `class`.
+    pub fn logs(&self, name: &Name, class: AnswerClass) -> bool {
         self.zones
             .iter()
             .find(|(zone, _)| name.is_subdomain_of(zone))
-            .is_some_and(|(_, logs)| *logs)
+            .is_some_and(|(_, log)| log.logs(class))
     }
 }
 
@@ -100,10 +101,17 @@ fn log(client: SocketAddr, proto: Proto, answer: &[u8], only: Option<&LoggedZone
         let qtype = answer.get(end..end + 2)?;
         Some((name, u16::from_be_bytes([qtype[0], qtype[1]])))
     });
-    if let Some(zones) = only
-        && !question.as_ref().is_some_and(|(name, _)| zones.logs(name))
-    {
-        return;
+    if let Some(zones) = only {
+        let answers = answer
+            .get(6..8)
+            .map_or(0, |n| u16::from_be_bytes([n[0], n[1]]));
+        let class = AnswerClass::of(code.0, answers);
+        if !question
+            .as_ref()
+            .is_some_and(|(name, _)| zones.logs(name, class))
+        {
+            return;
+        }
     }
     let question = question.map(|(name, qtype)| (name.to_dotted(), qtype));
     let (name, qtype) = question.unwrap_or_else(|| ("-".into(), 0));
@@ -121,19 +129,25 @@ mod tests {
     #[test]
     fn the_zone_that_routes_a_name_decides_whether_it_is_logged() {
         let name = |text: &str| Name::from_dotted(text).expect("a name");
-        assert!(LoggedZones::new([(name("."), false), (name("example"), false)]).is_none());
+        let off = ZoneLog::default();
+        assert!(LoggedZones::new([(name("."), off), (name("example"), off)]).is_none());
+        let errors = ZoneLog::of(&[AnswerClass::Error]);
         let zones = LoggedZones::new([
-            (name("."), false),
-            (name("example"), true),
-            (name("www.example"), false),
+            (name("."), off),
+            (name("example"), ZoneLog::ALL),
+            (name("www.example"), off),
+            (name("errors.example"), errors),
         ])
         .expect("one zone logs");
-        assert!(zones.logs(&name("nope.example")));
-        assert!(zones.logs(&name("EXAMPLE")));
+        let success = AnswerClass::Success;
+        assert!(zones.logs(&name("nope.example"), success));
+        assert!(zones.logs(&name("EXAMPLE"), success));
         assert!(
-            !zones.logs(&name("a.www.example")),
+            !zones.logs(&name("a.www.example"), success),
             "the closer zone decides"
         );
-        assert!(!zones.logs(&name("other.invalid")));
+        assert!(!zones.logs(&name("other.invalid"), success));
+        assert!(zones.logs(&name("a.errors.example"), AnswerClass::Error));
+        assert!(!zones.logs(&name("a.errors.example"), AnswerClass::Denial));
     }
 }
