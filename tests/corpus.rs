@@ -52,26 +52,14 @@ impl Network {
         ] {
             ns.ok(&["ip", "addr", "add", address, "dev", link, "nodad"]);
         }
-        pod.ok(&["ip", "-6", "route", "add", "default", "via", "fd00:244::1"]);
-        cluster.ok(&[
-            "ip",
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            "fd00:244:1::1",
-        ]);
-        node.ok(&["ip", "route", "add", "default", "via", "10.244.1.2"]);
-        node.ok(&[
-            "ip",
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            "fd00:244:1::2",
-        ]);
+        for (ns, family, via) in [
+            (&pod, "-6", "fd00:244::1"),
+            (&cluster, "-6", "fd00:244:1::1"),
+            (&node, "-4", "10.244.1.2"),
+            (&node, "-6", "fd00:244:1::2"),
+        ] {
+            ns.ok(&["ip", family, "route", "add", "default", "via", via]);
+        }
         node.ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
         node.ok(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
         node.etc_file("resolv.conf", &format!("nameserver {NODE_NAMESERVER}\n"));
