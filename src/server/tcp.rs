@@ -130,10 +130,10 @@ async fn connection(
                     let answers = answers.clone();
                     let responder = responder.clone();
                     let delivery = delivery.clone();
-                    let query_lifecycle = lifecycle.clone();
+                    let abandon = lifecycle.abandon.clone();
                     lifecycle.inflight.spawn(async move {
                         let mut out = Vec::new();
-                        query_lifecycle.finish(&responder, &pending, &mut out).await;
+                        super::finish(&abandon, &responder, &pending, &mut out).await;
                         // The client may have gone; its answer then has nowhere to go, and
                         // is counted as a send error.
                         if answers.send(out).await.is_err() {

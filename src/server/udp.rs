@@ -145,10 +145,10 @@ impl Batch {
                         let gathered = self.gathered.clone();
                         let responder = responder.clone();
                         let delivery = self.delivery.clone();
-                        let lifecycle = self.lifecycle.clone();
+                        let abandon = self.lifecycle.abandon.clone();
                         self.lifecycle.inflight.spawn(async move {
                             let mut out = gathered.buffer();
-                            lifecycle.finish(&responder, &pending, &mut out).await;
+                            super::finish(&abandon, &responder, &pending, &mut out).await;
                             gathered.send(&socket, peer, out, &delivery).await;
                             drop(permit);
                         });
