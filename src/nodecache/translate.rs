@@ -448,6 +448,8 @@ impl Translator<'_> {
             log: settings.log,
             tls: forward.tls.clone(),
             templates,
+            // The `dns64` directive is not translated yet: refused as unsupported.
+            dns64: None,
         });
         self.zone_lines.push(name_line);
         Ok(())
