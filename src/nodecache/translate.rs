@@ -1,8 +1,9 @@
 //! The last stage: a parsed Corefile's server blocks into one native config, directive by
-//! directive (the table in the module documentation of [`super`]). `forward`, `cache`, `hosts`
-//! and `template`, the directives with options, have a file each.
+//! directive (the table in the module documentation of [`super`]). `forward`, `cache`, `hosts`,
+//! `template` and `dns64`, the directives with options, have a file each.
 
 mod cache;
+mod dns64;
 mod forward;
 mod hosts;
 mod template;
@@ -15,6 +16,7 @@ use super::import::{self, Source};
 use super::parse::{Directive, IMPORT_ALONE, ServerBlock, parse_source};
 use super::render::DEFAULT_RESOLV_CONF;
 use super::{CorefileError, Token};
+use crate::config::dns64::Dns64Config;
 use crate::config::hosts::HostsConfig;
 use crate::config::pool::PoolConfig;
 use crate::config::template::TemplateConfig;
@@ -272,6 +274,8 @@ struct BlockSettings {
     log: bool,
     /// The `template`s in order, their ZONES those of the whole block.
     templates: Vec<TemplateConfig>,
+    /// `dns64`, and its line.
+    dns64: Option<(Dns64Config, usize)>,
 }
 
 impl Translator<'_> {
@@ -448,8 +452,7 @@ impl Translator<'_> {
             log: settings.log,
             tls: forward.tls.clone(),
             templates,
-            // The `dns64` directive is not translated yet: refused as unsupported.
-            dns64: None,
+            dns64: settings.dns64.as_ref().map(|(dns64, _)| dns64.clone()),
         });
         self.zone_lines.push(name_line);
         Ok(())
@@ -512,6 +515,7 @@ impl Translator<'_> {
             hosts: None,
             log: false,
             templates: Vec::new(),
+            dns64: None,
         };
         for d in &block.directives {
             let line = d.name.line;
@@ -561,6 +565,12 @@ impl Translator<'_> {
                     let template = self.template(d, names)?;
                     settings.templates.push(template);
                 }
+                "dns64" => {
+                    if settings.dns64.is_some() {
+                        return Err(self.err(line, "a second dns64 in one server block"));
+                    }
+                    settings.dns64 = Some((self.dns64(d)?, line));
+                }
                 "health" => {
                     self.no_block(d)?;
                     let addr = self.optional_addr(d, ":8080")?;
@@ -590,11 +600,21 @@ impl Translator<'_> {
                         line,
                         format!(
                             "unsupported directive `{other}` (supported: bind, cache, forward, \
-                             hosts, template, health, prometheus, errors, log, reload, loop, import)"
+                             hosts, template, dns64, health, prometheus, errors, log, reload, loop, \
+                             import)"
                         ),
                     ));
                 }
             }
+        }
+        if let Some((_, line)) = settings.dns64
+            && (settings.hosts.is_some() || !settings.templates.is_empty())
+        {
+            return Err(self.err(
+                line,
+                "dns64 with hosts or template in one server block is not supported: their \
+                 answers would not be translated, as CoreDNS translates them",
+            ));
         }
         Ok(settings)
     }
