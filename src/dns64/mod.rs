@@ -263,6 +263,33 @@ mod tests {
         Record::from_rdata(name(owner), ttl, RData::A(A::new(192, 0, 2, last)))
     }
 
+    /// RFC 6147 5.1 and CoreDNS's family test: AAAA only, from IPv6 clients only (an
+    /// IPv4-mapped address is an IPv4 client, as Go's `To4` sees it) unless `allow_ipv4`.
+    #[test]
+    fn only_aaaa_queries_of_ipv6_clients_are_intercepted() {
+        let parsed = |rtype| {
+            let mut msg = Message::query();
+            msg.add_query(HQuery::query(name("www.example."), rtype));
+            crate::wire::query::parse(&msg.to_vec().unwrap()).expect("a valid query")
+        };
+        let (aaaa, a) = (parsed(RecordType::AAAA), parsed(RecordType::A));
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        let (v6, v4, mapped) = (ip("2001:db8::1"), ip("192.0.2.1"), ip("::ffff:192.0.2.1"));
+        let plain = dns64(false);
+        assert!(plain.intercepts(&aaaa, v6));
+        assert!(!plain.intercepts(&a, v6));
+        assert!(!plain.intercepts(&aaaa, v4));
+        assert!(!plain.intercepts(&aaaa, mapped));
+        let config = Dns64Config {
+            allow_ipv4: true,
+            ..Dns64Config::default()
+        };
+        let any_family = Dns64::new(&config, IntCounter::new("t", "t").unwrap()).unwrap();
+        assert!(any_family.intercepts(&aaaa, v4));
+        assert!(any_family.intercepts(&aaaa, mapped));
+        assert!(!any_family.intercepts(&a, v4));
+    }
+
     #[test]
     fn only_answers_without_aaaa_are_replaced_and_never_a_name_error() {
         let nodata = message(RecordType::AAAA, ResponseCode::NoError, vec![], true);
