@@ -143,8 +143,6 @@ pub struct Pending {
     asker: Asker,
     /// The client's namespace when autopath applies (decided once, in `begin`).
     autopath: Option<Arc<ClientNamespace>>,
-    /// Whether the zone's `dns64` translates this query's answer (decided in `begin`).
-    dns64: bool,
     /// The request metrics' series, counted when the answer is written.
     tally: Tally,
     /// When the query arrived, for its duration; for a cached zone also the moment its lookup
@@ -462,7 +460,6 @@ impl Responder {
             route: route_id,
             asker,
             autopath,
-            dns64: dns64.is_some(),
             tally,
             arrived: arrived.into_std(),
         };
@@ -514,18 +511,30 @@ impl Responder {
             route: route_id,
             asker,
             ref autopath,
-            dns64,
             ref tally,
             arrived,
         } = *pending;
-        let dns64 = if dns64 { self.dns64_of(route_id) } else { None };
         let proto = asker.proto;
         let missed_at = Instant::from_std(arrived);
         let arrived = Some(arrived);
         let route = self.router.get(route_id);
-        let limits = self.limits(query, proto);
+        // What the answer is written with is worked out after the waits, not held across
+        // them: every forwarded query's task holds this function's state, and a few bytes
+        // more take it past the size tokio keeps unboxed (tests/allocations.rs).
         let Some(policy) = &route.cache else {
-            self.answer_uncached(pending, dns64, limits, out).await;
+            let answer = self
+                .resolve(route_id, query, asker, autopath.as_deref(), missed_at)
+                .await;
+            let answer = answer.answer_for(query.question.qtype);
+            let limits = self.limits(query, proto);
+            match (self.dns64_of_pending(pending), answer) {
+                (Some(dns64), Some(aaaa)) if dns64.replaces(&aaaa.message) => {
+                    // Boxed: a second resolution is state that every other miss's task
+                    // would carry (and past the size tokio keeps unboxed).
+                    Box::pin(self.translate_uncached(pending, dns64, aaaa, limits, out)).await;
+                }
+                _ => self.write_upstream_answer(query, (tally, arrived), answer, limits, out),
+            }
             return;
         };
         let view = autopath.as_ref().map_or(PLAIN_VIEW, |ns| ns.view);
@@ -552,12 +561,15 @@ impl Responder {
                     Ok(Ok(Some(fetched))) => fetched,
                     // Slow, failed, or cancelled by a shutdown: the stale answer is better.
                     Ok(Ok(None) | Err(_)) | Err(_) => {
+                        let (limits, dns64) =
+                            (self.limits(query, proto), self.dns64_of_pending(pending));
                         self.write_stale(entry, query, (tally, arrived), limits, dns64, out);
                         return;
                     }
                 }
             }
         };
+        let (limits, dns64) = (self.limits(query, proto), self.dns64_of_pending(pending));
         if let Some(entry) = fetched.entry() {
             let served = (Instant::now(), Served::Fresh);
             let code = self.write_entry(entry, query, served, limits, dns64, out);
@@ -581,13 +593,14 @@ impl Responder {
         }
     }
 
-    /// [`Responder::answer_pending`] for a zone without a cache: the upstream's answer, or
-    /// with `dns64` one synthesized from the A, which nothing fetched with the AAAA and so is
-    /// asked now, as CoreDNS asks it.
-    async fn answer_uncached(
+    /// The answer `dns64` synthesizes for `pending` in a zone without a cache, whose AAAA
+    /// answer `aaaa` it replaces: nothing fetched the A with the AAAA, so it is asked now, as
+    /// CoreDNS asks it.
+    async fn translate_uncached(
         &self,
         pending: &Pending,
-        dns64: Option<&Dns64>,
+        dns64: &Dns64,
+        aaaa: &Answer,
         limits: ReplyLimits,
         out: &mut Vec<u8>,
     ) {
@@ -598,22 +611,15 @@ impl Responder {
             ref autopath,
             ref tally,
             arrived,
-            ..
         } = *pending;
-        let (missed_at, tally) = (Instant::from_std(arrived), (tally, Some(arrived)));
-        let resolve = |query| self.resolve(route_id, query, asker, autopath.as_deref(), missed_at);
-        let answer = resolve(query).await;
-        let answer = answer.answer_for(query.question.qtype);
-        if let (Some(dns64), Some(aaaa)) = (dns64, answer)
-            && dns64.replaces(&aaaa.message)
-        {
-            let a = resolve(&address_query(query, rtype::A)).await;
-            let a = a.answer_for(rtype::A).map(|a| &a.message[..]);
-            let code = self.write_synthesized(dns64, query, &aaaa.message, a, limits, out);
-            self.record(tally, code, Source::Forward, out);
-            return;
-        }
-        self.write_upstream_answer(query, tally, answer, limits, out);
+        let a_query = address_query(query, rtype::A);
+        let missed_at = Instant::from_std(arrived);
+        let a = self
+            .resolve(route_id, &a_query, asker, autopath.as_deref(), missed_at)
+            .await;
+        let a = a.answer_for(rtype::A).map(|a| &a.message[..]);
+        let code = self.write_synthesized(dns64, query, &aaaa.message, a, limits, out);
+        self.record((tally, Some(arrived)), code, Source::Forward, out);
     }
 
     /// The zone's DNS64 when it translates `query` from `client`. Zones without `dns64` (most
@@ -624,6 +630,15 @@ impl Responder {
         }
         self.dns64_of(route_id)
             .filter(|dns64| dns64.intercepts(query, client))
+    }
+
+    /// [`Responder::dns64_for`] a forwarded query and its client (none for a refresh): decided
+    /// again rather than carried from `begin`, so that `Pending` stays as small.
+    fn dns64_of_pending(&self, pending: &Pending) -> Option<&Dns64> {
+        match pending.asker.requester {
+            Requester::Client(client) => self.dns64_for(pending.route, &pending.query, client),
+            Requester::Background => None,
+        }
     }
 
     /// The zone's DNS64, if it has a `dns64` section.
@@ -739,7 +754,6 @@ impl Responder {
                 route,
                 asker,
                 autopath,
-                dns64: _,
                 tally: _,
                 arrived,
             } = pending;
