@@ -25,8 +25,13 @@
 //! - it does not translate answers of `hosts` or `templates` (a zone may not have both): in
 //!   CoreDNS `dns64` runs before them, here it works on the cache's A and AAAA pair.
 //!
-//! Where it sits: the responder asks [`Dns64::intercepts`] once per query, in `begin`, and only
-//! for zones with a `dns64` section (zones without one pay an empty-list check). The rest
+//! As in CoreDNS, DNSSEC is not considered: a query with DO and CD set is translated too
+//! (RFC 6147 5.5 would leave it to the validating client), and PTR queries for synthesized
+//! addresses are not answered from the A records' names.
+//!
+//! Where it sits: the responder asks [`Dns64::intercepts`] in `begin` (and again when it writes
+//! a forwarded query's answer, rather than carry the decision), and only for zones with a
+//! `dns64` section (zones without one pay an empty-list check). The rest
 //! happens when the AAAA answer is written: CoreDNS synthesizes per request from an A query
 //! of its own, while our cache keeps the A and AAAA of a name in one coherent entry fetched
 //! together, so the A half is at hand on a hit and on a miss alike and no extra upstream
