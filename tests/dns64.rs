@@ -3,12 +3,15 @@
 //! both, or neither (NXDOMAIN, NODATA), and clients of both families. AAAA answers without
 //! AAAA records are synthesized from the A answer fetched with them (RFC 6147), each address
 //! embedded as RFC 6052 shows, with the TTL capped by the AAAA denial's SOA; `allow_ipv4` and
-//! `translate_all`; a cached answer like the first; the Corefile directive and its errors.
+//! `translate_all`; a cached answer like the first, and a stale one; the Corefile directive
+//! and its errors.
 
 mod common;
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use common::{
     CLIENT_TIMEOUT, Forwarder, Programmable, a_with, aaaa, cname, name, query, soa, udp_query,
@@ -61,7 +64,7 @@ fn behaviour(owner: &Name, rtype: RecordType) -> Option<(ResponseCode, Vec<Recor
 }
 
 async fn upstream() -> Programmable {
-    Programmable::start(std::time::Duration::ZERO, Arc::new(behaviour)).await
+    Programmable::start(Duration::ZERO, Arc::new(behaviour)).await
 }
 
 /// A forwarder on 127.0.0.1 and ::1 with one zone, `example`, forwarded to `upstream`, with
@@ -425,4 +428,45 @@ fn corefile_and_config_errors_name_the_line() {
         let err = config_error(section);
         assert!(err.starts_with(want), "{section:?}: {err}");
     }
+}
+
+/// An expired pair served stale (RFC 8767) because the upstream went silent is translated too:
+/// the synthesized record from the stale A half, with the stale TTL.
+#[tokio::test]
+async fn a_stale_entry_is_translated_from_its_a_half() {
+    let up = Arc::new(AtomicBool::new(true));
+    let state = up.clone();
+    let upstream = Programmable::start(
+        Duration::ZERO,
+        Arc::new(move |owner: &Name, rtype| {
+            if !state.load(Ordering::SeqCst) {
+                return None;
+            }
+            let owner = owner.to_string();
+            Some(match rtype {
+                RecordType::A => (ResponseCode::NoError, vec![a_with(&owner, 1, V4)], vec![]),
+                _ => (ResponseCode::NoError, vec![], vec![soa("example.", 1, 1)]),
+            })
+        }),
+    )
+    .await;
+    let forwarder = forwarder(upstream.addr, "    dns64: {}\n").await;
+    let fresh = ask_from(&forwarder, "::1", "v4only.example.", RecordType::AAAA).await;
+    assert_eq!(v6_addresses(&fresh), [well_known(V4)]);
+    up.store(false, Ordering::SeqCst);
+    // Past the entry's one second, inside its serve-stale window.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    let stale = ask_from(&forwarder, "::1", "v4only.example.", RecordType::AAAA).await;
+    assert_eq!(stale.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(v6_addresses(&stale), [well_known(V4)]);
+    assert_eq!(stale.answers[0].ttl, 30, "stale answers carry TTL 30");
+    assert_eq!(
+        forwarder
+            .scrape()
+            .sum("coredns_cache_served_stale_total", &[]),
+        1.0
+    );
+    assert_eq!(translated(&forwarder), 2.0);
+    forwarder.stop().await;
 }
