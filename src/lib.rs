@@ -8,11 +8,12 @@
 //!
 //! Floors, each importing only from the ones below (docs/design.md, "Where things live"):
 //! `instance` > `admin` > `server` > `responder` > `upstream`, `kube` > `cache`, `node`,
-//! `hosts`, `template`, `tasks` > `config` > `wire`, `observe`.
+//! `hosts`, `template`, `dns64`, `tasks` > `config` > `wire`, `observe`.
 
 pub mod admin;
 pub mod cache;
 pub mod config;
+pub mod dns64;
 pub mod hosts;
 pub mod instance;
 pub mod kube;

@@ -7,25 +7,37 @@
 //!   templates         -> a zone with `templates`: answered by one, or SERVFAIL, or on (src/template)
 //!   hosts entries     -> a zone with `hosts`: answered from them, or SERVFAIL, or on (src/hosts)
 //!   view              -> the client pod's namespace view when autopath applies (src/kube)
+//!   dns64             -> a zone with `dns64`: whether this AAAA query's answer may be translated
 //!   cache lookup      -> fresh hit: answered here, no task, no allocation
-//!                        (a popular entry near expiry also asks for a background refresh)
+//!                        (a popular entry near expiry also asks for a background refresh;
+//!                        a translated AAAA is synthesized from the entry's A half)
 //!   -> Forward(Pending)
 //! finish (async, one task per forwarded query, bounded by the listener)
 //!   cache.resolve     -> single flight per key; A and AAAA fetched together; stored if coherent
 //!   [autopath]        -> the search-path walk, each expansion through the plain view
 //!   upstream group    -> answer patched for the client (ID, case, OPT, TC, TTLs)
 //!   on failure        -> stale entry (RFC 8767) if allowed, else SERVFAIL
+//!   [dns64]           -> an AAAA answer to translate: synthesized from the A answer fetched
+//!                        with it (an uncached zone asks for the A now) (src/dns64)
 //! ```
 //! Splitting at `begin`/`finish` keeps everything that can be answered without waiting off the
 //! async machinery: that is where the fast path lives.
 //!
-//! It stands on `upstream`, `kube`, `cache`, `hosts`, `template`, `tasks`, `observe` and `wire`; the
+//! DNS64 is decided in `begin` and applied where an AAAA answer is written, from whatever
+//! holds it (a cached pair, the answers of a fetch, a stale entry): the A answer beside it is
+//! what the synthesized one is made of, so no path asks upstreams more than it already does
+//! (src/dns64 says why this differs from CoreDNS's place in front of the cache). A zone
+//! without `dns64` checks an empty list per query and writes its answers as before.
+//!
+//! It stands on `upstream`, `kube`, `cache`, `hosts`, `template`, `dns64`, `tasks`, `observe` and
+//! `wire`; the
 //! listeners (`server`) stand on it. Config keys: `server.max_udp_size`, `zones[].autopath`,
 //! `zones[].hosts` (its tables are built here, shared by zones with the same section),
-//! `zones[].templates` (compiled here), and
+//! `zones[].templates` (compiled here), `zones[].dns64`, and
 //! `cache.capacity` (a reload keeps the cache when it is unchanged); the modules it builds
 //! read the rest and list them in their docs. Metrics: CoreDNS's request families (`coredns_dns_*`, [`crate::observe::requests`])
 //! and `nodelocaldns_dropped_total{reason}` for `short_header` and `response`,
+//! `coredns_dns64_requests_translated_total{server}` (its series handed to each zone's [`Dns64`]),
 //! `nodelocaldns_rejected_total{reason}` for `inflight` and `shutdown`.
 
 use std::net::{IpAddr, SocketAddr};
@@ -41,6 +53,7 @@ use crate::Proto;
 use crate::cache::{Cache, Entry, Fetched, Lookup, PLAIN_VIEW, RefreshSlot, Resolved, Served};
 use crate::config::Config;
 use crate::config::hosts::HostsConfig;
+use crate::dns64::Dns64;
 use crate::hosts::{Decision, Hosts};
 use crate::kube::autopath::{AutopathError, Plain};
 use crate::kube::{Autopath, ClientNamespace, PodIndex};
@@ -55,7 +68,7 @@ use crate::upstream::router::{Route, RouteId};
 use crate::wire::answer::Answer;
 use crate::wire::query::{self, DropReason, Query, Rejection, UpstreamFlags};
 use crate::wire::reply::{self, EchoedQuestion, ReplyLimits, write_answer, write_error};
-use crate::wire::{RType, Rcode, rcode};
+use crate::wire::{Header, RType, Rcode, rcode, rtype};
 
 /// A query's request-metrics series, and when it arrived if it was not answered synchronously.
 type Counted<'a> = (&'a Tally, Option<std::time::Instant>);
@@ -179,6 +192,8 @@ pub struct Responder {
     hosts_routes: Vec<(RouteId, Arc<Hosts>)>,
     /// The zones with `templates`, and theirs; empty for most configs, as `hosts_routes`.
     template_routes: Vec<(RouteId, Templates)>,
+    /// The zones with `dns64`, and theirs; empty for most configs, as `hosts_routes`.
+    dns64_routes: Vec<(RouteId, Dns64)>,
     /// CoreDNS's request metrics.
     requests: Arc<RequestMetrics>,
     /// Each zone's route, by the zone's index in `requests`.
@@ -267,6 +282,7 @@ impl Responder {
             .map(|index| Autopath::new(index, &config.kubernetes.host_search, &metrics));
         let hosts_routes = hosts_routes(config, &router, &tasks);
         let template_routes = template_routes(config, &router);
+        let dns64_routes = dns64_routes(config, &router, &metrics, &server);
         let zone_routes: Vec<RouteId> = config
             .zones
             .iter()
@@ -303,6 +319,7 @@ impl Responder {
             autopath_routes,
             hosts_routes,
             template_routes,
+            dns64_routes,
             requests,
             zone_routes,
             tasks,
@@ -431,6 +448,7 @@ impl Responder {
             _ => None,
         };
         let view = autopath.as_ref().map_or(PLAIN_VIEW, |ns| ns.view);
+        let dns64 = self.dns64_for(route_id, &query, client);
         // Built only when the query goes on (or a hit asks for a refresh): a plain hit
         // allocates nothing.
         let asker = Asker {
@@ -453,9 +471,10 @@ impl Responder {
         match self.cache.lookup(&query, view, now, policy.stale_window) {
             Lookup::Fresh(entry) => {
                 let limits = self.limits(&query, proto);
-                entry.write_for(&query, now, Served::Fresh, limits, out);
+                let code =
+                    self.write_entry(&entry, &query, (now, Served::Fresh), limits, dns64, out);
                 self.add_nsid(&query, limits, out);
-                self.record((&tally, None), entry.rcode(), Source::Cache, out);
+                self.record((&tally, None), code, Source::Cache, out);
                 let prefetch = &policy.prefetch;
                 if entry.hit_wants_refresh(now, prefetch.min_hits, prefetch.percentage)
                     && let Some(slot) = self.cache.refresh_slot(&entry)
@@ -499,13 +518,23 @@ impl Responder {
         let missed_at = Instant::from_std(arrived);
         let arrived = Some(arrived);
         let route = self.router.get(route_id);
-        let limits = self.limits(query, proto);
+        // What the answer is written with is worked out after the waits, not held across
+        // them: every forwarded query's task holds this function's state, and a few bytes
+        // more take it past the size tokio keeps unboxed (tests/allocations.rs).
         let Some(policy) = &route.cache else {
             let answer = self
                 .resolve(route_id, query, asker, autopath.as_deref(), missed_at)
                 .await;
             let answer = answer.answer_for(query.question.qtype);
-            self.write_upstream_answer(query, (tally, arrived), answer, limits, out);
+            let limits = self.limits(query, proto);
+            match (self.dns64_of_pending(pending), answer) {
+                (Some(dns64), Some(aaaa)) if dns64.replaces(&aaaa.message) => {
+                    // Boxed: a second resolution is state that every other miss's task
+                    // would carry (and past the size tokio keeps unboxed).
+                    Box::pin(self.translate_uncached(pending, dns64, aaaa, limits, out)).await;
+                }
+                _ => self.write_upstream_answer(query, (tally, arrived), answer, limits, out),
+            }
             return;
         };
         let view = autopath.as_ref().map_or(PLAIN_VIEW, |ns| ns.view);
@@ -532,23 +561,156 @@ impl Responder {
                     Ok(Ok(Some(fetched))) => fetched,
                     // Slow, failed, or cancelled by a shutdown: the stale answer is better.
                     Ok(Ok(None) | Err(_)) | Err(_) => {
-                        self.write_stale(entry, query, (tally, arrived), limits, out);
+                        let (limits, dns64) =
+                            (self.limits(query, proto), self.dns64_of_pending(pending));
+                        self.write_stale(entry, query, (tally, arrived), limits, dns64, out);
                         return;
                     }
                 }
             }
         };
+        let (limits, dns64) = (self.limits(query, proto), self.dns64_of_pending(pending));
         if let Some(entry) = fetched.entry() {
-            entry.write_for(query, Instant::now(), Served::Fresh, limits, out);
-            self.record((tally, arrived), entry.rcode(), Source::Forward, out);
+            let served = (Instant::now(), Served::Fresh);
+            let code = self.write_entry(entry, query, served, limits, dns64, out);
+            self.record((tally, arrived), code, Source::Forward, out);
             return;
         }
         let answer = fetched.answer_for(query.question.qtype);
         let failed =
             answer.is_none_or(|a| matches!(a.info.rcode, rcode::SERVFAIL | rcode::REFUSED));
-        match stale {
-            Some(entry) if failed => self.write_stale(&entry, query, (tally, arrived), limits, out),
+        match (stale, dns64, answer) {
+            (Some(entry), _, _) if failed => {
+                self.write_stale(&entry, query, (tally, arrived), limits, dns64, out)
+            }
+            (_, Some(dns64), Some(aaaa)) if dns64.replaces(&aaaa.message) => {
+                // Not stored (uncacheable, or the halves disagreed), but fetched as a pair.
+                let a = fetched.answer_for(rtype::A).map(|a| &a.message[..]);
+                let code = self.write_synthesized(dns64, query, &aaaa.message, a, limits, out);
+                self.record((tally, arrived), code, Source::Forward, out);
+            }
             _ => self.write_upstream_answer(query, (tally, arrived), answer, limits, out),
+        }
+    }
+
+    /// The answer `dns64` synthesizes for `pending` in a zone without a cache, whose AAAA
+    /// answer `aaaa` it replaces: nothing fetched the A with the AAAA, so it is asked now, as
+    /// CoreDNS asks it.
+    async fn translate_uncached(
+        &self,
+        pending: &Pending,
+        dns64: &Dns64,
+        aaaa: &Answer,
+        limits: ReplyLimits,
+        out: &mut Vec<u8>,
+    ) {
+        let Pending {
+            ref query,
+            route: route_id,
+            asker,
+            ref autopath,
+            ref tally,
+            arrived,
+        } = *pending;
+        let a_query = address_query(query, rtype::A);
+        let missed_at = Instant::from_std(arrived);
+        let a = self
+            .resolve(route_id, &a_query, asker, autopath.as_deref(), missed_at)
+            .await;
+        let a = a.answer_for(rtype::A).map(|a| &a.message[..]);
+        let code = self.write_synthesized(dns64, query, &aaaa.message, a, limits, out);
+        self.record((tally, Some(arrived)), code, Source::Forward, out);
+    }
+
+    /// The zone's DNS64 when it translates `query` from `client`. Zones without `dns64` (most
+    /// configs have none) check an empty list.
+    fn dns64_for(&self, route_id: RouteId, query: &Query, client: IpAddr) -> Option<&Dns64> {
+        if self.dns64_routes.is_empty() {
+            return None;
+        }
+        self.dns64_of(route_id)
+            .filter(|dns64| dns64.intercepts(query, client))
+    }
+
+    /// [`Responder::dns64_for`] a forwarded query and its client (none for a refresh): decided
+    /// again rather than carried from `begin`, so that `Pending` stays as small.
+    fn dns64_of_pending(&self, pending: &Pending) -> Option<&Dns64> {
+        match pending.asker.requester {
+            Requester::Client(client) => self.dns64_for(pending.route, &pending.query, client),
+            Requester::Background => None,
+        }
+    }
+
+    /// The zone's DNS64, if it has a `dns64` section.
+    fn dns64_of(&self, route_id: RouteId) -> Option<&Dns64> {
+        self.dns64_routes
+            .iter()
+            .find(|(r, _)| *r == route_id)
+            .map(|(_, dns64)| dns64)
+    }
+
+    /// Writes the answer to `query` from `entry`, its TTLs as `served` at the given moment,
+    /// into `out`; returns its rcode. With `dns64` (an AAAA query it translates) and an AAAA
+    /// half it replaces, the answer is synthesized from the entry's A half, written with the
+    /// same TTL countdown.
+    fn write_entry(
+        &self,
+        entry: &Entry,
+        query: &Query,
+        (now, served): (Instant, Served),
+        limits: ReplyLimits,
+        dns64: Option<&Dns64>,
+        out: &mut Vec<u8>,
+    ) -> Rcode {
+        let Some(dns64) = dns64 else {
+            entry.write_for(query, now, served, limits, out);
+            return entry.rcode();
+        };
+        // Each half as a whole message, never truncated and without an OPT of ours: what the
+        // synthesis reads. The client's limits apply to what it makes.
+        let half = |qtype| {
+            let mut wire = Vec::new();
+            let internal = Query {
+                edns: None,
+                ..address_query(query, qtype)
+            };
+            entry.write_for(&internal, now, served, ReplyLimits::UNTRUNCATED, &mut wire);
+            wire
+        };
+        let aaaa = half(rtype::AAAA);
+        if !dns64.replaces(&aaaa) {
+            entry.write_for(query, now, served, limits, out);
+            return entry.rcode();
+        }
+        self.write_synthesized(dns64, query, &aaaa, Some(&half(rtype::A)), limits, out)
+    }
+
+    /// Writes the answer `dns64` synthesizes from the A answer `a` for the AAAA answer `aaaa`
+    /// into `out`; returns its rcode. No A answer (its upstreams failed), or answers that do
+    /// not read, make a SERVFAIL.
+    fn write_synthesized(
+        &self,
+        dns64: &Dns64,
+        query: &Query,
+        aaaa: &[u8],
+        a: Option<&[u8]>,
+        limits: ReplyLimits,
+        out: &mut Vec<u8>,
+    ) -> Rcode {
+        match a.map(|a| dns64.synthesize(aaaa, a)) {
+            Some(Ok(wire)) => {
+                write_answer(out, &wire, false, query, limits);
+                Header::read(out).map_or(rcode::SERVFAIL, |h| h.rcode())
+            }
+            Some(Err(err)) => {
+                debug!(name = %query.question.name, %err, "dns64 synthesis failed");
+                self.write_query_error(query, rcode::SERVFAIL, out);
+                rcode::SERVFAIL
+            }
+            None => {
+                self.write_query_error(query, rcode::SERVFAIL, out);
+                rcode::SERVFAIL
+            }
         }
     }
 
@@ -732,11 +894,13 @@ impl Responder {
         query: &Query,
         tally: Counted,
         limits: ReplyLimits,
+        dns64: Option<&Dns64>,
         out: &mut Vec<u8>,
     ) {
-        entry.write_for(query, Instant::now(), Served::Stale, limits, out);
+        let served = (Instant::now(), Served::Stale);
+        let code = self.write_entry(entry, query, served, limits, dns64, out);
         self.cache.count_served_stale();
-        self.record(tally, entry.rcode(), Source::Cache, out);
+        self.record(tally, code, Source::Cache, out);
     }
 
     /// Answers a forwarded query SERVFAIL without its upstream answer (counted by `why`).
@@ -897,4 +1061,38 @@ fn template_routes(config: &Config, router: &ZoneRouter) -> Vec<(RouteId, Templa
         }
     }
     routes
+}
+
+/// The DNS64 of each zone that has a `dns64` section; `server` labels its metric as the cache's.
+/// A config that was not validated can hold a prefix that does not read: that zone is left
+/// without DNS64, logged.
+fn dns64_routes(
+    config: &Config,
+    router: &ZoneRouter,
+    metrics: &Metrics,
+    server: &str,
+) -> Vec<(RouteId, Dns64)> {
+    let translated = metrics.dns64_translated.with_label_values(&[server]);
+    let mut routes = Vec::new();
+    for zone in &config.zones {
+        let (Some(section), Some(route)) = (&zone.dns64, router.route(&zone.name.0)) else {
+            continue;
+        };
+        match Dns64::new(section, translated.clone()) {
+            Ok(dns64) => routes.push((route, dns64)),
+            Err(err) => error!(zone = %zone.name.0, %err, "dns64 left out"),
+        }
+    }
+    routes
+}
+
+/// `query` asking for `qtype` of the same name instead (the A beside an AAAA).
+fn address_query(query: &Query, qtype: RType) -> Query {
+    Query {
+        question: query::Question {
+            qtype,
+            ..query.question
+        },
+        ..*query
+    }
 }

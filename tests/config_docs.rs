@@ -31,14 +31,26 @@ fn reference_rows() -> Vec<(String, String)> {
         .collect()
 }
 
-/// The value at `path` (`a.b`, `zones[].c`: the first element), if the serialized config has
-/// it.
+/// The value at `path` (`a.b`, `zones[].c`: in the first element that has it), if the
+/// serialized config has it. Sections that may not share a zone (`dns64` and `hosts`) are
+/// found in different zones of the full config.
 fn lookup<'v>(value: &'v Value, path: &str) -> Option<&'v Value> {
-    path.split('.')
-        .try_fold(value, |at, part| match part.strip_suffix("[]") {
-            Some(list) => at.get(list)?.get(0),
-            None => at.get(part),
-        })
+    let (part, rest) = match path.split_once('.') {
+        Some((part, rest)) => (part, Some(rest)),
+        None => (path, None),
+    };
+    match (part.strip_suffix("[]"), rest) {
+        (Some(list), Some(rest)) => at_list(value, list)?
+            .iter()
+            .find_map(|element| lookup(element, rest)),
+        (Some(list), None) => at_list(value, list)?.first(),
+        (None, Some(rest)) => lookup(value.get(part)?, rest),
+        (None, None) => value.get(part),
+    }
+}
+
+fn at_list<'v>(value: &'v Value, key: &str) -> Option<&'v Vec<Value>> {
+    value.get(key)?.as_sequence()
 }
 
 /// A default cell that is one literal: `30s`, `true`, `["127.0.0.1:5300"]`.
@@ -80,6 +92,9 @@ zones:
         additional: ['ns.example. 60 IN A 192.0.2.1']
         rcode: NOERROR
         fallthrough: true
+  - name: example.org
+    upstreams: [192.0.2.53]
+    dns64: {}
 ";
 
 /// The keys a row names: `a`, or `a`, `b` (and `a` / `b` / `c` for siblings).

@@ -8,11 +8,12 @@
 //! Every key, its default and its meaning are listed once, in the README's "Configuration
 //! reference": the list users read. `tests/config_docs.rs` checks it against this model (every
 //! key it names is a key here, every default it states is the default here). The section
-//! modules ([`node`], [`pool`], [`hosts`], [`tls`], [`template`]) say what their sections do.
+//! modules ([`node`], [`pool`], [`hosts`], [`tls`], [`template`], [`dns64`]) say what their sections do.
 //!
 //! A node-cache command line and Corefile are translated into this model by
 //! [`crate::nodecache`], which stands on this module.
 
+pub mod dns64;
 pub mod duration;
 pub mod env;
 pub mod hosts;
@@ -383,6 +384,10 @@ pub struct ZoneConfig {
     /// Answers made from the query name (CoreDNS `template`), tried in order; none by default.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub templates: Vec<template::TemplateConfig>,
+    /// AAAA answers synthesized from A records for IPv6-only clients (CoreDNS `dns64`); off
+    /// by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns64: Option<dns64::Dns64Config>,
 }
 
 /// How queries reach a zone's upstreams.
@@ -753,6 +758,20 @@ impl Config {
             .map_err(|(key, message)| (field("pool").key(key), message))?;
         if let Some(hosts) = &zone.hosts {
             hosts.validate(field("hosts"))?;
+        }
+        if let Some(dns64) = &zone.dns64 {
+            dns64.validate(field("dns64"))?;
+            // CoreDNS's dns64 runs before hosts and template, so it would synthesize from their
+            // answers too; here it sits on the cache's A and AAAA pair, which their answers
+            // never enter.
+            if zone.hosts.is_some() || !zone.templates.is_empty() {
+                return Err((
+                    field("dns64"),
+                    "cannot be combined with hosts or templates in one zone (their answers are \
+                     not translated)"
+                        .into(),
+                ));
+            }
         }
         for (j, template) in zone.templates.iter().enumerate() {
             template

@@ -1,8 +1,9 @@
 //! The last stage: a parsed Corefile's server blocks into one native config, directive by
-//! directive (the table in the module documentation of [`super`]). `forward`, `cache`, `hosts`
-//! and `template`, the directives with options, have a file each.
+//! directive (the table in the module documentation of [`super`]). `forward`, `cache`, `hosts`,
+//! `template` and `dns64`, the directives with options, have a file each.
 
 mod cache;
+mod dns64;
 mod forward;
 mod hosts;
 mod log;
@@ -16,6 +17,7 @@ use super::import::{self, Source};
 use super::parse::{Directive, IMPORT_ALONE, ServerBlock, parse_source};
 use super::render::DEFAULT_RESOLV_CONF;
 use super::{CorefileError, Token};
+use crate::config::dns64::Dns64Config;
 use crate::config::hosts::HostsConfig;
 use crate::config::pool::PoolConfig;
 use crate::config::template::TemplateConfig;
@@ -270,6 +272,8 @@ struct BlockSettings {
     log: ZoneLog,
     /// The `template`s in order, their ZONES those of the whole block.
     templates: Vec<TemplateConfig>,
+    /// `dns64`, and its line.
+    dns64: Option<(Dns64Config, usize)>,
 }
 
 impl Translator<'_> {
@@ -451,6 +455,7 @@ impl Translator<'_> {
             log: settings.log,
             tls: forward.tls.clone(),
             templates,
+            dns64: settings.dns64.as_ref().map(|(dns64, _)| dns64.clone()),
         });
         self.zone_lines.push(name_line);
         Ok(())
@@ -513,6 +518,7 @@ impl Translator<'_> {
             hosts: None,
             log: ZoneLog::default(),
             templates: Vec::new(),
+            dns64: None,
         };
         for d in &block.directives {
             let line = d.name.line;
@@ -562,6 +568,12 @@ impl Translator<'_> {
                     let template = self.template(d, names)?;
                     settings.templates.push(template);
                 }
+                "dns64" => {
+                    if settings.dns64.is_some() {
+                        return Err(self.err(line, "a second dns64 in one server block"));
+                    }
+                    settings.dns64 = Some((self.dns64(d)?, line));
+                }
                 "health" => {
                     self.no_block(d)?;
                     let addr = self.optional_addr(d, ":8080")?;
@@ -592,11 +604,21 @@ impl Translator<'_> {
                         line,
                         format!(
                             "unsupported directive `{other}` (supported: bind, cache, forward, \
-                             hosts, template, health, prometheus, errors, log, reload, loop, import)"
+                             hosts, template, dns64, health, prometheus, errors, log, reload, loop, \
+                             import)"
                         ),
                     ));
                 }
             }
+        }
+        if let Some((_, line)) = settings.dns64
+            && (settings.hosts.is_some() || !settings.templates.is_empty())
+        {
+            return Err(self.err(
+                line,
+                "dns64 with hosts or template in one server block is not supported: their \
+                 answers would not be translated, as CoreDNS translates them",
+            ));
         }
         Ok(settings)
     }

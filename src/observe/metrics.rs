@@ -22,6 +22,7 @@
 //! | `coredns_cache_served_stale_total` | `server` | answers from expired entries because upstreams failed |
 //! | `coredns_cache_evictions_total` | `server`, `type` | entries dropped for capacity |
 //! | `nodelocaldns_cache_split_answers_total` | `zone` | names whose A and AAAA disagreed (NXDOMAIN vs NOERROR) twice: not cached |
+//! | `coredns_dns64_requests_translated_total` | `server` | AAAA queries answered with records synthesized from A records (`zones[].dns64`) |
 //! | `nodelocaldns_autopath_applied_total` | | queries answered through autopath (cache hits included) |
 //! | `nodelocaldns_autopath_skipped_total` | `reason` | queries in an autopath zone forwarded as asked: `no_pod`, `not_running`, `ambiguous`, `no_match` (qname not under the pod's `NS.svc.DOMAIN`), `unsynced` (no pod list yet) |
 //! | `nodelocaldns_kube_pods_indexed` | | Running, non-hostNetwork pods of this node whose IPs autopath matches |
@@ -76,6 +77,7 @@ pub struct Metrics {
     pub cache_served_stale: IntCounterVec,
     pub cache_evictions: IntCounterVec,
     pub cache_split: IntCounterVec,
+    pub dns64_translated: IntCounterVec,
     pub autopath_applied: IntCounter,
     pub autopath_skipped: IntCounterVec,
     pub kube_pods_indexed: IntGauge,
@@ -178,6 +180,11 @@ impl Metrics {
             "nodelocaldns_cache_split_answers_total",
             "Names whose A and AAAA answers disagreed (NXDOMAIN vs NOERROR) twice in a row.",
             &["zone"],
+        );
+        let dns64_translated = counter(
+            "coredns_dns64_requests_translated_total",
+            "Counter of DNS requests translated by dns64.",
+            &["server"],
         );
         let autopath_applied = registered(
             &registry,
@@ -295,6 +302,7 @@ impl Metrics {
             cache_served_stale,
             cache_evictions,
             cache_split,
+            dns64_translated,
             autopath_applied,
             autopath_skipped,
             kube_pods_indexed,

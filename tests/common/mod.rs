@@ -102,6 +102,8 @@ pub async fn bind_udp_tcp_pair() -> (UdpSocket, TcpListener) {
 /// Our forwarder, running in this process.
 pub struct Forwarder {
     pub addr: SocketAddr,
+    /// Every listen address, in the config's order (`addr` is the first).
+    pub addrs: Vec<SocketAddr>,
     pub metrics: Arc<Metrics>,
     /// The HTTP listener's address, when the config has a `metrics:` section (use port 0).
     pub http: Option<SocketAddr>,
@@ -190,6 +192,7 @@ impl Forwarder {
         readiness.set_listening(true);
         Forwarder {
             addr: server.local_addrs()[0],
+            addrs: server.local_addrs().to_vec(),
             metrics,
             http: http_server.as_ref().and_then(|h| h.local_addr()),
             readiness,
