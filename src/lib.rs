@@ -8,7 +8,7 @@
 //!
 //! Floors, each importing only from the ones below (README.md, "How a query flows"):
 //! `instance` > `admin` > `server` > `responder` > `upstream`, `kube` > `cache`, `node`,
-//! `hosts`, `template`, `tasks` > `config` > `wire`, `observe`.
+//! `hosts`, `template`, `rewrite`, `tasks` > `config` > `wire`, `observe`.
 
 pub mod admin;
 pub mod cache;
@@ -20,6 +20,7 @@ pub mod node;
 pub mod nodecache;
 pub mod observe;
 pub mod responder;
+pub mod rewrite;
 pub mod server;
 pub mod tasks;
 pub mod template;

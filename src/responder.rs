@@ -13,16 +13,17 @@
 //! finish (async, one task per forwarded query, bounded by the listener)
 //!   cache.resolve     -> single flight per key; A and AAAA fetched together; stored if coherent
 //!   [autopath]        -> the search-path walk, each expansion through the plain view
+//!   [rewrite]         -> a zone with `rewrite`: the question rewritten, its answer reverted (src/rewrite)
 //!   upstream group    -> answer patched for the client (ID, case, OPT, TC, TTLs)
 //!   on failure        -> stale entry (RFC 8767) if allowed, else SERVFAIL
 //! ```
 //! Splitting at `begin`/`finish` keeps everything that can be answered without waiting off the
 //! async machinery: that is where the fast path lives.
 //!
-//! It stands on `upstream`, `kube`, `cache`, `hosts`, `template`, `tasks`, `observe` and `wire`; the
+//! It stands on `upstream`, `kube`, `cache`, `hosts`, `template`, `rewrite`, `tasks`, `observe` and `wire`; the
 //! listeners (`server`) stand on it. Config keys: `server.max_udp_size`, `zones[].autopath`,
 //! `zones[].hosts` (its tables are built here, shared by zones with the same section),
-//! `zones[].templates` (compiled here), and
+//! `zones[].templates` and `zones[].rewrite` (compiled here), and
 //! `cache.capacity` (a reload keeps the cache when it is unchanged); the modules it builds
 //! read the rest and list them in their docs. Metrics: CoreDNS's request families (`coredns_dns_*`, [`crate::observe::requests`])
 //! and `nodelocaldns_dropped_total{reason}` for `short_header` and `response`,
@@ -34,28 +35,41 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use prometheus::IntCounter;
+use thiserror::Error;
 use tokio::time::Instant;
-use tracing::{debug, error};
+use tracing::{debug, error, warn};
 
 use crate::Proto;
 use crate::cache::{Cache, Entry, Fetched, Lookup, PLAIN_VIEW, RefreshSlot, Resolved, Served};
 use crate::config::Config;
 use crate::config::hosts::HostsConfig;
+use crate::config::rewrite::RewriteConfigError;
 use crate::hosts::{Decision, Hosts};
 use crate::kube::autopath::{AutopathError, Plain};
 use crate::kube::{Autopath, ClientNamespace, PodIndex};
 use crate::observe::Metrics;
 use crate::observe::requests::{Arrival, RequestMetrics, Response, SharedCollector, Source, Tally};
+use crate::rewrite::{RewriteError, Rewrites};
 use crate::tasks::{TaskKind, Tasks};
 use crate::template::{self, Templates};
 use crate::upstream::ZoneRouter;
 use crate::upstream::admission::Requester;
+use crate::upstream::group::UpstreamError;
 use crate::upstream::loop_check::LoopCheck;
 use crate::upstream::router::{Route, RouteId};
 use crate::wire::answer::Answer;
 use crate::wire::query::{self, DropReason, Query, Rejection, UpstreamFlags};
 use crate::wire::reply::{self, EchoedQuestion, ReplyLimits, write_answer, write_error};
 use crate::wire::{RType, Rcode, rcode};
+
+/// Why an exchange with a zone's upstreams gave no answer (answered SERVFAIL, or stale).
+#[derive(Debug, Error)]
+enum FetchError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Rewrite(#[from] RewriteError),
+}
 
 /// A query's request-metrics series, and when it arrived if it was not answered synchronously.
 type Counted<'a> = (&'a Tally, Option<std::time::Instant>);
@@ -179,6 +193,8 @@ pub struct Responder {
     hosts_routes: Vec<(RouteId, Arc<Hosts>)>,
     /// The zones with `templates`, and theirs; empty for most configs, as `hosts_routes`.
     template_routes: Vec<(RouteId, Templates)>,
+    /// The zones with `rewrite` rules, and theirs; empty for most configs.
+    rewrite_routes: Vec<(RouteId, Rewrites)>,
     /// CoreDNS's request metrics.
     requests: Arc<RequestMetrics>,
     /// Each zone's route, by the zone's index in `requests`.
@@ -267,6 +283,7 @@ impl Responder {
             .map(|index| Autopath::new(index, &config.kubernetes.host_search, &metrics));
         let hosts_routes = hosts_routes(config, &router, &tasks);
         let template_routes = template_routes(config, &router);
+        let rewrite_routes = rewrite_routes(config, &router);
         let zone_routes: Vec<RouteId> = config
             .zones
             .iter()
@@ -303,6 +320,7 @@ impl Responder {
             autopath_routes,
             hosts_routes,
             template_routes,
+            rewrite_routes,
             requests,
             zone_routes,
             tasks,
@@ -709,7 +727,7 @@ impl Responder {
         let Some(policy) = &route.cache else {
             // Callers check the zone is cached; an uncached zone has nothing to share. Boxed:
             // the exchange is kilobytes of state a cached zone's miss need not carry.
-            let answer = Box::pin(self.exchange(route, query, asker, query.question))
+            let answer = Box::pin(self.exchange(route_id, query, asker, query.question))
                 .await
                 .ok();
             return Resolved::ready(Fetched::uncached(query.question.qtype, answer));
@@ -721,7 +739,7 @@ impl Responder {
                 missed_at,
                 &policy.ttl,
                 &route.label,
-                |question| self.exchange(route, query, asker, question),
+                |question| self.exchange(route_id, query, asker, question),
             )
             .await
     }
@@ -750,14 +768,40 @@ impl Responder {
         self.record(counted, rcode::SERVFAIL, Source::Server, out);
     }
 
-    /// One question to the route's upstreams, with the client's CD and DO bits.
+    /// One question to the route's upstreams, with the client's CD and DO bits; in a zone with
+    /// rewrite rules, the question as they rewrite it and its answer reverted to `question`.
     async fn exchange(
+        &self,
+        route_id: RouteId,
+        query: &Query,
+        asker: Asker,
+        question: query::Question,
+    ) -> Result<Answer, FetchError> {
+        let route = self.router.get(route_id);
+        let rewrites = self.rewrite_routes.iter().find(|(r, _)| *r == route_id);
+        let Some((_, rewrites)) = rewrites else {
+            return Ok(self.ask_upstreams(route, query, asker, question).await?);
+        };
+        let rewritten = rewrites.apply(&question).map_err(|err| {
+            warn!(zone = %route.label, %err, "rewrite failed; answered SERVFAIL");
+            err
+        })?;
+        let Some(rewritten) = rewritten else {
+            return Ok(self.ask_upstreams(route, query, asker, question).await?);
+        };
+        let answer = self
+            .ask_upstreams(route, query, asker, rewritten.question)
+            .await?;
+        Ok(rewritten.revert(&answer, &question)?)
+    }
+
+    async fn ask_upstreams(
         &self,
         route: &Route,
         query: &Query,
         asker: Asker,
         question: query::Question,
-    ) -> Result<Answer, crate::upstream::group::UpstreamError> {
+    ) -> Result<Answer, UpstreamError> {
         let flags = UpstreamFlags {
             checking_disabled: query.checking_disabled(),
             dnssec_ok: query.dnssec_ok(),
@@ -894,6 +938,27 @@ fn template_routes(config: &Config, router: &ZoneRouter) -> Vec<(RouteId, Templa
         match Templates::new(&zone.templates, &zone.name.0) {
             Ok(templates) => routes.push((route, templates)),
             Err(err) => error!(zone = %zone.name.0, %err, "templates left out"),
+        }
+    }
+    routes
+}
+
+/// The rewrite rules of each zone that has some. A config that was not validated can hold one
+/// that does not compile: that zone's rules are left out, logged.
+fn rewrite_routes(config: &Config, router: &ZoneRouter) -> Vec<(RouteId, Rewrites)> {
+    let mut routes = Vec::new();
+    for zone in &config.zones {
+        let Some(route) = router.route(&zone.name.0) else {
+            continue;
+        };
+        if zone.rewrite.is_empty() {
+            continue;
+        }
+        match Rewrites::new(&zone.rewrite) {
+            Ok(rewrites) => routes.push((route, rewrites)),
+            Err(RewriteConfigError { field, message }) => {
+                error!(zone = %zone.name.0, field, message, "rewrite rules left out");
+            }
         }
     }
     routes

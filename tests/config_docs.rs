@@ -80,6 +80,12 @@ zones:
         additional: ['ns.example. 60 IN A 192.0.2.1']
         rcode: NOERROR
         fallthrough: true
+    rewrite:
+      - match: suffix
+        from: .corp.example.
+        to: .svc.cluster.local.
+        mode: continue
+        answer: [{type: auto}]
 ";
 
 /// The keys a row names: `a`, or `a`, `b` (and `a` / `b` / `c` for siblings).

@@ -448,6 +448,7 @@ impl Translator<'_> {
             log: settings.log,
             tls: forward.tls.clone(),
             templates,
+            rewrite: Vec::new(),
         });
         self.zone_lines.push(name_line);
         Ok(())
