@@ -3,8 +3,8 @@
 //! refuses the names clients ask, so an address can only come through a rewrite): each match
 //! (exact, prefix, suffix, substring, regex) asked over UDP and TCP for A and AAAA, the answer
 //! under the client's question and, with `answer auto`, its owner names and CNAME targets, the
-//! cached second answer the same, `stop` against `continue`, and config errors naming their
-//! field and line.
+//! cached second answer the same, `stop` against `continue`, a Corefile's rules translated and
+//! served, and config and Corefile errors naming their field and line.
 
 mod common;
 
@@ -14,6 +14,7 @@ use common::{Authority, Forwarder, addresses, mixed_case, query, tcp_query, udp_
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 use nodelocal_dns::config::Config;
+use nodelocal_dns::nodecache::{TranslateOptions, translate};
 
 const DB_A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const DB_AAAA: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
@@ -275,6 +276,45 @@ async fn stop_ends_the_rules_and_continue_rewrites_the_rewritten_name_again() {
     chained.stop().await;
 }
 
+#[tokio::test]
+async fn a_corefile_with_rewrite_lines_and_a_block_is_translated_and_served() {
+    let upstream = upstream().await;
+    let corefile = format!(
+        ".:53 {{\n    errors\n    cache 30\n    \
+         rewrite name suffix .corp.example. .default.svc.cluster.local. answer auto\n    \
+         rewrite stop {{\n        name regex (.*)\\.alias\\.example\\. {{1}}.default.svc.cluster.local.\n        \
+         answer name (.*)\\.default\\.svc\\.cluster\\.local\\. {{1}}.alias.example.\n        \
+         answer value (.*)\\.default\\.svc\\.cluster\\.local\\. {{1}}.alias.example.\n    }}\n    \
+         forward . {up}\n}}\n",
+        up = upstream.addr
+    );
+    let translation =
+        translate(&corefile, "Corefile", &TranslateOptions::default()).expect("translates");
+    let mut config = translation.config;
+    config.listen = vec!["127.0.0.1:0".parse().expect("address")];
+    let forwarder = Forwarder::start(&config.to_yaml()).await;
+    let suffixed = udp_query(
+        forwarder.addr,
+        &query("db.corp.example.", RecordType::AAAA, None),
+    )
+    .await;
+    assert_eq!(v6(&suffixed), [DB_AAAA]);
+    assert_eq!(owners(&suffixed), ["db.corp.example."]);
+    let aliased = tcp_query(
+        forwarder.addr,
+        &query("web.alias.example.", RecordType::A, None),
+    )
+    .await;
+    assert_eq!(question_name(&aliased), "web.alias.example.");
+    assert_eq!(
+        owners(&aliased),
+        ["web.alias.example.", "db.alias.example."]
+    );
+    assert_eq!(cname_targets(&aliased), ["db.alias.example."]);
+    assert_eq!(addresses(&aliased), [DB_A]);
+    forwarder.stop().await;
+}
+
 #[test]
 fn config_errors_name_the_field_and_line() {
     let error_of = |rules: &str| {
@@ -306,5 +346,46 @@ fn config_errors_name_the_field_and_line() {
     for (rules, want) in cases {
         let err = error_of(rules);
         assert!(err.starts_with(want), "{rules:?}: {err}");
+    }
+
+    let corefile_error = |rule: &str| {
+        let corefile = format!(".:53 {{\n    forward . 10.0.0.10\n{rule}}}\n");
+        translate(&corefile, "Corefile", &TranslateOptions::default())
+            .expect_err("refused")
+            .to_string()
+    };
+    let cases = [
+        (
+            "    rewrite name regex ( x.\n",
+            "Corefile:3: rewrite: from: bad regular expression",
+        ),
+        (
+            "    rewrite stop {\n        name regex (.*)\\.a\\. {1}.b.\n        answer name [ x.\n    }\n",
+            "Corefile:5: rewrite: answer[0].from: bad regular expression",
+        ),
+        (
+            "    rewrite continue type A AAAA\n",
+            "Corefile:3: rewrite type is not supported",
+        ),
+        (
+            "    rewrite stop {\n        naem exact a. b.\n    }\n",
+            "Corefile:4: rewrite: unknown field `naem`",
+        ),
+        (
+            "    rewrite name fuzzy a. b.\n",
+            "Corefile:3: rewrite name: unknown match `fuzzy`",
+        ),
+        (
+            "    rewrite name suffix .a. .b. auto\n",
+            "Corefile:3: rewrite name: `auto` after FROM TO",
+        ),
+        (
+            "    rewrite name suffix .a. .b. answer name x\n",
+            "Corefile:3: rewrite: answer name needs FROM and TO",
+        ),
+    ];
+    for (rule, want) in cases {
+        let err = corefile_error(rule);
+        assert!(err.starts_with(want), "{rule:?}: {err}");
     }
 }

@@ -5,6 +5,7 @@
 mod cache;
 mod forward;
 mod hosts;
+mod rewrite;
 mod template;
 
 use std::net::{IpAddr, SocketAddr};
@@ -17,6 +18,7 @@ use super::render::DEFAULT_RESOLV_CONF;
 use super::{CorefileError, Token};
 use crate::config::hosts::HostsConfig;
 use crate::config::pool::PoolConfig;
+use crate::config::rewrite::RewriteConfig;
 use crate::config::template::TemplateConfig;
 use crate::config::{
     CacheConfig, Config, ConfigError, KubernetesConfig, LogConfig, MetricsConfig, ServerConfig,
@@ -272,6 +274,8 @@ struct BlockSettings {
     log: bool,
     /// The `template`s in order, their ZONES those of the whole block.
     templates: Vec<TemplateConfig>,
+    /// The `rewrite` rules in order, each directive one rule.
+    rewrites: Vec<RewriteConfig>,
 }
 
 impl Translator<'_> {
@@ -448,7 +452,7 @@ impl Translator<'_> {
             log: settings.log,
             tls: forward.tls.clone(),
             templates,
-            rewrite: Vec::new(),
+            rewrite: settings.rewrites.clone(),
         });
         self.zone_lines.push(name_line);
         Ok(())
@@ -511,6 +515,7 @@ impl Translator<'_> {
             hosts: None,
             log: false,
             templates: Vec::new(),
+            rewrites: Vec::new(),
         };
         for d in &block.directives {
             let line = d.name.line;
@@ -560,6 +565,7 @@ impl Translator<'_> {
                     let template = self.template(d, names)?;
                     settings.templates.push(template);
                 }
+                "rewrite" => settings.rewrites.push(self.rewrite(d)?),
                 "health" => {
                     self.no_block(d)?;
                     let addr = self.optional_addr(d, ":8080")?;
@@ -589,7 +595,8 @@ impl Translator<'_> {
                         line,
                         format!(
                             "unsupported directive `{other}` (supported: bind, cache, forward, \
-                             hosts, template, health, prometheus, errors, log, reload, loop, import)"
+                             hosts, template, rewrite, health, prometheus, errors, log, reload, \
+                             loop, import)"
                         ),
                     ));
                 }
@@ -731,11 +738,11 @@ mod tests {
 
     #[test]
     fn unsupported_directive_names_file_and_line() {
-        let err = translate_text(".:53 {\n  forward . 1.1.1.1\n  rewrite name a b\n}\n")
+        let err = translate_text(".:53 {\n  forward . 1.1.1.1\n  dnssec\n}\n")
             .unwrap_err()
             .to_string();
         assert!(
-            err.starts_with("Corefile:3: unsupported directive `rewrite`"),
+            err.starts_with("Corefile:3: unsupported directive `dnssec`"),
             "{err}"
         );
         let err = translate_text(".:53 {\n  forward . 1.1.1.1 {\n    tls_servername x y\n  }\n}\n")
