@@ -3,7 +3,8 @@
 //! refuses the names clients ask, so an address can only come through a rewrite): each match
 //! (exact, prefix, suffix, substring, regex) asked over UDP and TCP for A and AAAA, the answer
 //! under the client's question and, with `answer auto`, its owner names and CNAME targets, the
-//! cached second answer the same, `stop` against `continue`, a Corefile's rules translated and
+//! cached second answer the same, an NXDOMAIN under the client's question, SERVFAIL for a
+//! rewritten name that is not a name, `stop` against `continue`, a Corefile's rules translated and
 //! served, and config and Corefile errors naming their field and line.
 
 mod common;
@@ -160,6 +161,19 @@ async fn a_suffix_rule_with_answer_auto_answers_a_and_aaaa_under_the_clients_nam
     assert_eq!(cname_targets(&web), ["db.corp.example."]);
     assert_eq!(addresses(&web), [DB_A]);
 
+    // A name the upstream does not have: its NXDOMAIN (with the zone's SOA) is the client's too.
+    let missing = udp_query(
+        forwarder.addr,
+        &query("nope.corp.example.", RecordType::A, None),
+    )
+    .await;
+    assert_eq!(missing.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(question_name(&missing), "nope.corp.example.");
+    assert_eq!(
+        missing.authorities[0].name.to_string(),
+        "svc.cluster.local."
+    );
+
     // A client's 0x20 letter case comes back in the question, byte for byte.
     let asked = mixed_case(&query(name, RecordType::A, None));
     let answer = udp_raw(forwarder.addr, &asked, common::CLIENT_TIMEOUT)
@@ -249,6 +263,22 @@ async fn prefix_and_substring_rules_restore_the_question_and_revert_only_with_an
     assert_eq!(addresses(&substring), [DB_A]);
     assert_eq!(question_name(&substring), "db.corp.example.");
     assert_eq!(owners(&substring), ["db.default.svc.cluster.local."]);
+    forwarder.stop().await;
+}
+
+#[tokio::test]
+async fn a_rewritten_name_that_is_not_a_valid_name_is_servfail() {
+    let upstream = upstream().await;
+    let forwarder = Forwarder::start(&zone_with_rules(
+        upstream.addr,
+        "      - match: regex\n        from: '^(.*)$'\n        to: '{1}{1}{1}{1}'\n",
+    ))
+    .await;
+    // Four times a 70-byte name: over the 255 bytes a name may take.
+    let name = format!("{}.example.", "a".repeat(60));
+    let answer = udp_query(forwarder.addr, &query(&name, RecordType::A, None)).await;
+    assert_eq!(answer.metadata.response_code, ResponseCode::ServFail);
+    assert_eq!(question_name(&answer), name);
     forwarder.stop().await;
 }
 

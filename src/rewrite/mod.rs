@@ -86,8 +86,9 @@ impl Rewrites {
     pub fn apply(&self, question: &Question) -> Result<Option<Rewritten>, RewriteError> {
         let original = question.name.to_dotted();
         let mut name = original.clone();
+        // The last rewritten name, read; `None` while no rule matched.
+        let mut rewritten_name = None;
         let mut answer_rules = Vec::new();
-        let mut matched = false;
         for rule in &self.rules {
             let Some(rewritten) = rewrite_name(rule, &name) else {
                 continue;
@@ -108,19 +109,12 @@ impl Rewrites {
             }
             answer_rules.extend(rule.answers.iter().cloned());
             name = rewritten;
-            matched = true;
+            rewritten_name = Some(parsed);
             if rule.mode == Mode::Stop {
                 break;
             }
         }
-        if !matched {
-            return Ok(None);
-        }
-        let name = Name::from_dotted(&name).map_err(|_| RewriteError::InvalidName {
-            name: original.clone(),
-            rewritten: name.clone(),
-        })?;
-        Ok(Some(Rewritten {
+        Ok(rewritten_name.map(|name| Rewritten {
             question: Question { name, ..*question },
             answer_rules,
         }))
