@@ -1016,6 +1016,58 @@ mod tests {
     }
 
     #[test]
+    fn rewrite_rules_translate_in_order_as_coredns_reads_their_words() {
+        use crate::config::rewrite::{AnswerConfig, AnswerKind, Mode, NameMatch, RewriteConfig};
+        let t = translate_text(
+            ".:53 {\n    rewrite continue name A.example. b.example.\n    rewrite name suffix .x. .y. answer value (.*)\\.y\\. {1}.x. name (.*)\\.y\\. {1}.x.\n    rewrite stop {\n        name regex (.*)\\.z\\. {1}.y.\n        answer auto\n    }\n    forward . 10.0.0.10\n}\n",
+        )
+        .unwrap();
+        let rule = |kind, from: &str, to: &str, mode, answer| RewriteConfig {
+            kind,
+            from: from.into(),
+            to: to.into(),
+            mode,
+            answer,
+        };
+        let back = |kind| AnswerConfig::new(kind, Some(("(.*)\\.y\\.", "{1}.x.")));
+        assert_eq!(
+            t.config.zones[0].rewrite,
+            [
+                // Two words after `name`: an exact rule, compared lowercased when compiled.
+                rule(
+                    NameMatch::Exact,
+                    "A.example.",
+                    "b.example.",
+                    Mode::Continue,
+                    vec![]
+                ),
+                // `answer` is left out before the second answer rule.
+                rule(
+                    NameMatch::Suffix,
+                    ".x.",
+                    ".y.",
+                    Mode::Stop,
+                    vec![back(AnswerKind::Value), back(AnswerKind::Name)],
+                ),
+                rule(
+                    NameMatch::Regex,
+                    "(.*)\\.z\\.",
+                    "{1}.y.",
+                    Mode::Stop,
+                    vec![AnswerConfig::new(AnswerKind::Auto, None)],
+                ),
+            ]
+        );
+        let err = translate_text(".:53 {\n    rewrite stop name exact a. b. {\n        x\n    }\n    forward . 10.0.0.10\n}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("Corefile:3: rewrite: a rule written on its line takes no block"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn templates_translate_in_order_with_the_blocks_zones() {
         use crate::config::hosts::Fallthrough;
         let t = translate_text(
