@@ -8,7 +8,7 @@
 //!
 //! Floors, each importing only from the ones below (docs/design.md, "Where things live"):
 //! `instance` > `admin` > `server` > `responder` > `upstream`, `kube` > `cache`, `node`,
-//! `hosts`, `template`, `dns64`, `tasks` > `config` > `wire`, `observe`.
+//! `hosts`, `template`, `dns64`, `rewrite`, `tasks` > `config` > `wire`, `observe`.
 
 pub mod admin;
 pub mod cache;
@@ -21,6 +21,7 @@ pub mod node;
 pub mod nodecache;
 pub mod observe;
 pub mod responder;
+pub mod rewrite;
 pub mod server;
 pub mod tasks;
 pub mod template;

@@ -15,6 +15,7 @@
 //! finish (async, one task per forwarded query, bounded by the listener)
 //!   cache.resolve     -> single flight per key; A and AAAA fetched together; stored if coherent
 //!   [autopath]        -> the search-path walk, each expansion through the plain view
+//!   [rewrite]         -> a zone with `rewrite`: the question rewritten, its answer reverted (src/rewrite)
 //!   upstream group    -> answer patched for the client (ID, case, OPT, TC, TTLs)
 //!   on failure        -> stale entry (RFC 8767) if allowed, else SERVFAIL
 //!   [dns64]           -> an AAAA answer to translate: synthesized from the A answer fetched
@@ -29,11 +30,11 @@
 //! (src/dns64 says why this differs from CoreDNS's place in front of the cache). A zone
 //! without `dns64` checks an empty list per query and writes its answers as before.
 //!
-//! It stands on `upstream`, `kube`, `cache`, `hosts`, `template`, `dns64`, `tasks`, `observe` and
+//! It stands on `upstream`, `kube`, `cache`, `hosts`, `template`, `dns64`, `rewrite`, `tasks`, `observe` and
 //! `wire`; the
 //! listeners (`server`) stand on it. Config keys: `server.max_udp_size`, `zones[].autopath`,
 //! `zones[].hosts` (its tables are built here, shared by zones with the same section),
-//! `zones[].templates` (compiled here), `zones[].dns64`, and
+//! `zones[].templates` and `zones[].rewrite` (compiled here), `zones[].dns64`, and
 //! `cache.capacity` (a reload keeps the cache when it is unchanged); the modules it builds
 //! read the rest and list them in their docs. Metrics: CoreDNS's request families (`coredns_dns_*`, [`crate::observe::requests`])
 //! and `nodelocaldns_dropped_total{reason}` for `short_header` and `response`,
@@ -46,29 +47,42 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use prometheus::IntCounter;
+use thiserror::Error;
 use tokio::time::Instant;
-use tracing::{debug, error};
+use tracing::{debug, error, warn};
 
 use crate::Proto;
 use crate::cache::{Cache, Entry, Fetched, Lookup, PLAIN_VIEW, RefreshSlot, Resolved, Served};
 use crate::config::Config;
 use crate::config::hosts::HostsConfig;
+use crate::config::rewrite::RewriteConfigError;
 use crate::dns64::Dns64;
 use crate::hosts::{Decision, Hosts};
 use crate::kube::autopath::{AutopathError, Plain};
 use crate::kube::{Autopath, ClientNamespace, PodIndex};
 use crate::observe::Metrics;
 use crate::observe::requests::{Arrival, RequestMetrics, Response, SharedCollector, Source, Tally};
+use crate::rewrite::{RewriteError, Rewrites};
 use crate::tasks::{TaskKind, Tasks};
 use crate::template::{self, Templates};
 use crate::upstream::ZoneRouter;
 use crate::upstream::admission::Requester;
+use crate::upstream::group::UpstreamError;
 use crate::upstream::loop_check::LoopCheck;
 use crate::upstream::router::{Route, RouteId};
 use crate::wire::answer::Answer;
 use crate::wire::query::{self, DropReason, Query, Rejection, UpstreamFlags};
 use crate::wire::reply::{self, EchoedQuestion, ReplyLimits, write_answer, write_error};
 use crate::wire::{Header, RType, Rcode, rcode, rtype};
+
+/// Why an exchange with a zone's upstreams gave no answer (answered SERVFAIL, or stale).
+#[derive(Debug, Error)]
+enum FetchError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Rewrite(#[from] RewriteError),
+}
 
 /// A query's request-metrics series, and when it arrived if it was not answered synchronously.
 type Counted<'a> = (&'a Tally, Option<std::time::Instant>);
@@ -194,6 +208,8 @@ pub struct Responder {
     template_routes: Vec<(RouteId, Templates)>,
     /// The zones with `dns64`, and theirs; empty for most configs, as `hosts_routes`.
     dns64_routes: Vec<(RouteId, Dns64)>,
+    /// The zones with `rewrite` rules, and theirs; empty for most configs.
+    rewrite_routes: Vec<(RouteId, Rewrites)>,
     /// CoreDNS's request metrics.
     requests: Arc<RequestMetrics>,
     /// Each zone's route, by the zone's index in `requests`.
@@ -283,6 +299,7 @@ impl Responder {
         let hosts_routes = hosts_routes(config, &router, &tasks);
         let template_routes = template_routes(config, &router);
         let dns64_routes = dns64_routes(config, &router, &metrics, &server);
+        let rewrite_routes = rewrite_routes(config, &router);
         let zone_routes: Vec<RouteId> = config
             .zones
             .iter()
@@ -320,6 +337,7 @@ impl Responder {
             hosts_routes,
             template_routes,
             dns64_routes,
+            rewrite_routes,
             requests,
             zone_routes,
             tasks,
@@ -914,21 +932,72 @@ impl Responder {
         self.record(counted, rcode::SERVFAIL, Source::Server, out);
     }
 
-    /// One question to the route's upstreams, with the client's CD and DO bits.
+    /// One question to the route's upstreams, with the client's CD and DO bits; in a zone with
+    /// rewrite rules, the question as they rewrite it and its answer reverted to `question`.
     async fn exchange(
         &self,
         route: &Route,
         query: &Query,
         asker: Asker,
         question: query::Question,
-    ) -> Result<Answer, crate::upstream::group::UpstreamError> {
+    ) -> Result<Answer, FetchError> {
+        match self.rewrites_of(route) {
+            None => Ok(self.ask_upstreams(route, query, asker, &question).await?),
+            // Boxed: a rewrite's state (two questions, the answer rules) stays out of the
+            // exchange of every zone without rules.
+            Some(rewrites) => {
+                let rewritten = self.exchange_rewritten(route, rewrites, query, asker, &question);
+                Box::pin(rewritten).await
+            }
+        }
+    }
+
+    /// The rewrite rules of `route`'s zone, if it has some. Found by the route rather than by
+    /// its id: [`Responder::exchange`] taking the id grew every miss's task by the 8 bytes that
+    /// put it over the size above which tokio boxes a task (tests/allocations.rs).
+    fn rewrites_of(&self, route: &Route) -> Option<&Rewrites> {
+        self.rewrite_routes
+            .iter()
+            .find(|(id, _)| std::ptr::eq(self.router.get(*id), route))
+            .map(|(_, rewrites)| rewrites)
+    }
+
+    /// [`Responder::exchange`] in a zone with rewrite rules.
+    async fn exchange_rewritten(
+        &self,
+        route: &Route,
+        rewrites: &Rewrites,
+        query: &Query,
+        asker: Asker,
+        question: &query::Question,
+    ) -> Result<Answer, FetchError> {
+        let rewritten = rewrites.apply(question).map_err(|err| {
+            warn!(zone = %route.label, %err, "rewrite failed; answered SERVFAIL");
+            err
+        })?;
+        let Some(rewritten) = rewritten else {
+            return Ok(self.ask_upstreams(route, query, asker, question).await?);
+        };
+        let answer = self
+            .ask_upstreams(route, query, asker, &rewritten.question)
+            .await?;
+        Ok(rewritten.revert(&answer, question)?)
+    }
+
+    async fn ask_upstreams(
+        &self,
+        route: &Route,
+        query: &Query,
+        asker: Asker,
+        question: &query::Question,
+    ) -> Result<Answer, UpstreamError> {
         let flags = UpstreamFlags {
             checking_disabled: query.checking_disabled(),
             dnssec_ok: query.dnssec_ok(),
         };
         let result = route
             .upstreams
-            .exchange(&question, flags, asker.proto, asker.requester)
+            .exchange(question, flags, asker.proto, asker.requester)
             .await;
         if let Err(err) = &result {
             debug!(zone = %route.label, name = %question.name, %err, "no upstream answer");
@@ -1081,6 +1150,27 @@ fn dns64_routes(
         match Dns64::new(section, translated.clone()) {
             Ok(dns64) => routes.push((route, dns64)),
             Err(err) => error!(zone = %zone.name.0, %err, "dns64 left out"),
+        }
+    }
+    routes
+}
+
+/// The rewrite rules of each zone that has some. A config that was not validated can hold one
+/// that does not compile: that zone's rules are left out, logged.
+fn rewrite_routes(config: &Config, router: &ZoneRouter) -> Vec<(RouteId, Rewrites)> {
+    let mut routes = Vec::new();
+    for zone in &config.zones {
+        let Some(route) = router.route(&zone.name.0) else {
+            continue;
+        };
+        if zone.rewrite.is_empty() {
+            continue;
+        }
+        match Rewrites::new(&zone.rewrite) {
+            Ok(rewrites) => routes.push((route, rewrites)),
+            Err(RewriteConfigError { field, message }) => {
+                error!(zone = %zone.name.0, %field, message, "rewrite rules left out");
+            }
         }
     }
     routes

@@ -92,6 +92,12 @@ zones:
         additional: ['ns.example. 60 IN A 192.0.2.1']
         rcode: NOERROR
         fallthrough: true
+    rewrite:
+      - match: suffix
+        from: .corp.example.
+        to: .svc.cluster.local.
+        mode: continue
+        answer: [{type: auto}]
   - name: example.org
     upstreams: [192.0.2.53]
     dns64: {}
@@ -183,7 +189,7 @@ fn every_key_of_the_readme_reference_exists_with_the_default_it_states() {
 }
 
 /// Every key path of `value` (`zones[].pool.queue.capacity`): mappings are walked into, a
-/// sequence of mappings by its first item, anything else is a leaf.
+/// sequence of mappings through every item, anything else is a leaf.
 fn key_paths(value: &Value, at: &str, out: &mut Vec<String>) {
     match value {
         Value::Mapping(map) => {
@@ -198,9 +204,14 @@ fn key_paths(value: &Value, at: &str, out: &mut Vec<String>) {
             }
         }
         Value::Sequence(items) if items.first().is_some_and(Value::is_mapping) => {
-            key_paths(&items[0], &format!("{at}[]"), out);
+            for item in items {
+                key_paths(item, &format!("{at}[]"), out);
+            }
         }
-        _ => out.push(at.to_string()),
+        // An optional section left out of one zone is not a key of its own.
+        Value::Null => {}
+        _ if !out.iter().any(|seen| seen == at) => out.push(at.to_string()),
+        _ => {}
     }
 }
 
@@ -220,7 +231,8 @@ fn every_key_of_the_config_is_in_the_readme_reference() {
     let covered = |path: &str| {
         named.iter().any(|key| match key.strip_suffix(".*") {
             Some(section) => path.starts_with(&format!("{section}.")),
-            None => key == path,
+            // A list's row describes its items (`zones[].rewrite[].answer`).
+            None => key == path || path.starts_with(&format!("{key}[].")),
         })
     };
     let missing: Vec<&String> = paths.iter().filter(|p| !covered(p)).collect();

@@ -182,12 +182,24 @@ fn check(ask: &Ask, answer: &Message) -> Option<String> {
     data.sort();
     want.sort();
     let question = answer.queries.first().map(|q| q.name().to_string());
+    // A direct answer (no CNAME on the way) is owned by the name asked, whatever the server
+    // did with the name on its way upstream (a rewrite is reverted).
+    let owners_wrong = !answer
+        .answers
+        .iter()
+        .any(|r| r.record_type() == RecordType::CNAME)
+        && answer
+            .answers
+            .iter()
+            .any(|r| !r.name.to_string().eq_ignore_ascii_case(&ask.name));
     if answer.metadata.response_code != rcode
         || data != want
         || question.as_deref() != Some(&ask.name)
+        || owners_wrong
     {
+        let owners: Vec<String> = answer.answers.iter().map(|r| r.name.to_string()).collect();
         return Some(format!(
-            "{ask}: got {} {data:?} for {question:?}, want {} {want:?}",
+            "{ask}: got {} {data:?} owned by {owners:?} for {question:?}, want {} {want:?}",
             answer.metadata.response_code, ask.rcode
         ));
     }

@@ -8,7 +8,7 @@
 //! Every key, its default and its meaning are listed once, in the README's "Configuration
 //! reference": the list users read. `tests/config_docs.rs` checks it against this model (every
 //! key it names is a key here, every default it states is the default here). The section
-//! modules ([`node`], [`pool`], [`hosts`], [`tls`], [`template`], [`dns64`]) say what their sections do.
+//! modules ([`node`], [`pool`], [`hosts`], [`tls`], [`template`], [`dns64`], [`rewrite`]) say what their sections do.
 //!
 //! A node-cache command line and Corefile are translated into this model by
 //! [`crate::nodecache`], which stands on this module.
@@ -21,6 +21,7 @@ pub mod node;
 pub mod path;
 pub mod pool;
 pub mod resolv;
+pub mod rewrite;
 pub mod source;
 pub mod template;
 pub mod tls;
@@ -388,6 +389,10 @@ pub struct ZoneConfig {
     /// by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns64: Option<dns64::Dns64Config>,
+    /// Question names rewritten before they go upstream, and answers back (CoreDNS
+    /// `rewrite name`), tried in order; none by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rewrite: Vec<rewrite::RewriteConfig>,
 }
 
 /// How queries reach a zone's upstreams.
@@ -777,6 +782,10 @@ impl Config {
             template
                 .compile(&zone.name.0)
                 .map_err(|e| (field("templates").item(j).join(&e.field), e.message))?;
+        }
+        for (j, rule) in zone.rewrite.iter().enumerate() {
+            rule.compile()
+                .map_err(|e| (field("rewrite").item(j).join(&e.field), e.message))?;
         }
         if zone.autopath {
             self.validate_autopath(i)

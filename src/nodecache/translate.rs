@@ -7,6 +7,7 @@ mod dns64;
 mod forward;
 mod hosts;
 mod log;
+mod rewrite;
 mod template;
 
 use std::net::{IpAddr, SocketAddr};
@@ -20,6 +21,7 @@ use super::{CorefileError, Token};
 use crate::config::dns64::Dns64Config;
 use crate::config::hosts::HostsConfig;
 use crate::config::pool::PoolConfig;
+use crate::config::rewrite::RewriteConfig;
 use crate::config::template::TemplateConfig;
 use crate::config::zone_log::ZoneLog;
 use crate::config::{
@@ -274,6 +276,8 @@ struct BlockSettings {
     templates: Vec<TemplateConfig>,
     /// `dns64`, and its line.
     dns64: Option<(Dns64Config, usize)>,
+    /// The `rewrite` rules in order, each directive one rule.
+    rewrites: Vec<RewriteConfig>,
 }
 
 impl Translator<'_> {
@@ -456,6 +460,7 @@ impl Translator<'_> {
             tls: forward.tls.clone(),
             templates,
             dns64: settings.dns64.as_ref().map(|(dns64, _)| dns64.clone()),
+            rewrite: settings.rewrites.clone(),
         });
         self.zone_lines.push(name_line);
         Ok(())
@@ -519,6 +524,7 @@ impl Translator<'_> {
             log: ZoneLog::default(),
             templates: Vec::new(),
             dns64: None,
+            rewrites: Vec::new(),
         };
         for d in &block.directives {
             let line = d.name.line;
@@ -574,6 +580,7 @@ impl Translator<'_> {
                     }
                     settings.dns64 = Some((self.dns64(d)?, line));
                 }
+                "rewrite" => settings.rewrites.push(self.rewrite(d)?),
                 "health" => {
                     self.no_block(d)?;
                     let addr = self.optional_addr(d, ":8080")?;
@@ -604,8 +611,8 @@ impl Translator<'_> {
                         line,
                         format!(
                             "unsupported directive `{other}` (supported: bind, cache, forward, \
-                             hosts, template, dns64, health, prometheus, errors, log, reload, loop, \
-                             import)"
+                             hosts, template, dns64, rewrite, health, prometheus, errors, log, reload, \
+                             loop, import)"
                         ),
                     ));
                 }
@@ -756,11 +763,11 @@ mod tests {
 
     #[test]
     fn unsupported_directive_names_file_and_line() {
-        let err = translate_text(".:53 {\n  forward . 1.1.1.1\n  rewrite name a b\n}\n")
+        let err = translate_text(".:53 {\n  forward . 1.1.1.1\n  dnssec\n}\n")
             .unwrap_err()
             .to_string();
         assert!(
-            err.starts_with("Corefile:3: unsupported directive `rewrite`"),
+            err.starts_with("Corefile:3: unsupported directive `dnssec`"),
             "{err}"
         );
         let err = translate_text(".:53 {\n  forward . 1.1.1.1 {\n    tls_servername x y\n  }\n}\n")
@@ -1071,6 +1078,58 @@ mod tests {
         assert_eq!(
             t.config.zones[0].hosts.as_ref().unwrap().reload,
             Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn rewrite_rules_translate_in_order_as_coredns_reads_their_words() {
+        use crate::config::rewrite::{AnswerConfig, AnswerKind, Mode, NameMatch, RewriteConfig};
+        let t = translate_text(
+            ".:53 {\n    rewrite continue name A.example. b.example.\n    rewrite name suffix .x. .y. answer value (.*)\\.y\\. {1}.x. name (.*)\\.y\\. {1}.x.\n    rewrite stop {\n        name regex (.*)\\.z\\. {1}.y.\n        answer auto\n    }\n    forward . 10.0.0.10\n}\n",
+        )
+        .unwrap();
+        let rule = |kind, from: &str, to: &str, mode, answer| RewriteConfig {
+            kind,
+            from: from.into(),
+            to: to.into(),
+            mode,
+            answer,
+        };
+        let back = |kind| AnswerConfig::new(kind, Some(("(.*)\\.y\\.", "{1}.x.")));
+        assert_eq!(
+            t.config.zones[0].rewrite,
+            [
+                // Two words after `name`: an exact rule, compared lowercased when compiled.
+                rule(
+                    NameMatch::Exact,
+                    "A.example.",
+                    "b.example.",
+                    Mode::Continue,
+                    vec![]
+                ),
+                // `answer` is left out before the second answer rule.
+                rule(
+                    NameMatch::Suffix,
+                    ".x.",
+                    ".y.",
+                    Mode::Stop,
+                    vec![back(AnswerKind::Value), back(AnswerKind::Name)],
+                ),
+                rule(
+                    NameMatch::Regex,
+                    "(.*)\\.z\\.",
+                    "{1}.y.",
+                    Mode::Stop,
+                    vec![AnswerConfig::new(AnswerKind::Auto, None)],
+                ),
+            ]
+        );
+        let err = translate_text(".:53 {\n    rewrite stop name exact a. b. {\n        x\n    }\n    forward . 10.0.0.10\n}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("Corefile:3: rewrite: a rule written on its line takes no block"),
+            "{err}"
         );
     }
 
