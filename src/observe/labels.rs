@@ -6,6 +6,9 @@
 //! every value's series exists from the start (dashboards see zeros, not gaps, as node-cache's
 //! do).
 //!
+//! The free-form labels (`server`, `zone`, `upstream`) are written by [`server`], [`zone`] and
+//! [`upstream`] alone, so the series one module resolves are the ones another reads.
+//!
 //! The enums whose zeros are shown before their owner exists (node setup's `errortype`, the
 //! tasks' `kind`, the reload `result`) live here, in the ground floor, because [`super::Metrics`]
 //! seeds them and observe imports none of the modules above it; their owners re-export or map
@@ -13,8 +16,26 @@
 //! [`super::upstream::CloseReason`]) and implement [`Label`] there.
 
 use std::marker::PhantomData;
+use std::net::SocketAddr;
 
 use prometheus::core::{MetricVec, MetricVecBuilder};
+
+use crate::wire::Name;
+
+/// The `server` label of a listen address, as CoreDNS writes it: `dns://127.0.0.1:53`.
+pub fn server(listen: SocketAddr) -> String {
+    format!("dns://{listen}")
+}
+
+/// The `zone` label of a configured zone: its dotted name, `cluster.local.` or `.`.
+pub fn zone(name: &Name) -> String {
+    name.to_dotted()
+}
+
+/// The `upstream` (and CoreDNS's `to`) label of an upstream address: `10.0.0.10:53`.
+pub fn upstream(addr: SocketAddr) -> String {
+    addr.to_string()
+}
 
 /// A metric label whose values are a closed set.
 pub trait Label: Copy + 'static {
