@@ -61,6 +61,7 @@ use crate::hosts::{Decision, Hosts};
 use crate::kube::autopath::{AutopathError, Plain};
 use crate::kube::{Autopath, ClientNamespace, PodIndex};
 use crate::observe::Metrics;
+use crate::observe::labels;
 use crate::observe::requests::{Arrival, RequestMetrics, Response, SharedCollector, Source, Tally};
 use crate::rewrite::{RewriteError, Rewrites};
 use crate::tasks::{TaskKind, Tasks};
@@ -285,7 +286,7 @@ impl Responder {
         cache: Option<Arc<Cache>>,
         tasks: Tasks,
     ) -> Responder {
-        let server = format!("dns://{}", config.listen[0]);
+        let server = labels::server(config.listen[0]);
         let router = ZoneRouter::new(config, &metrics, &tasks);
         let autopath_routes = config
             .zones
@@ -306,7 +307,7 @@ impl Responder {
             .filter_map(|zone| router.route(&zone.name.0))
             .collect();
         let requests = Arc::new(RequestMetrics::new(
-            config.listen.iter().map(|a| format!("dns://{a}")).collect(),
+            config.listen.iter().copied().map(labels::server).collect(),
             zone_routes
                 .iter()
                 .map(|id| router.get(*id).label.clone())

@@ -13,55 +13,21 @@
 use std::future::Future;
 use std::time::Duration;
 
-use prometheus::IntGaugeVec;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::observe::Metrics;
-
-/// What a background task does: the `kind` label of `nodelocaldns_tasks`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TaskKind {
-    /// A cache entry fetched again: a prefetch, or the refresh behind a stale answer.
-    Refresh,
-    /// One pooled TCP connection to an upstream.
-    Connection,
-    /// The health probe of an upstream skipped after `max_fails`.
-    Probe,
-    /// The start-up forwarding-loop check.
-    LoopCheck,
-    /// The periodic check of a zone's hosts file (`zones[].hosts.reload`).
-    HostsReload,
-}
-
-impl TaskKind {
-    /// Every kind, for showing zeros before the first task of a kind.
-    pub const ALL: [TaskKind; 5] = [
-        TaskKind::Refresh,
-        TaskKind::Connection,
-        TaskKind::Probe,
-        TaskKind::LoopCheck,
-        TaskKind::HostsReload,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            TaskKind::Refresh => "refresh",
-            TaskKind::Connection => "connection",
-            TaskKind::Probe => "probe",
-            TaskKind::LoopCheck => "loop_check",
-            TaskKind::HostsReload => "hosts_reload",
-        }
-    }
-}
+use crate::observe::labels::PerValue;
+/// Declared in observe, which shows every kind's zero before the first task of it starts.
+pub use crate::observe::labels::TaskKind;
 
 /// Background tasks and their owner; clones share the same tasks.
 #[derive(Clone)]
 pub struct Tasks {
     tracker: TaskTracker,
     cancel: CancellationToken,
-    alive: IntGaugeVec,
+    alive: PerValue<TaskKind, prometheus::IntGauge>,
 }
 
 /// Decrements a kind's gauge when its task ends, however it ends (done, cancelled, panicked).
@@ -90,7 +56,7 @@ impl Tasks {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let gauge = self.alive.with_label_values(&[kind.label()]);
+        let gauge = self.alive.get(kind).clone();
         gauge.inc();
         let alive = Alive(gauge);
         let cancel = self.cancel.clone();
@@ -112,16 +78,5 @@ impl Tasks {
             Ok(()) => 0,
             Err(_) => self.tracker.len(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_task_kind_is_shown_from_the_start() {
-        let labels = TaskKind::ALL.map(TaskKind::label);
-        assert_eq!(labels, crate::observe::metrics::TASK_KINDS);
     }
 }

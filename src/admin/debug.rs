@@ -31,6 +31,7 @@ use crate::kube::index::PodPhase;
 use crate::kube::{ClientMatch, PodIndex};
 use crate::node::RulesShown;
 use crate::observe::Metrics;
+use crate::observe::labels::Label;
 use crate::responder::{CurrentResponder, Responder};
 use crate::wire::{Name, RType, Rcode};
 
@@ -190,7 +191,7 @@ impl Inspector {
             let _ = writeln!(
                 out,
                 "  {} {}, {lifetime}, {} hits",
-                entry.kind().as_str(),
+                entry.kind().value(),
                 entry.rcode().name(),
                 entry.hits()
             );

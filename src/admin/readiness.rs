@@ -14,6 +14,7 @@ use prometheus::IntGauge;
 use crate::config::Config;
 use crate::kube::PodIndex;
 use crate::observe::Metrics;
+use crate::observe::labels;
 
 type Check = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
 
@@ -59,12 +60,12 @@ impl Readiness {
             });
         }
         for zone in &config.zones {
-            let name = zone.name.0.to_dotted();
+            let name = labels::zone(&zone.name.0);
             let upstreams: Vec<(String, IntGauge)> = zone
                 .upstream_addrs()
                 .into_iter()
                 .map(|addr| {
-                    let label = addr.to_string();
+                    let label = labels::upstream(addr);
                     let gauge = metrics.upstream_healthy.with_label_values(&[&name, &label]);
                     (label, gauge)
                 })

@@ -47,6 +47,7 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use crate::observe::Metrics;
+use crate::observe::labels::PerValue;
 use crate::observe::ratelimit::LogLimiter;
 use crate::wire::answer::Answer;
 use crate::wire::query::{Query, Question};
@@ -97,18 +98,8 @@ struct StoreKey {
     parts: KeyParts,
 }
 
-/// Counters kept per answer kind, indexed by [`kind_index`].
-#[derive(Clone)]
-struct ByKind<T>([T; 2]);
-
-impl<T> ByKind<T> {
-    fn get(&self, kind: AnswerKind) -> &T {
-        &self.0[match kind {
-            AnswerKind::Success => 0,
-            AnswerKind::Denial => 1,
-        }]
-    }
-}
+/// Counters kept per answer kind.
+type ByKind<T> = PerValue<AnswerKind, T>;
 
 /// Counts evictions and keeps the entry gauges right when the store drops an entry.
 #[derive(Clone)]
@@ -256,17 +247,8 @@ impl Cache {
     /// A cache of at most `capacity` entries; `server` labels its metrics as CoreDNS does
     /// (`dns://ADDRESS`).
     pub fn new(capacity: usize, server: &str, metrics: Arc<Metrics>) -> Cache {
-        let by_kind = |vec: &prometheus::IntCounterVec| {
-            ByKind(
-                [AnswerKind::Success, AnswerKind::Denial]
-                    .map(|k| vec.with_label_values(&[server, k.as_str()])),
-            )
-        };
-        let entries = ByKind([AnswerKind::Success, AnswerKind::Denial].map(|k| {
-            metrics
-                .cache_entries
-                .with_label_values(&[server, k.as_str()])
-        }));
+        let by_kind = |vec: &prometheus::IntCounterVec| ByKind::resolve(vec, &[server]);
+        let entries = ByKind::resolve(&metrics.cache_entries, &[server]);
         let lifecycle = EvictionCounter {
             evictions: by_kind(&metrics.cache_evictions),
             entries: entries.clone(),

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::config::{PrefetchConfig, ZoneCacheConfig};
+use crate::observe::labels::label_enum;
 use crate::wire::answer::AnswerInfo;
 use crate::wire::rcode;
 
@@ -40,19 +41,12 @@ pub struct TtlPolicy {
     pub servfail: Duration,
 }
 
-/// What kind of answer an entry holds, for metrics (CoreDNS's `success` and `denial`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AnswerKind {
-    Success,
-    Denial,
-}
-
-impl AnswerKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AnswerKind::Success => "success",
-            AnswerKind::Denial => "denial",
-        }
+label_enum! {
+    /// What kind of answer an entry holds: the `type` label of the cache metrics (CoreDNS's
+    /// `success` and `denial`).
+    pub enum AnswerKind: "type" {
+        Success => "success",
+        Denial => "denial",
     }
 }
 

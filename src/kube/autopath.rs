@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use super::index::{ClientMatch, ClientNamespace, PodIndex};
 use crate::cache::{Entry, Resolved, Served};
 use crate::observe::Metrics;
+use crate::observe::labels::{PerValue, label_enum};
 use crate::wire::alias::{AliasError, alias_answer};
 use crate::wire::answer::Answer;
 use crate::wire::query::{Query, message_id};
@@ -99,17 +100,30 @@ pub struct Walk {
     alias_to: Option<Name>,
 }
 
+label_enum! {
+    /// Why a query in an autopath zone is forwarded as asked: the `reason` label of
+    /// `nodelocaldns_autopath_skipped_total`.
+    pub enum SkipReason: "reason" {
+        /// The client's IP is no pod of this node.
+        NoPod => "no_pod",
+        /// The client's pod is not Running.
+        NotRunning => "not_running",
+        /// Two or more Running pods claim the client's IP.
+        Ambiguous => "ambiguous",
+        /// The qname is not under the pod's `NS.svc.DOMAIN`.
+        NoMatch => "no_match",
+        /// No pod list yet.
+        Unsynced => "unsynced",
+    }
+}
+
 /// The autopath decision and walk, for the zones that have `autopath: true`.
 pub struct Autopath {
     index: Arc<PodIndex>,
     /// The search path after its first element: `svc.ZONE`, `ZONE`, host search..., `.`.
     rest: Vec<Name>,
     applied: IntCounter,
-    no_pod: IntCounter,
-    not_running: IntCounter,
-    ambiguous: IntCounter,
-    no_match: IntCounter,
-    unsynced: IntCounter,
+    skipped: PerValue<SkipReason, IntCounter>,
 }
 
 impl Autopath {
@@ -124,16 +138,11 @@ impl Autopath {
         rest.push(domain);
         rest.extend(host_search.iter().filter_map(|s| Name::from_dotted(s).ok()));
         rest.push(Name::root());
-        let skipped = |reason| metrics.autopath_skipped.with_label_values(&[reason]);
         Autopath {
             index,
             rest,
             applied: metrics.autopath_applied.clone(),
-            no_pod: skipped("no_pod"),
-            not_running: skipped("not_running"),
-            ambiguous: skipped("ambiguous"),
-            no_match: skipped("no_match"),
-            unsynced: skipped("unsynced"),
+            skipped: PerValue::resolve(&metrics.autopath_skipped, &[]),
         }
     }
 
@@ -143,18 +152,23 @@ impl Autopath {
     pub fn decide(&self, client: IpAddr, qname: &Name) -> Option<Arc<ClientNamespace>> {
         let namespace = match self.index.lookup(client) {
             ClientMatch::Pod(namespace) => namespace,
-            ClientMatch::NoPod => return skip(&self.no_pod),
-            ClientMatch::NotRunning => return skip(&self.not_running),
-            ClientMatch::Ambiguous => return skip(&self.ambiguous),
-            ClientMatch::Unsynced => return skip(&self.unsynced),
+            ClientMatch::NoPod => return self.skip(SkipReason::NoPod),
+            ClientMatch::NotRunning => return self.skip(SkipReason::NotRunning),
+            ClientMatch::Ambiguous => return self.skip(SkipReason::Ambiguous),
+            ClientMatch::Unsynced => return self.skip(SkipReason::Unsynced),
         };
         match &namespace.first_search {
             Some(first) if qname.prefix_before(first).is_some() => {
                 self.applied.inc();
                 Some(namespace)
             }
-            _ => skip(&self.no_match),
+            _ => self.skip(SkipReason::NoMatch),
         }
+    }
+
+    fn skip(&self, reason: SkipReason) -> Option<Arc<ClientNamespace>> {
+        self.skipped.get(reason).inc();
+        None
     }
 
     /// The names to try for `qname`, in order (the first is `qname` itself).
@@ -249,11 +263,6 @@ impl Autopath {
         Answer::accept(message.as_slice().into(), id, &question)
             .map_err(|e| AutopathError::Malformed(e.to_string()))
     }
-}
-
-fn skip(counter: &IntCounter) -> Option<Arc<ClientNamespace>> {
-    counter.inc();
-    None
 }
 
 /// `query` asked for `name` instead (same type, class, flags and EDNS, so the same cache key

@@ -26,6 +26,7 @@ use super::KubeError;
 use super::index::{IndexStats, PodIndex, PodPhase, PodRecord, PodTable};
 use crate::config::KubernetesConfig;
 use crate::observe::Metrics;
+use crate::observe::labels::{PerValue, label_enum};
 
 /// Builds the API client: from `kubeconfig` when set, else the in-cluster service account.
 pub async fn client(config: &KubernetesConfig) -> Result<Client, KubeError> {
@@ -80,12 +81,22 @@ impl Drop for PodWatch {
     }
 }
 
+label_enum! {
+    /// Why the pod watch restarted: the `reason` label of
+    /// `nodelocaldns_kube_watch_restarts_total`.
+    enum RestartReason: "reason" {
+        /// Reconnect with backoff after an error.
+        Error => "error",
+        /// A full re-list, e.g. after 410 Gone.
+        Relist => "relist",
+    }
+}
+
 struct WatchMetrics {
     pods: IntGauge,
     ambiguous: IntGauge,
     synced: IntGauge,
-    relists: IntCounter,
-    errors: IntCounter,
+    restarts: PerValue<RestartReason, IntCounter>,
     since_event: Gauge,
 }
 
@@ -95,8 +106,7 @@ impl WatchMetrics {
             pods: metrics.kube_pods_indexed.clone(),
             ambiguous: metrics.kube_ambiguous_ips.clone(),
             synced: metrics.kube_synced.clone(),
-            relists: metrics.kube_watch_restarts.with_label_values(&["relist"]),
-            errors: metrics.kube_watch_restarts.with_label_values(&["error"]),
+            restarts: PerValue::resolve(&metrics.kube_watch_restarts, &[]),
             since_event: metrics.kube_seconds_since_event.clone(),
         }
     }
@@ -134,7 +144,7 @@ where
             Err(err) => {
                 // The watcher recovers on the next poll (after the backoff): re-watch from the
                 // last resourceVersion, or re-list after 410 Gone.
-                metrics.errors.inc();
+                metrics.restarts.get(RestartReason::Error).inc();
                 warn!(%err, "pod watch failed; retrying");
                 continue;
             }
@@ -144,7 +154,7 @@ where
         match event {
             Event::Init => {
                 if lists > 0 {
-                    metrics.relists.inc();
+                    metrics.restarts.get(RestartReason::Relist).inc();
                 }
                 lists += 1;
                 listing = Some(PodTable::new());

@@ -45,6 +45,7 @@ use tracing::{info, warn};
 
 use crate::config::node::NodeConfig;
 use crate::observe::Metrics;
+use crate::observe::labels::{Label, SetupErrorType};
 use interface::{InterfaceError, Link, Links};
 pub use rules::{Backend, DivertSpec, RuleError, RuleErrorKind, ServiceEndpoints};
 
@@ -64,14 +65,13 @@ pub enum NodeError {
 }
 
 impl NodeError {
-    /// The metric label node-cache uses for this failure: one of
-    /// [`crate::observe::metrics::SETUP_ERROR_TYPES`].
-    pub fn errortype(&self) -> &'static str {
+    /// The metric label node-cache uses for this failure.
+    pub fn errortype(&self) -> SetupErrorType {
         match self {
-            NodeError::InterfaceAdd(_) => "interface_add",
-            NodeError::InterfaceCheck(_) | NodeError::Task(_) => "interface_check",
-            NodeError::Rule(err) if err.kind == RuleErrorKind::Lock => "iptables_lock",
-            NodeError::Rule(_) => "iptables",
+            NodeError::InterfaceAdd(_) => SetupErrorType::InterfaceAdd,
+            NodeError::InterfaceCheck(_) | NodeError::Task(_) => SetupErrorType::InterfaceCheck,
+            NodeError::Rule(err) if err.kind == RuleErrorKind::Lock => SetupErrorType::IptablesLock,
+            NodeError::Rule(_) => SetupErrorType::Iptables,
         }
     }
 
@@ -341,14 +341,11 @@ impl NodeSetup {
                 metrics.node_rules_restored.inc_by(restored as u64);
             }
             for err in errors {
-                metrics
-                    .setup_errors
-                    .with_label_values(&[err.errortype()])
-                    .inc();
+                metrics.setup_errors.get(err.errortype()).inc();
             }
         }
         for err in errors {
-            warn!(errortype = err.errortype(), "node setup: {err}");
+            warn!(errortype = err.errortype().value(), "node setup: {err}");
         }
     }
 

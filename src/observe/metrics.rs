@@ -37,28 +37,9 @@
 //! | `nodelocaldns_node_fallback_endpoints` | | kube-dns endpoints the link-local IPs fall back to while no process of ours listens (0: the fallback is not armed) |
 //! | `coredns_nodecache_setup_errors_total` | `errortype` | node setup failures, node-cache's labels: `iptables`, `iptables_lock`, `interface_add`, `interface_check`, `configmap` |
 
+use super::labels::{Label, PerValue, ReloadResult, SetupErrorType, TaskKind};
 use super::upstream::UpstreamMetrics;
 use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
-
-/// The `errortype` labels of `coredns_nodecache_setup_errors_total`, as node-cache has them
-/// (`crate::node`'s errors name theirs from this set).
-pub const SETUP_ERROR_TYPES: [&str; 5] = [
-    "iptables",
-    "iptables_lock",
-    "interface_add",
-    "interface_check",
-    "configmap",
-];
-
-/// The `kind` labels of `nodelocaldns_tasks`, shown as zeros from the start (`crate::tasks`'
-/// `TaskKind::label` names each kind from this set; a test there keeps the two together).
-pub const TASK_KINDS: [&str; 5] = [
-    "refresh",
-    "connection",
-    "probe",
-    "loop_check",
-    "hosts_reload",
-];
 
 /// The forwarder's metrics.
 pub struct Metrics {
@@ -88,12 +69,12 @@ pub struct Metrics {
     pub node_rules_restored: IntCounter,
     pub node_rules_backend: IntGaugeVec,
     pub node_fallback_endpoints: IntGauge,
-    pub setup_errors: IntCounterVec,
+    pub setup_errors: PerValue<SetupErrorType, IntCounter>,
     pub upstream: UpstreamMetrics,
     pub loop_detected: IntGaugeVec,
     pub unanswered_cached: IntCounterVec,
-    pub config_reloads: IntCounterVec,
-    pub tasks: IntGaugeVec,
+    pub config_reloads: PerValue<ReloadResult, IntCounter>,
+    pub tasks: PerValue<TaskKind, IntGauge>,
     pub upstream_pools: IntGauge,
 }
 
@@ -246,21 +227,18 @@ impl Metrics {
         let setup_errors = counter(
             "coredns_nodecache_setup_errors_total",
             "The number of errors during periodic network setup for node-cache",
-            &["errortype"],
+            &[SetupErrorType::NAME],
         );
-        // node-cache shows every label from the start, so dashboards see zeros, not gaps.
-        for errortype in SETUP_ERROR_TYPES {
-            setup_errors.with_label_values(&[errortype]);
-        }
+        // node-cache shows every label from the start, so dashboards see zeros, not gaps: so
+        // does every `PerValue`.
+        let setup_errors = PerValue::resolve(&setup_errors, &[]);
         let upstream = UpstreamMetrics::register(&registry);
         let config_reloads = counter(
             "nodelocaldns_config_reloads_total",
             "Config file changes seen, by result (success, failure: the previous config keeps serving).",
-            &["result"],
+            &[ReloadResult::NAME],
         );
-        for result in ["success", "failure"] {
-            config_reloads.with_label_values(&[result]);
-        }
+        let config_reloads = PerValue::resolve(&config_reloads, &[]);
         let unanswered_cached = counter(
             "nodelocaldns_unanswered_cached_total",
             "Queries answered without asking upstreams because the same question timed out on every upstream within unanswered_ttl.",
@@ -274,11 +252,9 @@ impl Metrics {
         let tasks = gauge_vec(
             "nodelocaldns_tasks",
             "Background tasks alive now, by kind (refresh, connection, probe, loop_check).",
-            &["kind"],
+            &[TaskKind::NAME],
         );
-        for kind in TASK_KINDS {
-            tasks.with_label_values(&[kind]);
-        }
+        let tasks = PerValue::resolve(&tasks, &[]);
         let upstream_pools = registered(
             &registry,
             IntGauge::new(

@@ -1,5 +1,5 @@
 //! Observability, the ground floor every other module stands on: the metrics registry and its
-//! handles ([`Metrics`]), CoreDNS's per-query request accounting ([`requests`]), the
+//! handles ([`Metrics`]), the label values as types ([`labels`]), CoreDNS's per-query request accounting ([`requests`]), the
 //! per-upstream pool and queue metrics ([`upstream`]), the sampled query log ([`querylog`])
 //! and rate-limited log lines ([`ratelimit`]).
 //!
@@ -10,6 +10,7 @@
 //! Config keys: `log.query_sample` ([`querylog`]). Metrics: every one; [`metrics`] lists them,
 //! and docs/metrics.md is the reference.
 
+pub mod labels;
 pub mod metrics;
 pub mod querylog;
 pub mod ratelimit;

@@ -42,32 +42,39 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 
 use crate::Proto;
-use crate::wire::{RType, Rcode};
+use crate::wire::{RType, Rcode, rtype};
 
 /// CoreDNS's monitored query types (plugin/metrics/vars), then `other`.
 const QTYPES: [(RType, &str); 18] = [
-    (RType(1), "A"),
-    (RType(28), "AAAA"),
-    (RType(5), "CNAME"),
-    (RType(48), "DNSKEY"),
-    (RType(43), "DS"),
-    (RType(15), "MX"),
-    (RType(50), "NSEC3"),
-    (RType(47), "NSEC"),
-    (RType(2), "NS"),
-    (RType(12), "PTR"),
-    (RType(46), "RRSIG"),
-    (RType(6), "SOA"),
-    (RType(33), "SRV"),
-    (RType(16), "TXT"),
-    (RType(65), "HTTPS"),
-    (RType(251), "IXFR"),
-    (RType(252), "AXFR"),
-    (RType(255), "ANY"),
+    (rtype::A, "A"),
+    (rtype::AAAA, "AAAA"),
+    (rtype::CNAME, "CNAME"),
+    (rtype::DNSKEY, "DNSKEY"),
+    (rtype::DS, "DS"),
+    (rtype::MX, "MX"),
+    (rtype::NSEC3, "NSEC3"),
+    (rtype::NSEC, "NSEC"),
+    (rtype::NS, "NS"),
+    (rtype::PTR, "PTR"),
+    (rtype::RRSIG, "RRSIG"),
+    (rtype::SOA, "SOA"),
+    (rtype::SRV, "SRV"),
+    (rtype::TXT, "TXT"),
+    (rtype::HTTPS, "HTTPS"),
+    (rtype::IXFR, "IXFR"),
+    (rtype::AXFR, "AXFR"),
+    (rtype::ANY, "ANY"),
 ];
 const QTYPE_SLOTS: usize = QTYPES.len() + 1;
 
 /// Rcodes 0..=16 by number (16 is BADVERS), then `other`; names as CoreDNS prints them.
+///
+/// This is the second rcode name table, on purpose: [`Rcode::NAMES`] (7 names and `OTHER`)
+/// labels `coredns_forward_*` and logs, and sizes the per-upstream table of lazily created
+/// series in [`super::upstream`], so it names only the codes upstreams commonly send; this one
+/// labels `coredns_dns_responses_total` in every code up to BADVERS and lower-case `other`.
+/// Both outputs are what dashboards already match, so neither is rewritten from the other;
+/// `the_two_rcode_tables_agree_where_they_overlap` keeps the shared names equal.
 const RCODES: [&str; 18] = [
     "NOERROR",
     "FORMERR",
@@ -636,6 +643,23 @@ impl Collector for SharedCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_two_rcode_tables_agree_where_they_overlap() {
+        let mut shared = 0;
+        for (code, name) in RCODES.iter().enumerate().take(RCODES.len() - 1) {
+            let wire_name = Rcode(code as u16).name();
+            if wire_name != "OTHER" {
+                assert_eq!(wire_name, *name, "rcode {code}");
+                shared += 1;
+            }
+        }
+        assert_eq!(
+            shared,
+            Rcode::NAMES.len() - 1,
+            "every named wire rcode is below BADVERS+1"
+        );
+    }
 
     fn sample_value(text: &str, series: &str) -> Option<String> {
         text.lines()

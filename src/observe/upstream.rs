@@ -31,6 +31,7 @@ use prometheus::{
     Registry, exponential_buckets,
 };
 
+use super::labels::{Label, PerValue, label_enum};
 use crate::wire::Rcode;
 
 /// The metric families, registered once per server instance.
@@ -56,42 +57,19 @@ pub struct UpstreamMetrics {
     max_concurrent_rejects: IntCounter,
 }
 
-/// Why a pooled connection closed (the `reason` label of `nodelocaldns_pool_closed_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    Idle,
-    MaxQueries,
-    MaxAge,
-    Server,
-    Error,
-    /// The pool's config was replaced by a reload (and its last query ended), or the server
-    /// stopped.
-    Retired,
-    /// A query's whole timeout passed with nothing read on the connection.
-    Unresponsive,
-}
-
-impl CloseReason {
-    const ALL: [CloseReason; 7] = [
-        CloseReason::Idle,
-        CloseReason::MaxQueries,
-        CloseReason::MaxAge,
-        CloseReason::Server,
-        CloseReason::Error,
-        CloseReason::Retired,
-        CloseReason::Unresponsive,
-    ];
-
-    fn label(self) -> &'static str {
-        match self {
-            CloseReason::Idle => "idle",
-            CloseReason::MaxQueries => "max_queries",
-            CloseReason::MaxAge => "max_age",
-            CloseReason::Server => "server",
-            CloseReason::Error => "error",
-            CloseReason::Retired => "retired",
-            CloseReason::Unresponsive => "unresponsive",
-        }
+label_enum! {
+    /// Why a pooled connection closed (the `reason` label of `nodelocaldns_pool_closed_total`).
+    pub enum CloseReason: "reason" {
+        Idle => "idle",
+        MaxQueries => "max_queries",
+        MaxAge => "max_age",
+        Server => "server",
+        Error => "error",
+        /// The pool's config was replaced by a reload (and its last query ended), or the server
+        /// stopped.
+        Retired => "retired",
+        /// A query's whole timeout passed with nothing read on the connection.
+        Unresponsive => "unresponsive",
     }
 }
 
@@ -115,7 +93,7 @@ pub struct UpstreamHandles {
     tls_handshakes: [IntCounter; 2],
     pub tls_failures: IntCounter,
     pub queries_per_connection: Histogram,
-    closed: [IntCounter; 7],
+    closed: PerValue<CloseReason, IntCounter>,
     pub retries: IntCounter,
     pub max_concurrent_rejects: IntCounter,
     pub forward_requests: IntCounter,
@@ -140,8 +118,7 @@ impl UpstreamHandles {
     }
 
     pub fn closed(&self, reason: CloseReason) -> &IntCounter {
-        // `ALL` lists the reasons in declaration order.
-        &self.closed[reason as usize]
+        self.closed.get(reason)
     }
 
     /// Counts an answer with `rcode` that took `seconds`.
@@ -258,7 +235,7 @@ impl UpstreamMetrics {
             closed: counter(
                 "nodelocaldns_pool_closed_total",
                 "TCP connections to the upstream closed, by reason.",
-                &["upstream", "reason"],
+                &["upstream", CloseReason::NAME],
             ),
             retries: counter(
                 "nodelocaldns_upstream_retries_total",
@@ -316,7 +293,7 @@ impl UpstreamMetrics {
                 .map(|kind| self.tls_handshakes.with_label_values(&[upstream, kind])),
             tls_failures: self.tls_failures.with_label_values(&one),
             queries_per_connection: self.queries_per_connection.with_label_values(&one),
-            closed: CloseReason::ALL.map(|r| self.closed.with_label_values(&[upstream, r.label()])),
+            closed: PerValue::resolve(&self.closed, &[upstream]),
             retries: self.retries.with_label_values(&one),
             max_concurrent_rejects: self.max_concurrent_rejects.clone(),
             forward_requests: self.forward_requests.with_label_values(&one),

@@ -21,6 +21,7 @@ use super::delivery::Delivery;
 use crate::config::Config;
 use crate::config::source::ConfigSource;
 use crate::observe::Metrics;
+use crate::observe::labels::ReloadResult;
 
 /// What a reload replaces: the responder behind the listeners, and the sample rate of their
 /// query log (`log.query_sample`, which the listeners own).
@@ -38,7 +39,7 @@ pub(super) async fn watch(
     cancel: CancellationToken,
     mut last: Option<Vec<u8>>,
 ) {
-    let reloads = |result: &str| metrics.config_reloads.with_label_values(&[result]).inc();
+    let reloads = |result| metrics.config_reloads.get(result).inc();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -75,12 +76,12 @@ pub(super) async fn watch(
                 let next = current.load().reloaded(&config);
                 current.store(Arc::new(next));
                 delivery.set_query_log(&config);
-                reloads("success");
+                reloads(ReloadResult::Success);
                 info!(%path, zones = config.zones.len(), "config reloaded");
                 running = config;
             }
             Err(err) => {
-                reloads("failure");
+                reloads(ReloadResult::Failure);
                 error!(%path, "config reload failed; still serving the previous config: {err:#}");
             }
         }

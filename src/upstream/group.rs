@@ -32,6 +32,7 @@ use super::{Answer, ExchangeError, udp};
 use crate::Proto;
 use crate::config::{Policy, Transport, ZoneConfig};
 use crate::observe::Metrics;
+use crate::observe::labels;
 use crate::observe::ratelimit::LogLimiter;
 use crate::tasks::{TaskKind, Tasks};
 use crate::wire::query::{Question, UpstreamFlags};
@@ -233,12 +234,12 @@ impl UpstreamGroup {
         metrics: Arc<Metrics>,
         pools: &mut Pools,
     ) -> UpstreamGroup {
-        let zone_name = zone.name.0.to_dotted();
+        let zone_name = labels::zone(&zone.name.0);
         let upstreams = zone
             .upstream_addrs()
             .into_iter()
             .map(|addr| {
-                let label = addr.to_string();
+                let label = labels::upstream(addr);
                 let healthy = metrics
                     .upstream_healthy
                     .with_label_values(&[zone_name.as_str(), label.as_str()]);

@@ -51,6 +51,7 @@ use crate::config::pool::PoolConfig;
 use crate::config::tls::TlsConfig;
 use crate::config::{Transport, ZoneConfig};
 use crate::observe::Metrics;
+use crate::observe::labels;
 use crate::observe::upstream::{CloseReason, UpstreamHandles};
 use crate::tasks::{TaskKind, Tasks};
 use crate::wire::answer::AnswerError;
@@ -262,7 +263,7 @@ impl Pool {
         metrics: &Metrics,
         tasks: &Tasks,
     ) -> Pool {
-        let label = addr.to_string();
+        let label = labels::upstream(addr);
         metrics.upstream_pools.inc();
         let handles = metrics.upstream.handles(&label);
         Pool {

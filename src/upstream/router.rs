@@ -10,6 +10,7 @@ use super::pool::Pools;
 use crate::cache::policy::CachePolicy;
 use crate::config::Config;
 use crate::observe::Metrics;
+use crate::observe::labels;
 use crate::tasks::Tasks;
 use crate::wire::Name;
 
@@ -45,7 +46,7 @@ impl ZoneRouter {
             .iter()
             .map(|zone| Route {
                 name: zone.name.0,
-                label: zone.name.0.to_dotted(),
+                label: labels::zone(&zone.name.0),
                 upstreams: UpstreamGroup::new(
                     zone,
                     config.server.max_udp_size,

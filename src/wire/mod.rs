@@ -52,7 +52,8 @@ impl From<RType> for u16 {
     }
 }
 
-/// Resource record types the forwarder treats specially.
+/// Resource record types the forwarder treats specially, and those CoreDNS's query metrics
+/// name (`crate::observe::requests`).
 pub mod rtype {
     use super::RType;
 
@@ -60,10 +61,21 @@ pub mod rtype {
     pub const NS: RType = RType(2);
     pub const CNAME: RType = RType(5);
     pub const SOA: RType = RType(6);
+    pub const PTR: RType = RType(12);
+    pub const MX: RType = RType(15);
+    pub const TXT: RType = RType(16);
     pub const AAAA: RType = RType(28);
+    pub const SRV: RType = RType(33);
     pub const OPT: RType = RType(41);
+    pub const DS: RType = RType(43);
+    pub const RRSIG: RType = RType(46);
+    pub const NSEC: RType = RType(47);
+    pub const DNSKEY: RType = RType(48);
+    pub const NSEC3: RType = RType(50);
+    pub const HTTPS: RType = RType(65);
     pub const IXFR: RType = RType(251);
     pub const AXFR: RType = RType(252);
+    pub const ANY: RType = RType(255);
 }
 
 /// A response code: the header's four bits, widened by the OPT record's extended bits
