@@ -53,9 +53,8 @@ use tracing::{debug, error, warn};
 
 use crate::Proto;
 use crate::cache::{Cache, Entry, Fetched, Lookup, PLAIN_VIEW, RefreshSlot, Resolved, Served};
-use crate::config::Config;
 use crate::config::hosts::HostsConfig;
-use crate::config::rewrite::RewriteConfigError;
+use crate::config::{Config, ZoneConfig};
 use crate::dns64::Dns64;
 use crate::hosts::{Decision, Hosts};
 use crate::kube::autopath::{AutopathError, Plain};
@@ -298,9 +297,19 @@ impl Responder {
             .clone()
             .map(|index| Autopath::new(index, &config.kubernetes.host_search, &metrics));
         let hosts_routes = hosts_routes(config, &router, &tasks);
-        let template_routes = template_routes(config, &router);
-        let dns64_routes = dns64_routes(config, &router, &metrics, &server);
-        let rewrite_routes = rewrite_routes(config, &router);
+        let template_routes = zone_routes(config, &router, "templates", |zone| {
+            let templates = &zone.templates;
+            (!templates.is_empty()).then(|| Templates::new(templates, &zone.name.0))
+        });
+        // The metric is labelled as the cache's `server`.
+        let translated = metrics.dns64_translated.with_label_values(&[&server]);
+        let dns64_routes = zone_routes(config, &router, "dns64", |zone| {
+            let section = zone.dns64.as_ref()?;
+            Some(Dns64::new(section, translated.clone()))
+        });
+        let rewrite_routes = zone_routes(config, &router, "rewrite rules", |zone| {
+            (!zone.rewrite.is_empty()).then(|| Rewrites::new(&zone.rewrite))
+        });
         let zone_routes: Vec<RouteId> = config
             .zones
             .iter()
@@ -1114,64 +1123,24 @@ fn hosts_routes(config: &Config, router: &ZoneRouter, tasks: &Tasks) -> Vec<(Rou
     routes
 }
 
-/// The templates of each zone that has some. A config that was not validated can hold one that
-/// does not compile: that zone's templates are left out, logged.
-fn template_routes(config: &Config, router: &ZoneRouter) -> Vec<(RouteId, Templates)> {
-    let mut routes = Vec::new();
-    for zone in &config.zones {
-        let Some(route) = router.route(&zone.name.0) else {
-            continue;
-        };
-        if zone.templates.is_empty() {
-            continue;
-        }
-        match Templates::new(&zone.templates, &zone.name.0) {
-            Ok(templates) => routes.push((route, templates)),
-            Err(err) => error!(zone = %zone.name.0, %err, "templates left out"),
-        }
-    }
-    routes
-}
-
-/// The DNS64 of each zone that has a `dns64` section; `server` labels its metric as the cache's.
-/// A config that was not validated can hold a prefix that does not read: that zone is left
-/// without DNS64, logged.
-fn dns64_routes(
+/// What `build` makes of each zone's section, by the zone's route: `build` gives `None` for a
+/// zone without the section. A config that was not validated can hold a section that does not
+/// build (a template or rule that does not compile, a prefix that does not read): that zone is
+/// left without it, logged as `what` left out.
+fn zone_routes<T, E: std::fmt::Display>(
     config: &Config,
     router: &ZoneRouter,
-    metrics: &Metrics,
-    server: &str,
-) -> Vec<(RouteId, Dns64)> {
-    let translated = metrics.dns64_translated.with_label_values(&[server]);
+    what: &str,
+    build: impl Fn(&ZoneConfig) -> Option<Result<T, E>>,
+) -> Vec<(RouteId, T)> {
     let mut routes = Vec::new();
     for zone in &config.zones {
-        let (Some(section), Some(route)) = (&zone.dns64, router.route(&zone.name.0)) else {
+        let (Some(built), Some(route)) = (build(zone), router.route(&zone.name.0)) else {
             continue;
         };
-        match Dns64::new(section, translated.clone()) {
-            Ok(dns64) => routes.push((route, dns64)),
-            Err(err) => error!(zone = %zone.name.0, %err, "dns64 left out"),
-        }
-    }
-    routes
-}
-
-/// The rewrite rules of each zone that has some. A config that was not validated can hold one
-/// that does not compile: that zone's rules are left out, logged.
-fn rewrite_routes(config: &Config, router: &ZoneRouter) -> Vec<(RouteId, Rewrites)> {
-    let mut routes = Vec::new();
-    for zone in &config.zones {
-        let Some(route) = router.route(&zone.name.0) else {
-            continue;
-        };
-        if zone.rewrite.is_empty() {
-            continue;
-        }
-        match Rewrites::new(&zone.rewrite) {
-            Ok(rewrites) => routes.push((route, rewrites)),
-            Err(RewriteConfigError { field, message }) => {
-                error!(zone = %zone.name.0, %field, message, "rewrite rules left out");
-            }
+        match built {
+            Ok(built) => routes.push((route, built)),
+            Err(err) => error!(zone = %zone.name.0, %err, "{what} left out"),
         }
     }
     routes
