@@ -18,7 +18,6 @@ use common::{
 };
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use nodelocal_dns::config::Config;
 use nodelocal_dns::config::dns64::Dns64Config;
 use nodelocal_dns::nodecache::{TranslateOptions, translate};
 use tokio::net::UdpSocket;
@@ -349,12 +348,6 @@ async fn a_corefile_dns64_is_translated_and_served() {
 
 #[test]
 fn corefile_and_config_errors_name_the_line() {
-    let corefile_error = |directive: &str| {
-        let corefile = format!(".:53 {{\n    forward . 10.0.0.10\n{directive}}}\n");
-        translate(&corefile, "Corefile", &TranslateOptions::default())
-            .expect_err("refused")
-            .to_string()
-    };
     let cases = [
         (
             "    dns64 10.0.0.0/96\n",
@@ -393,19 +386,8 @@ fn corefile_and_config_errors_name_the_line() {
             "Corefile:6: dns64 with hosts or template in one server block is not supported",
         ),
     ];
-    for (directive, want) in cases {
-        let err = corefile_error(directive);
-        assert!(err.starts_with(want), "{directive:?}: {err}");
-    }
+    common::assert_refused(&cases, common::corefile_block_error);
 
-    let config_error = |section: &str| {
-        let yaml = format!(
-            "listen: [\"127.0.0.1:53\"]\nzones:\n  - name: example\n    upstreams: [10.0.0.1]\n{section}"
-        );
-        Config::from_yaml(&yaml, "test.yaml")
-            .expect_err("refused")
-            .to_string()
-    };
     let cases = [
         (
             "    dns64:\n      prefix: 64:ff9b::/100\n",
@@ -424,10 +406,9 @@ fn corefile_and_config_errors_name_the_line() {
             "test.yaml:5: zones[0].dns64: cannot be combined with hosts or templates",
         ),
     ];
-    for (section, want) in cases {
-        let err = config_error(section);
-        assert!(err.starts_with(want), "{section:?}: {err}");
-    }
+    common::assert_refused(&cases, |section| {
+        common::zone_config_error("example", section)
+    });
 }
 
 /// An expired pair served stale (RFC 8767) because the upstream went silent is translated too:

@@ -14,7 +14,6 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use common::{Authority, Forwarder, addresses, mixed_case, query, tcp_query, udp_query, udp_raw};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
-use nodelocal_dns::config::Config;
 use nodelocal_dns::nodecache::{TranslateOptions, translate};
 
 const DB_A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
@@ -347,14 +346,6 @@ async fn a_corefile_with_rewrite_lines_and_a_block_is_translated_and_served() {
 
 #[test]
 fn config_errors_name_the_field_and_line() {
-    let error_of = |rules: &str| {
-        let yaml = format!(
-            "listen: [\"127.0.0.1:53\"]\nzones:\n  - name: .\n    upstreams: [10.0.0.1]\n    rewrite:\n{rules}"
-        );
-        Config::from_yaml(&yaml, "test.yaml")
-            .expect_err("refused")
-            .to_string()
-    };
     let cases = [
         (
             "      - match: regex\n        from: '('\n        to: x\n",
@@ -373,17 +364,10 @@ fn config_errors_name_the_field_and_line() {
             "test.yaml:9: zones[0].rewrite[0].answer: auto cannot be combined",
         ),
     ];
-    for (rules, want) in cases {
-        let err = error_of(rules);
-        assert!(err.starts_with(want), "{rules:?}: {err}");
-    }
+    common::assert_refused(&cases, |rules| {
+        common::zone_config_error(".", &format!("    rewrite:\n{rules}"))
+    });
 
-    let corefile_error = |rule: &str| {
-        let corefile = format!(".:53 {{\n    forward . 10.0.0.10\n{rule}}}\n");
-        translate(&corefile, "Corefile", &TranslateOptions::default())
-            .expect_err("refused")
-            .to_string()
-    };
     let cases = [
         (
             "    rewrite name regex ( x.\n",
@@ -414,8 +398,5 @@ fn config_errors_name_the_field_and_line() {
             "Corefile:3: rewrite: answer name needs FROM and TO",
         ),
     ];
-    for (rule, want) in cases {
-        let err = corefile_error(rule);
-        assert!(err.starts_with(want), "{rule:?}: {err}");
-    }
+    common::assert_refused(&cases, common::corefile_block_error);
 }

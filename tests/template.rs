@@ -13,7 +13,6 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use common::{Authority, Forwarder, addresses, query, tcp_query, udp_query};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
-use nodelocal_dns::config::Config;
 use nodelocal_dns::nodecache::{TranslateOptions, translate};
 
 const UPSTREAM_A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 7);
@@ -292,14 +291,6 @@ async fn a_corefile_with_the_charts_aaaa_template_on_every_block_is_translated_a
 
 #[test]
 fn config_errors_name_the_field_and_line() {
-    let error_of = |templates: &str| {
-        let yaml = format!(
-            "listen: [\"127.0.0.1:53\"]\nzones:\n  - name: example\n    upstreams: [10.0.0.1]\n    templates:\n{templates}"
-        );
-        Config::from_yaml(&yaml, "test.yaml")
-            .expect_err("refused")
-            .to_string()
-    };
     let cases = [
         (
             "      - type: A\n        match: ['(']\n",
@@ -322,19 +313,10 @@ fn config_errors_name_the_field_and_line() {
             "test.yaml:7: zones[0].templates[0].authority[0]: CAA records are not supported",
         ),
     ];
-    for (templates, want) in cases {
-        let err = error_of(templates);
-        assert!(err.starts_with(want), "{templates:?}: {err}");
-    }
+    common::assert_refused(&cases, |templates| {
+        common::zone_config_error("example", &format!("    templates:\n{templates}"))
+    });
 
-    let corefile_error = |options: &str| {
-        let corefile = format!(
-            ".:53 {{\n    forward . 10.0.0.10\n    template IN A {{\n{options}    }}\n}}\n"
-        );
-        translate(&corefile, "Corefile", &TranslateOptions::default())
-            .expect_err("refused")
-            .to_string()
-    };
     let cases = [
         (
             "        rcode NOERROR\n        match \"(\"\n",
@@ -353,10 +335,9 @@ fn config_errors_name_the_field_and_line() {
             "Corefile:4: template: rcode needs one CODE",
         ),
     ];
-    for (options, want) in cases {
-        let err = corefile_error(options);
-        assert!(err.starts_with(want), "{options:?}: {err}");
-    }
+    common::assert_refused(&cases, |options| {
+        common::corefile_block_error(&format!("    template IN A {{\n{options}    }}\n"))
+    });
 }
 
 #[tokio::test]

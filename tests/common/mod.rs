@@ -732,3 +732,32 @@ where
     }
     condition().await
 }
+
+/// The error a config is refused with, as a user reads it (the file is `test.yaml`), when its
+/// one zone `zone` (upstream 10.0.0.1) has the lines `section`, indented as in the zone.
+pub fn zone_config_error(zone: &str, section: &str) -> String {
+    let yaml = format!(
+        "listen: [\"127.0.0.1:53\"]\nzones:\n  - name: {zone}\n    upstreams: [10.0.0.1]\n{section}"
+    );
+    Config::from_yaml(&yaml, "test.yaml")
+        .expect_err("refused")
+        .to_string()
+}
+
+/// The error a Corefile is refused with (the file is `Corefile`) when its one block,
+/// `.:53 { forward . 10.0.0.10 ... }`, has the lines `lines` after the forward.
+pub fn corefile_block_error(lines: &str) -> String {
+    let corefile = format!(".:53 {{\n    forward . 10.0.0.10\n{lines}}}\n");
+    let options = nodelocal_dns::nodecache::TranslateOptions::default();
+    nodelocal_dns::nodecache::translate(&corefile, "Corefile", &options)
+        .expect_err("refused")
+        .to_string()
+}
+
+/// Each input of `cases` is refused by `error_of` with an error that starts as its pair says.
+pub fn assert_refused(cases: &[(&str, &str)], error_of: impl Fn(&str) -> String) {
+    for (input, want) in cases {
+        let err = error_of(input);
+        assert!(err.starts_with(want), "{input:?}: {err}");
+    }
+}
