@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
-use tokio::net::{TcpSocket, UdpSocket};
+use tokio::net::TcpSocket;
 
 use common::fake_apiserver::{FakeApiServer, FakePod};
 use common::{Authority, CLIENT_TIMEOUT, EXAMPLE_COM, Exposition, query, read_frame, write_frame};
@@ -115,15 +115,8 @@ impl World {
 
     /// Asks `name` over UDP from the source address `from`.
     async fn ask(&self, from: &str, name: &str, rtype: RecordType) -> Message {
-        let socket = UdpSocket::bind((from, 0)).await.expect("bind a pod IP");
-        let bytes = query(name, rtype, Some(1232)).to_vec().expect("encodes");
-        socket.send_to(&bytes, self.dns).await.expect("send");
-        let mut buf = vec![0u8; 65535];
-        let (len, _) = tokio::time::timeout(CLIENT_TIMEOUT, socket.recv_from(&mut buf))
-            .await
-            .expect("an answer in time")
-            .expect("receive");
-        Message::from_vec(&buf[..len]).expect("answer decodes")
+        let msg = query(name, rtype, Some(1232));
+        common::udp_query_from(from, self.dns, &msg).await
     }
 
     /// Asks `name` over a TCP connection from the source address `from`.

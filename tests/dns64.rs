@@ -13,14 +13,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{
-    CLIENT_TIMEOUT, Forwarder, Programmable, a_with, aaaa, cname, name, query, soa, udp_query,
-};
+use common::{Forwarder, Programmable, a_with, aaaa, cname, name, query, soa, udp_query};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use nodelocal_dns::config::dns64::Dns64Config;
 use nodelocal_dns::nodecache::{TranslateOptions, translate};
-use tokio::net::UdpSocket;
 
 /// The A of `v4only.` and `alias.` names (RFC 6052's example address).
 const V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 33);
@@ -90,18 +87,8 @@ fn listener_for(forwarder: &Forwarder, client: &str) -> SocketAddr {
 
 /// Asks `name`/`rtype` over UDP from a socket bound to `client` (`127.0.0.1` or `::1`).
 async fn ask_from(forwarder: &Forwarder, client: &str, name: &str, rtype: RecordType) -> Message {
-    let socket = UdpSocket::bind((client, 0)).await.expect("bind client");
-    let packet = query(name, rtype, Some(1232)).to_vec().expect("encodes");
-    socket
-        .send_to(&packet, listener_for(forwarder, client))
-        .await
-        .expect("send");
-    let mut buf = vec![0u8; 65535];
-    let (len, _) = tokio::time::timeout(CLIENT_TIMEOUT, socket.recv_from(&mut buf))
-        .await
-        .expect("an answer in time")
-        .expect("receive");
-    Message::from_vec(&buf[..len]).expect("answer decodes")
+    let msg = query(name, rtype, Some(1232));
+    common::udp_query_from(client, listener_for(forwarder, client), &msg).await
 }
 
 fn v6_addresses(msg: &Message) -> Vec<Ipv6Addr> {

@@ -311,7 +311,17 @@ pub fn mixed_case(query: &Message) -> Vec<u8> {
 /// Sends raw bytes over UDP and returns the answer bytes, or `None` when nothing came back
 /// within `wait`.
 pub async fn udp_raw(server: SocketAddr, packet: &[u8], wait: Duration) -> Option<Vec<u8>> {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind client");
+    udp_raw_from("127.0.0.1", server, packet, wait).await
+}
+
+/// [`udp_raw`] from a socket bound to the source address `from` (a pod IP, `::1`).
+pub async fn udp_raw_from(
+    from: &str,
+    server: SocketAddr,
+    packet: &[u8],
+    wait: Duration,
+) -> Option<Vec<u8>> {
+    let socket = UdpSocket::bind((from, 0)).await.expect("bind client");
     socket.send_to(packet, server).await.expect("send");
     let mut buf = vec![0u8; 65535];
     let (len, _) = tokio::time::timeout(wait, socket.recv_from(&mut buf))
@@ -324,8 +334,13 @@ pub async fn udp_raw(server: SocketAddr, packet: &[u8], wait: Duration) -> Optio
 
 /// Sends a query over UDP and decodes the answer; panics when none comes.
 pub async fn udp_query(server: SocketAddr, msg: &Message) -> Message {
+    udp_query_from("127.0.0.1", server, msg).await
+}
+
+/// [`udp_query`] from a socket bound to the source address `from` (a pod IP, `::1`).
+pub async fn udp_query_from(from: &str, server: SocketAddr, msg: &Message) -> Message {
     let bytes = msg.to_vec().expect("query encodes");
-    let answer = udp_raw(server, &bytes, CLIENT_TIMEOUT)
+    let answer = udp_raw_from(from, server, &bytes, CLIENT_TIMEOUT)
         .await
         .expect("an answer over UDP");
     Message::from_vec(&answer).expect("answer decodes")
